@@ -1,0 +1,66 @@
+/* tfpconv TFLite delegate: public C API.
+ *
+ * The delegate runs the float32 CONV_2D operators that a tfpconv plan (the "tfpconv" entry of the
+ * model's metadata, written by tfpconv.convert) describes, with pattern-sparse kernels. Every other
+ * operator, and every convolution whose plan is missing, stale or unsupported, stays with TFLite.
+ *
+ *   TfpconvDelegateOptions options = TfpconvDelegateOptionsDefault();
+ *   options.num_threads = 2;
+ *   TfLiteDelegate* delegate = TfpconvDelegateCreate(&options);
+ *   ... TfLiteInterpreterOptionsAddDelegate / Interpreter::ModifyGraphWithDelegate ...
+ *   TfpconvDelegateDelete(delegate);  // after the interpreter is destroyed
+ */
+#ifndef TFPCONV_DELEGATE_H_
+#define TFPCONV_DELEGATE_H_
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define TFPCONV_EXPORT __declspec(dllexport)
+#else
+#define TFPCONV_EXPORT __attribute__((visibility("default")))
+#endif
+
+struct TfLiteDelegate;
+
+typedef enum TfpconvLogLevel {
+  kTfpconvLogError = 0,
+  kTfpconvLogWarning = 1, /* default: declined convolutions with a bad plan are reported */
+  kTfpconvLogInfo = 2,    /* every claimed / declined node and why */
+  kTfpconvLogVerbose = 3,
+} TfpconvLogLevel;
+
+typedef struct TfpconvDelegateOptions {
+  /* Threads for the convolution kernels; values < 1 mean 1. */
+  int num_threads;
+  TfpconvLogLevel log_level;
+  /* Instruction set to use: NULL or "auto" (best the CPU supports), "avx512", "avx2", "neon",
+   * "scalar". A set the CPU lacks falls back to the best available one, with a warning. */
+  const char* isa;
+} TfpconvDelegateOptions;
+
+TFPCONV_EXPORT TfpconvDelegateOptions TfpconvDelegateOptionsDefault(void);
+
+/* Returns NULL on failure (e.g. out of memory). `options` may be NULL for the defaults. */
+TFPCONV_EXPORT struct TfLiteDelegate* TfpconvDelegateCreate(const TfpconvDelegateOptions* options);
+
+TFPCONV_EXPORT void TfpconvDelegateDelete(struct TfLiteDelegate* delegate);
+
+/* TFLite external-delegate entry points (tf.lite.experimental.load_delegate, benchmark_model
+ * --external_delegate_path). Keys: "num_threads", "log_level" (error|warning|info|verbose or
+ * 0..3), "isa". An unknown key or bad value is reported through report_error and returns NULL. */
+TFPCONV_EXPORT struct TfLiteDelegate* tflite_plugin_create_delegate(
+    char** options_keys, char** options_values, size_t num_options,
+    void (*report_error)(const char*));
+
+TFPCONV_EXPORT void tflite_plugin_destroy_delegate(struct TfLiteDelegate* delegate);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* TFPCONV_DELEGATE_H_ */

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# All set-up for a fresh Debian machine (root, Python 3.11, pip, apt): system packages, then tfpconv
+# itself with its test extras. Safe to run again; it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  # real data for the demo and the accuracy benchmark
+  dataset-fashion-mnist
+  # plan schema compiler and the delegate's C++ dependencies
+  flatbuffers-compiler libflatbuffers-dev libpthreadpool-dev libcpuinfo-dev
+  libgtest-dev libbenchmark-dev cmake g++ make pkg-config
+  # offline Bazel build, aarch64 cross build + emulation, sanitizers, JNI host test
+  bazel-bootstrap g++-aarch64-linux-gnu qemu-user clang libclang-rt-14-dev
+  openjdk-17-jdk-headless
+  # fetches TFLite's official C headers (npm) for the ABI layout test
+  npm
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[test]"
+echo "setup: done"

@@ -1,0 +1,247 @@
+"""Pattern and connectivity pruning math for 3x3 convolution kernels (NumPy only).
+
+Kernels are Keras' HWIO arrays of shape ``(3, 3, in_channels, out_channels)``. A *pattern* is a 3x3
+mask with exactly four entries, the centre always among them: there are 56 candidates
+(``CANDIDATE_MASKS``). A model uses a small *library* of them, and every kernel keeps the weights of
+one library pattern (pattern pruning) or is removed whole (connectivity pruning).
+
+Masks are also handled as 9-bit integers: bit ``3 * row + col`` is set when that position is kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+KERNEL_SIZE = 3
+TAPS = KERNEL_SIZE * KERNEL_SIZE
+CENTRE = TAPS // 2
+WEIGHTS_PER_PATTERN = 4
+
+#: Code of a kernel that is removed whole (all nine weights zero).
+PRUNED = -1
+#: Code of a kernel whose non-zeros fit no 4-entry, centre-including pattern.
+NOT_A_PATTERN = -2
+
+
+def _candidate_masks() -> np.ndarray:
+    others = [tap for tap in range(TAPS) if tap != CENTRE]
+    masks = []
+    for chosen in itertools.combinations(others, WEIGHTS_PER_PATTERN - 1):
+        mask = np.zeros(TAPS, dtype=bool)
+        mask[[CENTRE, *chosen]] = True
+        masks.append(mask)
+    return np.stack(masks)
+
+
+#: All 56 candidate patterns as boolean arrays of shape ``(56, 9)`` (taps in row-major order).
+CANDIDATE_MASKS: np.ndarray = _candidate_masks()
+CANDIDATE_MASKS.setflags(write=False)
+NUM_CANDIDATES = len(CANDIDATE_MASKS)
+
+
+def mask_to_bits(mask: np.ndarray) -> int:
+    """A 3x3 (or flat 9) boolean mask as a 9-bit integer, bit ``3 * row + col``."""
+    flat = np.asarray(mask, dtype=bool).reshape(TAPS)
+    return int(np.sum(flat.astype(np.int64) << np.arange(TAPS)))
+
+
+def bits_to_mask(bits: int) -> np.ndarray:
+    """The inverse of :func:`mask_to_bits`: a flat boolean array of 9 taps."""
+    if not 0 <= bits < (1 << TAPS):
+        raise ValueError(f"a 3x3 mask has 9 bits; got {bits}")
+    return ((bits >> np.arange(TAPS)) & 1).astype(bool)
+
+
+def format_mask(bits: int) -> str:
+    """A mask drawn as three rows of ``x`` (kept) and ``.`` (zero), separated by ``/``."""
+    flat = bits_to_mask(bits)
+    return "/".join(
+        "".join("x" if flat[3 * r + c] else "." for c in range(KERNEL_SIZE))
+        for r in range(KERNEL_SIZE)
+    )
+
+
+def check_kernel(kernel: np.ndarray, name: str = "kernel") -> np.ndarray:
+    """Validate a 3x3 HWIO kernel and return it as a float array."""
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 4 or kernel.shape[:2] != (KERNEL_SIZE, KERNEL_SIZE):
+        raise ValueError(
+            f"{name}: expected a 3x3 HWIO kernel of shape (3, 3, in, out), got {kernel.shape}"
+        )
+    if not np.issubdtype(kernel.dtype, np.floating):
+        kernel = kernel.astype(np.float32)
+    return kernel
+
+
+def _taps_by_kernel(kernel: np.ndarray) -> np.ndarray:
+    """(3, 3, I, O) -> (I, O, 9): each kernel's taps in row-major order."""
+    return np.moveaxis(kernel.reshape(TAPS, *kernel.shape[2:]), 0, -1)
+
+
+def _kernels_from_taps(taps: np.ndarray) -> np.ndarray:
+    """(I, O, 9) -> (3, 3, I, O)."""
+    return np.moveaxis(taps, -1, 0).reshape(KERNEL_SIZE, KERNEL_SIZE, *taps.shape[:2])
+
+
+def top4_candidates(kernel: np.ndarray) -> np.ndarray:
+    """Per kernel, the candidate index of its top-4-magnitude mask with the centre forced in.
+
+    Returns an ``(in, out)`` integer array of indices into :data:`CANDIDATE_MASKS`.
+    """
+    energy = _taps_by_kernel(check_kernel(kernel).astype(np.float64) ** 2)
+    # The centre is always kept, so the choice is the 3 strongest of the 8 other taps: score each
+    # candidate by the energy it keeps and take the best (ties go to the lowest index).
+    scores = energy @ CANDIDATE_MASKS.T.astype(np.float64)
+    return np.argmax(scores, axis=-1)
+
+
+def select_library(kernels: Sequence[np.ndarray], num_patterns: int = 8) -> np.ndarray:
+    """Choose the ``num_patterns`` most frequent top-4 masks over all given kernels.
+
+    Args:
+      kernels: 3x3 HWIO kernels (one per layer); all their kernels vote.
+      num_patterns: the library size K, 1..56.
+
+    Returns:
+      Candidate indices, most frequent first. Ties (and candidates no kernel voted for, when fewer
+      than K distinct masks occur) are ordered by the total energy they would keep, then by index.
+    """
+    check_num_patterns(num_patterns)
+    if len(kernels) == 0:
+        raise ValueError("select_library needs at least one 3x3 kernel")
+    counts = np.zeros(NUM_CANDIDATES, dtype=np.int64)
+    kept_energy = np.zeros(NUM_CANDIDATES, dtype=np.float64)
+    for kernel in kernels:
+        votes = top4_candidates(kernel)
+        counts += np.bincount(votes.ravel(), minlength=NUM_CANDIDATES)
+        energy = _taps_by_kernel(check_kernel(kernel).astype(np.float64) ** 2).reshape(-1, TAPS)
+        kept_energy += energy.sum(axis=0) @ CANDIDATE_MASKS.T.astype(np.float64)
+    order = np.lexsort((np.arange(NUM_CANDIDATES), -kept_energy, -counts))
+    return order[:num_patterns].copy()
+
+
+def check_num_patterns(num_patterns: int) -> None:
+    """Raise a ValueError unless ``num_patterns`` is an integer in 1..56."""
+    if isinstance(num_patterns, bool) or not isinstance(num_patterns, (int, np.integer)):
+        raise ValueError(f"num_patterns must be an integer in 1..56, got {num_patterns!r}")
+    if not 1 <= num_patterns <= NUM_CANDIDATES:
+        raise ValueError(
+            f"num_patterns must be in 1..{NUM_CANDIDATES} (there are {NUM_CANDIDATES} 4-entry "
+            f"3x3 patterns that include the centre), got {num_patterns}"
+        )
+
+
+def check_connectivity(connectivity: float) -> None:
+    """Raise a ValueError unless ``connectivity`` is a fraction in [0, 1)."""
+    try:
+        value = float(connectivity)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"connectivity must be a fraction in [0, 1), got {connectivity!r}"
+        ) from None
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"connectivity must be in [0, 1) (the fraction of 3x3 kernels removed per layer), "
+            f"got {connectivity!r}"
+        )
+
+
+def check_library(library: Sequence[int]) -> np.ndarray:
+    """Validate a pattern library given as candidate indices; returns it as an int array."""
+    library = np.asarray(library)
+    if library.ndim != 1 or len(library) == 0:
+        raise ValueError(f"a pattern library is a non-empty list of candidate indices, got {library}")
+    if not np.issubdtype(library.dtype, np.integer):
+        raise ValueError(f"pattern library entries must be integers 0..55, got {library}")
+    if library.min() < 0 or library.max() >= NUM_CANDIDATES:
+        raise ValueError(f"pattern library entries must be in 0..55, got {library.tolist()}")
+    if len(np.unique(library)) != len(library):
+        raise ValueError(f"pattern library has repeated entries: {library.tolist()}")
+    return library.astype(np.int64)
+
+
+def project_patterns(kernel: np.ndarray, library: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Project every 3x3 kernel onto the library pattern that keeps the largest squared norm.
+
+    Returns ``(projected, choice)``: the projected HWIO kernel (same dtype) and, per ``(in, out)``
+    kernel, the position in ``library`` of the chosen pattern (ties go to the earlier one).
+    """
+    kernel = check_kernel(kernel)
+    masks = CANDIDATE_MASKS[check_library(library)]
+    taps = _taps_by_kernel(kernel)
+    scores = (taps.astype(np.float64) ** 2) @ masks.T.astype(np.float64)
+    choice = np.argmax(scores, axis=-1)
+    projected = np.where(masks[choice], taps, 0).astype(kernel.dtype)
+    return _kernels_from_taps(projected), choice
+
+
+def num_to_prune(num_kernels: int, connectivity: float) -> int:
+    """How many of ``num_kernels`` kernels a connectivity fraction removes (nearest integer)."""
+    check_connectivity(connectivity)
+    return min(num_kernels, int(np.floor(connectivity * num_kernels + 0.5)))
+
+
+def kernel_norms(kernel: np.ndarray) -> np.ndarray:
+    """Squared L2 norm of every 3x3 kernel, shape ``(in, out)``."""
+    return (check_kernel(kernel).astype(np.float64) ** 2).sum(axis=(0, 1))
+
+
+def connectivity_mask(kernel: np.ndarray, connectivity: float) -> np.ndarray:
+    """Which kernels survive removing the ``connectivity`` fraction with the smallest norms.
+
+    Returns a boolean ``(in, out)`` array with exactly ``num_to_prune(in * out, connectivity)``
+    False entries; among equal norms the earlier kernel (row-major ``(in, out)``) goes first.
+    """
+    norms = kernel_norms(kernel).ravel()
+    removed = np.argsort(norms, kind="stable")[: num_to_prune(norms.size, connectivity)]
+    keep = np.ones(norms.size, dtype=bool)
+    keep[removed] = False
+    return keep.reshape(kernel.shape[2:])
+
+
+def project(
+    kernel: np.ndarray, library: Sequence[int], connectivity: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pattern projection, then connectivity projection by post-pattern norm.
+
+    Returns ``(projected, codes)`` where ``codes`` has shape ``(in, out)`` and holds, per kernel,
+    the position of its pattern in ``library`` or :data:`PRUNED`.
+    """
+    projected, choice = project_patterns(kernel, library)
+    keep = connectivity_mask(projected, connectivity)
+    projected = projected * keep[np.newaxis, np.newaxis].astype(projected.dtype)
+    codes = np.where(keep, choice, PRUNED)
+    return projected, codes
+
+
+def projection_mask(codes: np.ndarray, library: Sequence[int]) -> np.ndarray:
+    """The HWIO 0/1 mask that :func:`project` codes describe."""
+    masks = CANDIDATE_MASKS[check_library(library)]
+    codes = np.asarray(codes)
+    taps = np.where((codes >= 0)[..., np.newaxis], masks[np.maximum(codes, 0)], False)
+    return _kernels_from_taps(taps)
+
+
+def classify_kernels(kernel: np.ndarray) -> np.ndarray:
+    """Read each kernel's pattern off its zero structure.
+
+    Returns an ``(in, out)`` array holding a candidate index (0..55) for kernels whose non-zeros fit
+    a 4-entry centre pattern, :data:`PRUNED` for all-zero kernels and :data:`NOT_A_PATTERN` for the
+    rest. A kernel with fewer than four non-zeros fits several candidates; it gets the one used most
+    by the unambiguous kernels of the same layer (then the lowest index).
+    """
+    taps = _taps_by_kernel(check_kernel(kernel)) != 0
+    support = taps.astype(np.int64) @ (1 << np.arange(TAPS))
+    candidate_bits = np.array([mask_to_bits(m) for m in CANDIDATE_MASKS])
+    fits = (support[..., np.newaxis] & ~candidate_bits) == 0  # (I, O, 56)
+    num_fits = fits.sum(axis=-1)
+    exact = num_fits == 1
+    popularity = fits[exact].sum(axis=0) if exact.any() else np.zeros(NUM_CANDIDATES, np.int64)
+    # Most popular fitting candidate; lower index wins ties.
+    rank = np.where(fits, popularity * NUM_CANDIDATES + (NUM_CANDIDATES - 1 - np.arange(NUM_CANDIDATES)), -1)
+    codes = np.argmax(rank, axis=-1)
+    codes = np.where(num_fits == 0, NOT_A_PATTERN, codes)
+    return np.where(support == 0, PRUNED, codes)
