@@ -1,0 +1,81 @@
+// The pattern-convolution engine: the contract between the TFLite glue (delegate/src) and the
+// kernels (delegate/engine). Nothing here knows about TFLite or FlatBuffers.
+#ifndef TFPCONV_ENGINE_PATTERN_CONV_H_
+#define TFPCONV_ENGINE_PATTERN_CONV_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tfpconv {
+
+enum class Isa { kScalar, kAvx2, kAvx512, kNeon };
+
+const char* IsaName(Isa isa);
+// Parses "scalar", "avx2", "avx512", "neon"; returns false for anything else.
+bool ParseIsa(const std::string& name, Isa* isa);
+bool IsaSupported(Isa isa);  // compiled in and supported by this CPU (runtime detection)
+Isa BestIsa();
+
+// A fixed pool of worker threads (num_threads - 1 workers plus the caller).
+class ThreadPool {
+ public:
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+  int num_threads() const;
+  // Runs task(i) for i in [0, n), spread over the threads; returns when all are done.
+  void ParallelFor(size_t n, void (*task)(void* context, size_t i), void* context);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Geometry of one NHWC float32 3x3 convolution, padding already resolved the TFLite way.
+struct ConvShape {
+  int batch = 1;
+  int in_h = 0, in_w = 0, in_c = 0;
+  int out_h = 0, out_w = 0, out_c = 0;
+  int stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_left = 0;  // bottom/right padding follows from the sizes
+  float act_min = -3.402823466e+38f, act_max = 3.402823466e+38f;  // fused activation clamp
+};
+
+// One layer's decoded, already verified plan (see converter/tfpconv_plan.fbs, ConvPlan).
+struct PatternPlan {
+  std::vector<uint16_t> library;      // 9-bit masks, bit 3*row+col, 4 bits each, centre set
+  std::vector<int8_t> codes;          // out_c * in_c, row-major (out, in); -1 = kernel pruned
+  std::vector<int32_t> filter_order;  // permutation of output channels, execution order
+  std::vector<int32_t> group_offsets; // groups of filter_order; [0, ..., out_c]
+  std::map<std::string, int64_t> tuned;  // tuned parameters; unknown keys are ignored
+};
+
+// A convolution with its weights packed for execution. Created once per shape, immutable after,
+// safe to Run from one thread at a time (Run itself uses the pool).
+class PatternConv {
+ public:
+  virtual ~PatternConv() = default;
+  // weights: OHWI [out_c][3][3][in_c]; bias: out_c floats or nullptr. Returns nullptr and sets
+  // *error when the plan does not fit the shape or weights (a non-zero outside a kernel's
+  // pattern, a wrong code count, ...).
+  static std::unique_ptr<PatternConv> Create(const ConvShape& shape, const float* weights,
+                                             const float* bias, const PatternPlan& plan, Isa isa,
+                                             std::string* error);
+  // input: NHWC [batch][in_h][in_w][in_c]; output: NHWC [batch][out_h][out_w][out_c].
+  virtual void Run(const float* input, float* output, ThreadPool* pool) const = 0;
+  virtual size_t packed_weight_bytes() const = 0;
+  virtual Isa isa() const = 0;
+};
+
+// Dense direct convolution, the reference the kernels are tested against.
+void ReferenceConv(const ConvShape& shape, const float* weights, const float* bias,
+                   const float* input, float* output);
+
+}  // namespace tfpconv
+
+#endif  // TFPCONV_ENGINE_PATTERN_CONV_H_
