@@ -1,0 +1,129 @@
+"""Accuracy benchmark: a VGG-style CNN on the real Fashion-MNIST, dense vs PCONV pattern pruning.
+
+Every variant trains from the same initial weights for the same number of epochs with the same
+optimizer schedule; the pruned ones add ``tfpconv.callbacks.PatternPruning`` (8 patterns, ADMM, half
+the epochs ADMM and half masked fine-tuning). Writes a JSON file and a markdown table.
+
+    python3 benchmarks/accuracy.py             # the full run (about an hour on 2 cores)
+    python3 benchmarks/accuracy.py --epochs 1 --train-size 2000   # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfpconv  # noqa: E402
+
+VARIANTS = (
+    ("dense", None),
+    ("pconv-8p-c0.50", 0.5),
+    ("pconv-8p-c0.72", 0.72),
+)
+
+
+def train_variant(name, connectivity, data, args, initial_weights):
+    (x_train, y_train), (x_test, y_test) = data
+    keras.utils.set_random_seed(args.seed)
+    model = tfpconv.models.small_vgg(widths=args.widths)
+    model.set_weights(initial_weights)
+    steps = int(np.ceil(len(x_train) / args.batch_size)) * args.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps, alpha=0.05)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    callbacks = []
+    if connectivity is not None:
+        callbacks.append(
+            tfpconv.callbacks.PatternPruning(num_patterns=8, connectivity=connectivity, method="admm")
+        )
+    print(f"\n== {name}: {args.epochs} epochs on {len(x_train)} images", flush=True)
+    start = time.perf_counter()
+    history = model.fit(
+        x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+        validation_data=(x_test, y_test), callbacks=callbacks, verbose=2,
+    )
+    seconds = time.perf_counter() - start
+    _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
+    report = tfpconv.summary(model, print_fn=print if connectivity is not None else None)
+    return {
+        "variant": name,
+        "connectivity": connectivity,
+        "test_accuracy": float(accuracy),
+        "weights_3x3_total": report.weights_total,
+        "weights_3x3_kept": report.weights_kept,
+        "compression_3x3": report.compression,
+        "train_seconds": seconds,
+        "val_accuracy_per_epoch": [float(a) for a in history.history["val_accuracy"]],
+    }
+
+
+def markdown(results, args) -> str:
+    dense = results[0]["test_accuracy"]
+    lines = [
+        f"Fashion-MNIST, small VGG (widths {args.widths}), {args.epochs} epochs, batch "
+        f"{args.batch_size}, {len(results)} variants from the same initial weights.",
+        "",
+        "| variant | 3x3 weights kept | compression | test accuracy | vs dense (points) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['variant']} | {r['weights_3x3_kept']}/{r['weights_3x3_total']} | "
+            f"{r['compression_3x3']:.2f}x | {100 * r['test_accuracy']:.2f}% | "
+            f"{100 * (r['test_accuracy'] - dense):+.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--train-size", type=int, default=None, help="use the first N images")
+    parser.add_argument("--widths", type=int, nargs=3, default=(24, 48, 96))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="*", default=[name for name, _ in VARIANTS])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+
+    (x_train, y_train), test = tfpconv.datasets.fashion_mnist()
+    if args.train_size:
+        x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
+    keras.utils.set_random_seed(args.seed)
+    initial_weights = tfpconv.models.small_vgg(widths=args.widths).get_weights()
+
+    results = [
+        train_variant(name, connectivity, ((x_train, y_train), test), args, initial_weights)
+        for name, connectivity in VARIANTS
+        if name in args.variants
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": "accuracy",
+        "dataset": "fashion-mnist (Debian dataset-fashion-mnist)",
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+                   if k != "out"},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "results": results,
+    }
+    (args.out / "accuracy.json").write_text(json.dumps(payload, indent=2) + "\n")
+    table = markdown(results, args)
+    (args.out / "accuracy.md").write_text(table)
+    print("\n" + table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""The Keras 3 side: PatternPruning in model.fit, prune_patterns, summary, saving, bad input."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import tfpconv  # noqa: E402
+from tfpconv import patterns  # noqa: E402
+
+
+def data(n=64, size=10, channels=3, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, size, size, channels)).astype(np.float32)
+    y = (x[:, : size // 2].mean(axis=(1, 2, 3)) > 0).astype(np.int64) + 2 * (x[..., 0].mean(axis=(1, 2)) > 0)
+    return x, y % classes
+
+
+def sequential_model():
+    return keras.Sequential(
+        [
+            keras.Input((10, 10, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1"),
+            keras.layers.Conv2D(12, 3, strides=2, padding="same", activation="relu", name="c2"),
+            keras.layers.Conv2D(6, 5, padding="same", name="c5x5"),
+            keras.layers.Conv2D(10, 3, padding="valid", activation="relu", name="c3"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, activation="softmax"),
+        ],
+        name="seq",
+    )
+
+
+def functional_model():
+    inputs = keras.Input((10, 10, 3))
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="f1")(inputs)
+    b = keras.layers.Conv2D(8, 3, padding="same", name="f2")(a)
+    x = keras.layers.Add()([a, b])
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x), name="func")
+
+
+class Block(keras.layers.Layer):
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.conv_a = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")
+        self.conv_b = keras.layers.Conv2D(filters, 3, padding="same")
+
+    def call(self, x):
+        return self.conv_b(self.conv_a(x))
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="sub")
+        self.stem = keras.layers.Conv2D(8, 3, padding="same", activation="relu")
+        self.block = Block(8)
+        self.head = keras.layers.Dense(4, activation="softmax")
+
+    def call(self, x):
+        x = self.block(self.stem(x))
+        return self.head(keras.ops.mean(x, axis=(1, 2)))
+
+
+def nested_model():
+    inner = keras.Sequential(
+        [keras.Input((10, 10, 8)), keras.layers.Conv2D(8, 3, padding="same", name="inner_conv")],
+        name="inner",
+    )
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="outer_conv")(inputs)
+    x = inner(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x), name="nested")
+
+
+def build(model_fn):
+    model = model_fn()
+    model(np.zeros((1, 10, 10, 3), np.float32))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def assert_pattern_sparse(model, num_patterns, connectivity, first_layer_connectivity=False):
+    """Every prunable conv is exactly pattern-sparse with the right kernel count removed."""
+    prunable, _ = tfpconv.layer_selection.find_conv_layers(model)
+    assert prunable
+    used = set()
+    for index, layer in enumerate(prunable):
+        kernel = layer.kernel.numpy()
+        codes = patterns.classify_kernels(kernel)
+        assert (codes != patterns.NOT_A_PATTERN).all(), layer.name
+        kept = codes != patterns.PRUNED
+        assert (np.count_nonzero(kernel, axis=(0, 1))[kept] == 4).all(), layer.name
+        fraction = connectivity if (index > 0 or first_layer_connectivity) else 0.0
+        assert (~kept).sum() == patterns.num_to_prune(codes.size, fraction), layer.name
+        used |= set(codes[kept].tolist())
+    assert len(used) <= num_patterns
+
+
+@pytest.mark.parametrize(
+    "model_fn", [sequential_model, functional_model, Subclassed, nested_model],
+    ids=["sequential", "functional", "subclassed", "nested"],
+)
+def test_admm_training_ends_exactly_pattern_sparse(model_fn):
+    model = build(model_fn)
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(num_patterns=4, connectivity=0.5, verbose=0)
+    history = model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
+    assert_pattern_sparse(model, 4, 0.5)
+    assert len(callback.library) == 4
+    # Metrics reach the logs: ADMM epochs carry rho and a gap, the hard phase a zero gap.
+    assert history.history["pconv_rho"][0] > 0
+    assert history.history["pconv_gap"][-1] == 0.0
+    assert history.history["pconv_density"][-1] < 0.45
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_admm_pulls_weights_towards_the_constraint_set():
+    model = build(sequential_model)
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(8, 0.5, rho=50.0, pruning_epochs=4, verbose=0)
+    history = model.fit(x, y, batch_size=8, epochs=5, callbacks=[callback], verbose=0)
+    gaps = history.history["pconv_gap"][:4]
+    assert gaps[-1] < gaps[0]
+
+
+def test_magnitude_method_and_a_given_library():
+    model = build(sequential_model)
+    x, y = data()
+    library = [0, 7, 20, 33, 50, 55]
+    callback = tfpconv.callbacks.PatternPruning(
+        6, 0.72, method="magnitude", library=library, update_every=2, verbose=0
+    )
+    history = model.fit(x, y, batch_size=16, epochs=4, callbacks=[callback], verbose=0)
+    assert_pattern_sparse(model, 6, 0.72)
+    assert callback.library.tolist() == library
+    for layer in tfpconv.layer_selection.find_conv_layers(model)[0]:
+        codes = patterns.classify_kernels(layer.kernel.numpy())
+        assert set(codes[codes >= 0].tolist()) <= set(library)
+    ramp = history.history["pconv_connectivity"]
+    assert ramp[0] < ramp[-1] == pytest.approx(0.72)
+    assert "pconv_rho" not in history.history
+
+
+def test_first_layer_connectivity_can_be_enabled_and_layers_selected():
+    model = build(sequential_model)
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(
+        8, 0.5, layers=["c1", "c3"], first_layer_connectivity=True, verbose=0
+    )
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
+    assert set(callback.codes) == {"c1", "c3"}
+    assert (callback.codes["c1"] == patterns.PRUNED).sum() == patterns.num_to_prune(24, 0.5)
+    c2 = model.get_layer("c2").kernel.numpy()
+    assert (patterns.classify_kernels(c2) == patterns.NOT_A_PATTERN).all()  # left dense
+
+
+def test_masks_hold_through_the_hard_phase_and_early_stop():
+    model = build(sequential_model)
+    x, y = data()
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    callback = tfpconv.callbacks.PatternPruning(8, 0.5, pruning_epochs=3, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=5, callbacks=[callback, StopAfterFirstEpoch()], verbose=0)
+    assert_pattern_sparse(model, 8, 0.5)  # stopped inside the ADMM phase: projected at the end
+
+
+def test_saving_and_reloading_keeps_the_sparsity(tmp_path):
+    model = build(functional_model)
+    x, y = data()
+    model.fit(x, y, epochs=2, verbose=0,
+              callbacks=[tfpconv.callbacks.PatternPruning(4, 0.6, verbose=0)])
+    path = tmp_path / "pruned.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    for name in ("f1", "f2"):
+        np.testing.assert_array_equal(reloaded.get_layer(name).kernel.numpy(),
+                                      model.get_layer(name).kernel.numpy())
+    assert_pattern_sparse(reloaded, 4, 0.6)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_prune_patterns_one_shot_and_summary():
+    model = build(sequential_model)
+    report = tfpconv.prune_patterns(model, num_patterns=8, connectivity=0.72)
+    assert [s.name for s in report.layers] == ["c1", "c2", "c3"]
+    assert all(s.pattern_conforming for s in report.layers)
+    assert_pattern_sparse(model, 8, 0.72)
+    lines = []
+    full = tfpconv.summary(model, print_fn=lines.append)
+    assert "c5x5" in full.skipped and "5x5" in full.skipped["c5x5"]
+    assert "c2" in lines[0] and "fewer" in lines[0]
+    c2 = full.layer("c2")
+    assert c2.kernels_total == 8 * 12 and c2.kernels_kept == 96 - patterns.num_to_prune(96, 0.72)
+    assert c2.weights_kept == 4 * c2.kernels_kept
+    assert sum(c2.pattern_histogram.values()) == c2.kernels_kept
+    assert c2.flops_total == 2 * 5 * 5 * c2.weights_total  # stride 2: 5x5 output
+    assert c2.flops_kept == 2 * 5 * 5 * c2.weights_kept
+    assert full.to_dict()["layers"][1]["name"] == "c2"
+
+
+def test_summary_of_a_dense_model_shows_nothing_pattern_sparse():
+    report = tfpconv.summary(build(sequential_model), print_fn=None)
+    assert all(s.kernels_not_pattern == s.kernels_total for s in report.layers)
+
+
+def test_no_prunable_layer_says_what_was_found():
+    model = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.Conv2D(4, 5, name="big"),
+                              keras.layers.Flatten(), keras.layers.Dense(2, name="fc")])
+    with pytest.raises(ValueError, match=r"no prunable layer.*big: kernel 5x5.*fc \(Dense\)"):
+        tfpconv.prune_patterns(model)
+    model.compile("adam", "mse")
+    with pytest.raises(ValueError, match="no prunable layer"):
+        model.fit(np.zeros((4, 10, 10, 3)), np.zeros((4, 2)), verbose=0,
+                  callbacks=[tfpconv.callbacks.PatternPruning(verbose=0)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_patterns": 0}, "num_patterns"),
+        ({"num_patterns": 57}, "num_patterns"),
+        ({"connectivity": 1.0}, "connectivity"),
+        ({"connectivity": -0.2}, "connectivity"),
+        ({"method": "l1"}, "unknown method 'l1'"),
+        ({"library": [1, 1]}, "repeated"),
+        ({"rho": 0}, "rho"),
+        ({"pruning_epochs": -1}, "pruning_epochs"),
+        ({"update_every": 0}, "update_every"),
+    ],
+)
+def test_bad_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tfpconv.callbacks.PatternPruning(**kwargs)
+
+
+def test_bad_prune_patterns_arguments_and_layer_names():
+    model = build(sequential_model)
+    with pytest.raises(ValueError, match="num_patterns"):
+        tfpconv.prune_patterns(model, num_patterns=99)
+    with pytest.raises(ValueError, match="connectivity"):
+        tfpconv.prune_patterns(model, connectivity=1.2)
+    with pytest.raises(ValueError, match="'nope' is not a 3x3 Conv2D"):
+        tfpconv.prune_patterns(model, layers=["nope"])
+    with pytest.raises(ValueError, match="'c5x5' cannot be pruned: kernel 5x5"):
+        tfpconv.prune_patterns(model, layers=["c5x5"])
+
+
+def test_pruning_epochs_must_leave_a_hard_phase():
+    model = build(sequential_model)
+    x, y = data(n=16)
+    with pytest.raises(ValueError, match="leaves no epoch for the hard phase"):
+        model.fit(x, y, epochs=2, verbose=0,
+                  callbacks=[tfpconv.callbacks.PatternPruning(pruning_epochs=2, verbose=0)])
+
+
+def test_fashion_mnist_is_the_real_data_set(tmp_path):
+    (x_train, y_train), (x_test, y_test) = tfpconv.datasets.fashion_mnist()
+    assert x_train.shape == (60000, 28, 28, 1) and x_test.shape == (10000, 28, 28, 1)
+    assert x_train.dtype == np.float32 and 0.0 <= x_train.min() and x_train.max() <= 1.0
+    assert np.bincount(y_train).tolist() == [6000] * 10
+    assert np.bincount(y_test).tolist() == [1000] * 10
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        tfpconv.datasets.fashion_mnist(tmp_path)

@@ -1,0 +1,183 @@
+"""Properties of the NumPy pruning math: candidates, library, projections, ADMM, schedules."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from tfpconv import admm, patterns, schedules
+
+
+def random_kernel(shape=(3, 3, 6, 10), seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def nonzeros_per_kernel(kernel):
+    return np.count_nonzero(kernel, axis=(0, 1))
+
+
+def test_there_are_56_candidates_each_with_four_taps_and_the_centre():
+    masks = patterns.CANDIDATE_MASKS
+    assert masks.shape == (56, 9)
+    assert (masks.sum(axis=1) == 4).all()
+    assert masks[:, patterns.CENTRE].all()
+    assert len({tuple(m) for m in masks}) == 56
+
+
+def test_mask_bits_round_trip_and_format():
+    for mask in patterns.CANDIDATE_MASKS:
+        bits = patterns.mask_to_bits(mask)
+        assert bin(bits).count("1") == 4 and bits & (1 << 4)
+        np.testing.assert_array_equal(patterns.bits_to_mask(bits), mask)
+    assert patterns.format_mask(0b000111010) == ".x./xxx/..."
+    with pytest.raises(ValueError):
+        patterns.bits_to_mask(1 << 9)
+
+
+def test_library_takes_the_most_frequent_top4_masks():
+    rng = np.random.default_rng(1)
+    # 30 kernels dominated by candidate 5, 20 by candidate 17, 10 by candidate 40.
+    chosen = [5] * 30 + [17] * 20 + [40] * 10
+    kernel = np.zeros((3, 3, 1, len(chosen)), np.float32)
+    for o, c in enumerate(chosen):
+        taps = np.where(patterns.CANDIDATE_MASKS[c], 5.0, 0.1) * rng.uniform(0.9, 1.1, 9)
+        kernel[:, :, 0, o] = taps.reshape(3, 3)
+    library = patterns.select_library([kernel], num_patterns=3)
+    assert library.tolist() == [5, 17, 40]
+    # A larger K still returns K distinct candidates, the voted ones first.
+    library8 = patterns.select_library([kernel], num_patterns=8)
+    assert len(set(library8.tolist())) == 8 and library8[:3].tolist() == [5, 17, 40]
+
+
+def test_top4_forces_the_centre_in():
+    kernel = np.ones((3, 3, 1, 1), np.float32) * 10
+    kernel[1, 1] = 0.0  # the centre is the weakest tap, yet it stays
+    assert patterns.CANDIDATE_MASKS[patterns.top4_candidates(kernel)[0, 0]][patterns.CENTRE]
+
+
+def test_pattern_projection_keeps_exactly_four_weights_with_the_centre():
+    kernel = random_kernel()
+    library = patterns.select_library([kernel], 8)
+    projected, choice = patterns.project_patterns(kernel, library)
+    assert (nonzeros_per_kernel(projected) == 4).all()
+    assert (projected[1, 1] != 0).all()
+    masks = patterns.CANDIDATE_MASKS[library]
+    taps = np.moveaxis(projected.reshape(9, 6, 10), 0, -1)
+    assert ((taps != 0) == masks[choice]).all()
+
+
+def test_pattern_projection_picks_the_best_norm_pattern():
+    kernel = random_kernel(seed=2)
+    library = patterns.select_library([kernel], 5)
+    projected, _ = patterns.project_patterns(kernel, library)
+    for i, o in itertools.product(range(6), range(10)):
+        flat = kernel[:, :, i, o].ravel().astype(np.float64)
+        best = max(float((flat[m] ** 2).sum()) for m in patterns.CANDIDATE_MASKS[library])
+        assert float((projected[:, :, i, o].astype(np.float64) ** 2).sum()) == pytest.approx(best)
+
+
+@pytest.mark.parametrize("connectivity", [0.0, 0.1, 0.5, 0.72, 0.95])
+def test_connectivity_removes_an_exact_count_of_the_weakest_kernels(connectivity):
+    kernel = random_kernel(shape=(3, 3, 7, 9), seed=3)
+    library = patterns.select_library([kernel], 8)
+    projected, codes = patterns.project(kernel, library, connectivity)
+    expected = int(np.floor(connectivity * 63 + 0.5))
+    assert (codes == patterns.PRUNED).sum() == expected
+    assert (nonzeros_per_kernel(projected) == 0).sum() == expected
+    assert (nonzeros_per_kernel(projected)[codes != patterns.PRUNED] == 4).all()
+    # every removed kernel is at most as strong (after patterns) as every kept one
+    after_patterns, _ = patterns.project_patterns(kernel, library)
+    norms = patterns.kernel_norms(after_patterns)
+    if 0 < expected < 63:
+        assert norms[codes == patterns.PRUNED].max() <= norms[codes != patterns.PRUNED].min()
+
+
+def test_projection_is_idempotent():
+    kernel = random_kernel(seed=4)
+    library = patterns.select_library([kernel], 8)
+    once, codes = patterns.project(kernel, library, 0.6)
+    twice, codes2 = patterns.project(once, library, 0.6)
+    np.testing.assert_array_equal(once, twice)
+    np.testing.assert_array_equal(codes, codes2)
+
+
+def test_projection_mask_matches_the_projection():
+    kernel = random_kernel(seed=5)
+    library = patterns.select_library([kernel], 4)
+    projected, codes = patterns.project(kernel, library, 0.3)
+    mask = patterns.projection_mask(codes, library)
+    np.testing.assert_array_equal(mask, projected != 0)
+
+
+def test_classify_reads_patterns_off_the_zero_structure():
+    kernel = random_kernel(seed=6)
+    library = patterns.select_library([kernel], 8)
+    projected, codes = patterns.project(kernel, library, 0.5)
+    classified = patterns.classify_kernels(projected)
+    np.testing.assert_array_equal(classified == patterns.PRUNED, codes == patterns.PRUNED)
+    kept = codes != patterns.PRUNED
+    np.testing.assert_array_equal(classified[kept], library[codes[kept]])
+    assert (patterns.classify_kernels(kernel) == patterns.NOT_A_PATTERN).all()
+
+
+def test_classify_resolves_partial_kernels_to_the_layer_s_popular_pattern():
+    kernel = np.zeros((3, 3, 1, 3), np.float32)
+    full = patterns.CANDIDATE_MASKS[10].reshape(3, 3)
+    kernel[:, :, 0, 0] = full
+    kernel[:, :, 0, 1] = full
+    kernel[1, 1, 0, 2] = 1.0  # only the centre: fits every candidate
+    assert patterns.classify_kernels(kernel)[0].tolist() == [10, 10, 10]
+
+
+@pytest.mark.parametrize("bad", [0, 57, -1, 2.5, True, "8"])
+def test_num_patterns_out_of_range_is_rejected(bad):
+    with pytest.raises(ValueError, match="num_patterns"):
+        patterns.check_num_patterns(bad)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, "a lot", None])
+def test_connectivity_outside_unit_interval_is_rejected(bad):
+    with pytest.raises(ValueError, match="connectivity"):
+        patterns.check_connectivity(bad)
+
+
+def test_bad_libraries_and_kernels_are_rejected():
+    with pytest.raises(ValueError, match="0..55"):
+        patterns.check_library([0, 56])
+    with pytest.raises(ValueError, match="repeated"):
+        patterns.check_library([3, 3])
+    with pytest.raises(ValueError, match="3x3 HWIO"):
+        patterns.project(np.zeros((5, 5, 1, 1)), [0])
+
+
+def test_admm_rounds_drive_the_gap_to_zero():
+    rng = np.random.default_rng(7)
+    optimum = rng.normal(size=(3, 3, 4, 5))
+    library = patterns.select_library([optimum], 4)
+    project = lambda w: patterns.project(w, library, 0.5)[0]  # noqa: E731
+    weights = optimum.copy()
+    state = admm.ADMMState.start(weights, project)
+    gaps = []
+    for _ in range(30):
+        # W-step of f(W) = ||W - optimum||^2 / 2 plus the penalty, solved exactly (rho = 1)
+        weights = (optimum + state.target()) / 2.0
+        state.update(weights, project)
+        gaps.append(state.gap(weights))
+    assert gaps[-1] < 1e-6 < gaps[0]
+    np.testing.assert_allclose(state.z, project(state.z))
+
+
+def test_penalty_step_is_the_exact_proximal_step():
+    w, t = np.array([1.0, -2.0]), np.array([0.0, 0.0])
+    np.testing.assert_allclose(admm.penalty_step(w, t, 1.0), [0.5, -1.0])
+    np.testing.assert_allclose(admm.penalty_step(w, t, 1e9), [0.0, 0.0], atol=1e-8)
+
+
+def test_schedules():
+    assert schedules.ConnectivitySchedule(0.5)(123) == 0.5
+    ramp = schedules.cubic_ramp(0.8, 10, 110)
+    assert ramp(0) == 0 and ramp(110) == pytest.approx(0.8) and ramp(500) == pytest.approx(0.8)
+    assert 0 < ramp(30) < ramp(60) < 0.8
+    assert schedules.ConnectivitySchedule(lambda step: step / 100)(50) == 0.5
+    with pytest.raises(ValueError, match="at step 200"):
+        schedules.ConnectivitySchedule(lambda step: step / 100)(200)

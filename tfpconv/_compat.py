@@ -1,0 +1,113 @@
+"""The differences between Keras 3 (``import keras``) and Keras 2 (``tf_keras``), in one place.
+
+tfpconv works on models of either flavour, always on the TensorFlow backend. Everything else in
+the package goes through these helpers instead of asking which flavour it has.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def tf_keras_module() -> Any | None:
+    """The ``tf_keras`` module if it is installed, else None (it is an optional extra)."""
+    try:
+        import tf_keras
+    except ImportError:
+        return None
+    return tf_keras
+
+
+def is_tf_keras_object(obj: Any) -> bool:
+    """True for a tf_keras (Keras 2) layer or model."""
+    return type(obj).__module__.startswith("tf_keras") or any(
+        cls.__module__.startswith("tf_keras") for cls in type(obj).__mro__
+    )
+
+
+def check_backend() -> None:
+    """tfpconv targets TFLite, so Keras 3 must run on the TensorFlow backend."""
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"tfpconv needs Keras' TensorFlow backend, but KERAS_BACKEND is "
+            f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow before importing keras"
+        )
+
+
+def flatten_layers(model: Any) -> list[Any]:
+    """Every layer inside ``model`` (nested models and layers included), each once, in order."""
+    # Both flavours track sub-layers of Sequential, functional and subclassed models and of custom
+    # layers; `_flatten_layers` is the one walk they share.
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def conv2d_classes() -> tuple[type, ...]:
+    """The Conv2D layer classes of the installed flavours."""
+    classes: list[type] = [keras.layers.Conv2D]
+    tf_keras = tf_keras_module()
+    if tf_keras is not None:
+        classes.append(tf_keras.layers.Conv2D)
+    return tuple(classes)
+
+
+def excluded_conv_classes() -> tuple[type, ...]:
+    """Conv2D subclasses that are not plain convolutions (tf_keras derives these from Conv2D)."""
+    classes: list[type] = [keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose]
+    tf_keras = tf_keras_module()
+    if tf_keras is not None:
+        classes += [tf_keras.layers.DepthwiseConv2D, tf_keras.layers.Conv2DTranspose]
+    return tuple(classes)
+
+
+def tf_variable(variable: Any) -> tf.Variable:
+    """The TensorFlow variable behind a Keras weight (Keras 3 wraps it; tf_keras does not)."""
+    return getattr(variable, "value", variable) if not isinstance(variable, tf.Variable) else variable
+
+
+def read(variable: Any) -> np.ndarray:
+    """A weight's current value as a NumPy array."""
+    return np.asarray(tf_variable(variable).numpy())
+
+
+def assign(variable: Any, value: Any) -> None:
+    """Set a weight (works in the cross-replica context of a distribution strategy too)."""
+    tf_variable(variable).assign(tf.cast(value, tf_variable(variable).dtype))
+
+
+def learning_rate(optimizer: Any) -> float:
+    """The optimizer's current learning rate, schedules evaluated at its current step."""
+    lr = optimizer.learning_rate
+    if callable(lr) and not isinstance(lr, (tf.Variable, tf.Tensor)):
+        lr = lr(optimizer.iterations)
+    return float(np.asarray(lr))
+
+
+def layer_output_shape(layer: Any) -> tuple[int | None, ...] | None:
+    """The layer's output shape if the model graph knows it (Sequential / functional), else None."""
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+
+
+class TfKerasCallbackHooks:
+    """The hook-discovery methods tf_keras' CallbackList asks every callback for.
+
+    Mixed into a ``keras.callbacks.Callback`` subclass, it lets the one class run under both
+    Keras 3's and tf_keras' ``fit``.
+    """
+
+    _supports_tf_logs = False
+
+    def _implements_train_batch_hooks(self) -> bool:
+        return True
+
+    def _implements_test_batch_hooks(self) -> bool:
+        return False
+
+    def _implements_predict_batch_hooks(self) -> bool:
+        return False
