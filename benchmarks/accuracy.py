@@ -46,13 +46,20 @@ def train_variant(name, connectivity, data, args, initial_weights):
     callbacks = []
     if connectivity is not None:
         callbacks.append(
-            tfpconv.callbacks.PatternPruning(num_patterns=8, connectivity=connectivity, method="admm")
+            tfpconv.callbacks.PatternPruning(
+                num_patterns=8, connectivity=connectivity, method="admm"
+            )
         )
     print(f"\n== {name}: {args.epochs} epochs on {len(x_train)} images", flush=True)
     start = time.perf_counter()
     history = model.fit(
-        x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-        validation_data=(x_test, y_test), callbacks=callbacks, verbose=2,
+        x_train,
+        y_train,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        validation_data=(x_test, y_test),
+        callbacks=callbacks,
+        verbose=2,
     )
     seconds = time.perf_counter() - start
     _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
@@ -114,8 +121,9 @@ def main() -> None:
     payload = {
         "benchmark": "accuracy",
         "dataset": "fashion-mnist (Debian dataset-fashion-mnist)",
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-                   if k != "out"},
+        "config": {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "out"
+        },
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "results": results,
     }

@@ -12,7 +12,9 @@ from tfpconv import patterns  # noqa: E402
 def data(n=64, size=10, channels=3, classes=4, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, size, size, channels)).astype(np.float32)
-    y = (x[:, : size // 2].mean(axis=(1, 2, 3)) > 0).astype(np.int64) + 2 * (x[..., 0].mean(axis=(1, 2)) > 0)
+    y = (x[:, : size // 2].mean(axis=(1, 2, 3)) > 0).astype(np.int64) + 2 * (
+        x[..., 0].mean(axis=(1, 2)) > 0
+    )
     return x, y % classes
 
 
@@ -78,7 +80,9 @@ def nested_model():
 def build(model_fn):
     model = model_fn()
     model(np.zeros((1, 10, 10, 3), np.float32))
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
@@ -100,7 +104,8 @@ def assert_pattern_sparse(model, num_patterns, connectivity, first_layer_connect
 
 
 @pytest.mark.parametrize(
-    "model_fn", [sequential_model, functional_model, Subclassed, nested_model],
+    "model_fn",
+    [sequential_model, functional_model, Subclassed, nested_model],
     ids=["sequential", "functional", "subclassed", "nested"],
 )
 def test_admm_training_ends_exactly_pattern_sparse(model_fn):
@@ -173,17 +178,20 @@ def test_masks_hold_through_the_hard_phase_and_early_stop():
 def test_saving_and_reloading_keeps_the_sparsity(tmp_path):
     model = build(functional_model)
     x, y = data()
-    model.fit(x, y, epochs=2, verbose=0,
-              callbacks=[tfpconv.callbacks.PatternPruning(4, 0.6, verbose=0)])
+    model.fit(
+        x, y, epochs=2, verbose=0, callbacks=[tfpconv.callbacks.PatternPruning(4, 0.6, verbose=0)]
+    )
     path = tmp_path / "pruned.keras"
     model.save(path)
     reloaded = keras.models.load_model(path)
     for name in ("f1", "f2"):
-        np.testing.assert_array_equal(reloaded.get_layer(name).kernel.numpy(),
-                                      model.get_layer(name).kernel.numpy())
+        np.testing.assert_array_equal(
+            reloaded.get_layer(name).kernel.numpy(), model.get_layer(name).kernel.numpy()
+        )
     assert_pattern_sparse(reloaded, 4, 0.6)
-    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_prune_patterns_one_shot_and_summary():
@@ -211,14 +219,24 @@ def test_summary_of_a_dense_model_shows_nothing_pattern_sparse():
 
 
 def test_no_prunable_layer_says_what_was_found():
-    model = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.Conv2D(4, 5, name="big"),
-                              keras.layers.Flatten(), keras.layers.Dense(2, name="fc")])
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 3)),
+            keras.layers.Conv2D(4, 5, name="big"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, name="fc"),
+        ]
+    )
     with pytest.raises(ValueError, match=r"no prunable layer.*big: kernel 5x5.*fc \(Dense\)"):
         tfpconv.prune_patterns(model)
     model.compile("adam", "mse")
     with pytest.raises(ValueError, match="no prunable layer"):
-        model.fit(np.zeros((4, 10, 10, 3)), np.zeros((4, 2)), verbose=0,
-                  callbacks=[tfpconv.callbacks.PatternPruning(verbose=0)])
+        model.fit(
+            np.zeros((4, 10, 10, 3)),
+            np.zeros((4, 2)),
+            verbose=0,
+            callbacks=[tfpconv.callbacks.PatternPruning(verbose=0)],
+        )
 
 
 @pytest.mark.parametrize(
@@ -256,14 +274,19 @@ def test_pruning_epochs_must_leave_a_hard_phase():
     model = build(sequential_model)
     x, y = data(n=16)
     with pytest.raises(ValueError, match="leaves no epoch for the hard phase"):
-        model.fit(x, y, epochs=2, verbose=0,
-                  callbacks=[tfpconv.callbacks.PatternPruning(pruning_epochs=2, verbose=0)])
+        model.fit(
+            x,
+            y,
+            epochs=2,
+            verbose=0,
+            callbacks=[tfpconv.callbacks.PatternPruning(pruning_epochs=2, verbose=0)],
+        )
 
 
 def test_fashion_mnist_is_the_real_data_set(tmp_path):
     (x_train, y_train), (x_test, y_test) = tfpconv.datasets.fashion_mnist()
     assert x_train.shape == (60000, 28, 28, 1) and x_test.shape == (10000, 28, 28, 1)
-    assert x_train.dtype == np.float32 and 0.0 <= x_train.min() and x_train.max() <= 1.0
+    assert x_train.dtype == np.float32 and x_train.min() >= 0.0 and x_train.max() <= 1.0
     assert np.bincount(y_train).tolist() == [6000] * 10
     assert np.bincount(y_test).tolist() == [1000] * 10
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):

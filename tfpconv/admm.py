@@ -48,7 +48,7 @@ class ADMMState:
 def penalty_step(weights: np.ndarray, target: np.ndarray, step: float) -> np.ndarray:
     """The exact proximal step of ``rho/2 ||W - target||^2`` with ``step = lr * rho``.
 
-    ``argmin_X  ||X - W||^2 / (2 lr) + rho/2 ||X - target||^2  =  (W + step * target) / (1 + step)``.
+    ``argmin_X ||X - W||^2 / (2 lr) + rho/2 ||X - target||^2 = (W + step * target) / (1 + step)``.
     Unlike a plain gradient step it never overshoots, however large rho grows.
     """
     return (weights + step * target) / (1.0 + step)

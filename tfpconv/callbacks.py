@@ -95,10 +95,16 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
         if library is not None:
             patterns.check_library(library)
-        if pruning_epochs is not None and (not isinstance(pruning_epochs, int) or pruning_epochs < 0):
-            raise ValueError(f"pruning_epochs must be a non-negative integer, got {pruning_epochs!r}")
+        if pruning_epochs is not None and (
+            not isinstance(pruning_epochs, int) or pruning_epochs < 0
+        ):
+            raise ValueError(
+                f"pruning_epochs must be a non-negative integer, got {pruning_epochs!r}"
+            )
         if update_every is not None and (not isinstance(update_every, int) or update_every < 1):
-            raise ValueError(f"update_every must be a positive number of steps, got {update_every!r}")
+            raise ValueError(
+                f"update_every must be a positive number of steps, got {update_every!r}"
+            )
         if not (rho > 0 and rho_growth >= 1 and rho_max >= rho):
             raise ValueError(
                 f"need rho > 0, rho_growth >= 1 and rho_max >= rho; got rho={rho}, "
@@ -111,7 +117,11 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self.first_layer_connectivity = first_layer_connectivity
         self.pruning_epochs = pruning_epochs
         self.update_every = update_every
-        self.rho_initial, self.rho_growth, self.rho_max = float(rho), float(rho_growth), float(rho_max)
+        self.rho_initial, self.rho_growth, self.rho_max = (
+            float(rho),
+            float(rho_growth),
+            float(rho_max),
+        )
         self.verbose = verbose
         self._given_library = library
         #: The pattern library in use (candidate indices), set when training starts.
@@ -138,8 +148,10 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self.codes = {}
         self._say(
             f"tfpconv: pruning {len(self._targets)} layers, library "
-            + " ".join(patterns.format_mask(patterns.mask_to_bits(patterns.CANDIDATE_MASKS[i]))
-                       for i in self.library)
+            + " ".join(
+                patterns.format_mask(patterns.mask_to_bits(patterns.CANDIDATE_MASKS[i]))
+                for i in self.library
+            )
         )
         if self._hard_start_epoch == 0:
             self._enter_hard_phase()
@@ -168,13 +180,13 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._step += 1
         if self._phase == "hard":
-            for target, mask in zip(self._targets, self._masks):
+            for target, mask in zip(self._targets, self._masks, strict=True):
                 variable = _compat.tf_variable(target.layer.kernel)
                 variable.assign(variable * mask)
             return
         if self._phase == "admm":
             step = _compat.learning_rate(self.model.optimizer) * self._rho
-            for target, pull in zip(self._targets, self._pull_targets):
+            for target, pull in zip(self._targets, self._pull_targets, strict=True):
                 variable = _compat.tf_variable(target.layer.kernel)
                 variable.assign((variable + step * pull) / (1.0 + step))
         if self.update_every is not None and self._step % self.update_every == 0:
@@ -192,7 +204,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         if self._phase in ("admm", "magnitude"):  # stopped before the hard phase began
             self._enter_hard_phase()
         if self._phase == "hard":
-            for target, mask in zip(self._targets, self._masks):
+            for target, mask in zip(self._targets, self._masks, strict=True):
                 variable = _compat.tf_variable(target.layer.kernel)
                 variable.assign(variable * mask)
         self._phase = "done"
@@ -224,7 +236,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
 
     def _update(self) -> None:
         if self._phase == "admm":
-            for target, state in zip(self._targets, self._admm):
+            for target, state in zip(self._targets, self._admm, strict=True):
                 state.update(target.kernel(), self._projection(target))
             self._pull_targets = [self._constant(state.target()) for state in self._admm]
             self._rho = min(self._rho * self.rho_growth, self.rho_max)
@@ -239,14 +251,18 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         final = self._final_connectivity()
         self._masks = []
         for target in self._targets:
-            projected, codes = patterns.project(target.kernel(), self.library, target.connectivity(final))
+            projected, codes = patterns.project(
+                target.kernel(), self.library, target.connectivity(final)
+            )
             _compat.assign(target.layer.kernel, projected)
             self.codes[target.name] = codes
             mask = patterns.projection_mask(codes, self.library)
             self._masks.append(self._constant(mask, _compat.tf_variable(target.layer.kernel).dtype))
         self._phase = "hard"
         self._admm, self._pull_targets = [], []
-        self._say(f"tfpconv: hard phase from step {self._step}: masks fixed (connectivity {final:g})")
+        self._say(
+            f"tfpconv: hard phase from step {self._step}: masks fixed (connectivity {final:g})"
+        )
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -255,17 +271,20 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         total = sum(k.size for k in kernels)
         metrics = {
             "pconv_connectivity": float(
-                self._final_connectivity() if self._phase in ("hard", "done") else self._current_connectivity()
+                self._final_connectivity()
+                if self._phase in ("hard", "done")
+                else self._current_connectivity()
             ),
             "pconv_density": float(sum(np.count_nonzero(k) for k in kernels) / max(total, 1)),
         }
         if self._phase == "admm":
-            metrics["pconv_gap"] = float(np.mean([s.gap(k) for s, k in zip(self._admm, kernels)]))
+            gaps = [state.gap(k) for state, k in zip(self._admm, kernels, strict=True)]
+            metrics["pconv_gap"] = float(np.mean(gaps))
             metrics["pconv_rho"] = self._rho
         elif self._phase == "magnitude":
             gaps = [
                 np.linalg.norm(k - self._projection(t)(k)) / max(np.linalg.norm(k), 1e-12)
-                for t, k in zip(self._targets, kernels)
+                for t, k in zip(self._targets, kernels, strict=True)
             ]
             metrics["pconv_gap"] = float(np.mean(gaps))
         else:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from tfpconv import _compat
 
 #: Selects layers: None for every prunable one, a list of layer names, or a predicate on layers.
-LayerFilter = Union[None, Sequence[str], Callable[[Any], bool]]
+LayerFilter = Sequence[str] | Callable[[Any], bool] | None
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,10 @@ class SkippedLayer:
 
 
 def _why_not_prunable(layer: Any) -> str | None:
-    if isinstance(layer, _compat.excluded_conv_classes()):
-        return f"{type(layer).__name__} is not a plain convolution"
+    if isinstance(layer, _compat.excluded_conv_classes()) or not isinstance(
+        layer, _compat.conv2d_classes()
+    ):
+        return f"{type(layer).__name__} is not a plain Conv2D"
     if tuple(layer.kernel_size) != (3, 3):
         return f"kernel {layer.kernel_size[0]}x{layer.kernel_size[1]}, only 3x3 is pruned"
     if tuple(layer.dilation_rate) != (1, 1):
@@ -37,10 +39,11 @@ def _why_not_prunable(layer: Any) -> str | None:
 
 
 def find_conv_layers(model: Any) -> tuple[list[Any], list[SkippedLayer]]:
-    """All Conv2D layers of ``model``, split into prunable ones and skipped ones with reasons."""
+    """All convolution layers of ``model`` (anything with a ``kernel_size``), split into prunable
+    3x3 Conv2D layers and skipped ones with the reason."""
     prunable, skipped = [], []
     for layer in _compat.flatten_layers(model):
-        if not isinstance(layer, _compat.conv2d_classes()):
+        if not hasattr(layer, "kernel_size"):
             continue
         reason = _why_not_prunable(layer)
         if reason is None:

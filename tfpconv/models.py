@@ -23,8 +23,9 @@ def small_vgg(
     x = inputs
     for stage, width in enumerate(widths):
         for i in range(convs_per_stage):
-            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
-                                    name=f"conv{stage + 1}_{i + 1}")(x)
+            x = keras.layers.Conv2D(
+                width, 3, padding="same", use_bias=False, name=f"conv{stage + 1}_{i + 1}"
+            )(x)
             x = keras.layers.BatchNormalization(name=f"bn{stage + 1}_{i + 1}")(x)
             x = keras.layers.ReLU(name=f"relu{stage + 1}_{i + 1}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{stage + 1}")(x)

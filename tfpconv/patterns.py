@@ -153,7 +153,9 @@ def check_library(library: Sequence[int]) -> np.ndarray:
     """Validate a pattern library given as candidate indices; returns it as an int array."""
     library = np.asarray(library)
     if library.ndim != 1 or len(library) == 0:
-        raise ValueError(f"a pattern library is a non-empty list of candidate indices, got {library}")
+        raise ValueError(
+            f"a pattern library is a non-empty list of candidate indices, got {library}"
+        )
     if not np.issubdtype(library.dtype, np.integer):
         raise ValueError(f"pattern library entries must be integers 0..55, got {library}")
     if library.min() < 0 or library.max() >= NUM_CANDIDATES:
@@ -241,7 +243,9 @@ def classify_kernels(kernel: np.ndarray) -> np.ndarray:
     exact = num_fits == 1
     popularity = fits[exact].sum(axis=0) if exact.any() else np.zeros(NUM_CANDIDATES, np.int64)
     # Most popular fitting candidate; lower index wins ties.
-    rank = np.where(fits, popularity * NUM_CANDIDATES + (NUM_CANDIDATES - 1 - np.arange(NUM_CANDIDATES)), -1)
+    rank = np.where(
+        fits, popularity * NUM_CANDIDATES + (NUM_CANDIDATES - 1 - np.arange(NUM_CANDIDATES)), -1
+    )
     codes = np.argmax(rank, axis=-1)
     codes = np.where(num_fits == 0, NOT_A_PATTERN, codes)
     return np.where(support == 0, PRUNED, codes)

@@ -84,8 +84,17 @@ class PruningSummary:
     def table(self) -> str:
         """The summary as a text table."""
         table = Table(title="tfpconv pattern sparsity", title_justify="left")
-        for column in ("layer", "kernel", "kernels kept", "weights kept", "FLOPs kept", "top patterns"):
-            table.add_column(column, justify="left" if column in ("layer", "top patterns") else "right")
+        for column in (
+            "layer",
+            "kernel",
+            "kernels kept",
+            "weights kept",
+            "FLOPs kept",
+            "top patterns",
+        ):
+            table.add_column(
+                column, justify="left" if column in ("layer", "top patterns") else "right"
+            )
         for s in self.layers:
             flops = "n/a" if s.flops_total is None else f"{s.flops_kept / s.flops_total:.1%}"
             top = ", ".join(
@@ -93,7 +102,9 @@ class PruningSummary:
                 for bits, count in list(s.pattern_histogram.items())[:3]
             )
             if s.kernels_not_pattern:
-                top = f"{s.kernels_not_pattern} kernels not pattern-sparse" + (f"; {top}" if top else "")
+                top = f"{s.kernels_not_pattern} kernels not pattern-sparse" + (
+                    f"; {top}" if top else ""
+                )
             table.add_row(
                 s.name,
                 "x".join(str(d) for d in s.kernel_shape),

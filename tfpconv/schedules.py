@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -11,7 +11,7 @@ from tfpconv.patterns import check_connectivity
 
 #: A fraction in [0, 1), ``step -> fraction``, or a tensorflow-model-optimization schedule such as
 #: ``tfmot.sparsity.keras.PolynomialDecay`` (called with the step, returns ``(prune?, sparsity)``).
-Connectivity = Union[float, Callable[[int], Any]]
+Connectivity = float | Callable[[int], Any]
 
 
 class ConnectivitySchedule:
@@ -39,7 +39,9 @@ class ConnectivitySchedule:
         try:
             check_connectivity(value)
         except ValueError as error:
-            raise ValueError(f"connectivity schedule {self.description} at step {step}: {error}")
+            raise ValueError(
+                f"connectivity schedule {self.description} at step {step}: {error}"
+            ) from None
         return value
 
 

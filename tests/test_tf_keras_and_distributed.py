@@ -1,0 +1,130 @@
+"""tf_keras (Keras 2) models, tensorflow-model-optimization schedules, and MirroredStrategy."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+tf_keras = pytest.importorskip("tf_keras")
+tfmot = pytest.importorskip("tensorflow_model_optimization")
+
+import tfpconv  # noqa: E402
+from tfpconv import patterns  # noqa: E402
+
+
+def tf_keras_model():
+    inputs = tf_keras.Input((10, 10, 3))
+    x = tf_keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="k1")(inputs)
+    x = tf_keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="k2")(x)
+    x = tf_keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)  # a Conv2D subclass there
+    x = tf_keras.layers.Conv2D(10, 3, strides=2, name="k3")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, activation="softmax")(x))
+    model.compile(
+        tf_keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    return model
+
+
+def data(n=48):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 10, 10, 3)).astype(np.float32)
+    return x, rng.integers(0, 3, size=n)
+
+
+def check_sparse(model, connectivity):
+    prunable, skipped = tfpconv.layer_selection.find_conv_layers(model)
+    assert [layer.name for layer in prunable] == ["k1", "k2", "k3"]
+    assert [s.name for s in skipped] == ["dw"]
+    for index, layer in enumerate(prunable):
+        codes = patterns.classify_kernels(layer.kernel.numpy())
+        assert (codes != patterns.NOT_A_PATTERN).all()
+        expected = patterns.num_to_prune(codes.size, connectivity if index else 0.0)
+        assert (codes == patterns.PRUNED).sum() == expected
+
+
+def test_tf_keras_model_trains_into_pattern_sparsity_and_reloads(tmp_path):
+    model = tf_keras_model()
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(num_patterns=6, connectivity=0.5, verbose=0)
+    history = model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
+    check_sparse(model, 0.5)
+    assert "pconv_gap" in history.history and history.history["pconv_gap"][-1] == 0.0
+    path = tmp_path / "pruned.keras"
+    model.save(path)
+    check_sparse(tf_keras.models.load_model(path), 0.5)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        lambda: tfmot.sparsity.keras.PolynomialDecay(0.0, 0.6, begin_step=0, end_step=6),
+        lambda: tfmot.sparsity.keras.ConstantSparsity(0.6, begin_step=0),
+    ],
+    ids=["PolynomialDecay", "ConstantSparsity"],
+)
+def test_tfmot_schedules_drive_the_connectivity(schedule):
+    model = tf_keras_model()
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(
+        8, schedule(), method="magnitude", update_every=1, pruning_epochs=2, verbose=0
+    )
+    history = model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
+    assert history.history["pconv_connectivity"][-1] == pytest.approx(0.6)
+    check_sparse(model, 0.6)
+
+
+def test_prune_patterns_on_a_tf_keras_model():
+    model = tf_keras_model()
+    report = tfpconv.prune_patterns(model, 8, 0.72)
+    assert report.compression > 5
+    check_sparse(model, 0.72)
+
+
+DISTRIBUTED_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, tfpconv
+    from tfpconv import patterns
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():
+        model = keras.Sequential([
+            keras.Input((10, 10, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ])
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 10, 10, 3)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    callback = tfpconv.callbacks.PatternPruning(4, 0.5, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
+    kernel = model.layers[1].kernel
+    values = [v.numpy() for v in kernel.value.values]  # one copy per replica
+    assert len(values) == 2
+    np.testing.assert_array_equal(values[0], values[1])
+    codes = patterns.classify_kernels(values[0])
+    assert (codes != patterns.NOT_A_PATTERN).all()
+    assert (codes == patterns.PRUNED).sum() == patterns.num_to_prune(128, 0.5)
+    print("DISTRIBUTED OK")
+    """
+)
+
+
+def test_mirrored_strategy_on_two_logical_cpus():
+    # Logical devices must be configured before TensorFlow starts: a fresh interpreter.
+    result = subprocess.run(
+        [sys.executable, "-c", DISTRIBUTED_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]),
+    )
+    assert "DISTRIBUTED OK" in result.stdout, result.stderr[-3000:]
