@@ -33,3 +33,55 @@ def small_vgg(
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def vgg16(input_shape: Sequence[int] = (224, 224, 3), num_classes: int = 1000) -> keras.Model:
+    """VGG-16's 13 convolutions (random weights, nothing downloaded) with a pooled classifier."""
+    backbone = keras.applications.VGG16(
+        weights=None, include_top=False, input_shape=tuple(input_shape), pooling="avg"
+    )
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(
+        backbone.output
+    )
+    return keras.Model(backbone.input, outputs, name=f"vgg16_{input_shape[0]}")
+
+
+def resnet50(input_shape: Sequence[int] = (224, 224, 3), num_classes: int = 1000) -> keras.Model:
+    """Keras' ResNet-50 with random weights (its 3x3 convolutions are the prunable ones)."""
+    return keras.applications.ResNet50(
+        weights=None, input_shape=tuple(input_shape), classes=num_classes
+    )
+
+
+def _basic_block(x: keras.KerasTensor, filters: int, stride: int, name: str) -> keras.KerasTensor:
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = keras.layers.Conv2D(
+            filters, 1, strides=stride, use_bias=False, name=f"{name}_down"
+        )(x)
+        shortcut = keras.layers.BatchNormalization(name=f"{name}_down_bn")(shortcut)
+    x = keras.layers.Conv2D(
+        filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1"
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn1")(x)
+    x = keras.layers.ReLU(name=f"{name}_relu1")(x)
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn2")(x)
+    x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
+    return keras.layers.ReLU(name=f"{name}_out")(x)
+
+
+def resnet18(input_shape: Sequence[int] = (224, 224, 3), num_classes: int = 1000) -> keras.Model:
+    """ResNet-18 (He et al. 2016): a 7x7 stem, then 4 stages of two 3x3 basic blocks."""
+    inputs = keras.Input(tuple(input_shape), name="image")
+    x = keras.layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for stage, filters in enumerate((64, 128, 256, 512)):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            x = _basic_block(x, filters, stride, name=f"s{stage + 1}b{block + 1}")
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, outputs, name="resnet18")
