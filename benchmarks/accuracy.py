@@ -4,7 +4,7 @@ Every variant trains from the same initial weights for the same number of epochs
 optimizer schedule; the pruned ones add ``tfpconv.callbacks.PatternPruning`` (8 patterns, ADMM, half
 the epochs ADMM and half masked fine-tuning). Writes a JSON file and a markdown table.
 
-    python3 benchmarks/accuracy.py             # the full run (about an hour on 2 cores)
+    python3 benchmarks/accuracy.py             # the full run (about 30 minutes on 2 idle cores)
     python3 benchmarks/accuracy.py --epochs 1 --train-size 2000   # a quick smoke run
 """
 
@@ -96,11 +96,11 @@ def markdown(results, args) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--train-size", type=int, default=None, help="use the first N images")
-    parser.add_argument("--widths", type=int, nargs=3, default=(24, 48, 96))
+    parser.add_argument("--widths", type=int, nargs=3, default=(16, 32, 64))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="*", default=[name for name, _ in VARIANTS])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))

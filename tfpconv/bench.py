@@ -252,11 +252,16 @@ def per_layer(
     progress: Callable[[str], None] | None = None,
 ) -> list[LayerTiming]:
     """Each planned convolution of the model timed alone, XNNPACK vs the delegate."""
+    from tfpconv.convert import inspect_model
+
     model = TFLiteModel.from_bytes(model_bytes)
     plan = plan_module.read_plan(model_bytes)
+    names = {
+        (r.subgraph_index, r.operator_index): r.name for r in inspect_model(model_bytes).layers
+    }
     timings = []
     for conv in plan.convs:
-        name = _conv_name(model, conv)
+        name = names[(conv.subgraph_index, conv.operator_index)]
         if progress is not None:
             progress(name)
         single = single_conv_model(model, conv)
@@ -275,15 +280,6 @@ def per_layer(
             )
         )
     return timings
-
-
-def _conv_name(model: TFLiteModel, conv: plan_module.ConvPlan) -> str:
-    op = model.model.subgraphs[conv.subgraph_index].operators[conv.operator_index]
-    name = model.tensor(conv.subgraph_index, int(op.outputs[0])).name
-    text = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-    parts = [p for p in text.split(";") if p and not p.startswith(("StatefulPartitionedCall",))]
-    label = (parts[0] if parts else text).split("/")
-    return label[1] if len(label) > 2 else label[0]
 
 
 _PEAK_SCRIPT = """

@@ -1,0 +1,116 @@
+"""The latency harness on a tiny pruned model (figures are checked for shape, never for speed)."""
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import tfpconv  # noqa: E402
+from tfpconv import bench  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 5)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="a"),
+            keras.layers.Conv2D(24, 3, strides=2, padding="valid", activation="relu6", name="b"),
+            keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c"),
+        ]
+    )
+    tfpconv.prune_patterns(model, num_patterns=8, connectivity=0.5)
+    path = tmp_path_factory.mktemp("bench") / "tiny.tflite"
+    tfpconv.convert(model, output_path=path)
+    return path
+
+
+def test_bench_reports_both_paths_per_layer_and_memory(tiny_model, tmp_path):
+    report = bench.bench(tiny_model, threads=(1, 2), runs=3, layers=True, memory=False)
+    assert report.planned_convs == 3
+    assert report.kept_weights < report.dense_weights
+    assert [r.threads for r in report.results] == [1, 2]
+    for result in report.results:
+        assert result.delegated_nodes == 3
+        assert result.max_rel_diff <= 1e-4
+        assert result.xnnpack_ms > 0 and result.delegate_ms > 0
+        assert result.speedup == pytest.approx(result.xnnpack_ms / result.delegate_ms)
+        for layer, keras_name in zip(result.layers, "abc", strict=True):
+            assert f"/{keras_name}_" in layer.name  # e.g. "sequential/a_1/Relu"
+        assert all(layer.claimed for layer in result.layers)
+        b = result.layers[1]
+        assert b.input_shape == (1, 12, 12, 16) and b.output_shape == (1, 5, 5, 24)
+        assert b.delegate_effective_gflops == pytest.approx(
+            2 * 25 * b.kept_weights / (b.delegate_ms * 1e6)
+        )
+    bench.write_report([report], tmp_path)
+    data = json.loads((tmp_path / "latency.json").read_text())
+    assert data[0]["results"][0]["layers"][0]["name"] == result.layers[0].name
+    assert f"| {result.layers[0].name} |" in (tmp_path / "latency.md").read_text()
+
+
+def test_peak_memory_is_measured_in_a_fresh_process(tiny_model):
+    assert bench.peak_memory_mb(tiny_model, threads=1, use_delegate=True) > 0
+
+
+def test_single_conv_model_reproduces_the_layer(tiny_model):
+    model = bench.TFLiteModel.from_file(tiny_model)
+    plan = tfpconv.read_plan(tiny_model)
+    single = bench.single_conv_model(model, plan.convs[1])
+    single_plan = tfpconv.read_plan(single)
+    np.testing.assert_array_equal(single_plan.convs[0].codes, plan.convs[1].codes)
+    interpreter = tfpconv.Interpreter(model_content=single, use_delegate=False)
+    interpreter.allocate_tensors()
+    assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, 12, 12, 16)
+
+
+def test_interleaved_latencies_validates_runs():
+    with pytest.raises(ValueError, match="runs"):
+        bench.interleaved_latencies([], runs=0)
+    assert np.asarray(bench.interleaved_latencies([], runs=2)).size == 0
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        bench.bench(tmp_path / "nope.tflite")
+
+
+def test_cli_bench_prints_the_table_and_writes_json(tiny_model, tmp_path, capsys):
+    from tfpconv import cli
+
+    out = tmp_path / "bench.json"
+    status = cli.main(
+        [
+            "bench",
+            str(tiny_model),
+            "--threads",
+            "1",
+            "--runs",
+            "2",
+            "--no-layers",
+            "--json",
+            str(out),
+        ]
+    )
+    assert status == 0
+    assert "| 1 |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["planned_convs"] == 3
+
+
+@pytest.mark.parametrize("argv", [["--runs", "0"], ["--threads", "0"], ["--threads", "a,b"]])
+def test_cli_bench_rejects_bad_arguments(tiny_model, argv):
+    from tfpconv import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", str(tiny_model), *argv])
+    assert exit_info.value.code == 2
+
+
+def test_cli_bench_missing_file_is_a_one_line_error(tmp_path, capsys):
+    from tfpconv import cli
+
+    assert cli.main(["bench", str(tmp_path / "missing.tflite")]) == 1
+    assert capsys.readouterr().err.strip().startswith("tfpconv: error:")

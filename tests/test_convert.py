@@ -1,0 +1,506 @@
+"""tfpconv.convert: TF's conversion + the plan as metadata; outputs identical to TF's conversion."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+
+import tfpconv  # noqa: E402
+from tfpconv import patterns  # noqa: E402
+from tfpconv.convert import ConversionError, convert, embed_plan, inspect_model  # noqa: E402
+from tfpconv.plan import METADATA_NAME, ConvPlan, Plan, read_plan  # noqa: E402
+from tfpconv.tflite_model import TFLiteModel, TFLiteModelError, schema  # noqa: E402
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _is_3x3_conv(layer) -> bool:
+    return type(layer).__name__ == "Conv2D" and tuple(layer.kernel_size) == (3, 3)
+
+
+def _prune(model, layers=None, connectivity: float = 0.4, num_patterns: int = 6) -> None:
+    """Pattern + connectivity prune the 3x3 Conv2D kernels of a model in place (NumPy math)."""
+    layers = [x for x in model.layers if _is_3x3_conv(x)] if layers is None else layers
+    library = patterns.select_library([x.get_weights()[0] for x in layers], num_patterns)
+    for layer in layers:
+        weights = layer.get_weights()
+        weights[0], _ = patterns.project(weights[0], library, connectivity)
+        layer.set_weights(weights)
+
+
+def _tf_convert(model) -> bytes:
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def _run(model_bytes: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    interpreter = Interpreter(model_content=model_bytes)
+    interpreter.allocate_tensors()
+    results = []
+    for x in inputs:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy())
+    return results
+
+
+def _inputs(shape, count: int = 2, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((1, *shape)).astype(np.float32) for _ in range(count)]
+
+
+def _assert_identical_outputs(reference: bytes, ours: bytes, input_shape) -> None:
+    for a, b in zip(_run(reference, _inputs(input_shape)), _run(ours, _inputs(input_shape)),
+                    strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert a.tobytes() == b.tobytes(), "outputs differ from TF's own conversion"
+
+
+def _filters(model_bytes: bytes) -> dict[tuple[int, int], np.ndarray]:
+    """(subgraph, operator) -> OHWI filter of every CONV_2D with a constant float filter."""
+    model = TFLiteModel.from_bytes(model_bytes)
+    found = {}
+    for ref in model.operators():
+        if ref.name == "CONV_2D":
+            tensor = model.tensor(ref.subgraph_index, int(ref.op.inputs[1]))
+            data = model.tensor_data(ref.subgraph_index, int(ref.op.inputs[1]))
+            if data is not None and tensor.type == schema.TensorType.FLOAT32:
+                found[(ref.subgraph_index, ref.operator_index)] = np.frombuffer(
+                    data, "<f4"
+                ).reshape(tuple(tensor.shape))
+    return found
+
+
+def _check_plan_matches_keras(model, model_bytes: bytes) -> Plan:
+    """Every pruned 3x3 Keras kernel is planned with exactly its zero structure."""
+    plan = read_plan(model_bytes)
+    filters = _filters(model_bytes)
+    for layer in [x for x in model.layers if _is_3x3_conv(x)]:
+        kernel = layer.get_weights()[0]  # HWIO
+        structure = np.transpose(kernel != 0, (3, 0, 1, 2))  # OHWI
+        matches = [key for key, w in filters.items() if np.array_equal(w != 0, structure)]
+        assert len(matches) == 1, f"{layer.name}: zero structure not found exactly once in TFLite"
+        # TF's float32 conversion keeps the weights bit for bit, exact zeros included.
+        assert filters[matches[0]].tobytes() == np.transpose(kernel, (3, 0, 1, 2)).tobytes()
+        conv = plan.find(*matches[0])
+        assert isinstance(conv, ConvPlan), f"{layer.name}: {conv}"
+        taps = structure.reshape(structure.shape[0], 9, structure.shape[3])  # (out, 9, in)
+        for o in range(conv.out_channels):
+            for i in range(conv.in_channels):
+                bits = patterns.mask_to_bits(taps[o, :, i])
+                code = int(conv.codes[o, i])
+                if bits == 0:
+                    assert code == patterns.PRUNED
+                else:
+                    assert code >= 0 and conv.library[code] == bits
+        # The checksum is the one of the filter bytes in the model.
+        assert conv.matches_weights(filters[matches[0]].tobytes())
+    return plan
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sequential():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((10, 10, 3)),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(24, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(8, 3, padding="valid"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(4),
+    ])
+    _prune(model, connectivity=0.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def functional():
+    """Residual add, a stride-2 conv, a 5x5 conv and an unpruned 3x3 conv."""
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((12, 12, 4))
+    stem = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inp)
+    branch = keras.layers.Conv2D(16, 3, padding="same", name="branch")(stem)
+    x = keras.layers.Add()([stem, branch])
+    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="down")(x)
+    x = keras.layers.Conv2D(8, 5, padding="same", name="five")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="dense3x3")(x)
+    model = keras.Model(inp, x)
+    _prune(model, [model.get_layer(n) for n in ("stem", "branch", "down")], connectivity=0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tf_keras_model():
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(3)
+    model = tf_keras.Sequential([
+        tf_keras.Input((8, 8, 3)),
+        tf_keras.layers.Conv2D(16, 3, padding="same", use_bias=False),
+        tf_keras.layers.BatchNormalization(),
+        tf_keras.layers.ReLU(),
+        tf_keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+        tf_keras.layers.Flatten(),
+        tf_keras.layers.Dense(3),
+    ])
+    bn = model.layers[1]
+    rng = np.random.default_rng(3)
+    bn.set_weights([rng.uniform(0.5, 2, 16), rng.normal(0, 1, 16), rng.normal(0, 1, 16),
+                    rng.uniform(0.5, 2, 16)])
+    _prune(model, connectivity=0.25)
+    return model
+
+
+@pytest.fixture(scope="module")
+def sequential_bytes(sequential):
+    return convert(sequential)
+
+
+# -- identical outputs -------------------------------------------------------------------------
+
+
+def test_sequential_identical_to_tf(sequential, sequential_bytes) -> None:
+    _assert_identical_outputs(_tf_convert(sequential), sequential_bytes, (10, 10, 3))
+    plan = _check_plan_matches_keras(sequential, sequential_bytes)
+    assert len(plan.convs) == 3 and not plan.skipped
+    for conv in plan.convs:
+        assert 1 <= len(conv.library) <= 6
+        assert conv.kept_kernels == conv.num_kernels - int(np.floor(0.5 * conv.num_kernels + 0.5))
+
+
+def test_functional_identical_to_tf(functional) -> None:
+    ours = convert(functional)
+    _assert_identical_outputs(_tf_convert(functional), ours, (12, 12, 4))
+    plan = _check_plan_subset(functional, ours)
+    reasons = [s.reason for s in plan.skipped]
+    assert len(plan.convs) == 3 and len(reasons) == 2
+    assert "kernel 5x5" in reasons
+    [dense] = [r for r in reasons if r != "kernel 5x5"]
+    assert dense.startswith("kernel (out 0, in 0) has 9 non-zeros: not pattern-pruned")
+    strides = {
+        (r.subgraph_index, r.operator_index): r.strides for r in inspect_model(ours).layers
+    }
+    assert [2, 2] in [strides[(c.subgraph_index, c.operator_index)] for c in plan.convs]
+
+
+def _check_plan_subset(model, model_bytes: bytes) -> Plan:
+    pruned = [model.get_layer(n) for n in ("stem", "branch", "down")]
+
+    class _View:  # only the pruned layers are expected in the plan
+        layers = pruned
+
+    return _check_plan_matches_keras(_View, model_bytes)
+
+
+def test_tf_keras_model_identical_to_tf(tf_keras_model) -> None:
+    ours = convert(tf_keras_model)
+    _assert_identical_outputs(_tf_convert(tf_keras_model), ours, (8, 8, 3))
+    plan = read_plan(ours)
+    # BatchNormalization is folded into the first filter (scaled per output channel): zeros stay.
+    assert len(plan.convs) == 2 and not plan.skipped
+    keras_kernels = [x.get_weights()[0] for x in tf_keras_model.layers if _is_3x3_conv(x)]
+    filters = _filters(ours)
+    for conv, kernel in zip(plan.convs, keras_kernels, strict=True):
+        folded = filters[(conv.subgraph_index, conv.operator_index)]
+        assert np.array_equal(folded != 0, np.transpose(kernel != 0, (3, 0, 1, 2)))
+
+
+def test_pruned_away_layer_is_still_planned() -> None:
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([
+        keras.Input((6, 6, 2)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(3, 3, padding="same"),
+    ])
+    for layer in model.layers:
+        kernel, bias = layer.get_weights()
+        layer.set_weights([np.zeros_like(kernel), np.linspace(-1, 1, bias.size).astype(np.float32)])
+    ours = convert(model)
+    _assert_identical_outputs(_tf_convert(model), ours, (6, 6, 2))
+    plan = read_plan(ours)
+    assert len(plan.convs) == 2 and not plan.skipped
+    for conv in plan.convs:
+        assert conv.library == () and conv.kept_kernels == 0
+        assert np.all(conv.codes == patterns.PRUNED)
+
+
+# -- inputs: paths, bytes, options --------------------------------------------------------------
+
+
+def test_keras_file_and_saved_model(sequential, sequential_bytes, tmp_path: Path) -> None:
+    keras_file = tmp_path / "model.keras"
+    sequential.save(keras_file)
+    from_file = convert(keras_file)
+    saved_model = tmp_path / "saved"
+    sequential.export(saved_model, format="tf_saved_model", verbose=False)
+    from_saved = convert(str(saved_model))
+    for data in (from_file, from_saved):
+        assert read_plan(data).convs == read_plan(sequential_bytes).convs
+        _assert_identical_outputs(sequential_bytes, data, (10, 10, 3))
+
+
+def test_tflite_input_is_replanned(sequential_bytes, tmp_path: Path) -> None:
+    path = tmp_path / "in.tflite"
+    path.write_bytes(sequential_bytes)
+    assert convert(path) == sequential_bytes  # same plan, same bytes: no duplicate entry
+    assert convert(sequential_bytes) == sequential_bytes
+
+
+def test_tf_options_pass_through() -> None:
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((6, 6, 16)), keras.layers.Conv2D(32, 3)])
+    _prune(model)
+    data = convert(model, optimizations=[tf.lite.Optimize.DEFAULT])  # dynamic range: int8 filter
+    plan = read_plan(data)
+    assert not plan.convs and [s.reason for s in plan.skipped] == ["int8 weights"]
+    data = convert(model, optimizations=[tf.lite.Optimize.DEFAULT],
+                   target_spec={"supported_types": [tf.float16]})
+    [skipped] = read_plan(data).skipped
+    assert skipped.reason == "filter is computed at run time (by DEQUANTIZE)"
+
+
+def test_filter_group_size_option(sequential) -> None:
+    plan = read_plan(convert(sequential, filter_group_size=8))
+    assert [len(c.group_offsets) - 1 for c in plan.convs] == [2, 3, 1]
+
+
+# -- metadata, checksum, layout ----------------------------------------------------------------
+
+
+def test_metadata_preserved_and_replaced(sequential) -> None:
+    reference = TFLiteModel.from_bytes(_tf_convert(sequential))
+    reference.set_metadata("TFLITE_METADATA", b"\x00model card\xff" * 7)
+    with_card = reference.to_bytes()
+    before = {n: reference.metadata(n) for n in reference.metadata_names()}
+    assert "CONVERSION_METADATA" in before and "min_runtime_version" in before
+
+    ours = convert(with_card)
+    model = TFLiteModel.from_bytes(ours)
+    assert model.metadata_names() == [*before, METADATA_NAME]
+    for name, data in before.items():
+        assert model.metadata(name) == data, name
+    # The operators, tensors and buffers of TF's conversion are all still there, unchanged.
+    original = reference.model
+    assert len(model.model.buffers) == len(original.buffers) + 1
+    for a, b in zip(original.buffers, model.model.buffers, strict=False):
+        assert bytes(np.asarray(a.data if a.data is not None else [], np.uint8)) == bytes(
+            np.asarray(b.data if b.data is not None else [], np.uint8)
+        )
+    for sa, sb in zip(original.subgraphs, model.model.subgraphs, strict=True):
+        assert [op.opcodeIndex for op in sa.operators] == [op.opcodeIndex for op in sb.operators]
+        assert [t.name for t in sa.tensors] == [t.name for t in sb.tensors]
+
+    # Converting again replaces the tfpconv entry in place.
+    again = TFLiteModel.from_bytes(convert(ours))
+    assert again.metadata_names() == model.metadata_names()
+    assert len(again.model.buffers) == len(model.model.buffers)
+    assert read_plan(convert(ours)) == read_plan(ours)
+
+
+def test_buffers_are_16_byte_aligned(sequential_bytes) -> None:
+    root = schema.Model.GetRootAs(sequential_bytes, 0)
+    checked = 0
+    for i in range(root.BuffersLength()):
+        buffer = root.Buffers(i)
+        field = buffer._tab.Offset(4)
+        if field and buffer.DataLength():
+            assert buffer._tab.Vector(field) % 16 == 0, f"buffer {i}"
+            checked += 1
+    assert checked >= 4
+
+
+def test_tampered_weights_no_longer_match(sequential_bytes) -> None:
+    plan = read_plan(sequential_bytes)
+    conv = plan.convs[1]
+    model = TFLiteModel.from_bytes(sequential_bytes)
+    tensor = model.tensor(conv.subgraph_index, conv.weight_tensor_index)
+    buffer = model.model.buffers[tensor.buffer]
+    weights = np.frombuffer(buffer.data.tobytes(), "<f4").copy()
+    assert conv.matches_weights(weights.tobytes())
+    weights[np.flatnonzero(weights)[0]] *= 1.5  # still pattern-pruned, different values
+    buffer.data = np.frombuffer(weights.tobytes(), np.uint8)
+    tampered = model.to_bytes()
+    assert not conv.matches_weights(model.tensor_data(0, conv.weight_tensor_index))
+    report = inspect_model(tampered)
+    stale = [layer for layer in report.layers if layer.operator_index == conv.operator_index]
+    assert not stale[0].planned and "stale plan" in stale[0].reason
+    # Re-planning the edited model brings the checksum up to date.
+    replanned, new_plan = embed_plan(tampered)
+    assert new_plan.convs[1].matches_weights(weights.tobytes())
+    assert all(layer.planned for layer in inspect_model(replanned).layers)
+
+
+# -- synthetic single-op models for the skip reasons ----------------------------------------------
+
+
+def _conv_model(
+    filter_shape=(4, 3, 3, 2),
+    filter_type=schema.TensorType.FLOAT32,
+    dilation=1,
+    input_channels=None,
+    constant_filter=True,
+    op=schema.BuiltinOperator.CONV_2D,
+) -> bytes:
+    """A one-operator TFLite model built with the schema's object API."""
+    rng = np.random.default_rng(0)
+    out_ch = filter_shape[0]
+    channels = filter_shape[3] if input_channels is None else input_channels
+    if filter_type == schema.TensorType.INT8:
+        weights = rng.integers(-5, 5, filter_shape).astype(np.int8)
+    else:
+        weights = np.zeros(filter_shape, np.float32)
+        weights[:, filter_shape[1] // 2, filter_shape[2] // 2, :] = 1.0  # centre taps only
+    model = schema.ModelT()
+    model.version = 3
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = op
+    model.operatorCodes = [code]
+
+    def tensor(name, shape, buffer, tensor_type=schema.TensorType.FLOAT32):
+        t = schema.TensorT()
+        t.name, t.shape = name.encode(), np.array(shape, np.int32)
+        t.buffer, t.type = buffer, tensor_type
+        return t
+
+    empty = schema.BufferT()
+    filt = schema.BufferT()
+    filt.data = np.frombuffer(weights.tobytes(), np.uint8) if constant_filter else None
+    bias = schema.BufferT()
+    bias.data = np.frombuffer(np.zeros(out_ch, np.float32).tobytes(), np.uint8)
+    model.buffers = [empty, empty, filt, bias, empty]
+    subgraph = schema.SubGraphT()
+    subgraph.tensors = [
+        tensor("input", (1, 6, 6, channels), 1),
+        tensor("filter", filter_shape, 2, filter_type),
+        tensor("bias", (out_ch,), 3),
+        tensor("output", (1, 6, 6, out_ch), 4),
+    ]
+    operator = schema.OperatorT()
+    operator.opcodeIndex = 0
+    operator.inputs = np.array([0, 1, 2], np.int32)
+    operator.outputs = np.array([3], np.int32)
+    if op == schema.BuiltinOperator.CONV_2D:
+        options = schema.Conv2DOptionsT()
+        options.padding, options.strideW, options.strideH = schema.Padding.SAME, 1, 1
+        options.dilationWFactor = options.dilationHFactor = dilation
+        operator.builtinOptionsType = schema.BuiltinOptions.Conv2DOptions
+        operator.builtinOptions = options
+    subgraph.operators = [operator]
+    subgraph.inputs = np.array([0] if constant_filter else [0, 1], np.int32)
+    subgraph.outputs = np.array([3], np.int32)
+    model.subgraphs = [subgraph]
+    return TFLiteModel(model).to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"dilation": 2}, "dilation 2"),
+        ({"filter_shape": (4, 1, 1, 2)}, "kernel 1x1"),
+        ({"filter_type": schema.TensorType.INT8}, "int8 weights"),
+        ({"input_channels": 4}, "grouped convolution (2 groups)"),
+        ({"constant_filter": False}, "filter is not a constant tensor"),
+    ],
+)
+def test_skip_reasons(kwargs: dict, reason: str) -> None:
+    _, plan = embed_plan(_conv_model(**kwargs))
+    assert not plan.convs
+    assert [s.reason for s in plan.skipped] == [reason]
+
+
+def test_synthetic_model_runs_and_is_planned() -> None:
+    data, plan = embed_plan(_conv_model())
+    # Centre-only kernels fit many patterns; with no unambiguous kernel the lowest index wins.
+    [conv] = plan.convs
+    assert conv.library == (patterns.mask_to_bits(patterns.CANDIDATE_MASKS[0]),)
+    assert conv.kept_kernels == 8
+    [out] = _run(data, [np.ones((1, 6, 6, 2), np.float32)])
+    assert np.allclose(out, 2.0)
+
+
+# -- errors and atomic output ------------------------------------------------------------------
+
+
+def test_model_without_convolutions(tmp_path: Path) -> None:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ConversionError, match="no CONV_2D"):
+        convert(model)
+    with pytest.raises(ConversionError, match="no CONV_2D"):
+        embed_plan(_conv_model(op=schema.BuiltinOperator.ADD))
+
+
+def test_bad_inputs(tmp_path: Path, sequential, sequential_bytes) -> None:
+    with pytest.raises(FileNotFoundError):
+        convert(tmp_path / "missing.keras")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    with pytest.raises(ConversionError, match="not a model tfpconv can read"):
+        convert(text)
+    fake = tmp_path / "fake.keras"
+    fake.write_bytes(b"PK\x03\x04 definitely not a zip")
+    with pytest.raises(ConversionError, match="cannot load the Keras model"):
+        convert(fake)
+    with pytest.raises(ConversionError, match="not a SavedModel"):
+        convert(tmp_path)
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(sequential_bytes[: len(sequential_bytes) // 3])
+    with pytest.raises(TFLiteModelError, match="corrupt"):
+        convert(corrupt)
+    with pytest.raises(ConversionError, match="cannot convert a builtins.dict"):
+        convert({"not": "a model"})
+    with pytest.raises(ConversionError, match="unknown option 'optimisations'"):
+        convert(sequential, optimisations=[])
+    with pytest.raises(ConversionError, match="configure TF's converter"):
+        convert(sequential_bytes, allow_custom_ops=True)
+    with pytest.raises(ConversionError, match="filter_group_size"):
+        convert(sequential_bytes, filter_group_size=0)
+    assert issubclass(ConversionError, ValueError) and tfpconv.ConversionError is ConversionError
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+def test_output_path_is_written_atomically(
+    tmp_path: Path, sequential_bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "model.tflite"
+    assert convert(sequential_bytes, out) == sequential_bytes
+    assert out.read_bytes() == sequential_bytes
+    assert _leftovers(tmp_path) == []
+
+    # A conversion error leaves the existing file alone and writes nothing.
+    out.write_bytes(b"old contents")
+    with pytest.raises(ConversionError):
+        convert(_conv_model(op=schema.BuiltinOperator.ADD), out)
+    assert out.read_bytes() == b"old contents"
+
+    # A failure while writing (here: the final rename) leaves the old file and no temporary.
+    def failing_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        convert(sequential_bytes, out)
+    monkeypatch.undo()
+    assert out.read_bytes() == b"old contents"
+    assert _leftovers(tmp_path) == []
+    new = tmp_path / "new.tflite"
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        convert(sequential_bytes, new)
+    monkeypatch.undo()
+    assert not new.exists() and _leftovers(tmp_path) == []
+
+    with pytest.raises(FileNotFoundError):
+        convert(sequential_bytes, tmp_path / "no" / "such" / "dir.tflite")

@@ -1,0 +1,398 @@
+"""The plan: Python objects <-> FlatBuffer, validation, filter reorder, generated code freshness."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfpconv import patterns
+from tfpconv.convert import reorder_filters
+from tfpconv.plan import (
+    PLAN_IDENTIFIER,
+    SCHEMA_VERSION,
+    ConvPlan,
+    Plan,
+    PlanError,
+    SkippedOp,
+    crc32,
+    read_plan,
+)
+from tfpconv.tflite_model import TFLiteModelError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _library(k: int, seed: int = 0) -> tuple[int, ...]:
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(patterns.NUM_CANDIDATES, size=k, replace=False)
+    return tuple(patterns.mask_to_bits(patterns.CANDIDATE_MASKS[c]) for c in picks)
+
+
+def _conv_plan(out: int = 24, inp: int = 5, k: int = 6, seed: int = 0, **overrides) -> ConvPlan:
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-1, k, size=(out, inp)).astype(np.int8)
+    order, offsets = reorder_filters(codes)
+    weights = rng.standard_normal((out, 3, 3, inp)).astype(np.float32).tobytes()
+    fields = dict(
+        subgraph_index=0,
+        operator_index=3,
+        weight_tensor_index=7,
+        kernel_shape=(out, 3, 3, inp),
+        library=_library(k, seed),
+        codes=codes,
+        filter_order=order,
+        group_offsets=offsets,
+        weight_checksum=crc32(weights),
+        weight_bytes=len(weights),
+    )
+    fields.update(overrides)
+    return ConvPlan(**fields)
+
+
+def _plan() -> Plan:
+    return Plan(
+        convs=[
+            _conv_plan(),
+            _conv_plan(out=3, inp=2, k=1, seed=1, operator_index=5, tuned={"tile_oc": 16}),
+            # A layer pruned away completely: empty library, every code -1.
+            _conv_plan(out=8, inp=4, k=1, seed=2, operator_index=9, library=(),
+                       codes=np.full((8, 4), -1, np.int8)),
+            _conv_plan(subgraph_index=1, operator_index=0, tuned={"isa": 2, "tile_ow": -4}),
+        ],
+        skipped=[
+            SkippedOp(0, 4, "CONV_2D", "kernel 5x5"),
+            SkippedOp(0, 6, "CONV_2D", "dilation 2 — ünïcode kept"),
+        ],
+        producer="tfpconv test",
+    )
+
+
+def test_round_trip() -> None:
+    plan = _plan()
+    data = plan.to_bytes()
+    assert data[4:8] == PLAN_IDENTIFIER
+    back = Plan.from_bytes(data)
+    assert back == plan
+    assert back.convs[0].codes.dtype == np.int8
+    assert back.convs[0].codes.shape == (24, 5)
+    assert back.convs[1].tuned == {"tile_oc": 16}
+    assert back.convs[2].library == () and back.convs[2].kept_kernels == 0
+    assert back.skipped[1].reason.startswith("dilation 2 — ü")
+    # read_plan accepts a bare plan too, and to_dict is JSON-ready.
+    assert read_plan(data) == plan
+    json.dumps(back.to_dict())
+    # Serialization is deterministic.
+    assert plan.to_bytes() == data
+
+
+def test_schema_version_is_written_explicitly() -> None:
+    from tfpconv.fb import Plan as fb_plan
+
+    data = Plan().to_bytes()
+    root = fb_plan.Plan.GetRootAs(data, 0)
+    # The field is present in the table (not just the schema default).
+    assert root._tab.Offset(4) != 0
+    assert root.SchemaVersion() == SCHEMA_VERSION
+
+
+def test_other_schema_version_is_refused() -> None:
+    data = bytearray(Plan(convs=[_conv_plan()]).to_bytes())
+    from tfpconv.fb import Plan as fb_plan
+
+    root = fb_plan.Plan.GetRootAs(bytes(data), 0)
+    field_pos = root._tab.Pos + root._tab.Offset(4)
+    data[field_pos : field_pos + 4] = (2).to_bytes(4, "little")
+    with pytest.raises(PlanError, match="schema version 2"):
+        Plan.from_bytes(bytes(data))
+
+
+def test_derived_quantities() -> None:
+    conv = _conv_plan(
+        out=2, inp=3, k=2, library=(0b000111010, 0b010110010),
+        codes=np.array([[0, -1, 1], [-1, -1, 0]], np.int8), filter_order=(1, 0),
+        group_offsets=(0, 2),
+    )
+    assert conv.kept_kernels == 3
+    assert conv.kept_weights == 12
+    assert conv.dense_weights == 54
+    assert conv.pattern_histogram() == {0b000111010: 2, 0b010110010: 1}
+    assert conv.groups() == [(1, 0)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"kernel_shape": (24, 5, 5, 5)}, "is not \\[out, 3, 3, in\\]"),
+        ({"library": (0b111111111,) + _library(5)}, "not a 4-tap pattern"),
+        ({"library": (0b000001111,) + _library(5)}, "not a 4-tap pattern"),  # centre missing
+        ({"library": _library(5) + _library(5)[:1]}, "repeated masks"),
+        ({"codes": np.full((24, 5), 6, np.int8)}, "codes must be -1 or 0..5"),
+        ({"codes": np.full((24, 5), -2, np.int8)}, "codes must be -1 or 0..5"),
+        ({"codes": np.zeros((24, 4), np.int8)}, "96 codes for 24x5"),
+        ({"filter_order": tuple(range(23)) + (22,)}, "not a permutation"),
+        ({"group_offsets": (0, 8, 8, 24)}, "must rise strictly"),
+        ({"group_offsets": (0, 16)}, "must rise strictly"),
+        ({"weight_bytes": 100}, "weight_bytes 100"),
+        ({"weight_checksum_kind": 3}, "checksum kind"),
+    ],
+)
+def test_validation(overrides: dict, message: str) -> None:
+    plan = Plan(convs=[_conv_plan(**overrides)])
+    with pytest.raises(PlanError, match=message):
+        plan.to_bytes()
+
+
+def test_duplicate_operator_is_refused() -> None:
+    with pytest.raises(PlanError, match="appears twice"):
+        Plan(convs=[_conv_plan()], skipped=[SkippedOp(0, 3, "CONV_2D", "x")]).validate()
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda d: d[: len(d) // 2],
+        lambda d: d[:12],
+        lambda d: d[:4] + b"XXXX" + d[8:],
+        lambda d: d[:4] + PLAN_IDENTIFIER + b"\xff" * (len(d) - 8),
+        lambda d: b"\x00\x00\x01\x00" + PLAN_IDENTIFIER + d[8:],
+    ],
+)
+def test_corrupt_plan_bytes_raise_plan_error(mangle) -> None:
+    data = _plan().to_bytes()
+    with pytest.raises(PlanError):
+        Plan.from_bytes(mangle(data))
+
+
+def test_read_plan_of_non_model(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a model at all")
+    with pytest.raises(TFLiteModelError, match="not a TFLite model"):
+        read_plan(text)
+    with pytest.raises(FileNotFoundError):
+        read_plan(tmp_path / "missing.tflite")
+    with pytest.raises(TFLiteModelError, match="directory"):
+        read_plan(tmp_path)
+
+
+def test_checksum_detects_tampering() -> None:
+    weights = np.arange(2 * 9 * 3, dtype=np.float32).tobytes()
+    conv = _conv_plan(out=2, inp=3, k=1, weight_checksum=crc32(weights), weight_bytes=len(weights),
+                      codes=np.zeros((2, 3), np.int8), filter_order=(0, 1), group_offsets=(0, 2))
+    assert conv.matches_weights(weights)
+    tampered = bytearray(weights)
+    tampered[17] ^= 0x01
+    assert not conv.matches_weights(bytes(tampered))
+    assert not conv.matches_weights(weights + b"\0\0\0\0")
+
+
+# -- filter kernel reorder ---------------------------------------------------------------------
+
+
+def _work(codes: np.ndarray, order, offsets) -> list[int]:
+    kept = np.count_nonzero(np.asarray(codes) >= 0, axis=1)[list(order)] * 4 + 1
+    return [int(kept[a:b].sum()) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def test_reorder_basic_properties() -> None:
+    rng = np.random.default_rng(3)
+    codes = rng.integers(-1, 8, size=(40, 12))
+    codes[rng.random((40, 12)) < 0.4] = -1
+    order, offsets = reorder_filters(codes)
+    assert sorted(order) == list(range(40))
+    assert offsets[0] == 0 and offsets[-1] == 40
+    assert len(offsets) - 1 == 3  # ceil(40 / 16)
+    assert all(o % 8 == 0 for o in offsets[:-1])
+    kept = np.count_nonzero(codes >= 0, axis=1)[order]
+    assert np.all(np.diff(kept) <= 0), "filters run from most to fewest kept kernels"
+    assert reorder_filters(codes) == (order, offsets), "deterministic"
+
+
+def test_reorder_groups_identical_sequences() -> None:
+    rng = np.random.default_rng(4)
+    templates = rng.integers(0, 8, size=(4, 16))
+    templates[:, :4] = -1  # same kept count for all four templates
+    which = rng.integers(0, 4, size=48)
+    codes = templates[which]
+    order, _ = reorder_filters(codes)
+    runs = [which[order[0]]]
+    for channel in order[1:]:
+        if which[channel] != runs[-1]:
+            runs.append(which[channel])
+    assert len(runs) == 4, f"each template's filters should be contiguous, got runs {runs}"
+
+
+def test_reorder_balances_work() -> None:
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 8, size=(128, 32))
+    kept_fraction = rng.uniform(0.05, 1.0, size=(128, 1))
+    codes[rng.random((128, 32)) > kept_fraction] = -1
+    order, offsets = reorder_filters(codes, group_size=16)
+    assert len(offsets) - 1 == 8
+    work = _work(codes, order, offsets)
+    per_filter = np.count_nonzero(codes >= 0, axis=1) * 4 + 1
+    unit = int(np.sort(per_filter)[-8:].sum())  # the heaviest possible 8-filter unit
+    target = sum(work) / len(work)
+    assert max(abs(w - target) for w in work) <= unit
+    # Heavy filters come first, so the first group has no more filters than the last one.
+    sizes = np.diff(offsets)
+    assert sizes[0] <= sizes[-1]
+
+
+@pytest.mark.parametrize(
+    ("out", "group_size", "align", "expected"),
+    [
+        (5, 16, 8, [0, 5]),  # fewer channels than one SIMD unit: one group
+        (20, 16, 8, [0, 8, 20]),  # pruned away: even split on multiples of 8
+        (20, 1, 8, [0, 8, 16, 20]),  # at most one group per 8 filters
+        (4, 1, 1, [0, 1, 2, 3, 4]),
+    ],
+)
+def test_reorder_fully_pruned_layers(out: int, group_size: int, align: int, expected) -> None:
+    order, offsets = reorder_filters(np.full((out, 3), -1), group_size, align)
+    assert order == list(range(out))
+    assert offsets == expected
+
+
+def test_reorder_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        reorder_filters(np.zeros((0, 3)))
+    with pytest.raises(ValueError):
+        reorder_filters(np.zeros((4, 3)), group_size=0)
+
+
+# -- generated code ----------------------------------------------------------------------------
+
+
+def _generate_module():
+    path = REPO / "converter" / "generate.py"
+    spec = importlib.util.spec_from_file_location("tfpconv_generate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(shutil.which("flatc") is None, reason="Debian's flatbuffers-compiler missing")
+def test_generated_code_is_fresh(tmp_path: Path) -> None:
+    generate = _generate_module()
+    subprocess.run(
+        [sys.executable, str(REPO / "converter" / "generate.py"), "--out", str(tmp_path)],
+        check=True, capture_output=True,
+    )
+    problems = generate.stale_files(tmp_path, REPO)
+    assert not problems, (
+        "generated plan code is stale against converter/tfpconv_plan.fbs; run "
+        f"`python3 converter/generate.py`: {problems}"
+    )
+
+
+_CPP_READER = r"""
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <vector>
+#include "tfpconv_plan_generated.h"
+
+int main(int argc, char** argv) {
+  if (argc != 2) return 2;
+  std::ifstream file(argv[1], std::ios::binary);
+  std::vector<uint8_t> buf((std::istreambuf_iterator<char>(file)),
+                           std::istreambuf_iterator<char>());
+  flatbuffers::Verifier verifier(buf.data(), buf.size());
+  if (!tfpconv::fb::PlanBufferHasIdentifier(buf.data()) ||
+      !tfpconv::fb::VerifyPlanBuffer(verifier)) {
+    std::printf("invalid\n");
+    return 3;
+  }
+  const tfpconv::fb::Plan* plan = tfpconv::fb::GetPlan(buf.data());
+  std::printf("version %u producer %s\n", plan->schema_version(), plan->producer()->c_str());
+  for (const tfpconv::fb::ConvPlan* c : *plan->convs()) {
+    std::printf("conv %u %u %d %d %u %llu |", c->subgraph_index(), c->operator_index(),
+                c->weight_tensor_index(), static_cast<int>(c->weight_checksum_kind()),
+                c->weight_checksum(), static_cast<unsigned long long>(c->weight_bytes()));
+    for (int v : *c->kernel_shape()) std::printf(" %d", v);
+    std::printf(" |");
+    for (unsigned v : *c->library()) std::printf(" %u", v);
+    std::printf(" |");
+    for (int v : *c->codes()) std::printf(" %d", v);
+    std::printf(" |");
+    for (int v : *c->filter_order()) std::printf(" %d", v);
+    std::printf(" |");
+    for (int v : *c->group_offsets()) std::printf(" %d", v);
+    std::printf(" |");
+    if (c->tuned()) {
+      for (const tfpconv::fb::TunedParam* t : *c->tuned())
+        std::printf(" %s=%lld", t->key()->c_str(), static_cast<long long>(t->value()));
+    }
+    std::printf("\n");
+  }
+  for (const tfpconv::fb::SkippedOp* s : *plan->skipped())
+    std::printf("skipped %u %u %s %s\n", s->subgraph_index(), s->operator_index(),
+                s->op_name()->c_str(), s->reason()->c_str());
+  return 0;
+}
+"""
+
+
+def _expected_cpp_output(plan: Plan) -> str:
+    lines = [f"version {plan.schema_version} producer {plan.producer}"]
+    for c in plan.convs:
+        parts = [
+            f"conv {c.subgraph_index} {c.operator_index} {c.weight_tensor_index} "
+            f"{c.weight_checksum_kind} {c.weight_checksum} {c.weight_bytes} |",
+            *(f" {v}" for v in c.kernel_shape), " |",
+            *(f" {v}" for v in c.library), " |",
+            *(f" {v}" for v in c.codes.ravel().tolist()), " |",
+            *(f" {v}" for v in c.filter_order), " |",
+            *(f" {v}" for v in c.group_offsets), " |",
+            *(f" {k}={v}" for k, v in c.tuned.items()),
+        ]
+        lines.append("".join(parts))
+    lines += [
+        f"skipped {s.subgraph_index} {s.operator_index} {s.op_name} {s.reason}"
+        for s in plan.skipped
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.skipif(
+    shutil.which("g++") is None or not Path("/usr/include/flatbuffers/flatbuffers.h").exists(),
+    reason="needs g++ and libflatbuffers-dev",
+)
+def test_cpp_header_verifies_and_reads_python_plans(tmp_path: Path) -> None:
+    """The delegate's view: the generated header + flatbuffers::Verifier read what Python wrote."""
+    source = tmp_path / "reader.cc"
+    source.write_text(_CPP_READER)
+    binary = tmp_path / "reader"
+    subprocess.run(
+        ["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fno-exceptions", "-O0",
+         f"-I{REPO / 'converter' / 'generated'}", str(source), "-o", str(binary)],
+        check=True, capture_output=True,
+    )
+    plan = _plan()
+    data = plan.to_bytes()
+    plan_file = tmp_path / "plan.tfpconv"
+    plan_file.write_bytes(data)
+    result = subprocess.run([str(binary), str(plan_file)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == _expected_cpp_output(plan)
+    # The C++ verifier rejects a truncated plan and one whose vector length runs off the end.
+    plan_file.write_bytes(data[: len(data) // 2])
+    assert subprocess.run([str(binary), str(plan_file)], capture_output=True).returncode == 3
+    from tfpconv.fb import ConvPlan as fb_conv
+    from tfpconv.fb import Plan as fb_plan
+
+    codes = fb_plan.Plan.GetRootAs(data, 0).Convs(0)
+    assert isinstance(codes, fb_conv.ConvPlan)
+    vector_field = codes._tab.Offset(20)  # `codes` is field 8 -> vtable slot 4 + 2 * 8
+    length_pos = codes._tab.Vector(vector_field) - 4
+    broken = bytearray(data)
+    broken[length_pos : length_pos + 4] = (10**6).to_bytes(4, "little")
+    plan_file.write_bytes(bytes(broken))
+    assert subprocess.run([str(binary), str(plan_file)], capture_output=True).returncode == 3

@@ -1,0 +1,308 @@
+"""The ``tfpconv`` command.
+
+Subcommands:
+
+* ``tfpconv convert MODEL -o OUT.tflite`` -- Keras / SavedModel / .tflite to .tflite + plan;
+* ``tfpconv inspect OUT.tflite [--json] [-v]`` -- per-layer report of a converted model;
+* ``tfpconv bench OUT.tflite [--threads 1,2] [--runs N]`` -- XNNPACK vs the delegate, side by side.
+
+Each subcommand is a :class:`Command` in :data:`COMMANDS` (its arguments and its handler), so a new
+one (e.g. ``bench``) is added by writing two functions and one entry. User errors (missing file,
+not a model, corrupt file, no convolutions, no plan) print one line ``tfpconv: error: ...`` and
+exit with status 1; argument errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+
+# TensorFlow reads this when it is first imported: keep its C++ logging off the user's screen.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: name, one-line help, argument set-up, and handler (returns the exit code)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .convert import ConversionError
+    from .plan import PlanError
+    from .tflite_model import TFLiteModelError
+
+    return (ConversionError, PlanError, TFLiteModelError, OSError)
+
+
+def _error_text(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}"
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# -- convert -----------------------------------------------------------------------------------
+
+
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a .keras/.h5 file, a SavedModel directory or a .tflite file")
+    parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    parser.add_argument(
+        "--filter-group-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="nominal filters per group of the filter kernel reorder (default 16)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+    from .plan import read_plan
+
+    options: dict[str, Any] = {}
+    if args.filter_group_size is not None:
+        options["filter_group_size"] = args.filter_group_size
+    data = convert(args.model, args.output, **options)
+    if not args.quiet:
+        plan = read_plan(data)
+        total = len(plan.convs) + len(plan.skipped)
+        print(
+            f"wrote {args.output} ({len(data):,} bytes): {len(plan.convs)} of {total} CONV_2D "
+            "planned"
+        )
+        for op in plan.skipped:
+            print(f"  skipped operator {op.operator_index} (subgraph {op.subgraph_index}): "
+                  f"{op.reason}")
+    return EXIT_OK
+
+
+# -- inspect -----------------------------------------------------------------------------------
+
+
+def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a .tflite file written by `tfpconv convert`")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also draw every layer's pattern library"
+    )
+
+
+def _count(value: int) -> str:
+    for unit, size in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return str(value)
+
+
+def _kept(kept: int, total: int) -> str:
+    share = 100.0 * kept / total if total else 0.0
+    return f"{_count(kept)}/{_count(total)} ({share:.0f}%)"
+
+
+def _short_name(name: str) -> str:
+    """``model/layer/Op`` tensor names -> ``layer`` (the full name is in ``--json``)."""
+    parts = [part for part in name.split("/") if part]
+    return parts[-2] if len(parts) >= 2 else name
+
+
+def _compression(weights: int, kept: int) -> str:
+    return f"{weights / kept:.2f}x" if kept else "all pruned"
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from .convert import inspect_model
+
+    report = inspect_model(args.model)
+    if args.json:
+        json.dump(report.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+
+    from rich.console import Console
+    from rich.table import Table
+
+    # Piped output keeps wide rows unless COLUMNS says otherwise.
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(width=200) if wide else Console()
+    totals = report.totals()
+    console.print(
+        f"[bold]{report.source}[/bold]: plan by {report.producer or 'unknown'} "
+        f"(schema {report.schema_version}); {totals['planned']} of {totals['convs']} CONV_2D "
+        f"planned; metadata: {', '.join(report.metadata)}",
+        highlight=False,
+    )
+    table = Table(show_footer=True, highlight=False)
+    table.add_column("op", justify="right", footer="")
+    table.add_column("layer", footer="total", overflow="fold")
+    table.add_column("filter OxHxWxI", footer="")
+    table.add_column("out HxW /s", footer="")
+    table.add_column("plan", footer=f"{totals['planned']}/{totals['convs']} planned")
+    table.add_column("patterns (kernels per pattern)", footer="")
+    table.add_column("kernels kept", justify="right",
+                     footer=_kept(totals["kernels_kept"], totals["kernels"]))
+    table.add_column("weights kept", justify="right",
+                     footer=_kept(totals["weights_kept"], totals["weights"]))
+    table.add_column("FLOPs kept", justify="right",
+                     footer=_kept(totals["flops_kept"], totals["flops"]))
+    table.add_column("compression", justify="right",
+                     footer=_compression(totals["weights"], totals["weights_kept"]))
+    for layer in report.layers:
+        out = layer.output_shape
+        spatial = f"{out[1]}x{out[2]}" if len(out) == 4 else "?"
+        counts = list(layer.pattern_histogram.values())
+        histogram = (
+            f"K={len(counts)}: " + " ".join(str(c) for c in counts) if counts
+            else ("-" if not layer.planned else "none (all pruned)")
+        )
+        table.add_row(
+            str(layer.operator_index) if layer.subgraph_index == 0
+            else f"{layer.subgraph_index}:{layer.operator_index}",
+            _short_name(layer.name),
+            "x".join(str(d) for d in layer.kernel_shape),
+            f"{spatial} /{layer.strides[0]}",
+            f"[green]planned[/green], {layer.groups} group{'s' if layer.groups > 1 else ''}"
+            if layer.planned else f"[yellow]{layer.reason}[/yellow]",
+            histogram,
+            _kept(layer.kernels_kept, layer.kernels),
+            _kept(layer.weights_kept, layer.weights),
+            _kept(layer.flops_kept, layer.flops),
+            _compression(layer.weights, layer.weights_kept),
+        )
+    console.print(table)
+    if args.verbose:
+        for layer in report.layers:
+            if not layer.planned or not layer.pattern_histogram:
+                continue
+            console.print(f"op {layer.operator_index} ({_short_name(layer.name)}) pattern library:",
+                          highlight=False)
+            for mask, count in layer.pattern_histogram.items():
+                console.print(f"  {mask}  {count}", highlight=False)
+    return EXIT_OK
+
+
+# -- bench -------------------------------------------------------------------------------------
+
+
+def _thread_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2; got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"thread counts must be >= 1; got {text!r}")
+    return counts
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a .tflite file written by `tfpconv convert`")
+    parser.add_argument("--threads", type=_thread_counts, default=[1], metavar="N[,N...]",
+                        help="thread counts to measure, for both paths (default 1)")
+    parser.add_argument("--runs", type=_positive_int, default=10,
+                        help="timed runs per configuration (default 10)")
+    parser.add_argument("--no-layers", action="store_true", help="skip the per-layer timing")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure peak memory of each path (fresh processes)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .bench import bench
+
+    console = Console(stderr=True)
+    with console.status("benchmarking") as status:
+        report = bench(args.model, threads=args.threads, runs=args.runs,
+                       layers=not args.no_layers, memory=args.memory,
+                       progress=lambda message: status.update(message))
+    print(report.markdown())
+    if args.json:
+        from .convert import write_atomic
+
+        write_atomic(args.json, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    return EXIT_OK
+
+
+#: The subcommands, in help order. Add new ones here.
+COMMANDS: list[Command] = [
+    Command(
+        "convert",
+        "convert a Keras model (or .tflite) to a .tflite carrying the tfpconv plan",
+        _convert_arguments,
+        _run_convert,
+    ),
+    Command(
+        "inspect",
+        "show per layer what the tfpconv plan of a converted model covers",
+        _inspect_arguments,
+        _run_inspect,
+    ),
+    Command(
+        "bench",
+        "time a converted model with TFLite's XNNPACK and with the tfpconv delegate",
+        _bench_arguments,
+        _run_bench,
+    ),
+]
+
+
+def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
+    """The argument parser with one subparser per command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tfpconv",
+        description="PCONV pattern-pruned CNNs on TensorFlow Lite.",
+    )
+    parser.add_argument("--version", action="version", version=f"tfpconv {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in commands:
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tfpconv`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except _user_errors() as err:
+        print(f"tfpconv: error: {_error_text(err)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("tfpconv: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
