@@ -34,7 +34,7 @@ VARIANTS = (
 def train_variant(name, connectivity, data, args, initial_weights):
     (x_train, y_train), (x_test, y_test) = data
     keras.utils.set_random_seed(args.seed)
-    model = tfpconv.models.small_vgg(widths=args.widths)
+    model = tfpconv.models.small_vgg(widths=args.widths, bn_momentum=args.bn_momentum)
     model.set_weights(initial_weights)
     steps = int(np.ceil(len(x_train) / args.batch_size)) * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps, alpha=0.05)
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--train-size", type=int, default=None, help="use the first N images")
     parser.add_argument("--widths", type=int, nargs=3, default=(16, 32, 64))
+    parser.add_argument("--bn-momentum", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="*", default=[name for name, _ in VARIANTS])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -110,7 +111,9 @@ def main() -> None:
     if args.train_size:
         x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
     keras.utils.set_random_seed(args.seed)
-    initial_weights = tfpconv.models.small_vgg(widths=args.widths).get_weights()
+    initial_weights = tfpconv.models.small_vgg(
+        widths=args.widths, bn_momentum=args.bn_momentum
+    ).get_weights()
 
     results = [
         train_variant(name, connectivity, ((x_train, y_train), test), args, initial_weights)

@@ -1,0 +1,432 @@
+"""What of the Android demo (android_demo/) can be checked here, without the Android SDK / NDK.
+
+* The JNI bridge: the app's own ``tfpconv_jni.cc`` compiled with g++ against the JDK's ``jni.h`` and
+  the delegate's public header, linked against the real x86-64 ``libtfpconv_delegate.so``; the
+  app's own ``NativeBridge.java`` compiled with javac; then a JVM (``-Xcheck:jni``) drives create /
+  claimed nodes / delete through it (android_demo/hosttest/java/.../BridgeHostTest.java),
+  including 20,000 create/delete cycles with the C heap, RSS and thread count watched for leaks.
+* The app's plain Kotlin logic (DemoMath.kt) compiled and run on the JVM, when kotlinc is installed.
+* The app's native CMake project configured for aarch64 Linux with Debian's cross compiler (a
+  stand-in for the NDK's arm64-v8a build): the delegate's sources come in, with the NEON kernels.
+  With TFPCONV_ANDROID_CROSS_BUILD=1 it is also built, and its JNI entry points run under
+  qemu-aarch64 (slow: the kernels take minutes to compile on two cores).
+* make_assets.py's images (real Fashion-MNIST test images as PNGs) and the resources' consistency.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zlib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "android_demo"
+APP_MAIN = DEMO / "app" / "src" / "main"
+CPP = APP_MAIN / "cpp"
+JAVA_PKG = APP_MAIN / "java" / "com" / "tfpconv" / "demo"
+HOSTTEST = DEMO / "hosttest"
+HOST_JAVA_PKG = HOSTTEST / "java" / "com" / "tfpconv" / "demo"
+DELEGATE_INCLUDE = REPO / "delegate" / "include"
+
+HOST_CHECKS = [
+    "load",
+    "create_default",
+    "create_two_threads",
+    "create_each_isa",
+    "handles_distinct",
+    "invalid_arguments_rejected",
+    "invalid_num_threads_native",
+    "null_handle",
+    "create_delete_100",
+    "no_leak",
+]
+LEAK_CYCLES = 20000
+
+
+def _run(cmd, timeout=300, **kwargs):
+    result = subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def _java_home() -> Path | None:
+    candidates = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(Path(os.environ["JAVA_HOME"]))
+    javac = shutil.which("javac")
+    if javac:
+        candidates.append(Path(os.path.realpath(javac)).parent.parent)
+    candidates += [Path("/usr/lib/jvm/java-17-openjdk-amd64"), Path("/usr/lib/jvm/default-java")]
+    for home in candidates:
+        if (home / "include" / "jni.h").is_file() and (home / "bin" / "javac").is_file():
+            return home
+    return None
+
+
+@pytest.fixture(scope="module")
+def java_home() -> Path:
+    home = _java_home()
+    if home is None:
+        pytest.skip("no JDK with jni.h and javac (apt-get install openjdk-17-jdk-headless)")
+    if shutil.which("g++") is None:
+        pytest.skip("no g++")
+    return home
+
+
+@pytest.fixture(scope="module")
+def delegate_library() -> Path:
+    """The real x86-64 delegate library: the one tfpconv uses (pip install . builds it)."""
+    from tfpconv.runtime import delegate_path
+
+    return Path(delegate_path())
+
+
+@pytest.fixture(scope="module")
+def host_build(tmp_path_factory, java_home, delegate_library) -> Path:
+    """libtfpconv_jni.so (+ the heap probe) and the compiled Java classes, in a temp dir."""
+    out = tmp_path_factory.mktemp("android_bridge")
+    include = java_home / "include"
+    common = [
+        "-std=c++17",
+        "-O2",
+        "-fPIC",
+        "-shared",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        f"-I{include}",
+        f"-I{include / 'linux'}",
+    ]
+    lib_dir = delegate_library.parent
+    lib_name = delegate_library.name
+    _run(
+        [
+            "g++",
+            *common,
+            f"-I{DELEGATE_INCLUDE}",
+            CPP / "tfpconv_jni.cc",
+            f"-L{lib_dir}",
+            f"-l:{lib_name}",
+            f"-Wl,-rpath,{lib_dir}",
+            "-Wl,--no-undefined",
+            f"-Wl,--version-script={CPP / 'tfpconv_jni.lds'}",
+            "-o",
+            out / "libtfpconv_jni.so",
+        ]
+    )
+    _run(
+        [
+            "g++",
+            *common,
+            HOSTTEST / "native" / "heap_probe.cc",
+            "-o",
+            out / "libtfpconv_heap_probe.so",
+        ]
+    )
+    classes = out / "classes"
+    _run(
+        [
+            java_home / "bin" / "javac",
+            "--release",
+            "17",
+            "-Xlint:all",
+            "-Werror",
+            "-d",
+            classes,
+            JAVA_PKG / "NativeBridge.java",
+            HOST_JAVA_PKG / "BridgeHostTest.java",
+            HOST_JAVA_PKG / "HostHeapProbe.java",
+        ]
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def host_run(host_build, java_home):
+    """One JVM run of the host harness; its output lines, checked one by one below."""
+    result = subprocess.run(
+        [
+            str(java_home / "bin" / "java"),
+            "-Xcheck:jni",
+            "-Xint",
+            "-XX:+UseSerialGC",
+            f"-Djava.library.path={host_build}",
+            "-cp",
+            str(host_build / "classes"),
+            "com.tfpconv.demo.BridgeHostTest",
+            str(LEAK_CYCLES),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return result
+
+
+def test_bridge_links_the_real_delegate(host_build, delegate_library):
+    needed = _run(["readelf", "-d", host_build / "libtfpconv_jni.so"]).stdout
+    assert f"[{delegate_library.name}]" in needed or delegate_library.name in needed
+
+
+def test_bridge_exports_exactly_the_declared_natives(host_build):
+    source = (JAVA_PKG / "NativeBridge.java").read_text()
+    declared = set(re.findall(r"\bnative\s+[\w\[\]]+\s+(\w+)\s*\(", source))
+    assert declared == {"nativeCreate", "nativeDelete", "nativeClaimedNodes"}
+    symbols = _run(["nm", "-D", "--defined-only", host_build / "libtfpconv_jni.so"]).stdout
+    exported = {line.split()[-1] for line in symbols.splitlines() if " T " in line}
+    assert exported == {f"Java_com_tfpconv_demo_NativeBridge_{name}" for name in declared}
+
+
+def test_host_harness_exits_cleanly(host_run):
+    assert host_run.returncode == 0, host_run.stdout + host_run.stderr
+    assert f"host bridge checks: {len(HOST_CHECKS)} ok, 0 failing" in host_run.stdout
+    # -Xcheck:jni reports JNI misuse as warnings on stderr.
+    assert "WARNING in native method" not in host_run.stderr, host_run.stderr
+
+
+@pytest.mark.parametrize("name", HOST_CHECKS)
+def test_host_check(host_run, name):
+    lines = host_run.stdout.splitlines()
+    failed = [line for line in lines if line.startswith(f"FAIL {name}:")]
+    assert not failed, failed[0] + "\n" + host_run.stderr[-2000:]
+    assert f"PASS {name}" in lines, host_run.stdout + host_run.stderr[-2000:]
+
+
+# -- the app's Kotlin logic on the JVM ------------------------------------------------------------
+
+
+def test_kotlin_logic_on_the_jvm(tmp_path):
+    kotlinc = shutil.which("kotlinc")
+    if kotlinc is None:
+        pytest.skip("kotlinc not installed (Debian: apt-get install kotlin)")
+    jar = tmp_path / "demo_math.jar"
+    _run(
+        [
+            kotlinc,
+            JAVA_PKG / "DemoMath.kt",
+            HOSTTEST / "kotlin" / "DemoMathCheck.kt",
+            "-include-runtime",
+            "-d",
+            jar,
+        ],
+        timeout=600,
+    )
+    args = [shutil.which("java") or "java", "-cp", jar, "com.tfpconv.demo.DemoMathCheckKt"]
+    manifest = APP_MAIN / "assets" / "images" / "manifest.csv"
+    if manifest.is_file():
+        args.append(manifest)
+    result = _run(args)
+    assert "kotlin logic checks: all ok" in result.stdout, result.stdout
+
+
+# -- the native CMake project, cross-configured for aarch64 (NDK stand-in) -------------------------
+
+
+def _cross_configure(build_dir: Path, java_home: Path) -> None:
+    _run(
+        [
+            "cmake",
+            "-S",
+            CPP,
+            "-B",
+            build_dir,
+            "-DCMAKE_SYSTEM_NAME=Linux",
+            "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
+            "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc",
+            "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++",
+            "-DCMAKE_FIND_ROOT_PATH=/usr/aarch64-linux-gnu",
+            "-DCMAKE_FIND_ROOT_PATH_MODE_PROGRAM=NEVER",
+            "-DCMAKE_FIND_ROOT_PATH_MODE_LIBRARY=ONLY",
+            "-DCMAKE_FIND_ROOT_PATH_MODE_INCLUDE=ONLY",
+            "-DCMAKE_FIND_ROOT_PATH_MODE_PACKAGE=ONLY",
+            # what Gradle's debug variant passes: the app's CMakeLists must still optimize
+            "-DCMAKE_BUILD_TYPE=Debug",
+            f"-DTFPCONV_JNI_INCLUDE_DIR={java_home / 'include'}",
+        ],
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def cross_build_dir(java_home) -> Path:
+    if shutil.which("aarch64-linux-gnu-g++") is None or shutil.which("cmake") is None:
+        pytest.skip(
+            "no aarch64-linux-gnu-g++ / cmake (apt-get install g++-aarch64-linux-gnu cmake)"
+        )
+    build_dir = REPO / "build" / "android_demo_aarch64"
+    _cross_configure(build_dir, java_home)
+    return build_dir
+
+
+def test_app_cmake_configures_the_delegate_for_arm64(cross_build_dir):
+    cache = (cross_build_dir / "CMakeCache.txt").read_text()
+    compiler = [line for line in cache.splitlines() if line.startswith("CMAKE_CXX_COMPILER:")]
+    assert compiler and compiler[0].endswith("aarch64-linux-gnu-g++"), compiler
+    engine_dir = cross_build_dir / "tfpconv_delegate" / "engine"
+    build_files = "".join(p.read_text(errors="replace") for p in engine_dir.rglob("build.make"))
+    assert "kernels/neon.cc" in build_files, "the NEON kernels are not part of the arm64 build"
+    assert "kernels/avx512.cc" not in build_files
+    flags = "".join(p.read_text(errors="replace") for p in cross_build_dir.rglob("flags.make"))
+    assert "-O3" in flags and "-O0" not in flags, "native code not optimized in the Debug variant"
+    assert (cross_build_dir / "CMakeFiles" / "tfpconv_jni.dir").is_dir()
+
+
+@pytest.mark.skipif(
+    os.environ.get("TFPCONV_ANDROID_CROSS_BUILD") != "1",
+    reason="set TFPCONV_ANDROID_CROSS_BUILD=1: builds the delegate for aarch64 "
+    "(minutes on two cores) and runs the bridge under qemu-aarch64",
+)
+def test_arm64_bridge_runs_under_qemu(cross_build_dir, java_home):
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("no qemu-aarch64 (apt-get install qemu-user)")
+    _run(["cmake", "--build", cross_build_dir, "-j2", "--target", "tfpconv_jni"], timeout=3600)
+    library = cross_build_dir / "libtfpconv_jni.so"
+    header = _run(["readelf", "-h", library]).stdout
+    assert "AArch64" in header
+    symbols = _run(["nm", "-D", "--defined-only", library]).stdout
+    exported = {line.split()[-1] for line in symbols.splitlines() if " T " in line}
+    assert exported == {
+        f"Java_com_tfpconv_demo_NativeBridge_native{name}"
+        for name in ("Create", "Delete", "ClaimedNodes")
+    }
+    driver = cross_build_dir / "jni_driver"
+    include = java_home / "include"
+    _run(
+        [
+            "aarch64-linux-gnu-g++",
+            "-std=c++17",
+            "-O1",
+            f"-I{include}",
+            f"-I{include / 'linux'}",
+            HOSTTEST / "native" / "jni_driver.cc",
+            library,
+            f"-Wl,-rpath,{cross_build_dir}",
+            "-o",
+            driver,
+        ]
+    )
+    result = _run(["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", driver], timeout=300)
+    assert "jni driver: all ok" in result.stdout, result.stdout + result.stderr
+    assert "isa neon" in result.stderr, result.stderr
+
+
+# -- assets and resources --------------------------------------------------------------------------
+
+
+def _decode_gray_png(data: bytes) -> tuple[int, int, bytes]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, size = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body), f"bad CRC in {kind!r}"
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", body[:10])
+            assert (depth, color) == (8, 0), "not 8-bit grayscale"
+            size = (width, height)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height = size
+    raw = zlib.decompress(idat)
+    rows = [raw[y * (width + 1) : (y + 1) * (width + 1)] for y in range(height)]
+    assert all(row[0] == 0 for row in rows), "unexpected PNG filter"
+    return width, height, b"".join(row[1:] for row in rows)
+
+
+def _make_assets_module():
+    sys.path.insert(0, str(DEMO))
+    try:
+        import make_assets
+    finally:
+        sys.path.remove(str(DEMO))
+    return make_assets
+
+
+def test_make_assets_writes_real_test_images(tmp_path):
+    make_assets = _make_assets_module()
+    dataset = make_assets.DEFAULT_DATASET
+    if not (dataset / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    assert make_assets.main(["--images-only", "--out", str(tmp_path), "--per-class", "2"]) == 0
+    lines = (tmp_path / "images" / "manifest.csv").read_text().splitlines()
+    assert lines[0] == "file,label,name,host_prediction"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(r[1]) for r in rows] == [label for label in range(10) for _ in range(2)]
+    shape, pixels = make_assets.read_idx(dataset / "t10k-images-idx3-ubyte.gz")
+    _, labels = make_assets.read_idx(dataset / "t10k-labels-idx1-ubyte.gz")
+    first = {}
+    for index, label in enumerate(labels):
+        first.setdefault(label, []).append(index)
+    for position, (name, label, class_name, host) in enumerate(rows):
+        width, height, gray = _decode_gray_png((tmp_path / "images" / name).read_bytes())
+        index = first[int(label)][position % 2]
+        assert (width, height) == (28, 28)
+        assert gray == pixels[index * 784 : (index + 1) * 784], f"{name} is not test image {index}"
+        assert class_name == make_assets.CLASS_NAMES[int(label)] and host == "-1"
+
+
+def test_bundled_images_are_reproducible(tmp_path):
+    """The committed images are exactly what make_assets.py writes (host predictions aside)."""
+    bundled = APP_MAIN / "assets" / "images" / "manifest.csv"
+    if not bundled.is_file():
+        pytest.skip("no bundled images")
+    make_assets = _make_assets_module()
+    if not (make_assets.DEFAULT_DATASET / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not installed")
+    assert make_assets.main(["--images-only", "--out", str(tmp_path)]) == 0
+    fresh = (tmp_path / "images" / "manifest.csv").read_text().splitlines()
+    committed = bundled.read_text().splitlines()
+    assert [line.rsplit(",", 1)[0] for line in committed] == [
+        line.rsplit(",", 1)[0] for line in fresh
+    ]
+    for line in fresh[1:]:
+        name = line.split(",")[0]
+        assert (bundled.parent / name).read_bytes() == (tmp_path / "images" / name).read_bytes()
+
+
+def test_resources_are_well_formed_and_consistent():
+    xml_files = [APP_MAIN / "AndroidManifest.xml", *sorted((APP_MAIN / "res").rglob("*.xml"))]
+    for path in xml_files:
+        ET.parse(path)  # raises on malformed XML
+    android = "{http://schemas.android.com/apk/res/android}"
+    manifest = ET.parse(APP_MAIN / "AndroidManifest.xml").getroot()
+    activities = [a.get(android + "name") for a in manifest.iter("activity")]
+    assert activities == [".MainActivity"]
+    assert (JAVA_PKG / "MainActivity.kt").is_file()
+
+    strings = {s.get("name") for s in ET.parse(APP_MAIN / "res/values/strings.xml").iter("string")}
+    layouts = {p.stem for p in (APP_MAIN / "res" / "layout").glob("*.xml")}
+    ids = set()
+    for path in (APP_MAIN / "res" / "layout").glob("*.xml"):
+        for element in ET.parse(path).iter():
+            value = element.get(android + "id")
+            if value and value.startswith("@+id/"):
+                ids.add(value[len("@+id/") :])
+    drawables = {p.stem for p in (APP_MAIN / "res" / "drawable").glob("*.xml")}
+    kotlin = "".join(p.read_text() for p in JAVA_PKG.glob("*.kt"))
+    xml_text = "".join(p.read_text() for p in xml_files)
+    for kind, known in (
+        ("string", strings),
+        ("layout", layouts),
+        ("id", ids),
+        ("drawable", drawables),
+    ):
+        used = set(re.findall(rf"\bR\.{kind}\.(\w+)", kotlin))
+        used |= set(re.findall(rf"@{kind}/(\w+)", xml_text))
+        assert used <= known, f"undefined {kind} resources: {sorted(used - known)}"
