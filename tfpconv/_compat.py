@@ -65,9 +65,9 @@ def excluded_conv_classes() -> tuple[type, ...]:
 
 def tf_variable(variable: Any) -> tf.Variable:
     """The TensorFlow variable behind a Keras weight (Keras 3 wraps it; tf_keras does not)."""
-    return (
-        getattr(variable, "value", variable) if not isinstance(variable, tf.Variable) else variable
-    )
+    if isinstance(variable, tf.Variable):
+        return variable
+    return variable.value
 
 
 def read(variable: Any) -> np.ndarray:

@@ -185,10 +185,11 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
                 variable.assign(variable * mask)
             return
         if self._phase == "admm":
-            step = _compat.learning_rate(self.model.optimizer) * self._rho
+            strength = _compat.learning_rate(self.model.optimizer) * self._rho
             for target, pull in zip(self._targets, self._pull_targets, strict=True):
                 variable = _compat.tf_variable(target.layer.kernel)
-                variable.assign((variable + step * pull) / (1.0 + step))
+                # admm.penalty_step, on the variable in place
+                variable.assign((variable + strength * pull) / (1.0 + strength))
         if self.update_every is not None and self._step % self.update_every == 0:
             self._update()
 
