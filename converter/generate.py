@@ -64,9 +64,7 @@ def generate(out_root: Path, flatc: str = "flatc") -> list[Path]:
     header = out_root / CPP_HEADER
     with tempfile.TemporaryDirectory() as scratch:
         scratch_path = Path(scratch)
-        subprocess.run(
-            [flatc, "--python", "-o", str(scratch_path / "py"), str(SCHEMA)], check=True
-        )
+        subprocess.run([flatc, "--python", "-o", str(scratch_path / "py"), str(SCHEMA)], check=True)
         subprocess.run(
             [flatc, *CPP_OPTIONS, "-o", str(scratch_path / "cpp"), str(SCHEMA)], check=True
         )

@@ -9,13 +9,14 @@ APT_PACKAGES=(
   dataset-fashion-mnist
   # plan schema compiler and the delegate's C++ dependencies
   flatbuffers-compiler libflatbuffers-dev libpthreadpool-dev libcpuinfo-dev
-  libgtest-dev libbenchmark-dev cmake g++ make pkg-config
+  libgtest-dev libbenchmark-dev cmake ninja-build g++ make pkg-config
   # offline Bazel build, aarch64 cross build + emulation, sanitizers, JNI host test
   bazel-bootstrap g++-aarch64-linux-gnu qemu-user clang libclang-rt-14-dev
-  openjdk-17-jdk-headless
-  # fetches TFLite's official C headers (npm) for the ABI layout test
-  npm
+  openjdk-17-jdk-headless kotlin
 )
+# npm fetches TFLite's official C headers for the ABI layout test. Machines with NodeSource's nodejs
+# already have it (and Debian's npm package conflicts with that nodejs): install it only if absent.
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -26,7 +26,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(
         [sys.executable, "-m", "tfpconv.cli", *args],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
     )
 
 
@@ -35,12 +39,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A pruned .keras model, a model without convolutions, and some bad files."""
     root = tmp_path_factory.mktemp("cli")
     keras.utils.set_random_seed(7)
-    model = keras.Sequential([
-        keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="first"),
-        keras.layers.Conv2D(16, 3, strides=2, padding="same", name="second"),
-        keras.layers.Conv2D(4, 5, padding="same", name="big"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="first"),
+            keras.layers.Conv2D(16, 3, strides=2, padding="same", name="second"),
+            keras.layers.Conv2D(4, 5, padding="same", name="big"),
+        ]
+    )
     convs = [model.get_layer("first"), model.get_layer("second")]
     library = patterns.select_library([c.get_weights()[0] for c in convs], 4)
     for conv in convs:
@@ -77,8 +83,16 @@ def test_convert_via_subprocess_and_inspect(
     assert main(["inspect", str(converted)]) == 0
     text = capsys.readouterr().out
     assert "2 of 3 CONV_2D planned" in text
-    for expected in ("16x3x3x3", "16x3x3x16", "4x5x5x16", "kernel 5x5", "planned", "K=4", "4.50x",
-                     "total"):
+    for expected in (
+        "16x3x3x3",
+        "16x3x3x16",
+        "4x5x5x16",
+        "kernel 5x5",
+        "planned",
+        "K=4",
+        "4.50x",
+        "total",
+    ):
         assert expected in text, expected
 
 
@@ -216,7 +230,7 @@ def test_usage_errors_exit_2(capsys) -> None:
 
 
 def test_commands_are_extensible() -> None:
-    assert [c.name for c in COMMANDS] == ["convert", "inspect"]
+    assert [c.name for c in COMMANDS] == ["convert", "inspect", "bench"]
     assert all(callable(c.add_arguments) and callable(c.run) for c in COMMANDS)
 
 

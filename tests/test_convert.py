@@ -57,8 +57,9 @@ def _inputs(shape, count: int = 2, seed: int = 0) -> list[np.ndarray]:
 
 
 def _assert_identical_outputs(reference: bytes, ours: bytes, input_shape) -> None:
-    for a, b in zip(_run(reference, _inputs(input_shape)), _run(ours, _inputs(input_shape)),
-                    strict=True):
+    for a, b in zip(
+        _run(reference, _inputs(input_shape)), _run(ours, _inputs(input_shape)), strict=True
+    ):
         assert a.dtype == b.dtype and a.shape == b.shape
         assert a.tobytes() == b.tobytes(), "outputs differ from TF's own conversion"
 
@@ -111,15 +112,17 @@ def _check_plan_matches_keras(model, model_bytes: bytes) -> Plan:
 @pytest.fixture(scope="module")
 def sequential():
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((10, 10, 3)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(24, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(8, 3, padding="valid"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(4),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 3)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(24, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(8, 3, padding="valid"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4),
+        ]
+    )
     _prune(model, connectivity=0.5)
     return model
 
@@ -144,19 +147,27 @@ def functional():
 def tf_keras_model():
     tf_keras = pytest.importorskip("tf_keras")
     tf_keras.utils.set_random_seed(3)
-    model = tf_keras.Sequential([
-        tf_keras.Input((8, 8, 3)),
-        tf_keras.layers.Conv2D(16, 3, padding="same", use_bias=False),
-        tf_keras.layers.BatchNormalization(),
-        tf_keras.layers.ReLU(),
-        tf_keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
-        tf_keras.layers.Flatten(),
-        tf_keras.layers.Dense(3),
-    ])
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((8, 8, 3)),
+            tf_keras.layers.Conv2D(16, 3, padding="same", use_bias=False),
+            tf_keras.layers.BatchNormalization(),
+            tf_keras.layers.ReLU(),
+            tf_keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+            tf_keras.layers.Flatten(),
+            tf_keras.layers.Dense(3),
+        ]
+    )
     bn = model.layers[1]
     rng = np.random.default_rng(3)
-    bn.set_weights([rng.uniform(0.5, 2, 16), rng.normal(0, 1, 16), rng.normal(0, 1, 16),
-                    rng.uniform(0.5, 2, 16)])
+    bn.set_weights(
+        [
+            rng.uniform(0.5, 2, 16),
+            rng.normal(0, 1, 16),
+            rng.normal(0, 1, 16),
+            rng.uniform(0.5, 2, 16),
+        ]
+    )
     _prune(model, connectivity=0.25)
     return model
 
@@ -187,9 +198,7 @@ def test_functional_identical_to_tf(functional) -> None:
     assert "kernel 5x5" in reasons
     [dense] = [r for r in reasons if r != "kernel 5x5"]
     assert dense.startswith("kernel (out 0, in 0) has 9 non-zeros: not pattern-pruned")
-    strides = {
-        (r.subgraph_index, r.operator_index): r.strides for r in inspect_model(ours).layers
-    }
+    strides = {(r.subgraph_index, r.operator_index): r.strides for r in inspect_model(ours).layers}
     assert [2, 2] in [strides[(c.subgraph_index, c.operator_index)] for c in plan.convs]
 
 
@@ -217,11 +226,13 @@ def test_tf_keras_model_identical_to_tf(tf_keras_model) -> None:
 
 def test_pruned_away_layer_is_still_planned() -> None:
     keras.utils.set_random_seed(4)
-    model = keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(3, 3, padding="same"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(3, 3, padding="same"),
+        ]
+    )
     for layer in model.layers:
         kernel, bias = layer.get_weights()
         layer.set_weights([np.zeros_like(kernel), np.linspace(-1, 1, bias.size).astype(np.float32)])
@@ -263,8 +274,11 @@ def test_tf_options_pass_through() -> None:
     data = convert(model, optimizations=[tf.lite.Optimize.DEFAULT])  # dynamic range: int8 filter
     plan = read_plan(data)
     assert not plan.convs and [s.reason for s in plan.skipped] == ["int8 weights"]
-    data = convert(model, optimizations=[tf.lite.Optimize.DEFAULT],
-                   target_spec={"supported_types": [tf.float16]})
+    data = convert(
+        model,
+        optimizations=[tf.lite.Optimize.DEFAULT],
+        target_spec={"supported_types": [tf.float16]},
+    )
     [skipped] = read_plan(data).skipped
     assert skipped.reason == "filter is computed at run time (by DEQUANTIZE)"
 

@@ -62,8 +62,15 @@ def _plan() -> Plan:
             _conv_plan(),
             _conv_plan(out=3, inp=2, k=1, seed=1, operator_index=5, tuned={"tile_oc": 16}),
             # A layer pruned away completely: empty library, every code -1.
-            _conv_plan(out=8, inp=4, k=1, seed=2, operator_index=9, library=(),
-                       codes=np.full((8, 4), -1, np.int8)),
+            _conv_plan(
+                out=8,
+                inp=4,
+                k=1,
+                seed=2,
+                operator_index=9,
+                library=(),
+                codes=np.full((8, 4), -1, np.int8),
+            ),
             _conv_plan(subgraph_index=1, operator_index=0, tuned={"isa": 2, "tile_ow": -4}),
         ],
         skipped=[
@@ -115,8 +122,12 @@ def test_other_schema_version_is_refused() -> None:
 
 def test_derived_quantities() -> None:
     conv = _conv_plan(
-        out=2, inp=3, k=2, library=(0b000111010, 0b010110010),
-        codes=np.array([[0, -1, 1], [-1, -1, 0]], np.int8), filter_order=(1, 0),
+        out=2,
+        inp=3,
+        k=2,
+        library=(0b000111010, 0b010110010),
+        codes=np.array([[0, -1, 1], [-1, -1, 0]], np.int8),
+        filter_order=(1, 0),
         group_offsets=(0, 2),
     )
     assert conv.kept_kernels == 3
@@ -183,8 +194,16 @@ def test_read_plan_of_non_model(tmp_path: Path) -> None:
 
 def test_checksum_detects_tampering() -> None:
     weights = np.arange(2 * 9 * 3, dtype=np.float32).tobytes()
-    conv = _conv_plan(out=2, inp=3, k=1, weight_checksum=crc32(weights), weight_bytes=len(weights),
-                      codes=np.zeros((2, 3), np.int8), filter_order=(0, 1), group_offsets=(0, 2))
+    conv = _conv_plan(
+        out=2,
+        inp=3,
+        k=1,
+        weight_checksum=crc32(weights),
+        weight_bytes=len(weights),
+        codes=np.zeros((2, 3), np.int8),
+        filter_order=(0, 1),
+        group_offsets=(0, 2),
+    )
     assert conv.matches_weights(weights)
     tampered = bytearray(weights)
     tampered[17] ^= 0x01
@@ -283,7 +302,8 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
     generate = _generate_module()
     subprocess.run(
         [sys.executable, str(REPO / "converter" / "generate.py"), "--out", str(tmp_path)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     problems = generate.stale_files(tmp_path, REPO)
     assert not problems, (
@@ -346,11 +366,16 @@ def _expected_cpp_output(plan: Plan) -> str:
         parts = [
             f"conv {c.subgraph_index} {c.operator_index} {c.weight_tensor_index} "
             f"{c.weight_checksum_kind} {c.weight_checksum} {c.weight_bytes} |",
-            *(f" {v}" for v in c.kernel_shape), " |",
-            *(f" {v}" for v in c.library), " |",
-            *(f" {v}" for v in c.codes.ravel().tolist()), " |",
-            *(f" {v}" for v in c.filter_order), " |",
-            *(f" {v}" for v in c.group_offsets), " |",
+            *(f" {v}" for v in c.kernel_shape),
+            " |",
+            *(f" {v}" for v in c.library),
+            " |",
+            *(f" {v}" for v in c.codes.ravel().tolist()),
+            " |",
+            *(f" {v}" for v in c.filter_order),
+            " |",
+            *(f" {v}" for v in c.group_offsets),
+            " |",
             *(f" {k}={v}" for k, v in c.tuned.items()),
         ]
         lines.append("".join(parts))
@@ -371,9 +396,21 @@ def test_cpp_header_verifies_and_reads_python_plans(tmp_path: Path) -> None:
     source.write_text(_CPP_READER)
     binary = tmp_path / "reader"
     subprocess.run(
-        ["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fno-exceptions", "-O0",
-         f"-I{REPO / 'converter' / 'generated'}", str(source), "-o", str(binary)],
-        check=True, capture_output=True,
+        [
+            "g++",
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fno-exceptions",
+            "-O0",
+            f"-I{REPO / 'converter' / 'generated'}",
+            str(source),
+            "-o",
+            str(binary),
+        ],
+        check=True,
+        capture_output=True,
     )
     plan = _plan()
     data = plan.to_bytes()

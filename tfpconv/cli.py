@@ -89,8 +89,10 @@ def _run_convert(args: argparse.Namespace) -> int:
             "planned"
         )
         for op in plan.skipped:
-            print(f"  skipped operator {op.operator_index} (subgraph {op.subgraph_index}): "
-                  f"{op.reason}")
+            print(
+                f"  skipped operator {op.operator_index} (subgraph {op.subgraph_index}): "
+                f"{op.reason}"
+            )
     return EXIT_OK
 
 
@@ -156,30 +158,39 @@ def _run_inspect(args: argparse.Namespace) -> int:
     table.add_column("out HxW /s", footer="")
     table.add_column("plan", footer=f"{totals['planned']}/{totals['convs']} planned")
     table.add_column("patterns (kernels per pattern)", footer="")
-    table.add_column("kernels kept", justify="right",
-                     footer=_kept(totals["kernels_kept"], totals["kernels"]))
-    table.add_column("weights kept", justify="right",
-                     footer=_kept(totals["weights_kept"], totals["weights"]))
-    table.add_column("FLOPs kept", justify="right",
-                     footer=_kept(totals["flops_kept"], totals["flops"]))
-    table.add_column("compression", justify="right",
-                     footer=_compression(totals["weights"], totals["weights_kept"]))
+    table.add_column(
+        "kernels kept", justify="right", footer=_kept(totals["kernels_kept"], totals["kernels"])
+    )
+    table.add_column(
+        "weights kept", justify="right", footer=_kept(totals["weights_kept"], totals["weights"])
+    )
+    table.add_column(
+        "FLOPs kept", justify="right", footer=_kept(totals["flops_kept"], totals["flops"])
+    )
+    table.add_column(
+        "compression",
+        justify="right",
+        footer=_compression(totals["weights"], totals["weights_kept"]),
+    )
     for layer in report.layers:
         out = layer.output_shape
         spatial = f"{out[1]}x{out[2]}" if len(out) == 4 else "?"
         counts = list(layer.pattern_histogram.values())
         histogram = (
-            f"K={len(counts)}: " + " ".join(str(c) for c in counts) if counts
+            f"K={len(counts)}: " + " ".join(str(c) for c in counts)
+            if counts
             else ("-" if not layer.planned else "none (all pruned)")
         )
         table.add_row(
-            str(layer.operator_index) if layer.subgraph_index == 0
+            str(layer.operator_index)
+            if layer.subgraph_index == 0
             else f"{layer.subgraph_index}:{layer.operator_index}",
             _short_name(layer.name),
             "x".join(str(d) for d in layer.kernel_shape),
             f"{spatial} /{layer.strides[0]}",
             f"[green]planned[/green], {layer.groups} group{'s' if layer.groups > 1 else ''}"
-            if layer.planned else f"[yellow]{layer.reason}[/yellow]",
+            if layer.planned
+            else f"[yellow]{layer.reason}[/yellow]",
             histogram,
             _kept(layer.kernels_kept, layer.kernels),
             _kept(layer.weights_kept, layer.weights),
@@ -191,8 +202,10 @@ def _run_inspect(args: argparse.Namespace) -> int:
         for layer in report.layers:
             if not layer.planned or not layer.pattern_histogram:
                 continue
-            console.print(f"op {layer.operator_index} ({_short_name(layer.name)}) pattern library:",
-                          highlight=False)
+            console.print(
+                f"op {layer.operator_index} ({_short_name(layer.name)}) pattern library:",
+                highlight=False,
+            )
             for mask, count in layer.pattern_histogram.items():
                 console.print(f"  {mask}  {count}", highlight=False)
     return EXIT_OK
@@ -223,13 +236,22 @@ def _positive_int(text: str) -> int:
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a .tflite file written by `tfpconv convert`")
-    parser.add_argument("--threads", type=_thread_counts, default=[1], metavar="N[,N...]",
-                        help="thread counts to measure, for both paths (default 1)")
-    parser.add_argument("--runs", type=_positive_int, default=10,
-                        help="timed runs per configuration (default 10)")
+    parser.add_argument(
+        "--threads",
+        type=_thread_counts,
+        default=[1],
+        metavar="N[,N...]",
+        help="thread counts to measure, for both paths (default 1)",
+    )
+    parser.add_argument(
+        "--runs", type=_positive_int, default=10, help="timed runs per configuration (default 10)"
+    )
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer timing")
-    parser.add_argument("--memory", action="store_true",
-                        help="also measure peak memory of each path (fresh processes)")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also measure peak memory of each path (fresh processes)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
 
 
@@ -240,9 +262,14 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     with console.status("benchmarking") as status:
-        report = bench(args.model, threads=args.threads, runs=args.runs,
-                       layers=not args.no_layers, memory=args.memory,
-                       progress=lambda message: status.update(message))
+        report = bench(
+            args.model,
+            threads=args.threads,
+            runs=args.runs,
+            layers=not args.no_layers,
+            memory=args.memory,
+            progress=lambda message: status.update(message),
+        )
     print(report.markdown())
     if args.json:
         from .convert import write_atomic

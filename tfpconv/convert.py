@@ -251,7 +251,8 @@ def _unplannable(
     dilation = (options.dilationHFactor, options.dilationWFactor)
     if dilation != (1, 1):
         return (
-            f"dilation {dilation[0]}" if dilation[0] == dilation[1]
+            f"dilation {dilation[0]}"
+            if dilation[0] == dilation[1]
             else f"dilation {dilation[0]}x{dilation[1]}"
         )
     if filt.sparsity is not None:
@@ -329,9 +330,7 @@ def _conv_ops(model: TFLiteModel) -> list[_ConvFacts]:
     ]
 
 
-def plan_model(
-    model: TFLiteModel, filter_group_size: int = DEFAULT_FILTER_GROUP_SIZE
-) -> Plan:
+def plan_model(model: TFLiteModel, filter_group_size: int = DEFAULT_FILTER_GROUP_SIZE) -> Plan:
     """Plan every CONV_2D of a TFLite model from its weights' zero structure.
 
     A CONV_2D is planned if it is float32 with a constant 3x3 filter, dilation 1, no channel
@@ -722,9 +721,9 @@ def inspect_model(model: str | os.PathLike[str] | bytes | bytearray) -> ModelRep
 
 def _layer_report(model: TFLiteModel, facts: _ConvFacts, entry: Any) -> LayerReport:
     shape = list(facts.kernel_shape)
-    out_h, out_w = (facts.output_shape[1], facts.output_shape[2]) if len(
-        facts.output_shape
-    ) == 4 else (1, 1)
+    out_h, out_w = (
+        (facts.output_shape[1], facts.output_shape[2]) if len(facts.output_shape) == 4 else (1, 1)
+    )
     positions = max(out_h, 1) * max(out_w, 1)
     kernels = shape[0] * shape[3] if len(shape) == 4 else 0
     weights = int(np.prod(shape)) if shape else 0

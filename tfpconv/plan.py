@@ -63,8 +63,8 @@ def crc32(data: bytes) -> int:
 
 
 def _is_pattern_mask(bits: int) -> bool:
-    return 0 <= bits < (1 << patterns.TAPS) and bin(bits).count("1") == 4 and bool(
-        bits & _CENTRE_BIT
+    return (
+        0 <= bits < (1 << patterns.TAPS) and bin(bits).count("1") == 4 and bool(bits & _CENTRE_BIT)
     )
 
 
@@ -115,14 +115,26 @@ class ConvPlan:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ConvPlan):
             return NotImplemented
-        return all(
-            getattr(self, name) == getattr(other, name)
-            for name in (
-                "subgraph_index", "operator_index", "weight_tensor_index", "kernel_shape",
-                "library", "filter_order", "group_offsets", "weight_checksum", "weight_bytes",
-                "weight_checksum_kind", "tuned",
+        return (
+            all(
+                getattr(self, name) == getattr(other, name)
+                for name in (
+                    "subgraph_index",
+                    "operator_index",
+                    "weight_tensor_index",
+                    "kernel_shape",
+                    "library",
+                    "filter_order",
+                    "group_offsets",
+                    "weight_checksum",
+                    "weight_bytes",
+                    "weight_checksum_kind",
+                    "tuned",
+                )
             )
-        ) and np.array_equal(self.codes, other.codes) and self.codes.shape == other.codes.shape
+            and np.array_equal(self.codes, other.codes)
+            and self.codes.shape == other.codes.shape
+        )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -482,4 +494,3 @@ def read_plan(model: str | os.PathLike[str] | bytes | bytearray) -> Plan:
             "(or `tfpconv convert`) first"
         )
     return Plan.from_bytes(payload, f"{source}: {METADATA_NAME} metadata")
-

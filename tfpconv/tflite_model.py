@@ -121,9 +121,7 @@ def read_metadata(data: bytes, name: str, source: str = "model") -> bytes | None
     except TFLiteModelError:
         raise
     except Exception as err:  # the generated readers raise whatever garbage leads them to
-        raise TFLiteModelError(
-            f"{source}: corrupt flatbuffer ({error_summary(err)})"
-        ) from None
+        raise TFLiteModelError(f"{source}: corrupt flatbuffer ({error_summary(err)})") from None
     return None
 
 
@@ -182,9 +180,7 @@ class TFLiteModel:
         try:
             model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
         except Exception as err:  # the generated readers raise whatever garbage leads them to
-            raise TFLiteModelError(
-                f"{source}: corrupt flatbuffer ({error_summary(err)})"
-            ) from None
+            raise TFLiteModelError(f"{source}: corrupt flatbuffer ({error_summary(err)})") from None
         self = cls(model, source)
         self._inline_external_buffers(data)
         self._check_structure()
@@ -357,4 +353,3 @@ def tensor_shape(tensor: Any) -> tuple[int, ...]:
 def unpack_float32(data: bytes) -> np.ndarray:
     """Raw little-endian float32 bytes as a flat array (no copy)."""
     return np.frombuffer(data, dtype="<f4")
-

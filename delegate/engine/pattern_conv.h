@@ -72,6 +72,12 @@ class PatternConv {
   virtual Isa isa() const = 0;
 };
 
+// Tuning hooks for a convert-time auto-tuner: the PatternPlan.tuned maps worth timing for this
+// shape on this instruction set (keys "variant", "tile_oc", "tile_ic"; absent keys take the
+// engine's defaults), and a one-line description of one for logs.
+std::vector<std::map<std::string, int64_t>> TuningCandidates(const ConvShape& shape, Isa isa);
+std::string DescribeTuning(const std::map<std::string, int64_t>& tuned, Isa isa);
+
 // Dense direct convolution, the reference the kernels are tested against.
 void ReferenceConv(const ConvShape& shape, const float* weights, const float* bias,
                    const float* input, float* output);

@@ -59,6 +59,13 @@ TFPCONV_EXPORT struct TfLiteDelegate* tflite_plugin_create_delegate(
 
 TFPCONV_EXPORT void tflite_plugin_destroy_delegate(struct TfLiteDelegate* delegate);
 
+/* The CONV_2D node indices (of the primary subgraph) the delegate claimed the last time it was
+ * applied to a model: writes up to `capacity` of them to `node_indices` (may be NULL) and returns
+ * how many there are, or -1 for a NULL delegate. Lets tests and tools check what really ran on the
+ * delegate. */
+TFPCONV_EXPORT int TfpconvDelegateClaimedNodes(const struct TfLiteDelegate* delegate,
+                                               int* node_indices, int capacity);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

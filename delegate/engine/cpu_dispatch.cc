@@ -1,0 +1,92 @@
+// Which instruction sets are compiled in (TFPCONV_HAVE_* from CMakeLists.txt) and which this CPU
+// runs (libcpuinfo when available, else the compiler's CPU probe; NEON is part of AArch64).
+#include <string>
+
+#include "dispatch.h"
+#include "kernels/kernels.h"
+#include "pattern_conv.h"
+
+#if defined(TFPCONV_HAVE_CPUINFO)
+#include <cpuinfo.h>
+#endif
+
+namespace tfpconv {
+
+const char* IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return "scalar";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kNeon:
+      return "neon";
+  }
+  return "unknown";
+}
+
+bool ParseIsa(const std::string& name, Isa* isa) {
+  for (Isa candidate : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+    if (name == IsaName(candidate)) {
+      *isa = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {
+
+#if defined(__x86_64__) || defined(_M_X64)
+bool CpuHas(Isa isa) {
+#if defined(TFPCONV_HAVE_CPUINFO)
+  static const bool ok = cpuinfo_initialize();
+  if (ok) {
+    if (isa == Isa::kAvx2) return cpuinfo_has_x86_avx2() && cpuinfo_has_x86_fma3();
+    if (isa == Isa::kAvx512) return cpuinfo_has_x86_avx512f();
+    return false;
+  }
+#endif
+  __builtin_cpu_init();
+  if (isa == Isa::kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == Isa::kAvx512) return __builtin_cpu_supports("avx512f");
+  return false;
+}
+#endif
+
+}  // namespace
+
+const kernels::KernelSet* KernelSetFor(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return kernels::ScalarKernels();
+    case Isa::kAvx2:
+#if defined(TFPCONV_HAVE_AVX2)
+      if (CpuHas(Isa::kAvx2)) return kernels::Avx2Kernels();
+#endif
+      return nullptr;
+    case Isa::kAvx512:
+#if defined(TFPCONV_HAVE_AVX512)
+      if (CpuHas(Isa::kAvx512)) return kernels::Avx512Kernels();
+#endif
+      return nullptr;
+    case Isa::kNeon:
+#if defined(TFPCONV_HAVE_NEON)
+      return kernels::NeonKernels();
+#else
+      return nullptr;
+#endif
+  }
+  return nullptr;
+}
+
+bool IsaSupported(Isa isa) { return KernelSetFor(isa) != nullptr; }
+
+Isa BestIsa() {
+  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kNeon})
+    if (IsaSupported(isa)) return isa;
+  return Isa::kScalar;
+}
+
+}  // namespace tfpconv

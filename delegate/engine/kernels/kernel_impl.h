@@ -1,0 +1,268 @@
+// The pattern-convolution inner loops, written once over a vector-traits type and instantiated by
+// each ISA unit (scalar.cc, avx2.cc, avx512.cc, neon.cc).
+//
+// Data layout (see packing.h): each output tile's input is transformed into a small block per
+// input channel in which every tap (dy, dx) of tile pixel (y, x) sits at a fixed offset from
+// y * wq + x. A register tile is R output rows x V vectors of output columns. For each output
+// channel of a chunk the tile's accumulators stay in registers while its kernels (only the
+// non-pruned ones, 4 weights each, packed in execution order) stream by:
+//  - flat loops: each packed kernel carries its 4 tap offsets; per tap one broadcast weight and
+//    R x V FMAs whose input operands come straight from L1 (row pitch a compile-time constant);
+//  - pattern loops (stride 1): kernels come in runs of one pattern and the pattern is a template
+//    argument, so the taps are compile-time and an input vector several (tap, row) pairs need is
+//    loaded once (e.g. tap (0,1) of row r+1 and tap (1,1) of row r read the same input row).
+//
+// The including unit must define TFPCONV_KERNEL_NS (a namespace unique to the unit) before
+// including this file: every function here then has a distinct symbol per ISA and the linker can
+// never merge an AVX-512 copy into the scalar path.
+#ifndef TFPCONV_KERNEL_NS
+#error "define TFPCONV_KERNEL_NS before including kernel_impl.h"
+#endif
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "kernels.h"
+
+#if defined(__GNUC__)
+#define TFP_INLINE inline __attribute__((always_inline))
+#else
+#define TFP_INLINE inline
+#endif
+
+namespace tfpconv {
+namespace kernels {
+namespace TFPCONV_KERNEL_NS {
+
+template <int... I>
+using Seq = std::integer_sequence<int, I...>;
+
+// Compile-time description of pattern Mask at stride S (same stride in both dimensions). Two taps
+// read the same input vectors, shifted by whole rows, when they share a "column key": the same
+// row phase, column phase and column offset. The first tap of a key is its leader.
+template <int Mask, int S>
+struct TapInfo {
+  static constexpr int Bit(int t) { return TapOf(Mask, t); }
+  static constexpr int Dy(int t) { return Bit(t) / 3; }
+  static constexpr int Dx(int t) { return Bit(t) % 3; }
+  static constexpr int RowShift(int t) { return Dy(t) / S; }
+  static constexpr int Key(int t) { return ((Dy(t) % S) * 3 + Dx(t) % S) * 3 + Dx(t) / S; }
+  static constexpr int Leader(int t) {
+    for (int u = 0; u < t; ++u)
+      if (Key(u) == Key(t)) return u;
+    return t;
+  }
+};
+
+// The straight-line program for one kernel of a register tile: each distinct input vector is
+// loaded once, then multiplied into every (tap, row) accumulator that needs it.
+struct Op {
+  bool load;
+  int8_t lead, y, v;  // load: input row y (relative to the leader's row 0), vector v
+  int8_t t, r;        // fma: acc[r][v] += w[t] * last loaded vector
+};
+struct Schedule {
+  int n = 0;
+  Op ops[160] = {};
+};
+
+template <int Mask, int S, int R, int V>
+constexpr Schedule BuildSchedule() {
+  using Info = TapInfo<Mask, S>;
+  Schedule s;
+  for (int lead = 0; lead < 4; ++lead) {
+    if (Info::Leader(lead) != lead) continue;
+    for (int y = 0; y < R + 2; ++y) {
+      for (int v = 0; v < V; ++v) {
+        int first = s.n;
+        s.ops[s.n++] = Op{true, int8_t(lead), int8_t(y), int8_t(v), 0, 0};
+        for (int t = 0; t < 4; ++t) {
+          const int r = y - Info::RowShift(t);
+          if (Info::Leader(t) == lead && r >= 0 && r < R)
+            s.ops[s.n++] = Op{false, 0, 0, int8_t(v), int8_t(t), int8_t(r)};
+        }
+        if (s.n == first + 1) --s.n;  // nobody needs this vector
+      }
+    }
+  }
+  return s;
+}
+
+template <int Mask, int S, int R, int V>
+struct ScheduleOf {
+  static constexpr Schedule value = BuildSchedule<Mask, S, R, V>();
+};
+
+// Everything below is forced inline and unrolled with index-sequence folds, so each register
+// tile lives in named registers. (Lambdas would be left out of line by GCC in functions this big.)
+template <class VT, int R, int V>
+using Acc = typename VT::V[R][V];
+
+// Op I of the kernel program for (Mask, S, R, V).
+template <class VT, int R, int V, int Mask, int S, int I>
+TFP_INLINE void DoOp(Acc<VT, R, V>& acc, typename VT::V& in, const typename VT::V* w,
+                     const float* xc, const ptrdiff_t* key_off) {
+  constexpr Op op = ScheduleOf<Mask, S, R, V>::value.ops[I];
+  constexpr int kWq = V * VT::kLanes + 2 / S;
+  if constexpr (op.load) {
+    in = VT::Load(xc + key_off[op.lead] + (op.y * kWq + op.v * VT::kLanes));
+  } else {
+    acc[op.r][op.v] = VT::Fma(w[op.t], in, acc[op.r][op.v]);
+  }
+}
+
+template <class VT, int R, int V, int Mask, int S, int... I>
+TFP_INLINE void KernelProgram(Acc<VT, R, V>& acc, const typename VT::V* w, const float* xc,
+                              const ptrdiff_t* key_off, Seq<I...>) {
+  typename VT::V in;
+  (DoOp<VT, R, V, Mask, S, I>(acc, in, w, xc, key_off), ...);
+}
+
+template <class Info, int... T>
+TFP_INLINE void KeyOffsets(ptrdiff_t* key_off, const int32_t* tap_off, ptrdiff_t wq, Seq<T...>) {
+  ((key_off[T] = tap_off[Info::Bit(T)] - ptrdiff_t{Info::RowShift(T)} * wq), ...);
+}
+
+// Accumulates `count` kernels of pattern Mask into acc.
+template <class VT, int R, int V, int Mask, int S>
+TFP_INLINE void PatternRun(Acc<VT, R, V>& acc, const float* x, const int32_t* tap_off,
+                           const PackedKernel* k, uint32_t count) {
+  static_assert(4 * (R + 2) * V + 4 * R * V <= 160, "schedule too long");
+  constexpr int kOps = ScheduleOf<Mask, S, R, V>::value.n;
+  ptrdiff_t key_off[4];  // offset of each leader's input row 0
+  KeyOffsets<TapInfo<Mask, S>>(key_off, tap_off, V * VT::kLanes + 2 / S,
+                               std::make_integer_sequence<int, 4>{});
+  for (uint32_t i = 0; i < count; ++i, ++k) {
+    const typename VT::V w[4] = {VT::Set1(k->w[0]), VT::Set1(k->w[1]), VT::Set1(k->w[2]),
+                                 VT::Set1(k->w[3])};
+    KernelProgram<VT, R, V, Mask, S>(acc, w, x + k->off[0], key_off,
+                                     std::make_integer_sequence<int, kOps>{});
+  }
+}
+
+// acc[r][v] for the flat index I = r * V + v.
+template <class VT, int R, int V, int I>
+TFP_INLINE typename VT::V& At(Acc<VT, R, V>& acc) {
+  return acc[I / V][I % V];
+}
+
+// Row pitch: compile-time when kWq > 0.
+template <int kWq>
+TFP_INLINE ptrdiff_t Pitch(ptrdiff_t wq) {
+  if constexpr (kWq > 0) {
+    return kWq;
+  } else {
+    return wq;
+  }
+}
+
+template <class VT, int R, int V, int kWq, int... I>
+TFP_INLINE void TapAll(Acc<VT, R, V>& acc, typename VT::V w, const float* p, ptrdiff_t wq,
+                       Seq<I...>) {
+  ((At<VT, R, V, I>(acc) = VT::Fma(
+        w, VT::Load(p + (I / V) * Pitch<kWq>(wq) + (I % V) * VT::kLanes), At<VT, R, V, I>(acc))),
+   ...);
+}
+
+// Flat packing: each kernel carries its 4 tap offsets; any pattern, no branches per kernel.
+template <class VT, int R, int V, int kWq>
+TFP_INLINE void FlatKernels(Acc<VT, R, V>& acc, const float* x, ptrdiff_t wq,
+                            const PackedKernel* k, const PackedKernel* end) {
+  constexpr auto kTile = std::make_integer_sequence<int, R * V>{};
+  for (; k != end; ++k) {
+    TapAll<VT, R, V, kWq>(acc, VT::Set1(k->w[0]), x + k->off[0], wq, kTile);
+    TapAll<VT, R, V, kWq>(acc, VT::Set1(k->w[1]), x + k->off[1], wq, kTile);
+    TapAll<VT, R, V, kWq>(acc, VT::Set1(k->w[2]), x + k->off[2], wq, kTile);
+    TapAll<VT, R, V, kWq>(acc, VT::Set1(k->w[3]), x + k->off[3], wq, kTile);
+  }
+}
+
+template <class VT, int R, int V, int... I>
+TFP_INLINE void LoadAcc(Acc<VT, R, V>& acc, const float* src, Seq<I...>) {
+  ((At<VT, R, V, I>(acc) = VT::Load(src + I * VT::kLanes)), ...);
+}
+
+template <class VT, int R, int V, int... I>
+TFP_INLINE void StoreAcc(Acc<VT, R, V>& acc, float* dst, Seq<I...>) {
+  (VT::Store(dst + I * VT::kLanes, At<VT, R, V, I>(acc)), ...);
+}
+
+#define TFP_PATTERN_CASE(id)                                                           \
+  case id:                                                                             \
+    PatternRun<VT, R, V, MaskAt(id), S>(acc, a.x, a.tap_off, k, run.count); \
+    break;
+#define TFP_PATTERN_CASES8(b)                                                              \
+  TFP_PATTERN_CASE(b + 0) TFP_PATTERN_CASE(b + 1) TFP_PATTERN_CASE(b + 2)                  \
+  TFP_PATTERN_CASE(b + 3) TFP_PATTERN_CASE(b + 4) TFP_PATTERN_CASE(b + 5)                  \
+  TFP_PATTERN_CASE(b + 6) TFP_PATTERN_CASE(b + 7)
+
+// One chunk of output channels, stride S in both dimensions, pattern-specialised. The switch
+// keeps the accumulators in registers across runs; runs come in library order, so the jump is
+// the same sequence for every output channel and predicts well.
+template <class VT, int R, int V, int S>
+void SpecialisedChunk(const ChunkArgs& a) {
+  static_assert(kNumMasks == 56, "the case list below covers 56 masks");
+  constexpr int kTile = R * V * VT::kLanes;
+  for (size_t j = 0; j < a.num_tasks; ++j) {
+    const OcTask& task = a.tasks[j];
+    if (task.run_begin == task.run_end) continue;
+    float* acc_mem = a.acc + j * kTile;
+    Acc<VT, R, V> acc;
+    LoadAcc<VT, R, V>(acc, acc_mem, std::make_integer_sequence<int, R * V>{});
+    const PackedKernel* k = a.kernels + task.kernel_begin;
+    for (uint32_t i = task.run_begin; i < task.run_end; ++i) {
+      const Run run = a.runs[i];
+      switch (run.mask_id) {
+        TFP_PATTERN_CASES8(0)
+        TFP_PATTERN_CASES8(8)
+        TFP_PATTERN_CASES8(16)
+        TFP_PATTERN_CASES8(24)
+        TFP_PATTERN_CASES8(32)
+        TFP_PATTERN_CASES8(40)
+        TFP_PATTERN_CASES8(48)
+        default:
+          break;
+      }
+      k += run.count;
+    }
+    StoreAcc<VT, R, V>(acc, acc_mem, std::make_integer_sequence<int, R * V>{});
+  }
+}
+
+#undef TFP_PATTERN_CASES8
+#undef TFP_PATTERN_CASE
+
+template <class VT, int R, int V, int kWq>
+void FlatChunk(const ChunkArgs& a) {
+  constexpr int kTile = R * V * VT::kLanes;
+  for (size_t j = 0; j < a.num_tasks; ++j) {
+    const OcTask& task = a.tasks[j];
+    if (task.kernel_begin == task.kernel_end) continue;
+    float* acc_mem = a.acc + j * kTile;
+    Acc<VT, R, V> acc;
+    LoadAcc<VT, R, V>(acc, acc_mem, std::make_integer_sequence<int, R * V>{});
+    FlatKernels<VT, R, V, kWq>(acc, a.x, a.wq, a.kernels + task.kernel_begin,
+                               a.kernels + task.kernel_end);
+    StoreAcc<VT, R, V>(acc, acc_mem, std::make_integer_sequence<int, R * V>{});
+  }
+}
+
+template <class VT, int R, int V, bool kSpecialised>
+constexpr Variant MakeVariant(const char* name) {
+  constexpr int kCols = V * VT::kLanes;
+  ChunkFn pattern11 = nullptr;
+  if constexpr (kSpecialised) pattern11 = &SpecialisedChunk<VT, R, V, 1>;
+  return Variant{name,
+                 R,
+                 V,
+                 kSpecialised,
+                 pattern11,
+                 &FlatChunk<VT, R, V, kCols + 2>,
+                 &FlatChunk<VT, R, V, kCols + 1>,
+                 &FlatChunk<VT, R, V, 0>};
+}
+
+}  // namespace TFPCONV_KERNEL_NS
+}  // namespace kernels
+}  // namespace tfpconv

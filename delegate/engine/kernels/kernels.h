@@ -1,0 +1,114 @@
+// Internal interface between the engine's driver (pattern_conv.cc) and the per-ISA kernel units.
+// Plain data only: this header is included by units compiled with different -m flags, so it must
+// not define any function that the linker could merge across them.
+#ifndef TFPCONV_ENGINE_KERNELS_KERNELS_H_
+#define TFPCONV_ENGINE_KERNELS_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tfpconv {
+namespace kernels {
+
+// Every 4-tap 3x3 mask that contains the centre (bit 4): C(8,3) = 56 shapes, ascending. A kernel
+// unit instantiates its templated loops for each, indexed by position in this table ("mask id").
+constexpr int kNumMasks = 56;
+
+constexpr int MaskAt(int id) {
+  int seen = 0;
+  for (int m = 0; m < 512; ++m) {
+    int bits = 0;
+    for (int b = 0; b < 9; ++b) bits += (m >> b) & 1;
+    if (bits == 4 && (m & 16)) {
+      if (seen == id) return m;
+      ++seen;
+    }
+  }
+  return -1;
+}
+
+// The t-th set bit (tap) of a mask, taps ordered by bit index (row-major 3x3 position).
+constexpr int TapOf(int mask, int t) {
+  for (int b = 0; b < 9; ++b) {
+    if ((mask >> b) & 1) {
+      if (t == 0) return b;
+      --t;
+    }
+  }
+  return -1;
+}
+
+struct MaskTable {
+  uint16_t mask[kNumMasks];
+};
+constexpr MaskTable BuildMaskTable() {
+  MaskTable t{};
+  for (int i = 0; i < kNumMasks; ++i) t.mask[i] = static_cast<uint16_t>(MaskAt(i));
+  return t;
+}
+inline constexpr MaskTable kMasks = BuildMaskTable();
+
+// One non-pruned 3x3 kernel in execution order and its 4 weights in tap order. Flat packing:
+// off[t] is tap t's input offset within the tile (channel and tap folded in). Pattern packing
+// (the specialised kernels, which know the taps): off[0] is the channel's offset, the rest unused.
+struct PackedKernel {
+  int32_t off[4];
+  float w[4];
+};
+
+// Consecutive kernels of one output channel sharing a pattern (pattern packing only).
+struct Run {
+  uint16_t mask_id;
+  uint16_t reserved;
+  uint32_t count;
+};
+
+// One output channel's work within one input-channel block.
+struct OcTask {
+  uint32_t run_begin, run_end;        // into the runs array (pattern packing)
+  uint32_t kernel_begin, kernel_end;  // into the kernels array
+};
+
+// Everything a kernel needs for one (spatial tile, output-channel chunk, input-channel block).
+struct ChunkArgs {
+  const float* x;          // the tile's transformed input (see packing.h)
+  ptrdiff_t wq;            // row pitch of the tile's phase planes, in floats
+  const int32_t* tap_off;  // [9] offset of tap (dy, dx) relative to the output pixel
+  const OcTask* tasks;
+  size_t num_tasks;
+  const Run* runs;
+  const PackedKernel* kernels;
+  float* acc;  // [num_tasks][rows][vecs * lanes] accumulators, updated in place
+};
+
+using ChunkFn = void (*)(const ChunkArgs& args);
+
+// A register-blocking variant: a tile of `rows` output rows x `vecs` vectors of output columns.
+// pattern11 (specialised variants only, stride 1, pattern packing) has each pattern's taps at
+// compile time and loads an input vector once for every (tap, row) that needs it. The flat
+// kernels take each kernel's tap offsets from the packed data, in input-channel order, one loop
+// per output channel: flat1 / flat2 for strides 1 / 2 (row pitch known at compile time),
+// flat_any for any stride.
+struct Variant {
+  const char* name;
+  int rows, vecs;
+  bool specialised;
+  ChunkFn pattern11, flat1, flat2, flat_any;
+};
+
+struct KernelSet {
+  int lanes;
+  int num_variants;
+  const Variant* variants;
+};
+
+// Defined by the kernel units that are compiled in (see CMakeLists.txt).
+const KernelSet* ScalarKernels();
+const KernelSet* Avx2Kernels();
+const KernelSet* Avx512Kernels();
+const KernelSet* NeonKernels();
+
+}  // namespace kernels
+}  // namespace tfpconv
+
+#endif  // TFPCONV_ENGINE_KERNELS_KERNELS_H_

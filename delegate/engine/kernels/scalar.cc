@@ -1,0 +1,31 @@
+// Portable kernels: one float per "vector", no ISA flags. The fallback on any CPU.
+#define TFPCONV_KERNEL_NS scalar
+#include "kernel_impl.h"
+
+namespace tfpconv {
+namespace kernels {
+namespace scalar {
+namespace {
+
+struct Vec {
+  using V = float;
+  static constexpr int kLanes = 1;
+  static TFP_INLINE V Load(const float* p) { return *p; }
+  static TFP_INLINE void Store(float* p, V v) { *p = v; }
+  static TFP_INLINE V Set1(float f) { return f; }
+  static TFP_INLINE V Fma(V a, V b, V c) { return a * b + c; }
+};
+
+constexpr Variant kVariants[] = {
+    MakeVariant<Vec, 4, 4, false>("r4v4"),
+    MakeVariant<Vec, 2, 3, false>("r2v3"),
+};
+constexpr KernelSet kSet{Vec::kLanes, sizeof(kVariants) / sizeof(kVariants[0]), kVariants};
+
+}  // namespace
+}  // namespace scalar
+
+const KernelSet* ScalarKernels() { return &scalar::kSet; }
+
+}  // namespace kernels
+}  // namespace tfpconv

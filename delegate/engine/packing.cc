@@ -1,0 +1,207 @@
+#include "packing.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+namespace tfpconv {
+
+Geometry MakeGeometry(const ConvShape& s, int tile_rows, int tile_cols) {
+  Geometry g;
+  g.ph = std::min(s.stride_h, 3);
+  g.pw = std::min(s.stride_w, 3);
+  // Tile row y, tap dy reads plane row y + dy / stride: at most rows - 1 + 2 / stride.
+  g.hq = tile_rows + 2 / s.stride_h;
+  g.wq = tile_cols + 2 / s.stride_w;
+  g.plane = ptrdiff_t{g.hq} * g.wq;
+  g.channel_stride = g.plane * g.ph * g.pw;
+  g.tile_stride = g.channel_stride * s.in_c;
+  for (int dy = 0; dy < 3; ++dy) {
+    for (int dx = 0; dx < 3; ++dx) {
+      const ptrdiff_t off = ((dy % s.stride_h) * g.pw + dx % s.stride_w) * g.plane +
+                            (dy / s.stride_h) * ptrdiff_t{g.wq} + dx / s.stride_w;
+      g.tap_off[3 * dy + dx] = static_cast<int32_t>(off);
+    }
+  }
+  g.rows = tile_rows;
+  g.cols = tile_cols;
+  g.tiles_y = (s.out_h + tile_rows - 1) / tile_rows;
+  g.tiles_x = (s.out_w + tile_cols - 1) / tile_cols;
+  g.buffer_floats = size_t(g.tiles_y) * g.tiles_x * g.tile_stride;
+  return g;
+}
+
+void TransformTile(const ConvShape& s, const Geometry& g, const float* image, float* x,
+                   size_t tile) {
+  const int ty = static_cast<int>(tile / g.tiles_x), tx = static_cast<int>(tile % g.tiles_x);
+  float* block = x;
+  const int channels = s.in_c;
+  // A few channels at a time keep the destination lines being filled within L1.
+  constexpr int kGroup = 16;
+  for (int a = 0; a < g.ph; ++a) {
+    for (int i = 0; i < g.hq; ++i) {
+      const int iy = a + s.stride_h * (ty * g.rows + i) - s.pad_top;
+      const bool row_inside = iy >= 0 && iy < s.in_h;
+      for (int b = 0; b < g.pw; ++b) {
+        float* dst_row = block + (a * g.pw + b) * g.plane + ptrdiff_t{i} * g.wq;
+        for (int c0 = 0; c0 < channels; c0 += kGroup) {
+          const int c1 = std::min(channels, c0 + kGroup);
+          for (int j = 0; j < g.wq; ++j) {
+            const int ix = b + s.stride_w * (tx * g.cols + j) - s.pad_left;
+            float* dst = dst_row + j;
+            if (row_inside && ix >= 0 && ix < s.in_w) {
+              const float* src = image + (ptrdiff_t{iy} * s.in_w + ix) * channels;
+              for (int c = c0; c < c1; ++c) dst[c * g.channel_stride] = src[c];
+            } else {
+              for (int c = c0; c < c1; ++c) dst[c * g.channel_stride] = 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+int PopCount9(int m) {
+  int n = 0;
+  for (int b = 0; b < 9; ++b) n += (m >> b) & 1;
+  return n;
+}
+
+}  // namespace
+
+std::string ValidatePlan(const ConvShape& s, const PatternPlan& plan) {
+  if (s.batch < 1 || s.in_h < 1 || s.in_w < 1 || s.in_c < 1 || s.out_h < 1 || s.out_w < 1 ||
+      s.out_c < 1)
+    return "non-positive dimension";
+  if (s.stride_h < 1 || s.stride_w < 1 || s.pad_top < 0 || s.pad_left < 0)
+    return "bad stride or padding";
+  if (!(s.act_min <= s.act_max)) return "bad activation range";
+  // Every tap must stay within the 32-bit offsets of the packed kernels.
+  // (Tile-local offsets stay far below 2^31 for any channel count a plan can describe.)
+  if (double(s.in_c) * 64 * 64 * 9 > double(std::numeric_limits<int32_t>::max()))
+    return "too many input channels";
+  if (plan.library.size() > 127) return "pattern library too large";
+  for (uint16_t m : plan.library) {
+    if (m >= 512 || PopCount9(m) != 4 || !(m & 16))
+      return "library mask " + std::to_string(m) + " is not 4 taps including the centre";
+  }
+  const size_t kernels = size_t(s.out_c) * s.in_c;
+  if (plan.codes.size() != kernels)
+    return "expected " + std::to_string(kernels) + " codes, got " +
+           std::to_string(plan.codes.size());
+  for (int8_t code : plan.codes) {
+    if (code < -1 || code >= static_cast<int>(plan.library.size()))
+      return "code " + std::to_string(code) + " outside the library";
+  }
+  if (!plan.filter_order.empty()) {
+    if (plan.filter_order.size() != size_t(s.out_c)) return "filter_order has the wrong size";
+    std::vector<char> seen(s.out_c, 0);
+    for (int32_t o : plan.filter_order) {
+      if (o < 0 || o >= s.out_c || seen[o]) return "filter_order is not a permutation";
+      seen[o] = 1;
+    }
+  }
+  if (!plan.group_offsets.empty()) {
+    const auto& g = plan.group_offsets;
+    if (g.front() != 0 || g.back() != s.out_c) return "group_offsets must span [0, out_c]";
+    for (size_t i = 1; i < g.size(); ++i)
+      if (g[i] < g[i - 1]) return "group_offsets must not decrease";
+  }
+  return "";
+}
+
+bool PackWeights(const ConvShape& s, const Geometry& geo, const float* weights,
+                 const float* bias, const PatternPlan& plan, int tile_oc, int tile_ic,
+                 bool by_pattern, PackedWeights* p, std::string* error) {
+  const int oc = s.out_c, ic = s.in_c;
+  const auto weight = [&](int o, int tap, int c) { return weights[(size_t(o) * 9 + tap) * ic + c]; };
+
+  // Every weight outside its kernel's pattern must be zero.
+  for (int o = 0; o < oc; ++o) {
+    for (int c = 0; c < ic; ++c) {
+      const int code = plan.codes[size_t(o) * ic + c];
+      const int mask = code < 0 ? 0 : plan.library[code];
+      for (int tap = 0; tap < 9; ++tap) {
+        if (!((mask >> tap) & 1) && weight(o, tap, c) != 0.0f) {
+          *error = "non-zero weight outside the pattern of kernel (out " + std::to_string(o) +
+                   ", in " + std::to_string(c) + ") tap " + std::to_string(tap);
+          return false;
+        }
+      }
+    }
+  }
+
+  std::vector<int> mask_id(plan.library.size(), -1);
+  for (size_t l = 0; l < plan.library.size(); ++l)
+    for (int id = 0; id < kernels::kNumMasks; ++id)
+      if (kernels::kMasks.mask[id] == plan.library[l]) mask_id[l] = id;
+
+  p->order = plan.filter_order;
+  if (p->order.empty())
+    for (int o = 0; o < oc; ++o) p->order.push_back(o);
+  std::vector<int32_t> groups = plan.group_offsets;
+  if (groups.empty()) groups = {0, oc};
+  p->chunk_begin.assign(1, 0);
+  tile_oc = std::max(tile_oc, 1);
+  for (size_t gi = 1; gi < groups.size(); ++gi) {
+    for (int b = groups[gi - 1]; b < groups[gi]; b += tile_oc)
+      p->chunk_begin.push_back(std::min(groups[gi], b + tile_oc));
+  }
+  p->bias.resize(oc);
+  for (int j = 0; j < oc; ++j) p->bias[j] = bias ? bias[p->order[j]] : 0.0f;
+  p->cblock = std::min(std::max(tile_ic, 1), ic);
+  p->num_cblocks = (ic + p->cblock - 1) / p->cblock;
+
+  p->kernels.clear();
+  p->runs.clear();
+  p->tasks.clear();
+  p->nonzero_kernels = 0;
+  const size_t num_chunks = p->chunk_begin.size() - 1;
+  for (size_t k = 0; k < num_chunks; ++k) {
+    for (int cb = 0; cb < p->num_cblocks; ++cb) {
+      const int c0 = cb * p->cblock, c1 = std::min(ic, c0 + p->cblock);
+      for (int j = p->chunk_begin[k]; j < p->chunk_begin[k + 1]; ++j) {
+        const int o = p->order[j];
+        kernels::OcTask task;
+        task.run_begin = static_cast<uint32_t>(p->runs.size());
+        task.kernel_begin = static_cast<uint32_t>(p->kernels.size());
+        const auto add_kernel = [&](int c, int mask) {
+          kernels::PackedKernel pk;
+          for (int t = 0; t < 4; ++t) {
+            const int tap = kernels::TapOf(mask, t);
+            pk.off[t] = static_cast<int32_t>(c * geo.channel_stride +
+                                             (by_pattern ? 0 : geo.tap_off[tap]));
+            pk.w[t] = weight(o, tap, c);
+          }
+          p->kernels.push_back(pk);
+        };
+        if (by_pattern) {
+          for (size_t l = 0; l < plan.library.size(); ++l) {
+            kernels::Run run{static_cast<uint16_t>(mask_id[l]), 0, 0};
+            for (int c = c0; c < c1; ++c) {
+              if (plan.codes[size_t(o) * ic + c] != static_cast<int>(l)) continue;
+              add_kernel(c, plan.library[l]);
+              ++run.count;
+            }
+            if (run.count > 0) p->runs.push_back(run);
+          }
+        } else {
+          for (int c = c0; c < c1; ++c) {
+            const int code = plan.codes[size_t(o) * ic + c];
+            if (code >= 0) add_kernel(c, plan.library[code]);
+          }
+        }
+        task.run_end = static_cast<uint32_t>(p->runs.size());
+        task.kernel_end = static_cast<uint32_t>(p->kernels.size());
+        p->nonzero_kernels += task.kernel_end - task.kernel_begin;
+        p->tasks.push_back(task);
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace tfpconv

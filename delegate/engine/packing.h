@@ -1,0 +1,68 @@
+// Layout decisions of the engine: the transformed input buffer (phase planes), plan validation, and
+// the weights packed in execution order.
+#ifndef TFPCONV_ENGINE_PACKING_H_
+#define TFPCONV_ENGINE_PACKING_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "pattern_conv.h"
+
+namespace tfpconv {
+
+// The input of one image, transformed tile by tile so that a tile's kernels read only its own
+// small contiguous block (one input channel of one tile is a few hundred bytes, so a block of
+// channels stays in L1 while every output channel of a chunk passes over it). For output tile
+// (ty, tx) of rows x cols pixels and channel c, the block holds ph x pw "phase planes" of
+// hq x wq floats: plane (a, b) row i column j is padded input pixel
+// (a + stride_h * (ty * rows + i), b + stride_w * (tx * cols + j)). At stride 1 that is simply the
+// zero-padded input window with its 1-pixel halo; at stride 2 even and odd rows/columns are split
+// so the inputs of consecutive output columns are contiguous. Every tap (dy, dx) of tile pixel
+// (y, x) is then at offset tap_off[3 * dy + dx] + y * wq + x from the channel's block.
+struct Geometry {
+  int ph = 1, pw = 1;  // phase planes per dimension: min(stride, 3)
+  int hq = 0, wq = 0;  // plane size: rows + 2 / stride_h, cols + 2 / stride_w
+  ptrdiff_t plane = 0, channel_stride = 0, tile_stride = 0;
+  int32_t tap_off[9] = {};  // tap (dy, dx) at index 3 * dy + dx
+  int rows = 1, cols = 1;   // output tile: rows x cols pixels (cols = vectors * lanes)
+  int tiles_y = 0, tiles_x = 0;
+  size_t buffer_floats = 0;
+};
+
+Geometry MakeGeometry(const ConvShape& shape, int tile_rows, int tile_cols);
+
+// Writes the transformed input of tile `tile` (ty * tiles_x + tx), tile_stride floats, to x.
+void TransformTile(const ConvShape& shape, const Geometry& geo, const float* image, float* x,
+                   size_t tile);
+
+// Returns an empty string when shape and plan are consistent, else what is wrong.
+std::string ValidatePlan(const ConvShape& shape, const PatternPlan& plan);
+
+// Weights of all non-pruned kernels in execution order: for each chunk of output channels (in
+// plan.filter_order, chunks never straddle a plan group), for each block of input channels, for
+// each output channel of the chunk, its kernels. Pattern packing (by_pattern): grouped in runs of
+// one pattern (library order), ascending input channel within a run. Flat packing: ascending
+// input channel, tap offsets folded into each kernel.
+struct PackedWeights {
+  std::vector<kernels::PackedKernel> kernels;
+  std::vector<kernels::Run> runs;
+  std::vector<kernels::OcTask> tasks;  // chunk k's tasks start at chunk_begin[k] * num_cblocks
+  std::vector<int32_t> order;          // output channel of each execution position
+  std::vector<float> bias;             // bias of each execution position (0 without bias)
+  std::vector<int32_t> chunk_begin;    // chunk boundaries in `order`, [0, ..., out_c]
+  int cblock = 1, num_cblocks = 1;     // input channels per block, number of blocks
+  size_t nonzero_kernels = 0;
+};
+
+// tile_oc: most output channels per chunk; tile_ic: input channels per block (>= in_c: one
+// block). Returns false with *error set when a weight lies outside its kernel's pattern.
+bool PackWeights(const ConvShape& shape, const Geometry& geo, const float* weights,
+                 const float* bias, const PatternPlan& plan, int tile_oc, int tile_ic,
+                 bool by_pattern, PackedWeights* packed, std::string* error);
+
+}  // namespace tfpconv
+
+#endif  // TFPCONV_ENGINE_PACKING_H_

@@ -1,0 +1,291 @@
+// The engine's driver: picks a kernel variant, packs the weights, and runs a layer as
+// (transform the input into phase planes) then (tiles x output-channel chunks) in parallel.
+#include "pattern_conv.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "dispatch.h"
+#include "kernels/kernels.h"
+#include "packing.h"
+
+namespace tfpconv {
+namespace {
+
+struct Params {
+  int variant = 0;
+  int tile_oc = 32;
+  int tile_ic = 0;
+};
+
+// Defaults when the plan carries no tuned parameters: the flat variant whose tile wastes least on
+// the layer's width and height (and on the halo of its input block), and input-channel blocks
+// whose transformed tile input fits in about half of L1.
+Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set) {
+  Params p;
+  double best = -1;
+  for (int i = 0; i < set.num_variants; ++i) {
+    const kernels::Variant& v = set.variants[i];
+    // The pattern-specialised loops pay a branch per pattern run; with ~28% of kernels kept and
+    // L1-sized input-channel blocks the runs are short, and the flat loops measured faster.
+    if (v.specialised) continue;
+    const int cols = v.vecs * set.lanes;
+    const double used_x = double(s.out_w) / (((s.out_w + cols - 1) / cols) * cols);
+    const double used_y = double(s.out_h) / (((s.out_h + v.rows - 1) / v.rows) * v.rows);
+    const double halo = double(v.rows * cols) / ((v.rows + 2) * (cols + 2));
+    const double score = used_x * used_y * (0.9 + 0.1 * halo);
+    if (score > best + 1e-9) {
+      best = score;
+      p.variant = i;
+    }
+  }
+  const kernels::Variant& v = set.variants[p.variant];
+  const Geometry g = MakeGeometry(s, v.rows, v.vecs * set.lanes);
+  const size_t budget_floats = 16 * 1024 / sizeof(float);
+  p.tile_ic = static_cast<int>(std::max<size_t>(1, budget_floats / g.channel_stride));
+  return p;
+}
+
+bool ApplyTuned(const std::map<std::string, int64_t>& tuned, const kernels::KernelSet& set,
+                Params* p, std::string* error) {
+  for (const auto& [key, value] : tuned) {
+    if (key == "variant") {
+      if (value < 0 || value >= set.num_variants) {
+        *error = "tuned variant " + std::to_string(value) + " out of range";
+        return false;
+      }
+      p->variant = static_cast<int>(value);
+    } else if (key == "tile_oc" || key == "tile_ic") {
+      if (value < 1 || value > (1 << 20)) {
+        *error = "tuned " + key + " out of range";
+        return false;
+      }
+      (key == "tile_oc" ? p->tile_oc : p->tile_ic) = static_cast<int>(value);
+    }
+  }
+  return true;
+}
+
+class ConvImpl final : public PatternConv {
+ public:
+  ConvImpl(const ConvShape& shape, Isa isa, const kernels::KernelSet& set, const Params& params)
+      : shape_(shape), isa_(isa), variant_(set.variants[params.variant]) {
+    geo_ = MakeGeometry(shape, variant_.rows, variant_.vecs * set.lanes);
+    by_pattern_ = false;
+    if (shape.stride_h == 1 && shape.stride_w == 1 && variant_.pattern11 != nullptr) {
+      fn_ = variant_.pattern11;
+      by_pattern_ = true;
+    } else if (shape.stride_h == 1 && shape.stride_w == 1) {
+      fn_ = variant_.flat1;
+    } else if (shape.stride_h == 2 && shape.stride_w == 2) {
+      fn_ = variant_.flat2;
+    } else {
+      fn_ = variant_.flat_any;
+    }
+  }
+
+  bool Pack(const float* weights, const float* bias, const PatternPlan& plan, const Params& p,
+            std::string* error) {
+    if (!PackWeights(shape_, geo_, weights, bias, plan, p.tile_oc, p.tile_ic, by_pattern_,
+                     &packed_, error))
+      return false;
+    size_t max_chunk = 0;
+    for (size_t k = 0; k + 1 < packed_.chunk_begin.size(); ++k)
+      max_chunk = std::max<size_t>(max_chunk, packed_.chunk_begin[k + 1] - packed_.chunk_begin[k]);
+    acc_floats_ = max_chunk * geo_.rows * geo_.cols;
+    return true;
+  }
+
+  void Run(const float* input, float* output, ThreadPool* pool) const override {
+    const ConvShape& s = shape_;
+    const size_t tiles = size_t(geo_.tiles_y) * geo_.tiles_x;
+    const size_t chunks = packed_.chunk_begin.size() - 1;
+    // An item transforms one tile's input into a per-thread buffer (it stays in L2) and runs a
+    // range of output-channel chunks on it. Small layers split the chunks over a few items so
+    // every thread has work, at the price of transforming a tile more than once.
+    const size_t threads = pool != nullptr ? size_t(pool->num_threads()) : 1;
+    const size_t splits = std::min(chunks, std::max<size_t>(1, (4 * threads + tiles - 1) / tiles));
+    for (int b = 0; b < s.batch; ++b) {
+      Job job{this, input + size_t(b) * s.in_h * s.in_w * s.in_c,
+              output + size_t(b) * s.out_h * s.out_w * s.out_c, splits};
+      Parallel(pool, tiles * splits, &ComputeTask, &job);
+    }
+  }
+
+  size_t packed_weight_bytes() const override {
+    return packed_.kernels.size() * sizeof(kernels::PackedKernel) +
+           packed_.runs.size() * sizeof(kernels::Run) +
+           packed_.tasks.size() * sizeof(kernels::OcTask) + packed_.bias.size() * sizeof(float) +
+           packed_.order.size() * sizeof(int32_t);
+  }
+  Isa isa() const override { return isa_; }
+
+ private:
+  struct Job {
+    const ConvImpl* self;
+    const float* image;
+    float* out;
+    size_t splits;  // items per tile
+  };
+
+  static void Parallel(ThreadPool* pool, size_t n, void (*task)(void*, size_t), void* ctx) {
+    if (pool != nullptr) {
+      pool->ParallelFor(n, task, ctx);
+    } else {
+      for (size_t i = 0; i < n; ++i) task(ctx, i);
+    }
+  }
+
+  static void ComputeTask(void* ctx, size_t i) {
+    const Job& job = *static_cast<Job*>(ctx);
+    job.self->ComputeItem(job, i);
+  }
+
+  void ComputeItem(const Job& job, size_t item) const {
+    const size_t chunks = packed_.chunk_begin.size() - 1;
+    const size_t tile = item / job.splits, split = item % job.splits;
+    thread_local std::vector<float> x;
+    const float* tile_input = nullptr;
+    if (packed_.nonzero_kernels > 0) {
+      if (x.size() < size_t(geo_.tile_stride)) x.resize(geo_.tile_stride);
+      TransformTile(shape_, geo_, job.image, x.data(), tile);
+      tile_input = x.data();
+    }
+    const size_t k0 = chunks * split / job.splits, k1 = chunks * (split + 1) / job.splits;
+    for (size_t k = k0; k < k1; ++k) ComputeChunk(tile_input, job.out, tile, k);
+  }
+
+  // One output tile x one chunk of output channels, all input channels.
+  void ComputeChunk(const float* tile_input, float* out, size_t tile, size_t k) const {
+    const ConvShape& s = shape_;
+    const PackedWeights& pw = packed_;
+    const int ty = static_cast<int>(tile / geo_.tiles_x), tx = static_cast<int>(tile % geo_.tiles_x);
+    const int y0 = ty * geo_.rows, x0 = tx * geo_.cols;
+    const int begin = pw.chunk_begin[k], n = pw.chunk_begin[k + 1] - begin;
+    const int tile_floats = geo_.rows * geo_.cols;
+
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < acc_floats_) scratch.resize(acc_floats_);
+    float* acc = scratch.data();
+    for (int j = 0; j < n; ++j) std::fill_n(acc + j * tile_floats, tile_floats, pw.bias[begin + j]);
+
+    if (tile_input != nullptr) {
+      kernels::ChunkArgs args;
+      args.x = tile_input;
+      args.wq = geo_.wq;
+      args.tap_off = geo_.tap_off;
+      args.num_tasks = size_t(n);
+      args.runs = pw.runs.data();
+      args.kernels = pw.kernels.data();
+      args.acc = acc;
+      const kernels::OcTask* tasks = pw.tasks.data() + size_t(begin) * pw.num_cblocks;
+      for (int cb = 0; cb < pw.num_cblocks; ++cb) {
+        args.tasks = tasks + size_t(cb) * n;
+        fn_(args);
+      }
+    }
+
+    // Scatter the tile to NHWC with the fused activation.
+    const int rows = std::min(geo_.rows, s.out_h - y0), cols = std::min(geo_.cols, s.out_w - x0);
+    const int32_t* order = pw.order.data() + begin;
+    const float lo = s.act_min, hi = s.act_max;
+    for (int r = 0; r < rows; ++r) {
+      for (int x = 0; x < cols; ++x) {
+        float* px = out + (size_t(y0 + r) * s.out_w + x0 + x) * s.out_c;
+        const float* a = acc + r * geo_.cols + x;
+        for (int j = 0; j < n; ++j) px[order[j]] = std::min(std::max(a[j * tile_floats], lo), hi);
+      }
+    }
+  }
+
+  ConvShape shape_;
+  Isa isa_;
+  kernels::Variant variant_;
+  kernels::ChunkFn fn_ = nullptr;
+  bool by_pattern_ = false;
+  Geometry geo_;
+  PackedWeights packed_;
+  size_t acc_floats_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const float* weights,
+                                                 const float* bias, const PatternPlan& plan,
+                                                 Isa isa, std::string* error) {
+  std::string local_error;
+  if (error == nullptr) error = &local_error;
+  const kernels::KernelSet* set = KernelSetFor(isa);
+  if (set == nullptr) {
+    *error = std::string("instruction set ") + IsaName(isa) + " not available";
+    return nullptr;
+  }
+  if (weights == nullptr) {
+    *error = "no weights";
+    return nullptr;
+  }
+  *error = ValidatePlan(shape, plan);
+  if (!error->empty()) return nullptr;
+  Params params = DefaultParams(shape, *set);
+  if (!ApplyTuned(plan.tuned, *set, &params, error)) return nullptr;
+  auto conv = std::make_unique<ConvImpl>(shape, isa, *set, params);
+  if (!conv->Pack(weights, bias, plan, params, error)) return nullptr;
+  return conv;
+}
+
+std::vector<std::map<std::string, int64_t>> TuningCandidates(const ConvShape& shape, Isa isa) {
+  std::vector<std::map<std::string, int64_t>> out;
+  const kernels::KernelSet* set = KernelSetFor(isa);
+  if (set == nullptr) return out;
+  const Params defaults = DefaultParams(shape, *set);
+  for (int v = 0; v < set->num_variants; ++v) {
+    for (int oc : {16, 32, 64}) {
+      for (int ic : {defaults.tile_ic, shape.in_c}) {
+        if (ic == shape.in_c && defaults.tile_ic != shape.in_c && oc != 32) continue;
+        out.push_back({{"variant", v}, {"tile_oc", oc}, {"tile_ic", ic}});
+        if (defaults.tile_ic == shape.in_c) break;
+      }
+    }
+  }
+  return out;
+}
+
+std::string DescribeTuning(const std::map<std::string, int64_t>& tuned, Isa isa) {
+  const kernels::KernelSet* set = KernelSetFor(isa);
+  std::string s = IsaName(isa);
+  for (const auto& [key, value] : tuned) {
+    s += " " + key + "=" + std::to_string(value);
+    if (key == "variant" && set != nullptr && value >= 0 && value < set->num_variants)
+      s += std::string("(") + set->variants[value].name + ")";
+  }
+  return s;
+}
+
+void ReferenceConv(const ConvShape& s, const float* weights, const float* bias,
+                   const float* input, float* output) {
+  for (int b = 0; b < s.batch; ++b) {
+    const float* in = input + size_t(b) * s.in_h * s.in_w * s.in_c;
+    float* out = output + size_t(b) * s.out_h * s.out_w * s.out_c;
+    for (int y = 0; y < s.out_h; ++y) {
+      for (int x = 0; x < s.out_w; ++x) {
+        for (int o = 0; o < s.out_c; ++o) {
+          float sum = bias ? bias[o] : 0.0f;
+          for (int dy = 0; dy < 3; ++dy) {
+            const int iy = y * s.stride_h + dy - s.pad_top;
+            if (iy < 0 || iy >= s.in_h) continue;
+            for (int dx = 0; dx < 3; ++dx) {
+              const int ix = x * s.stride_w + dx - s.pad_left;
+              if (ix < 0 || ix >= s.in_w) continue;
+              const float* w = weights + ((size_t(o) * 3 + dy) * 3 + dx) * s.in_c;
+              const float* px = in + (size_t(iy) * s.in_w + ix) * s.in_c;
+              for (int c = 0; c < s.in_c; ++c) sum += w[c] * px[c];
+            }
+          }
+          out[(size_t(y) * s.out_w + x) * s.out_c + o] = std::min(std::max(sum, s.act_min), s.act_max);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace tfpconv

@@ -1,0 +1,28 @@
+// CONV_2D geometry the TFLite way: output size and padding from the op's padding mode and strides,
+// and the clamp of the fused activation. Pure functions, no TFLite state.
+#ifndef TFPCONV_SRC_CONV_GEOMETRY_H_
+#define TFPCONV_SRC_CONV_GEOMETRY_H_
+
+#include <string>
+
+#include "pattern_conv.h"
+#include "tflite_abi.h"
+
+namespace tfpconv {
+
+constexpr int kKernelSize = 3;
+
+// Why the delegate cannot run a CONV_2D with these options, or an empty string.
+std::string UnsupportedConvParams(const tfl::ConvParams& params);
+
+// Fills *shape for an NHWC input [batch, in_h, in_w, in_c] and out_c output channels of a 3x3
+// filter. Returns false with *error when the sizes are not positive or the output would be empty.
+// The params must have passed UnsupportedConvParams.
+bool ResolveConvShape(const tfl::ConvParams& params, int batch, int in_h, int in_w, int in_c,
+                      int out_c, ConvShape* shape, std::string* error);
+
+bool SameConvShape(const ConvShape& a, const ConvShape& b);
+
+}  // namespace tfpconv
+
+#endif  // TFPCONV_SRC_CONV_GEOMETRY_H_

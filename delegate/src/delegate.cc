@@ -1,0 +1,313 @@
+// The delegate's C API and its TFLite glue: the graph-level Prepare that selects nodes and the
+// registration (init/free/prepare/invoke) of the partition kernels.
+#include "tfpconv/delegate.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "delegate_state.h"
+#include "node_selection.h"
+#include "partition_kernel.h"
+#include "plan_reader.h"
+#include "tensor_util.h"
+
+namespace tfpconv {
+namespace {
+
+constexpr char kMetadataName[] = "tfpconv";
+constexpr char kKernelName[] = "TfpconvDelegate";
+
+tfl::Delegate* AsTfl(TfLiteDelegate* delegate) { return reinterpret_cast<tfl::Delegate*>(delegate); }
+TfLiteDelegate* AsPublic(tfl::Delegate* delegate) { return reinterpret_cast<TfLiteDelegate*>(delegate); }
+
+Isa ResolveIsa(const std::string& name, const Logger& logger) {
+  if (name == "auto") return BestIsa();
+  Isa isa;
+  if (!ParseIsa(name, &isa)) {
+    logger.Log(kTfpconvLogWarning, "unknown isa '%s'; using %s", name.c_str(), IsaName(BestIsa()));
+    return BestIsa();
+  }
+  if (!IsaSupported(isa)) {
+    logger.Log(kTfpconvLogWarning, "isa %s is not available on this CPU or build; using %s",
+               name.c_str(), IsaName(BestIsa()));
+    return BestIsa();
+  }
+  return isa;
+}
+
+// True when `context` is the primary subgraph's. Runtimes without AcquireSubgraphContext have only
+// ever delegated as a whole; there the plan's per-node weight checks are the safeguard.
+bool IsPrimarySubgraph(tfl::Context* context, const Logger& log) {
+  if (context->AcquireSubgraphContext == nullptr || context->ReleaseSubgraphContext == nullptr) {
+    log.Log(kTfpconvLogVerbose, "runtime cannot tell subgraphs apart; assuming the primary one");
+    return true;
+  }
+  tfl::Context* primary = nullptr;
+  if (context->AcquireSubgraphContext(context, 0, &primary) != tfl::kOk) return false;
+  // Acquiring our own subgraph changes nothing (it is already in its delegate context); releasing it
+  // would switch it back to the kernel context while we still need it, so only release others.
+  if (primary == context) return true;
+  context->ReleaseSubgraphContext(context, 0);
+  return false;
+}
+
+enum class PlanStatus { kLoaded, kMissing, kUnusable };
+
+// Loads the plan from the model metadata; *problem says why when it is not kLoaded.
+PlanStatus LoadPlan(tfl::Context* context, ModelPlan* plan, std::string* problem) {
+  if (context->GetModelMetadata == nullptr) {
+    *problem = "this TFLite runtime does not expose model metadata to delegates";
+    return PlanStatus::kMissing;
+  }
+  const char* data = nullptr;
+  size_t bytes = 0;
+  if (context->GetModelMetadata(context, kMetadataName, &data, &bytes) != tfl::kOk || data == nullptr) {
+    *problem = "the model has no \"tfpconv\" metadata (convert it with tfpconv.convert)";
+    return PlanStatus::kMissing;
+  }
+  std::string error;
+  if (!ReadPlan(data, bytes, plan, &error)) {
+    *problem = "the \"tfpconv\" metadata is unusable: " + error;
+    return PlanStatus::kUnusable;
+  }
+  return PlanStatus::kLoaded;
+}
+
+void* KernelInit(tfl::Context* context, const char* buffer, size_t) {
+  const auto* params = reinterpret_cast<const tfl::DelegateParams*>(buffer);
+  DelegateState* state = StateOf(params->delegate);
+  try {
+    std::string error;
+    std::unique_ptr<PartitionKernel> kernel = PartitionKernel::Create(*params, state, &error);
+    if (kernel == nullptr) {
+      state->logger.Log(kTfpconvLogError, "cannot build the delegate kernel: %s", error.c_str());
+      context->ReportError(context, "tfpconv: %s", error.c_str());
+    }
+    return kernel.release();
+  } catch (const std::exception& e) {
+    state->logger.Log(kTfpconvLogError, "delegate kernel init failed: %s", e.what());
+    return nullptr;
+  }
+}
+
+void KernelFree(tfl::Context*, void* buffer) { delete static_cast<PartitionKernel*>(buffer); }
+
+tfl::Status KernelPrepare(tfl::Context* context, tfl::Node* node) {
+  auto* kernel = static_cast<PartitionKernel*>(node->user_data);
+  if (kernel == nullptr) return tfl::kError;
+  try {
+    return kernel->Prepare(context);
+  } catch (const std::exception& e) {
+    context->ReportError(context, "tfpconv: prepare failed: %s", e.what());
+    return tfl::kError;
+  }
+}
+
+tfl::Status KernelInvoke(tfl::Context* context, tfl::Node* node) {
+  auto* kernel = static_cast<PartitionKernel*>(node->user_data);
+  if (kernel == nullptr) return tfl::kError;
+  try {
+    return kernel->Invoke(context);
+  } catch (const std::exception& e) {
+    context->ReportError(context, "tfpconv: invoke failed: %s", e.what());
+    return tfl::kError;
+  }
+}
+
+tfl::Registration KernelRegistration() {
+  tfl::Registration registration{};
+  registration.init = KernelInit;
+  registration.free = KernelFree;
+  registration.prepare = KernelPrepare;
+  registration.invoke = KernelInvoke;
+  registration.builtin_code = tfl::kBuiltinDelegate;
+  registration.custom_name = kKernelName;
+  registration.version = 1;
+  return registration;
+}
+
+std::string DescribeShape(const ConvShape& s) {
+  char text[160];
+  std::snprintf(text, sizeof(text), "%dx%dx%dx%d -> %dx%dx%d, stride %dx%d", s.batch, s.in_h, s.in_w,
+                s.in_c, s.out_h, s.out_w, s.out_c, s.stride_h, s.stride_w);
+  return text;
+}
+
+tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
+  DelegateState* state = StateOf(delegate);
+  const Logger& log = state->logger;
+  state->pending.clear();
+  if (!IsPrimarySubgraph(context, log)) {
+    log.Log(kTfpconvLogVerbose, "not the primary subgraph: nothing to delegate");
+    return tfl::kOk;
+  }
+  state->claimed_nodes.clear();
+
+  ModelPlan plan;
+  std::string plan_problem;
+  const PlanStatus plan_status = LoadPlan(context, &plan, &plan_problem);
+  const bool have_plan = plan_status == PlanStatus::kLoaded;
+
+  tfl::IntArray* execution_plan = nullptr;
+  if (context->GetExecutionPlan(context, &execution_plan) != tfl::kOk || execution_plan == nullptr) {
+    return tfl::kError;
+  }
+  // Copy: later context calls may invalidate the runtime's array.
+  const std::vector<int> nodes(execution_plan->data, execution_plan->data + execution_plan->size);
+  int left_without_plan = 0;
+  for (int node_index : nodes) {
+    tfl::Node* node = nullptr;
+    tfl::Registration* registration = nullptr;
+    if (context->GetNodeAndRegistration(context, node_index, &node, &registration) != tfl::kOk ||
+        node == nullptr || registration == nullptr) {
+      continue;
+    }
+    ClaimedConv claimed;
+    std::string reason;
+    Verdict verdict;
+    try {
+      verdict = SelectConvNode(context, node_index, *node, *registration, have_plan ? &plan : nullptr,
+                               state->isa, &claimed, &reason);
+    } catch (const std::exception& e) {  // e.g. out of memory while packing: leave it to TFLite
+      verdict = Verdict::kPlanMismatch;
+      reason = std::string("the engine failed: ") + e.what();
+    }
+    switch (verdict) {
+      case Verdict::kClaimed:
+        log.Log(kTfpconvLogInfo, "claimed CONV_2D node %d (%s, %s)", node_index,
+                DescribeShape(claimed.shape).c_str(), IsaName(claimed.conv->isa()));
+        state->pending[node_index] = std::move(claimed);
+        break;
+      case Verdict::kNotConv2d:
+        break;
+      case Verdict::kUnsupported:
+      case Verdict::kNotPlanned:
+        log.Log(kTfpconvLogInfo, "declined CONV_2D node %d: %s", node_index, reason.c_str());
+        break;
+      case Verdict::kNoPlan:
+        ++left_without_plan;
+        log.Log(kTfpconvLogInfo, "declined CONV_2D node %d: %s", node_index, reason.c_str());
+        break;
+      case Verdict::kPlanMismatch:
+        log.Log(kTfpconvLogWarning, "declined CONV_2D node %d: %s", node_index, reason.c_str());
+        break;
+    }
+  }
+  // A corrupt plan is always worth a warning; a missing one only when a convolution could have used it.
+  if (plan_status == PlanStatus::kUnusable ||
+      (plan_status == PlanStatus::kMissing && left_without_plan > 0)) {
+    log.Log(kTfpconvLogWarning, "%s; %d CONV_2D node(s) left to TFLite", plan_problem.c_str(),
+            left_without_plan);
+  }
+  if (state->pending.empty()) return tfl::kOk;
+
+  std::vector<int> claimed;
+  for (const auto& entry : state->pending) claimed.push_back(entry.first);
+  std::vector<int> storage(1 + claimed.size());
+  storage[0] = static_cast<int>(claimed.size());
+  std::copy(claimed.begin(), claimed.end(), storage.begin() + 1);
+  const auto* to_replace = reinterpret_cast<const tfl::IntArray*>(storage.data());
+  const tfl::Status status =
+      context->ReplaceNodeSubsetsWithDelegateKernels(context, KernelRegistration(), to_replace, delegate);
+  state->pending.clear();
+  if (status == tfl::kOk) state->claimed_nodes = claimed;
+  return status;
+}
+
+tfl::Status DelegatePrepare(tfl::Context* context, tfl::Delegate* delegate) {
+  try {
+    return SelectAndReplace(context, delegate);
+  } catch (const std::exception& e) {
+    StateOf(delegate)->pending.clear();
+    StateOf(delegate)->logger.Log(kTfpconvLogError, "delegate prepare failed: %s", e.what());
+    return tfl::kError;
+  }
+}
+
+}  // namespace
+
+DelegateState::DelegateState(const DelegateSettings& delegate_settings)
+    : settings(delegate_settings), logger(delegate_settings.log_level) {
+  isa = ResolveIsa(settings.isa, logger);
+  delegate.data_ = this;
+  delegate.Prepare = DelegatePrepare;
+  delegate.flags = 0;  // static shapes: TFLite re-applies the delegate after an input resize
+}
+
+ThreadPool* DelegateState::pool() {
+  if (pool_ == nullptr) pool_.reset(new ThreadPool(settings.num_threads));
+  return pool_.get();
+}
+
+namespace {
+
+TfLiteDelegate* CreateFromSettings(const DelegateSettings& settings) {
+  try {
+    auto* state = new DelegateState(settings);
+    state->logger.Log(kTfpconvLogVerbose, "delegate created: %d thread(s), isa %s",
+                      settings.num_threads, IsaName(state->isa));
+    return AsPublic(&state->delegate);
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+}  // namespace
+}  // namespace tfpconv
+
+extern "C" {
+
+TfpconvDelegateOptions TfpconvDelegateOptionsDefault(void) {
+  TfpconvDelegateOptions options;
+  options.num_threads = 1;
+  options.log_level = kTfpconvLogWarning;
+  options.isa = nullptr;
+  return options;
+}
+
+TfLiteDelegate* TfpconvDelegateCreate(const TfpconvDelegateOptions* options) {
+  return tfpconv::CreateFromSettings(tfpconv::SettingsFromOptions(options));
+}
+
+void TfpconvDelegateDelete(TfLiteDelegate* delegate) {
+  if (delegate == nullptr) return;
+  delete tfpconv::StateOf(tfpconv::AsTfl(delegate));
+}
+
+TfLiteDelegate* tflite_plugin_create_delegate(char** options_keys, char** options_values,
+                                              size_t num_options, void (*report_error)(const char*)) {
+  tfpconv::DelegateSettings settings;
+  for (size_t i = 0; i < num_options; ++i) {
+    std::string error;
+    const char* key = options_keys != nullptr ? options_keys[i] : nullptr;
+    const char* value = options_values != nullptr ? options_values[i] : nullptr;
+    if (key == nullptr || value == nullptr) {
+      error = "null option key or value";
+    } else if (tfpconv::ApplyOption(key, value, &settings, &error)) {
+      continue;
+    }
+    error = "tfpconv delegate: " + error;
+    if (report_error != nullptr) report_error(error.c_str());
+    return nullptr;
+  }
+  return tfpconv::CreateFromSettings(settings);
+}
+
+void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate) { TfpconvDelegateDelete(delegate); }
+
+int TfpconvDelegateClaimedNodes(const TfLiteDelegate* delegate, int* node_indices, int capacity) {
+  if (delegate == nullptr) return -1;
+  const auto* state = static_cast<const tfpconv::DelegateState*>(
+      reinterpret_cast<const tfpconv::tfl::Delegate*>(delegate)->data_);
+  const int count = static_cast<int>(state->claimed_nodes.size());
+  for (int i = 0; i < count && i < capacity && node_indices != nullptr; ++i) {
+    node_indices[i] = state->claimed_nodes[static_cast<size_t>(i)];
+  }
+  return count;
+}
+
+}  // extern "C"

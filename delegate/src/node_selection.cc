@@ -1,0 +1,109 @@
+#include "node_selection.h"
+
+#include "conv_geometry.h"
+#include "tensor_util.h"
+#include "weight_check.h"
+
+namespace tfpconv {
+namespace {
+
+bool IsConstantFloat(const tfl::Tensor* tensor) {
+  return tensor != nullptr && tensor->type == tfl::kFloat32 &&
+         tensor->allocation_type == tfl::kMmapRo && tensor->data != nullptr &&
+         tensor->sparsity == nullptr;
+}
+
+// Checks the op itself (no plan involved). Fills the tensor indices and params of *claimed.
+std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, ClaimedConv* claimed) {
+  const int inputs = ArraySize(node.inputs);
+  if ((inputs != 2 && inputs != 3) || ArraySize(node.outputs) != 1) return "unexpected input/output count";
+  if (node.builtin_data == nullptr) return "missing CONV_2D options";
+  claimed->params = *static_cast<const tfl::ConvParams*>(node.builtin_data);
+  std::string reason = UnsupportedConvParams(claimed->params);
+  if (!reason.empty()) return reason;
+
+  claimed->input_tensor = TensorIndexAt(node.inputs, 0);
+  claimed->filter_tensor = TensorIndexAt(node.inputs, 1);
+  claimed->bias_tensor = TensorIndexAt(node.inputs, 2);
+  claimed->output_tensor = TensorIndexAt(node.outputs, 0);
+  const tfl::Tensor* input = TensorAt(context, claimed->input_tensor);
+  const tfl::Tensor* filter = TensorAt(context, claimed->filter_tensor);
+  const tfl::Tensor* output = TensorAt(context, claimed->output_tensor);
+  if (!IsFloatTensorOfRank(input, 4) || !IsFloatTensorOfRank(output, 4)) {
+    return "input or output is not a float32 NHWC tensor";
+  }
+  if (!IsFloatTensorOfRank(filter, 4) || !IsConstantFloat(filter)) {
+    return "filter is not a constant dense float32 tensor";
+  }
+  const int* f = filter->dims->data;
+  if (f[1] != kKernelSize || f[2] != kKernelSize) {
+    return "filter is " + std::to_string(f[1]) + "x" + std::to_string(f[2]) + ", not 3x3";
+  }
+  if (f[3] != input->dims->data[3]) return "grouped convolution (filter depth != input channels)";
+  if (claimed->bias_tensor != tfl::kOptionalTensor) {
+    const tfl::Tensor* bias = TensorAt(context, claimed->bias_tensor);
+    if (!IsFloatTensorOfRank(bias, 1) || !IsConstantFloat(bias) || bias->dims->data[0] != f[0]) {
+      return "bias is not a constant float32 vector of out_channels";
+    }
+  }
+  const int* in = input->dims->data;
+  std::string error;
+  if (!ResolveConvShape(claimed->params, in[0], in[1], in[2], in[3], f[0], &claimed->shape, &error)) {
+    return error;
+  }
+  return std::string();
+}
+
+// Checks the plan entry of the node against the live filter. Returns the reason it does not fit.
+std::string PlanMismatch(tfl::Context* context, const PlannedConv& planned, const ClaimedConv& claimed) {
+  if (planned.weight_tensor_index != claimed.filter_tensor) {
+    return "stale plan: it names weight tensor " + std::to_string(planned.weight_tensor_index) +
+           ", the node's filter is tensor " + std::to_string(claimed.filter_tensor);
+  }
+  const tfl::Tensor* filter = TensorAt(context, claimed.filter_tensor);
+  if (planned.out_channels != filter->dims->data[0] || planned.in_channels != filter->dims->data[3]) {
+    return "stale plan: its kernel_shape differs from the filter's shape";
+  }
+  std::string error;
+  if (!CheckWeightsAgainstPlan(planned, filter->data, filter->bytes, &error)) return error;
+  return std::string();
+}
+
+}  // namespace
+
+Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& node,
+                       const tfl::Registration& registration, const ModelPlan* plan, Isa isa,
+                       ClaimedConv* claimed, std::string* reason) {
+  if (registration.builtin_code != tfl::kBuiltinConv2d || node.delegate != nullptr) {
+    return Verdict::kNotConv2d;
+  }
+  *claimed = ClaimedConv();
+  claimed->node_index = node_index;
+  *reason = UnsupportedConvNode(context, node, claimed);
+  if (!reason->empty()) return Verdict::kUnsupported;
+  if (plan == nullptr) {
+    *reason = "no usable tfpconv plan";
+    return Verdict::kNoPlan;
+  }
+  bool missing = false;
+  const PlannedConv* planned =
+      FindPlannedConv(*plan, 0, static_cast<uint32_t>(node_index), reason, &missing);
+  if (planned == nullptr) return missing ? Verdict::kNotPlanned : Verdict::kPlanMismatch;
+  *reason = PlanMismatch(context, *planned, *claimed);
+  if (!reason->empty()) return Verdict::kPlanMismatch;
+
+  claimed->pattern = planned->pattern;
+  const tfl::Tensor* filter = TensorAt(context, claimed->filter_tensor);
+  const tfl::Tensor* bias = TensorAt(context, claimed->bias_tensor);
+  std::string error;
+  claimed->conv = PatternConv::Create(claimed->shape, static_cast<const float*>(filter->data),
+                                      bias ? static_cast<const float*>(bias->data) : nullptr,
+                                      claimed->pattern, isa, &error);
+  if (claimed->conv == nullptr) {
+    *reason = "the engine rejected the plan: " + error;
+    return Verdict::kPlanMismatch;
+  }
+  return Verdict::kClaimed;
+}
+
+}  // namespace tfpconv

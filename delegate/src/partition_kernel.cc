@@ -1,0 +1,164 @@
+#include "partition_kernel.h"
+
+#include <cstdlib>
+#include <set>
+
+#include "conv_geometry.h"
+#include "tensor_util.h"
+
+namespace tfpconv {
+
+std::unique_ptr<PartitionKernel> PartitionKernel::Create(const tfl::DelegateParams& params,
+                                                         DelegateState* state, std::string* error) {
+  std::unique_ptr<PartitionKernel> kernel(new PartitionKernel(state));
+  std::vector<ClaimedConv> unordered;
+  for (int i = 0; i < ArraySize(params.nodes_to_replace); ++i) {
+    const int node = params.nodes_to_replace->data[i];
+    auto it = state->pending.find(node);
+    if (it == state->pending.end()) {
+      *error = "node " + std::to_string(node) + " was not selected by this delegate";
+      return nullptr;
+    }
+    unordered.push_back(std::move(it->second));
+    state->pending.erase(it);
+  }
+  // Execution order: a convolution runs once its input is a partition input or already computed.
+  std::set<int> available;
+  for (int i = 0; i < ArraySize(params.input_tensors); ++i) available.insert(params.input_tensors->data[i]);
+  while (!unordered.empty()) {
+    auto ready = unordered.begin();
+    while (ready != unordered.end() && available.count(ready->input_tensor) == 0) ++ready;
+    if (ready == unordered.end()) {
+      *error = "the partition's convolutions do not form a chain";
+      return nullptr;
+    }
+    available.insert(ready->output_tensor);
+    Step step;
+    step.conv = std::move(*ready);
+    unordered.erase(ready);
+    kernel->steps_.push_back(std::move(step));
+  }
+  for (const Step& step : kernel->steps_) {
+    if (!Contains(params.output_tensors, step.conv.output_tensor)) {
+      kernel->owned_[step.conv.output_tensor] = OwnedTensor();
+    }
+  }
+  return kernel;
+}
+
+bool PartitionKernel::InputDims(tfl::Context* context, int tensor, int dims[4]) {
+  auto owned = owned_.find(tensor);
+  if (owned != owned_.end()) {
+    for (int d = 0; d < 4; ++d) dims[d] = owned->second.dims[d];
+    return true;
+  }
+  const tfl::Tensor* input = TensorAt(context, tensor);
+  if (!IsFloatTensorOfRank(input, 4)) return false;
+  for (int d = 0; d < 4; ++d) dims[d] = input->dims->data[d];
+  return true;
+}
+
+bool PartitionKernel::SetOutputDims(tfl::Context* context, int tensor, const int dims[4]) {
+  auto owned = owned_.find(tensor);
+  if (owned != owned_.end()) {
+    size_t elements = 1;
+    for (int d = 0; d < 4; ++d) {
+      owned->second.dims[d] = dims[d];
+      elements *= static_cast<size_t>(dims[d]);
+    }
+    owned->second.data.resize(elements);
+    return true;
+  }
+  tfl::Tensor* output = TensorAt(context, tensor);
+  if (!IsFloatTensorOfRank(output, 4)) return false;
+  bool same = true;
+  for (int d = 0; d < 4; ++d) same = same && output->dims->data[d] == dims[d];
+  if (same) return true;
+  if (context->ResizeTensorExplicit != nullptr) {
+    return context->ResizeTensorExplicit(context, output, 4, dims) == tfl::kOk;
+  }
+  // ResizeTensor takes ownership of a malloc'ed array (TFLite frees it with free()).
+  auto* new_size = static_cast<tfl::IntArray*>(std::malloc(sizeof(int) * 5));
+  if (new_size == nullptr) return false;
+  new_size->size = 4;
+  for (int d = 0; d < 4; ++d) new_size->data[d] = dims[d];
+  return context->ResizeTensor(context, output, new_size) == tfl::kOk;
+}
+
+bool PartitionKernel::PrepareStep(tfl::Context* context, Step* step) {
+  ClaimedConv& conv = step->conv;
+  int in[4];
+  if (!InputDims(context, conv.input_tensor, in) || in[3] != conv.shape.in_c) {
+    state_->logger.Log(kTfpconvLogError, "node %d: input is not float32 NHWC with %d channels",
+                       conv.node_index, conv.shape.in_c);
+    return false;
+  }
+  ConvShape shape;
+  std::string error;
+  if (!ResolveConvShape(conv.params, in[0], in[1], in[2], in[3], conv.shape.out_c, &shape, &error)) {
+    state_->logger.Log(kTfpconvLogError, "node %d: %s", conv.node_index, error.c_str());
+    return false;
+  }
+  const bool shape_changed = !SameConvShape(shape, conv.shape);
+  if (shape_changed || (conv.conv == nullptr && !step->use_reference)) {
+    conv.shape = shape;
+    conv.conv.reset();
+    const tfl::Tensor* filter = TensorAt(context, conv.filter_tensor);
+    const tfl::Tensor* bias = TensorAt(context, conv.bias_tensor);
+    conv.conv = PatternConv::Create(shape, static_cast<const float*>(filter->data),
+                                    bias ? static_cast<const float*>(bias->data) : nullptr,
+                                    conv.pattern, state_->isa, &error);
+    step->use_reference = conv.conv == nullptr;
+    if (step->use_reference) {
+      state_->logger.Log(kTfpconvLogWarning,
+                         "node %d: the engine rejected the new shape (%s); using the dense reference",
+                         conv.node_index, error.c_str());
+    }
+  }
+  const int out[4] = {shape.batch, shape.out_h, shape.out_w, shape.out_c};
+  if (!SetOutputDims(context, conv.output_tensor, out)) {
+    state_->logger.Log(kTfpconvLogError, "node %d: cannot resize the output tensor", conv.node_index);
+    return false;
+  }
+  return true;
+}
+
+tfl::Status PartitionKernel::Prepare(tfl::Context* context) {
+  for (Step& step : steps_) {
+    if (!PrepareStep(context, &step)) return tfl::kError;
+  }
+  return tfl::kOk;
+}
+
+float* PartitionKernel::TensorData(tfl::Context* context, int tensor) {
+  auto owned = owned_.find(tensor);
+  if (owned != owned_.end()) return owned->second.data.data();
+  tfl::Tensor* t = TensorAt(context, tensor);
+  return t == nullptr ? nullptr : static_cast<float*>(t->data);
+}
+
+tfl::Status PartitionKernel::Invoke(tfl::Context* context) {
+  std::lock_guard<std::mutex> lock(state_->run_mutex);
+  ThreadPool* pool = state_->pool();
+  for (Step& step : steps_) {
+    const ClaimedConv& conv = step.conv;
+    const float* input = TensorData(context, conv.input_tensor);
+    float* output = TensorData(context, conv.output_tensor);
+    if (input == nullptr || output == nullptr) {
+      state_->logger.Log(kTfpconvLogError, "node %d: input or output tensor has no data",
+                         conv.node_index);
+      return tfl::kError;
+    }
+    if (step.use_reference) {
+      const tfl::Tensor* filter = TensorAt(context, conv.filter_tensor);
+      const tfl::Tensor* bias = TensorAt(context, conv.bias_tensor);
+      ReferenceConv(conv.shape, static_cast<const float*>(filter->data),
+                    bias ? static_cast<const float*>(bias->data) : nullptr, input, output);
+    } else {
+      conv.conv->Run(input, output, pool);
+    }
+  }
+  return tfl::kOk;
+}
+
+}  // namespace tfpconv

@@ -1,0 +1,575 @@
+// Runs the whole delegate (graph-level Prepare, node selection, partition kernels) against a small
+// fake TFLite runtime that implements the context functions the delegate uses, the way TFLite does:
+// node subsets become delegate nodes, tensors internal to a partition stay unallocated.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "conv_geometry.h"
+#include "pattern_conv.h"
+#include "test_plans.h"
+#include "tfpconv/delegate.h"
+#include "tflite_abi.h"
+
+namespace tfpconv {
+namespace {
+
+using testing::BuildPlan;
+using testing::ConvPlanSpec;
+using testing::MakePrunedFilter;
+using testing::PrunedFilter;
+using testing::SpecFor;
+
+tfl::IntArray* NewIntArray(const std::vector<int>& values) {
+  auto* array = static_cast<tfl::IntArray*>(std::malloc(sizeof(int) * (1 + values.size())));
+  array->size = static_cast<int>(values.size());
+  for (size_t i = 0; i < values.size(); ++i) array->data[i] = values[i];
+  return array;
+}
+
+std::vector<int> ToVector(const tfl::IntArray* array) {
+  return array ? std::vector<int>(array->data, array->data + array->size) : std::vector<int>();
+}
+
+tfl::ConvParams Conv(tfl::Padding padding, int stride_h, int stride_w, tfl::FusedActivation act) {
+  tfl::ConvParams params{};
+  params.padding = padding;
+  params.stride_height = stride_h;
+  params.stride_width = stride_w;
+  params.activation = act;
+  params.dilation_height_factor = 1;
+  params.dilation_width_factor = 1;
+  return params;
+}
+
+class FakeGraph {
+ public:
+  FakeGraph() {
+    context_.impl_ = this;
+    context_.GetExecutionPlan = GetExecutionPlan;
+    context_.GetNodeAndRegistration = GetNodeAndRegistration;
+    context_.ReplaceNodeSubsetsWithDelegateKernels = Replace;
+    context_.ResizeTensorExplicit = ResizeTensorExplicit;
+    context_.ResizeTensor = ResizeTensor;
+    context_.ReportError = ReportError;
+    context_.GetModelMetadata = GetModelMetadata;
+  }
+  ~FakeGraph() {
+    for (size_t n = 0; n < nodes_.size(); ++n) {
+      if (registrations_[n].free != nullptr) registrations_[n].free(&context_, nodes_[n].user_data);
+      std::free(nodes_[n].inputs);
+      std::free(nodes_[n].outputs);
+      if (registrations_[n].builtin_code != tfl::kBuiltinDelegate) std::free(nodes_[n].builtin_data);
+    }
+    for (tfl::DelegateParams* params : owned_params_) {
+      std::free(params->nodes_to_replace);
+      std::free(params->input_tensors);
+      std::free(params->output_tensors);
+      std::free(params);
+    }
+    for (tfl::Tensor& tensor : tensors_) std::free(tensor.dims);
+    std::free(plan_cache_);
+  }
+
+  int AddTensor(const std::vector<int>& dims, tfl::AllocationType allocation,
+                const std::vector<float>& constant = {}) {
+    tfl::Tensor tensor{};
+    tensor.type = tfl::kFloat32;
+    tensor.dims = NewIntArray(dims);
+    tensor.allocation_type = allocation;
+    tensor.bytes = sizeof(float) * Elements(dims);
+    tensors_.push_back(tensor);
+    buffers_.emplace_back(constant);
+    if (allocation == tfl::kMmapRo) tensors_.back().data = buffers_.back().data();
+    Sync();
+    return static_cast<int>(tensors_.size()) - 1;
+  }
+
+  // Adds CONV_2D(input, filter[, bias]) and returns its output tensor.
+  int AddConv(int input, const PrunedFilter& filter, bool with_bias, tfl::ConvParams params,
+              int* node_index = nullptr) {
+    const int filter_tensor = AddTensor({filter.out_c, 3, 3, filter.in_c}, tfl::kMmapRo, filter.weights);
+    const int bias_tensor = with_bias ? AddTensor({filter.out_c}, tfl::kMmapRo, filter.bias)
+                                      : tfl::kOptionalTensor;
+    const int output = AddTensor({1, 1, 1, filter.out_c}, tfl::kArenaRw);
+    tfl::Node node{};
+    node.inputs = NewIntArray({input, filter_tensor, bias_tensor});
+    node.outputs = NewIntArray({output});
+    auto* stored = static_cast<tfl::ConvParams*>(std::malloc(sizeof(tfl::ConvParams)));
+    *stored = params;
+    node.builtin_data = stored;
+    tfl::Registration registration{};
+    registration.builtin_code = tfl::kBuiltinConv2d;
+    if (node_index) *node_index = static_cast<int>(nodes_.size());
+    execution_plan_.push_back(static_cast<int>(nodes_.size()));
+    nodes_.push_back(node);
+    registrations_.push_back(registration);
+    return output;
+  }
+
+  void MarkGraphOutput(int tensor) { graph_outputs_.insert(tensor); }
+  void SetMetadata(std::vector<uint8_t> metadata) {
+    metadata_ = std::move(metadata);
+    has_metadata_ = true;
+  }
+  void SetDims(int tensor, const std::vector<int>& dims) {
+    std::free(tensors_[tensor].dims);
+    tensors_[tensor].dims = NewIntArray(dims);
+    tensors_[tensor].bytes = sizeof(float) * Elements(dims);
+    tensors_[tensor].data = nullptr;
+  }
+  void set_primary(bool primary) {
+    context_.AcquireSubgraphContext = primary ? AcquireSelf : AcquireOther;
+    context_.ReleaseSubgraphContext = Release;
+  }
+
+  // Like TFLite for a delegate without dynamic-tensor support: the graph is prepared first, so the
+  // delegate sees propagated shapes.
+  tfl::Status Apply(TfLiteDelegate* delegate) {
+    if (!AllocateTensors()) return tfl::kError;
+    auto* d = reinterpret_cast<tfl::Delegate*>(delegate);
+    return d->Prepare(&context_, d);
+  }
+
+  // Prepares every node of the execution plan, then gives arena memory to every tensor they use.
+  bool AllocateTensors() {
+    for (int n : execution_plan_) {
+      if (registrations_[n].prepare != nullptr) {
+        if (registrations_[n].prepare(&context_, &nodes_[n]) != tfl::kOk) return false;
+      } else if (!PrepareReferenceConv(nodes_[n])) {
+        return false;
+      }
+    }
+    for (size_t t = 0; t < tensors_.size(); ++t) {
+      if (tensors_[t].allocation_type == tfl::kArenaRw) tensors_[t].data = nullptr;
+    }
+    for (int n : execution_plan_) {
+      for (const tfl::IntArray* list : {nodes_[n].inputs, nodes_[n].outputs}) {
+        for (int t : ToVector(list)) {
+          if (t < 0 || tensors_[t].allocation_type != tfl::kArenaRw) continue;
+          buffers_[t].assign(tensors_[t].bytes / sizeof(float), std::nanf(""));
+          tensors_[t].data = buffers_[t].data();
+        }
+      }
+    }
+    return true;
+  }
+
+  bool Invoke() {
+    for (int n : execution_plan_) {
+      if (registrations_[n].invoke != nullptr) {
+        if (registrations_[n].invoke(&context_, &nodes_[n]) != tfl::kOk) return false;
+      } else {
+        RunReferenceConv(nodes_[n]);
+      }
+    }
+    return true;
+  }
+
+  float* Data(int tensor) { return static_cast<float*>(tensors_[tensor].data); }
+  std::vector<int> Dims(int tensor) { return ToVector(tensors_[tensor].dims); }
+  size_t Elements(int tensor) { return Elements(Dims(tensor)); }
+  const std::vector<int>& execution_plan() const { return execution_plan_; }
+  int delegate_nodes() const {
+    int count = 0;
+    for (int n : execution_plan_) count += registrations_[n].builtin_code == tfl::kBuiltinDelegate;
+    return count;
+  }
+
+ private:
+  static size_t Elements(const std::vector<int>& dims) {
+    size_t n = 1;
+    for (int d : dims) n *= static_cast<size_t>(d);
+    return n;
+  }
+  static FakeGraph* Self(const tfl::Context* context) { return static_cast<FakeGraph*>(context->impl_); }
+  void Sync() { context_.tensors = tensors_.data(); context_.tensors_size = tensors_.size(); }
+
+  bool ShapeOf(const tfl::Node& node, ConvShape* shape) {
+    const auto* params = static_cast<const tfl::ConvParams*>(node.builtin_data);
+    const std::vector<int> in = Dims(node.inputs->data[0]);
+    const std::vector<int> filter = Dims(node.inputs->data[1]);
+    std::string error;
+    return ResolveConvShape(*params, in[0], in[1], in[2], in[3], filter[0], shape, &error);
+  }
+  bool PrepareReferenceConv(const tfl::Node& node) {
+    ConvShape shape;
+    if (!ShapeOf(node, &shape)) return false;
+    SetDims(node.outputs->data[0], {shape.batch, shape.out_h, shape.out_w, shape.out_c});
+    return true;
+  }
+  void RunReferenceConv(const tfl::Node& node) {
+    ConvShape shape;
+    ASSERT_TRUE(ShapeOf(node, &shape));
+    const int bias = node.inputs->data[2];
+    ReferenceConv(shape, Data(node.inputs->data[1]), bias >= 0 ? Data(bias) : nullptr,
+                  Data(node.inputs->data[0]), Data(node.outputs->data[0]));
+  }
+
+  static tfl::Status GetExecutionPlan(tfl::Context* context, tfl::IntArray** plan) {
+    FakeGraph* self = Self(context);
+    std::free(self->plan_cache_);
+    self->plan_cache_ = NewIntArray(self->execution_plan_);
+    *plan = self->plan_cache_;
+    return tfl::kOk;
+  }
+  static tfl::Status GetNodeAndRegistration(tfl::Context* context, int index, tfl::Node** node,
+                                            tfl::Registration** registration) {
+    FakeGraph* self = Self(context);
+    if (index < 0 || static_cast<size_t>(index) >= self->nodes_.size()) return tfl::kError;
+    *node = &self->nodes_[index];
+    *registration = &self->registrations_[index];
+    return tfl::kOk;
+  }
+  // Maximal runs of consecutive replaced nodes become one delegate node each (enough for chains).
+  static tfl::Status Replace(tfl::Context* context, tfl::Registration registration,
+                             const tfl::IntArray* to_replace, tfl::Delegate* delegate) {
+    FakeGraph* self = Self(context);
+    const std::set<int> replaced(to_replace->data, to_replace->data + to_replace->size);
+    std::vector<int> new_plan;
+    std::vector<std::vector<int>> runs;
+    for (int n : self->execution_plan_) {
+      if (!replaced.count(n)) {
+        new_plan.push_back(n);
+        continue;
+      }
+      if (new_plan.empty() || new_plan.back() != -1) {
+        new_plan.push_back(-1);
+        runs.emplace_back();
+      }
+      runs.back().push_back(n);
+    }
+    size_t run_index = 0;
+    for (int& entry : new_plan) {
+      if (entry != -1) continue;
+      entry = self->AddDelegateNode(registration, runs[run_index++], delegate);
+    }
+    self->execution_plan_ = new_plan;
+    return tfl::kOk;
+  }
+  int AddDelegateNode(tfl::Registration registration, const std::vector<int>& run, tfl::Delegate* delegate) {
+    const std::set<int> members(run.begin(), run.end());
+    std::set<int> produced, inputs, outputs;
+    for (int n : run) {
+      for (int t : ToVector(nodes_[n].outputs)) produced.insert(t);
+    }
+    for (int n : run) {
+      for (int t : ToVector(nodes_[n].inputs)) {
+        if (t >= 0 && !produced.count(t)) inputs.insert(t);
+      }
+    }
+    for (int t : produced) {
+      bool consumed_outside = graph_outputs_.count(t) > 0;
+      for (int n : execution_plan_) {
+        if (members.count(n)) continue;
+        for (int in : ToVector(nodes_[n].inputs)) consumed_outside = consumed_outside || in == t;
+      }
+      if (consumed_outside) outputs.insert(t);
+    }
+    auto* params = static_cast<tfl::DelegateParams*>(std::malloc(sizeof(tfl::DelegateParams)));
+    params->delegate = delegate;
+    params->nodes_to_replace = NewIntArray(run);
+    params->input_tensors = NewIntArray(std::vector<int>(inputs.begin(), inputs.end()));
+    params->output_tensors = NewIntArray(std::vector<int>(outputs.begin(), outputs.end()));
+    tfl::Node node{};
+    node.inputs = NewIntArray(ToVector(params->input_tensors));
+    node.outputs = NewIntArray(ToVector(params->output_tensors));
+    node.delegate = delegate;
+    registration.builtin_code = tfl::kBuiltinDelegate;
+    node.user_data = registration.init(&context_, reinterpret_cast<const char*>(params), 0);
+    node.builtin_data = params;  // freed with the node, like TFLite does
+    owned_params_.push_back(params);
+    nodes_.push_back(node);
+    registrations_.push_back(registration);
+    return static_cast<int>(nodes_.size()) - 1;
+  }
+  static tfl::Status ResizeTensorExplicit(tfl::Context* context, tfl::Tensor* tensor, int rank,
+                                          const int* dims) {
+    FakeGraph* self = Self(context);
+    self->SetDims(static_cast<int>(tensor - self->tensors_.data()), std::vector<int>(dims, dims + rank));
+    return tfl::kOk;
+  }
+  static tfl::Status ResizeTensor(tfl::Context* context, tfl::Tensor* tensor, tfl::IntArray* size) {
+    tfl::Status status = ResizeTensorExplicit(context, tensor, size->size, size->data);
+    std::free(size);
+    return status;
+  }
+  static void ReportError(tfl::Context*, const char* format, ...) {
+    va_list args;
+    va_start(args, format);
+    std::vfprintf(stderr, format, args);
+    va_end(args);
+    std::fputc('\n', stderr);
+  }
+  static tfl::Status GetModelMetadata(const tfl::Context* context, const char* name, const char** ptr,
+                                      size_t* bytes) {
+    FakeGraph* self = Self(context);
+    if (!self->has_metadata_ || std::string(name) != "tfpconv") return tfl::kError;
+    *ptr = reinterpret_cast<const char*>(self->metadata_.data());
+    *bytes = self->metadata_.size();
+    return tfl::kOk;
+  }
+  static tfl::Status AcquireSelf(tfl::Context* context, int, tfl::Context** acquired) {
+    *acquired = context;
+    return tfl::kOk;
+  }
+  static tfl::Status AcquireOther(tfl::Context*, int, tfl::Context** acquired) {
+    static tfl::Context other{};
+    *acquired = &other;
+    return tfl::kOk;
+  }
+  static tfl::Status Release(tfl::Context*, int) { return tfl::kOk; }
+
+ private:
+  tfl::Context context_{};
+  std::vector<tfl::Tensor> tensors_;
+  std::vector<std::vector<float>> buffers_;
+  std::vector<tfl::Node> nodes_;
+  std::vector<tfl::Registration> registrations_;
+  std::vector<int> execution_plan_;
+  std::vector<tfl::DelegateParams*> owned_params_;
+  std::set<int> graph_outputs_;
+  tfl::IntArray* plan_cache_ = nullptr;
+  std::vector<uint8_t> metadata_;
+  bool has_metadata_ = false;
+};
+
+struct ChainSpec {
+  std::vector<int> input_dims;
+  std::vector<PrunedFilter> filters;
+  std::vector<tfl::ConvParams> params;
+  std::vector<bool> with_bias;
+};
+
+struct Chain {
+  std::unique_ptr<FakeGraph> graph;
+  int input = -1;
+  int output = -1;
+  std::vector<int> nodes;
+  std::vector<int> filter_tensors;
+};
+
+Chain BuildChain(const ChainSpec& spec) {
+  Chain chain;
+  chain.graph.reset(new FakeGraph());
+  chain.input = chain.graph->AddTensor(spec.input_dims, tfl::kArenaRw);
+  int tensor = chain.input;
+  for (size_t i = 0; i < spec.filters.size(); ++i) {
+    int node = -1;
+    tensor = chain.graph->AddConv(tensor, spec.filters[i], spec.with_bias[i], spec.params[i], &node);
+    chain.nodes.push_back(node);
+    chain.filter_tensors.push_back(tensor - (spec.with_bias[i] ? 2 : 1));
+  }
+  chain.output = tensor;
+  chain.graph->MarkGraphOutput(tensor);
+  return chain;
+}
+
+std::vector<uint8_t> PlanFor(const ChainSpec& spec, const Chain& chain) {
+  std::vector<ConvPlanSpec> convs;
+  for (size_t i = 0; i < spec.filters.size(); ++i) {
+    convs.push_back(SpecFor(spec.filters[i], static_cast<uint32_t>(chain.nodes[i]), chain.filter_tensors[i]));
+  }
+  return BuildPlan(convs);
+}
+
+void FillInput(Chain* chain, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  float* data = chain->graph->Data(chain->input);
+  for (size_t i = 0; i < chain->graph->Elements(chain->input); ++i) data[i] = value(rng);
+}
+
+// Runs `spec` without the delegate: the expected output.
+std::vector<float> Expected(const ChainSpec& spec, const std::vector<int>& input_dims, uint32_t seed) {
+  Chain chain = BuildChain(spec);
+  chain.graph->SetDims(chain.input, input_dims);
+  EXPECT_TRUE(chain.graph->AllocateTensors());
+  FillInput(&chain, seed);
+  EXPECT_TRUE(chain.graph->Invoke());
+  const float* out = chain.graph->Data(chain.output);
+  return std::vector<float>(out, out + chain.graph->Elements(chain.output));
+}
+
+void ExpectClose(const std::vector<float>& expected, const float* actual) {
+  float scale = 1.0f;
+  for (float v : expected) scale = std::max(scale, std::fabs(v));
+  for (size_t i = 0; i < expected.size(); ++i) {
+    ASSERT_NEAR(actual[i], expected[i], 1e-4f * scale) << "element " << i;
+  }
+}
+
+class DelegateGraphTest : public ::testing::Test {
+ protected:
+  DelegateGraphTest() {
+    TfpconvDelegateOptions options = TfpconvDelegateOptionsDefault();
+    options.num_threads = 2;
+    options.log_level = kTfpconvLogInfo;
+    delegate_ = TfpconvDelegateCreate(&options);
+    spec_.input_dims = {1, 9, 7, 5};
+    spec_.filters = {MakePrunedFilter(6, 5, 0.3, 11), MakePrunedFilter(3, 6, 0.5, 12)};
+    spec_.params = {Conv(tfl::kPaddingSame, 1, 1, tfl::kActRelu), Conv(tfl::kPaddingValid, 2, 1, tfl::kActRelu6)};
+    spec_.with_bias = {true, false};
+  }
+  ~DelegateGraphTest() override { TfpconvDelegateDelete(delegate_); }
+
+  std::vector<int> Claimed() {
+    const int count = TfpconvDelegateClaimedNodes(delegate_, nullptr, 0);
+    std::vector<int> nodes(static_cast<size_t>(count));
+    TfpconvDelegateClaimedNodes(delegate_, nodes.data(), count);
+    return nodes;
+  }
+
+  // Applies the delegate to a chain with `plan` and checks the outputs against TFLite's way.
+  void RunAndCompare(Chain* chain, const std::vector<int>& input_dims, uint32_t seed) {
+    ASSERT_TRUE(chain->graph->AllocateTensors());
+    FillInput(chain, seed);
+    ASSERT_TRUE(chain->graph->Invoke());
+    const std::vector<float> expected = Expected(spec_, input_dims, seed);
+    ASSERT_EQ(chain->graph->Elements(chain->output), expected.size());
+    ExpectClose(expected, chain->graph->Data(chain->output));
+  }
+
+  TfLiteDelegate* delegate_ = nullptr;
+  ChainSpec spec_;
+};
+
+TEST_F(DelegateGraphTest, ClaimsAChainIntoOnePartitionAndOwnsItsInternalTensor) {
+  Chain chain = BuildChain(spec_);
+  chain.graph->SetMetadata(PlanFor(spec_, chain));
+  ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+  EXPECT_EQ(Claimed(), chain.nodes);
+  EXPECT_EQ(chain.graph->delegate_nodes(), 1);
+  EXPECT_EQ(chain.graph->execution_plan().size(), 1u);
+  RunAndCompare(&chain, spec_.input_dims, 5);
+  // The tensor between the two convolutions is internal: TFLite never allocated it.
+  EXPECT_EQ(chain.graph->Data(chain.filter_tensors[1] - 1), nullptr);
+}
+
+TEST_F(DelegateGraphTest, FollowsInputResizes) {
+  Chain chain = BuildChain(spec_);
+  chain.graph->SetMetadata(PlanFor(spec_, chain));
+  ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+  RunAndCompare(&chain, spec_.input_dims, 6);
+  const std::vector<int> bigger = {2, 12, 5, 5};
+  chain.graph->SetDims(chain.input, bigger);
+  RunAndCompare(&chain, bigger, 7);
+  EXPECT_EQ(chain.graph->Dims(chain.output), (std::vector<int>{2, 5, 3, 3}));
+}
+
+TEST_F(DelegateGraphTest, DeclinesAConvWhosePlanIsStale) {
+  Chain chain = BuildChain(spec_);
+  std::vector<ConvPlanSpec> convs = {SpecFor(spec_.filters[0], chain.nodes[0], chain.filter_tensors[0]),
+                                     SpecFor(spec_.filters[1], chain.nodes[1], chain.filter_tensors[1])};
+  convs[0].weight_checksum ^= 1u;
+  chain.graph->SetMetadata(BuildPlan(convs));
+  ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+  EXPECT_EQ(Claimed(), std::vector<int>{chain.nodes[1]});
+  RunAndCompare(&chain, spec_.input_dims, 8);
+}
+
+TEST_F(DelegateGraphTest, DeclinesAPlanNamingAnotherWeightTensor) {
+  Chain chain = BuildChain(spec_);
+  std::vector<ConvPlanSpec> convs = {SpecFor(spec_.filters[0], chain.nodes[0], chain.filter_tensors[1]),
+                                     SpecFor(spec_.filters[1], chain.nodes[1], chain.filter_tensors[1])};
+  chain.graph->SetMetadata(BuildPlan(convs));
+  ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+  EXPECT_EQ(Claimed(), std::vector<int>{chain.nodes[1]});
+  RunAndCompare(&chain, spec_.input_dims, 9);
+}
+
+TEST_F(DelegateGraphTest, LeavesEverythingToTfliteWithoutAUsablePlan) {
+  for (int variant = 0; variant < 4; ++variant) {
+    Chain chain = BuildChain(spec_);
+    std::vector<uint8_t> plan = PlanFor(spec_, chain);
+    if (variant == 1) plan.resize(plan.size() / 2);  // truncated
+    if (variant == 2) plan[5] ^= 0xFF;                // not a tfpconv plan (identifier)
+    if (variant == 3) plan = BuildPlan({}, {}, 7);     // a future schema version
+    if (variant > 0) chain.graph->SetMetadata(plan);
+    ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+    EXPECT_EQ(chain.graph->delegate_nodes(), 0) << variant;
+    RunAndCompare(&chain, spec_.input_dims, 10);
+  }
+}
+
+TEST_F(DelegateGraphTest, CorruptBytesNeverGiveWrongNumbers) {
+  std::mt19937 rng(21);
+  for (int round = 0; round < 40; ++round) {
+    Chain chain = BuildChain(spec_);
+    std::vector<uint8_t> plan = PlanFor(spec_, chain);
+    for (int flips = 0; flips < 3; ++flips) plan[rng() % plan.size()] ^= static_cast<uint8_t>(1u + rng() % 255);
+    chain.graph->SetMetadata(plan);
+    ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+    RunAndCompare(&chain, spec_.input_dims, 13);
+  }
+}
+
+TEST_F(DelegateGraphTest, UnsupportedConvSplitsThePartitions) {
+  spec_.filters.push_back(MakePrunedFilter(4, 3, 0.2, 13));
+  spec_.params.push_back(Conv(tfl::kPaddingSame, 1, 1, tfl::kActNone));
+  spec_.with_bias.push_back(true);
+  spec_.params[1] = Conv(tfl::kPaddingSame, 3, 3, tfl::kActNone);  // stride 3: not supported
+  Chain chain = BuildChain(spec_);
+  chain.graph->SetMetadata(PlanFor(spec_, chain));
+  ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+  EXPECT_EQ(Claimed(), (std::vector<int>{chain.nodes[0], chain.nodes[2]}));
+  EXPECT_EQ(chain.graph->delegate_nodes(), 2);
+  RunAndCompare(&chain, spec_.input_dims, 11);
+}
+
+TEST_F(DelegateGraphTest, FullyPrunedLayerStillWritesBiasAndActivation) {
+  spec_.filters[0] = MakePrunedFilter(6, 5, 1.0, 14);
+  Chain chain = BuildChain(spec_);
+  chain.graph->SetMetadata(PlanFor(spec_, chain));
+  ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+  EXPECT_EQ(Claimed(), chain.nodes);
+  RunAndCompare(&chain, spec_.input_dims, 12);
+}
+
+TEST_F(DelegateGraphTest, OnlyThePrimarySubgraphIsDelegated) {
+  Chain chain = BuildChain(spec_);
+  chain.graph->SetMetadata(PlanFor(spec_, chain));
+  chain.graph->set_primary(false);
+  ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+  EXPECT_EQ(chain.graph->delegate_nodes(), 0);
+  Chain primary = BuildChain(spec_);
+  primary.graph->SetMetadata(PlanFor(spec_, primary));
+  primary.graph->set_primary(true);
+  ASSERT_EQ(primary.graph->Apply(delegate_), tfl::kOk);
+  EXPECT_EQ(primary.graph->delegate_nodes(), 1);
+}
+
+TEST(DelegateApi, PluginEntryPointsParseOptions) {
+  std::string reported;
+  static std::string* sink = nullptr;
+  sink = &reported;
+  auto report = [](const char* message) { *sink += message; };
+  char key0[] = "num_threads", value0[] = "3", key1[] = "log_level", value1[] = "error";
+  char* keys[] = {key0, key1};
+  char* values[] = {value0, value1};
+  TfLiteDelegate* delegate = tflite_plugin_create_delegate(keys, values, 2, report);
+  ASSERT_NE(delegate, nullptr);
+  EXPECT_EQ(TfpconvDelegateClaimedNodes(delegate, nullptr, 0), 0);
+  tflite_plugin_destroy_delegate(delegate);
+
+  char bad_key[] = "threads";
+  char* bad_keys[] = {bad_key};
+  EXPECT_EQ(tflite_plugin_create_delegate(bad_keys, values, 1, report), nullptr);
+  EXPECT_NE(reported.find("unknown option"), std::string::npos);
+  EXPECT_EQ(TfpconvDelegateClaimedNodes(nullptr, nullptr, 0), -1);
+  TfpconvDelegateDelete(nullptr);
+  TfLiteDelegate* defaults = TfpconvDelegateCreate(nullptr);
+  ASSERT_NE(defaults, nullptr);
+  TfpconvDelegateDelete(defaults);
+}
+
+}  // namespace
+}  // namespace tfpconv

@@ -1,0 +1,327 @@
+"""The tfpconv delegate inside real TFLite interpreters (LiteRT and tf.lite).
+
+Every model here is pattern-pruned, converted with ``tfpconv.convert`` and run twice: on plain
+TFLite and with the delegate. Outputs must agree within 1e-4 relative, and the test checks which
+CONV_2D nodes the delegate really ran (``Interpreter.delegated_nodes()``: the delegate's record).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+import tfpconv  # noqa: E402
+from tfpconv import patterns  # noqa: E402
+from tfpconv.convert import convert  # noqa: E402
+from tfpconv.tflite_model import TFLiteModel  # noqa: E402
+
+RTOL = 1e-4
+LIBRARY = [0, 5, 9, 20, 33, 41, 50, 55]
+
+
+# -- model helpers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ConvSpec:
+    filters: int
+    strides: tuple[int, int] = (1, 1)
+    padding: str = "same"
+    activation: str | None = None
+    use_bias: bool = True
+    connectivity: float = 0.0
+    pruned_filters: int = 0  # output filters zeroed whole
+    pool_after: bool = False  # a MaxPool after it (ends the delegate partition)
+
+
+def build_model(input_shape, batch, convs, seed, dense_head=False):
+    """A Keras model of 3x3 convolutions, pattern-pruned with ``patterns.project``."""
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(input_shape, batch_size=batch)
+    x = inputs
+    for spec in convs:
+        x = keras.layers.Conv2D(
+            spec.filters,
+            3,
+            strides=spec.strides,
+            padding=spec.padding,
+            activation=spec.activation,
+            use_bias=spec.use_bias,
+        )(x)
+        if spec.pool_after:
+            x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    if dense_head:
+        x = keras.layers.Flatten()(x)
+        x = keras.layers.Dense(5)(x)
+    model = keras.Model(inputs, x)
+    conv_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    for layer, spec in zip(conv_layers, convs, strict=True):
+        weights = layer.get_weights()
+        kernel = rng.standard_normal(weights[0].shape).astype(np.float32)
+        kernel, _ = patterns.project(kernel, LIBRARY, spec.connectivity)
+        if spec.pruned_filters:
+            kernel[..., : spec.pruned_filters] = 0.0
+        weights[0] = kernel
+        if spec.use_bias:
+            weights[1] = rng.standard_normal(weights[1].shape).astype(np.float32) * 0.1
+        layer.set_weights(weights)
+    return model
+
+
+def conv_nodes(model_bytes):
+    """Operator indices of the CONV_2D operators of subgraph 0."""
+    model = TFLiteModel.from_bytes(model_bytes)
+    return [op.operator_index for op in model.operators() if op.name == "CONV_2D"]
+
+
+def planned_nodes(model_bytes):
+    return sorted(conv.operator_index for conv in tfpconv.read_plan(model_bytes).convs)
+
+
+def run(interpreter, inputs):
+    details = interpreter.get_input_details()[0]
+    if list(details["shape"]) != list(inputs.shape):
+        interpreter.resize_tensor_input(details["index"], inputs.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], inputs)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+
+
+def assert_close(actual, expected):
+    assert actual.shape == expected.shape
+    scale = max(float(np.max(np.abs(expected))), 1e-6)
+    error = float(np.max(np.abs(actual - expected))) / scale
+    assert error <= RTOL, f"relative error {error:.3g} > {RTOL}"
+
+
+def compare(model_bytes, inputs, num_threads=1, **options):
+    """Runs plain TFLite and the delegate; returns the delegated interpreter."""
+    expected = run(tfpconv.Interpreter(model_content=model_bytes, use_delegate=False), inputs)
+    interpreter = tfpconv.Interpreter(model_content=model_bytes, num_threads=num_threads, **options)
+    assert_close(run(interpreter, inputs), expected)
+    return interpreter
+
+
+def random_inputs(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# -- the library and its Python API ------------------------------------------------------------
+
+
+def test_delegate_path_finds_the_library():
+    path = tfpconv.delegate_path()
+    assert os.path.isfile(path) and path.endswith("libtfpconv_delegate.so")
+
+
+def test_load_delegate_rejects_unknown_options():
+    with pytest.raises(ValueError, match="unknown option"):
+        tfpconv.load_delegate(threads=2)
+    with pytest.raises(ValueError, match="num_threads"):
+        tfpconv.load_delegate(num_threads="two")
+    with pytest.raises(ValueError, match="log_level"):
+        tfpconv.load_delegate(log_level="loud")
+    assert tfpconv.load_delegate(num_threads=2, log_level="error", isa="auto") is not None
+
+
+# -- correctness on randomized models -------------------------------------------------------------
+
+
+def random_case(seed):
+    """A random chain of 1-3 pruned convolutions with odd sizes and awkward channel counts."""
+    rng = np.random.default_rng(1000 + seed)
+    height, width = (int(v) for v in rng.integers(5, 18, size=2))
+    channels = int(rng.choice([1, 3, 5, 7, 13, 17, 19]))
+    batch = int(rng.choice([1, 2]))
+    convs = []
+    h, w = height, width
+    for _ in range(int(rng.integers(1, 4))):
+        valid = bool(rng.random() < 0.35) and min(h, w) >= 5
+        strides = tuple(int(s) for s in rng.choice([1, 2], size=2))
+        convs.append(
+            ConvSpec(
+                filters=int(rng.choice([1, 2, 6, 9, 11, 16, 21])),
+                strides=strides,
+                padding="valid" if valid else "same",
+                activation=rng.choice([None, "relu", "relu6"]),
+                use_bias=bool(rng.random() < 0.7),
+                connectivity=float(rng.choice([0.0, 0.3, 0.6, 0.95])),
+                pruned_filters=int(rng.choice([0, 0, 1])),
+            )
+        )
+        shrink = 2 if valid else 0
+        h = (h - shrink + strides[0] - 1) // strides[0]
+        w = (w - shrink + strides[1] - 1) // strides[1]
+        if min(h, w) < 3:
+            break
+    return (height, width, channels), batch, convs
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_pruned_models_match_tflite(seed):
+    input_shape, batch, convs = random_case(seed)
+    model = build_model(input_shape, batch, convs, seed)
+    data = convert(model)
+    interpreter = compare(data, random_inputs((batch, *input_shape), seed))
+    assert conv_nodes(data) == planned_nodes(data), "every pruned 3x3 conv should be planned"
+    assert interpreter.delegated_nodes() == planned_nodes(data)
+    assert "DELEGATE" in [op["op_name"] for op in interpreter._get_ops_details()]
+
+
+def test_stride2_valid_relu6_and_no_bias():
+    convs = [
+        ConvSpec(7, strides=(2, 2), padding="valid", activation="relu6", use_bias=False),
+        ConvSpec(5, strides=(1, 2), padding="same", activation="relu"),
+        ConvSpec(3, strides=(2, 1), padding="valid", connectivity=0.6),
+    ]
+    model = build_model((15, 17, 3), 2, convs, seed=3)
+    data = convert(model)
+    interpreter = compare(data, random_inputs((2, 15, 17, 3), 3) * 4.0)
+    assert interpreter.delegated_nodes() == conv_nodes(data)
+
+
+def test_two_consecutive_convs_share_one_partition():
+    """The tensor between the two convolutions is internal: the delegate provides it."""
+    model = build_model((11, 9, 4), 1, [ConvSpec(6, activation="relu"), ConvSpec(5)], seed=4)
+    data = convert(model)
+    interpreter = compare(data, random_inputs((1, 11, 9, 4), 4))
+    assert interpreter.delegated_nodes() == [0, 1]
+    delegate_ops = [op for op in interpreter._get_ops_details() if op["index"] >= 2]
+    assert len(delegate_ops) == 1, "one delegate kernel for the whole chain"
+
+
+def test_fully_pruned_filters_and_layers():
+    convs = [
+        ConvSpec(6, pruned_filters=4, activation="relu"),
+        ConvSpec(4, connectivity=0.0, pruned_filters=4),  # the whole layer: bias only
+        ConvSpec(3, connectivity=0.95),
+    ]
+    model = build_model((7, 8, 5), 1, convs, seed=5)
+    data = convert(model)
+    interpreter = compare(data, random_inputs((1, 7, 8, 5), 5))
+    assert interpreter.delegated_nodes() == conv_nodes(data)
+
+
+def test_other_ops_stay_with_tflite_and_partitions_split():
+    convs = [ConvSpec(8, activation="relu", pool_after=True), ConvSpec(6, activation="relu")]
+    model = build_model((12, 12, 3), 1, convs, seed=6, dense_head=True)
+    data = convert(model)
+    interpreter = compare(data, random_inputs((1, 12, 12, 3), 6), num_threads=2)
+    assert interpreter.delegated_nodes() == conv_nodes(data)
+
+
+def test_multithreaded_and_every_isa_give_the_same_numbers():
+    model = build_model((13, 10, 9), 2, [ConvSpec(17, activation="relu"), ConvSpec(11)], seed=7)
+    data = convert(model)
+    inputs = random_inputs((2, 13, 10, 9), 7)
+    for num_threads in (1, 2, 3):
+        for isa in ("auto", "avx2", "scalar"):
+            interpreter = compare(data, inputs, num_threads=num_threads, isa=isa)
+            assert interpreter.delegated_nodes() == [0, 1]
+
+
+def test_input_resize_prepares_again():
+    model = build_model((9, 9, 3), 1, [ConvSpec(5, strides=(2, 2)), ConvSpec(4)], seed=8)
+    data = convert(model)
+    interpreter = compare(data, random_inputs((1, 9, 9, 3), 8))
+    for shape in [(2, 14, 11, 3), (1, 5, 6, 3)]:
+        inputs = random_inputs(shape, 9)
+        expected = run(tfpconv.Interpreter(model_content=data, use_delegate=False), inputs)
+        assert_close(run(interpreter, inputs), expected)
+        assert interpreter.delegated_nodes() == [0, 1]
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+def test_tf_lite_interpreter_uses_the_delegate():
+    tf = pytest.importorskip("tensorflow")
+    model = build_model((10, 10, 3), 1, [ConvSpec(6, activation="relu6"), ConvSpec(4)], seed=9)
+    data = convert(model)
+    inputs = random_inputs((1, 10, 10, 3), 9)
+    expected = run(tf.lite.Interpreter(model_content=data), inputs)
+    delegate = tf.lite.experimental.load_delegate(tfpconv.delegate_path(), {"num_threads": "2"})
+    interpreter = tf.lite.Interpreter(model_content=data, experimental_delegates=[delegate])
+    assert_close(run(interpreter, inputs), expected)
+    assert tfpconv.runtime.claimed_nodes(delegate) == [0, 1]
+
+
+def test_model_path_and_plain_interpreter(tmp_path):
+    model = build_model((8, 8, 2), 1, [ConvSpec(3)], seed=10)
+    path = tmp_path / "model.tflite"
+    convert(model, path)
+    inputs = random_inputs((1, 8, 8, 2), 10)
+    with_delegate = tfpconv.Interpreter(model_path=path, num_threads=2)
+    without = tfpconv.Interpreter(model_path=str(path), use_delegate=False)
+    assert_close(run(with_delegate, inputs), run(without, inputs))
+    assert with_delegate.delegated_nodes() == [0]
+    assert without.delegated_nodes() == [] and without.delegate is None
+
+
+# -- bad or stale plans: declined with a warning, outputs still right ------------------------------
+
+
+@pytest.fixture(scope="module")
+def planned():
+    model = build_model((9, 7, 4), 1, [ConvSpec(6, activation="relu"), ConvSpec(5)], seed=11)
+    import tensorflow as tf
+
+    plain = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    return plain, convert(model)
+
+
+def with_metadata(model_bytes, payload):
+    model = TFLiteModel.from_bytes(model_bytes)
+    model.set_metadata("tfpconv", payload)
+    return model.to_bytes()
+
+
+def check_declined(capfd, model_bytes, expected_delegated, message):
+    capfd.readouterr()
+    interpreter = compare(model_bytes, random_inputs((1, 9, 7, 4), 12))
+    assert interpreter.delegated_nodes() == expected_delegated
+    err = capfd.readouterr().err
+    assert "tfpconv warning" in err and message in err, err
+
+
+def test_missing_metadata(capfd, planned):
+    plain, _ = planned
+    check_declined(capfd, plain, [], 'no "tfpconv" metadata')
+
+
+def test_corrupt_metadata(capfd, planned):
+    plain, _ = planned
+    check_declined(capfd, with_metadata(plain, b"\x00garbage" * 9), [], "unusable")
+
+
+def test_truncated_metadata(capfd, planned):
+    _, data = planned
+    plan = TFLiteModel.from_bytes(data).metadata("tfpconv")
+    check_declined(capfd, with_metadata(data, plan[: len(plan) // 2]), [], "unusable")
+
+
+def test_stale_metadata_checksum_mismatch(capfd, planned):
+    """Fine-tuned weights after conversion: same shape and pattern, different checksum."""
+    _, data = planned
+    model = TFLiteModel.from_bytes(data)
+    first_conv = next(op for op in model.operators() if op.name == "CONV_2D")
+    filter_index = first_conv.op.inputs[1]
+    weights = np.frombuffer(model.tensor_data(0, filter_index), dtype=np.float32)
+    raw = weights.tobytes()
+    changed = weights.copy()
+    changed[np.flatnonzero(changed)[0]] *= 1.5
+    stale = bytes(data).replace(raw, changed.tobytes(), 1)
+    assert stale != bytes(data)
+    check_declined(capfd, stale, [1], "checksum mismatch")
+
+
+def test_plan_of_another_model(capfd, planned):
+    """A plan copied from a different model: weights and checksums do not match."""
+    _, data = planned
+    other = build_model((9, 7, 4), 1, [ConvSpec(6, activation="relu"), ConvSpec(5)], seed=12)
+    other_plan = TFLiteModel.from_bytes(convert(other)).metadata("tfpconv")
+    check_declined(capfd, with_metadata(data, other_plan), [], "stale plan")

@@ -1,0 +1,181 @@
+"""Running converted models: the delegate library, loading it, and an interpreter that uses it.
+
+``Interpreter`` is LiteRT's (``ai_edge_litert``) interpreter with the tfpconv delegate applied: the
+planned CONV_2D operators run on the delegate, everything else on TFLite's own kernels (XNNPACK).
+The delegate is an ordinary TFLite external delegate, so ``tf.lite.Interpreter`` can use it too::
+
+    delegate = tf.lite.experimental.load_delegate(tfpconv.delegate_path(), {"num_threads": 2})
+    interpreter = tf.lite.Interpreter(model_path="model.tflite", experimental_delegates=[delegate])
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import importlib.metadata
+import os
+from pathlib import Path
+from typing import Any
+
+from ai_edge_litert.interpreter import Interpreter as _LiteRtInterpreter
+from ai_edge_litert.interpreter import load_delegate as _litert_load_delegate
+
+__all__ = [
+    "DELEGATE_LIBRARY",
+    "Interpreter",
+    "claimed_nodes",
+    "delegate_path",
+    "load_delegate",
+]
+
+#: File name of the delegate's shared library.
+DELEGATE_LIBRARY = "libtfpconv_delegate.so"
+#: Environment variable that overrides where the library is looked for.
+PATH_ENV = "TFPCONV_DELEGATE_PATH"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_REPO_DIR = _PACKAGE_DIR.parent
+
+
+def _candidates() -> list[Path]:
+    found = [_PACKAGE_DIR / DELEGATE_LIBRARY]
+    # The installed distribution's own record: the wheel's copy, also for editable installs.
+    try:
+        for file in importlib.metadata.files("tfpconv") or []:
+            if file.name == DELEGATE_LIBRARY:
+                found.append(Path(file.locate()).resolve())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    # A source checkout built with CMake (scikit-build-core's build-dir, or a plain build/).
+    build_dir = _REPO_DIR / "build"
+    patterns = [f"*/delegate/{DELEGATE_LIBRARY}", f"delegate/{DELEGATE_LIBRARY}"]
+    for pattern in patterns:
+        found.extend(Path(p) for p in sorted(glob.glob(str(build_dir / pattern))))
+    return found
+
+
+def delegate_path() -> str:
+    """Absolute path of the delegate's shared library (``libtfpconv_delegate.so``).
+
+    Looks at ``$TFPCONV_DELEGATE_PATH``, then inside the installed package, then in the source
+    checkout's CMake build directories.
+
+    Raises:
+      FileNotFoundError: the library was not built (``pip install .`` builds it).
+    """
+    override = os.environ.get(PATH_ENV)
+    if override:
+        if not Path(override).is_file():
+            raise FileNotFoundError(f"${PATH_ENV} is {override!r}, which is not a file")
+        return str(Path(override).resolve())
+    candidates = _candidates()
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"the tfpconv delegate library ({DELEGATE_LIBRARY}) was not found in "
+        f"{sorted({str(c.parent) for c in candidates})}; install tfpconv with `pip install .` "
+        f"(it compiles the delegate) or set ${PATH_ENV}"
+    )
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def load_delegate(num_threads: int = 1, **options: Any) -> Any:
+    """Load the tfpconv delegate as a TFLite external delegate.
+
+    Args:
+      num_threads: threads for the pattern convolutions (values below 1 mean 1).
+      **options: further delegate options: ``log_level`` (``"error"``, ``"warning"``,
+        ``"info"``, ``"verbose"`` or 0..3) and ``isa`` (``"auto"``, ``"avx512"``, ``"avx2"``,
+        ``"neon"``, ``"scalar"``).
+
+    Returns:
+      An ``ai_edge_litert.interpreter.Delegate``, for ``experimental_delegates=[...]``. Keep it
+      alive as long as any interpreter uses it.
+
+    Raises:
+      ValueError: an unknown option or a bad value (the delegate's message says which).
+    """
+    if not isinstance(num_threads, int) or isinstance(num_threads, bool):
+        raise ValueError(f"num_threads must be an int, got {num_threads!r}")
+    texts = {"num_threads": str(num_threads)}
+    texts.update({str(key): _option_text(value) for key, value in options.items()})
+    return _litert_load_delegate(delegate_path(), texts)
+
+
+_query = None
+
+
+def _claimed_nodes_function() -> Any:
+    global _query
+    if _query is None:
+        library = ctypes.CDLL(delegate_path())
+        function = library.TfpconvDelegateClaimedNodes
+        function.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+        function.restype = ctypes.c_int
+        _query = function
+    return _query
+
+
+def claimed_nodes(delegate: Any) -> list[int]:
+    """Indices of the CONV_2D nodes the delegate claimed when it was last applied to a model.
+
+    ``delegate`` is what :func:`load_delegate` (or ``tf.lite.experimental.load_delegate`` with
+    :func:`delegate_path`) returned.
+    """
+    pointer = delegate._get_native_delegate_pointer()  # noqa: SLF001 - LiteRT's public-ish accessor
+    query = _claimed_nodes_function()
+    count = query(pointer, None, 0)
+    if count <= 0:
+        return []
+    nodes = (ctypes.c_int * count)()
+    query(pointer, nodes, count)
+    return list(nodes)
+
+
+class Interpreter(_LiteRtInterpreter):
+    """A LiteRT interpreter with the tfpconv delegate applied.
+
+    Args:
+      model_path / model_content: the .tflite model (one of them), e.g. from ``tfpconv.convert``.
+      num_threads: threads for TFLite's kernels and for the delegate's pattern convolutions.
+      use_delegate: False gives a plain LiteRT interpreter (for comparisons).
+      **delegate_options: ``log_level``, ``isa`` (see :func:`load_delegate`).
+
+    ``delegated_nodes()`` tells which CONV_2D nodes run on the delegate. The delegate is kept in
+    ``self.delegate`` for the interpreter's lifetime.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        model_content: bytes | None = None,
+        num_threads: int = 1,
+        use_delegate: bool = True,
+        **delegate_options: Any,
+    ) -> None:
+        if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1:
+            raise ValueError(f"num_threads must be an int >= 1, got {num_threads!r}")
+        self.delegate = (
+            load_delegate(num_threads=num_threads, **delegate_options) if use_delegate else None
+        )
+        super().__init__(
+            model_path=os.fspath(model_path) if model_path is not None else None,
+            model_content=model_content,
+            num_threads=num_threads,
+            experimental_delegates=[self.delegate] if self.delegate is not None else None,
+        )
+
+    def delegated_nodes(self) -> list[int]:
+        """Indices of the CONV_2D nodes that run on the tfpconv delegate ([] without it)."""
+        return claimed_nodes(self.delegate) if self.delegate is not None else []
+
+    def delegated_ops(self) -> list[dict[str, Any]]:
+        """The ``_get_ops_details()`` entries of the operators the delegate runs."""
+        nodes = set(self.delegated_nodes())
+        return [op for op in self._get_ops_details() if op["index"] in nodes]
