@@ -6,16 +6,25 @@
 
 namespace tfpconv {
 
-Geometry MakeGeometry(const ConvShape& s, int tile_rows, int tile_cols) {
+int WholeRowsPerTile(const ConvShape& s, int vector_floats) {
+  if (vector_floats < s.out_w) return 0;
+  const int wq = s.out_w + 2 / s.stride_w;
+  return std::min(s.out_h, (vector_floats - s.out_w) / wq + 1);
+}
+
+Geometry MakeGeometry(const ConvShape& s, const kernels::Variant& v, int lanes) {
   Geometry g;
+  const int vector_floats = v.vecs * lanes;
+  g.rows = v.whole_rows ? std::max(1, WholeRowsPerTile(s, vector_floats)) : v.rows;
+  g.cols = v.whole_rows ? s.out_w : vector_floats;
   g.ph = std::min(s.stride_h, 3);
   g.pw = std::min(s.stride_w, 3);
   // Tile row y, tap dy reads plane row y + dy / stride: at most rows - 1 + 2 / stride.
-  g.hq = tile_rows + 2 / s.stride_h;
-  g.wq = tile_cols + 2 / s.stride_w;
+  g.hq = g.rows + 2 / s.stride_h;
+  g.wq = g.cols + 2 / s.stride_w;
   g.plane = ptrdiff_t{g.hq} * g.wq;
   g.channel_stride = g.plane * g.ph * g.pw;
-  g.tile_stride = g.channel_stride * s.in_c;
+  g.tile_stride = g.channel_stride * s.in_c + (v.whole_rows ? vector_floats : 0);
   for (int dy = 0; dy < 3; ++dy) {
     for (int dx = 0; dx < 3; ++dx) {
       const ptrdiff_t off = ((dy % s.stride_h) * g.pw + dx % s.stride_w) * g.plane +
@@ -23,11 +32,10 @@ Geometry MakeGeometry(const ConvShape& s, int tile_rows, int tile_cols) {
       g.tap_off[3 * dy + dx] = static_cast<int32_t>(off);
     }
   }
-  g.rows = tile_rows;
-  g.cols = tile_cols;
-  g.tiles_y = (s.out_h + tile_rows - 1) / tile_rows;
-  g.tiles_x = (s.out_w + tile_cols - 1) / tile_cols;
-  g.buffer_floats = size_t(g.tiles_y) * g.tiles_x * g.tile_stride;
+  g.acc_pitch = v.whole_rows ? g.wq : g.cols;
+  g.acc_floats = v.whole_rows ? vector_floats : g.rows * g.cols;
+  g.tiles_y = (s.out_h + g.rows - 1) / g.rows;
+  g.tiles_x = (s.out_w + g.cols - 1) / g.cols;
   return g;
 }
 
@@ -60,6 +68,8 @@ void TransformTile(const ConvShape& s, const Geometry& g, const float* image, fl
       }
     }
   }
+  // The whole-row kernels' overreach past the last channel (lanes that are thrown away).
+  std::fill(x + g.channel_stride * channels, x + g.tile_stride, 0.0f);
 }
 
 namespace {

@@ -22,17 +22,28 @@ namespace tfpconv {
 // zero-padded input window with its 1-pixel halo; at stride 2 even and odd rows/columns are split
 // so the inputs of consecutive output columns are contiguous. Every tap (dy, dx) of tile pixel
 // (y, x) is then at offset tap_off[3 * dy + dx] + y * wq + x from the channel's block.
+//
+// Whole-row variants (kernels.h) take tiles of whole output rows (cols = out_w, tiles_x = 1) and
+// compute one output channel's tile as a single run of vectors over the flattened plane: tile
+// pixel (y, x) is accumulator element y * wq + x (acc_pitch = wq), the elements with x >= out_w are
+// thrown away, and tile_stride has a tail of zeros for the last channel's overreach.
 struct Geometry {
   int ph = 1, pw = 1;  // phase planes per dimension: min(stride, 3)
   int hq = 0, wq = 0;  // plane size: rows + 2 / stride_h, cols + 2 / stride_w
   ptrdiff_t plane = 0, channel_stride = 0, tile_stride = 0;
   int32_t tap_off[9] = {};  // tap (dy, dx) at index 3 * dy + dx
-  int rows = 1, cols = 1;   // output tile: rows x cols pixels (cols = vectors * lanes)
+  int rows = 1, cols = 1;   // output tile: rows x cols pixels
+  int acc_pitch = 1;        // accumulator floats between tile rows of one output channel
+  int acc_floats = 1;       // accumulator floats per output channel: rows * cols, or vecs * lanes
   int tiles_y = 0, tiles_x = 0;
-  size_t buffer_floats = 0;
 };
 
-Geometry MakeGeometry(const ConvShape& shape, int tile_rows, int tile_cols);
+// The tile rows a whole-row variant of `vector_floats` (vecs * lanes) covers; 0 when the layer is
+// wider than that.
+int WholeRowsPerTile(const ConvShape& shape, int vector_floats);
+
+// The geometry of a variant on a shape (for whole-row variants, WholeRowsPerTile must be > 0).
+Geometry MakeGeometry(const ConvShape& shape, const kernels::Variant& variant, int lanes);
 
 // Writes the transformed input of tile `tile` (ty * tiles_x + tx), tile_stride floats, to x.
 void TransformTile(const ConvShape& shape, const Geometry& geo, const float* image, float* x,

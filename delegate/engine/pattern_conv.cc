@@ -18,9 +18,23 @@ struct Params {
   int tile_ic = 0;
 };
 
-// Defaults when the plan carries no tuned parameters: the flat variant whose tile wastes least on
-// the layer's width and height (and on the halo of its input block), and input-channel blocks
-// whose transformed tile input fits in about half of L1.
+// Whether a variant can run a shape (whole-row variants need the output width to fit).
+bool Fits(const ConvShape& s, const kernels::Variant& v, int lanes) {
+  return !v.whole_rows || WholeRowsPerTile(s, v.vecs * lanes) > 0;
+}
+
+// Input channels per block such that a tile's transformed input fits in about a third of L1.
+int DefaultTileIc(const ConvShape& s, const kernels::Variant& v, int lanes) {
+  const size_t budget_floats = 16 * 1024 / sizeof(float);
+  const Geometry g = MakeGeometry(s, v, lanes);
+  return static_cast<int>(std::max<size_t>(1, budget_floats / g.channel_stride));
+}
+
+// Defaults when the plan carries no tuned parameters: the flat variant that wastes least of its
+// vector lanes on the layer (tile edges, padding columns of whole-row tiles) and of its loads on the
+// halo of its input block, with a small bonus for more accumulators per kernel (the 4 broadcasts and
+// offsets of a kernel are shared by all of them); input-channel blocks whose transformed tile input
+// fits in about half of L1.
 Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set) {
   Params p;
   double best = -1;
@@ -28,30 +42,33 @@ Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set) {
     const kernels::Variant& v = set.variants[i];
     // The pattern-specialised loops pay a branch per pattern run; with ~28% of kernels kept and
     // L1-sized input-channel blocks the runs are short, and the flat loops measured faster.
-    if (v.specialised) continue;
-    const int cols = v.vecs * set.lanes;
-    const double used_x = double(s.out_w) / (((s.out_w + cols - 1) / cols) * cols);
-    const double used_y = double(s.out_h) / (((s.out_h + v.rows - 1) / v.rows) * v.rows);
-    const double halo = double(v.rows * cols) / ((v.rows + 2) * (cols + 2));
-    const double score = used_x * used_y * (0.9 + 0.1 * halo);
+    if (v.specialised || !Fits(s, v, set.lanes)) continue;
+    const Geometry g = MakeGeometry(s, v, set.lanes);
+    const double lanes_used =
+        double(s.out_h) * s.out_w / (double(g.tiles_y) * g.tiles_x * g.acc_floats);
+    const double halo = double(g.rows * g.cols) / (g.hq * g.wq);
+    const int accumulators = v.rows * v.vecs;
+    const double score =
+        lanes_used * (0.9 + 0.1 * halo) * (accumulators / (accumulators + 1.0));
     if (score > best + 1e-9) {
       best = score;
       p.variant = i;
     }
   }
-  const kernels::Variant& v = set.variants[p.variant];
-  const Geometry g = MakeGeometry(s, v.rows, v.vecs * set.lanes);
-  const size_t budget_floats = 16 * 1024 / sizeof(float);
-  p.tile_ic = static_cast<int>(std::max<size_t>(1, budget_floats / g.channel_stride));
+  p.tile_ic = DefaultTileIc(s, set.variants[p.variant], set.lanes);
   return p;
 }
 
-bool ApplyTuned(const std::map<std::string, int64_t>& tuned, const kernels::KernelSet& set,
-                Params* p, std::string* error) {
+bool ApplyTuned(const std::map<std::string, int64_t>& tuned, const ConvShape& s,
+                const kernels::KernelSet& set, Params* p, std::string* error) {
   for (const auto& [key, value] : tuned) {
     if (key == "variant") {
       if (value < 0 || value >= set.num_variants) {
         *error = "tuned variant " + std::to_string(value) + " out of range";
+        return false;
+      }
+      if (!Fits(s, set.variants[value], set.lanes)) {
+        *error = "tuned variant " + std::string(set.variants[value].name) + " is narrower than the layer";
         return false;
       }
       p->variant = static_cast<int>(value);
@@ -70,11 +87,13 @@ class ConvImpl final : public PatternConv {
  public:
   ConvImpl(const ConvShape& shape, Isa isa, const kernels::KernelSet& set, const Params& params)
       : shape_(shape), isa_(isa), variant_(set.variants[params.variant]) {
-    geo_ = MakeGeometry(shape, variant_.rows, variant_.vecs * set.lanes);
+    geo_ = MakeGeometry(shape, variant_, set.lanes);
     by_pattern_ = false;
     if (shape.stride_h == 1 && shape.stride_w == 1 && variant_.pattern11 != nullptr) {
       fn_ = variant_.pattern11;
       by_pattern_ = true;
+    } else if (variant_.whole_rows) {
+      fn_ = variant_.flat_any;
     } else if (shape.stride_h == 1 && shape.stride_w == 1) {
       fn_ = variant_.flat1;
     } else if (shape.stride_h == 2 && shape.stride_w == 2) {
@@ -92,7 +111,7 @@ class ConvImpl final : public PatternConv {
     size_t max_chunk = 0;
     for (size_t k = 0; k + 1 < packed_.chunk_begin.size(); ++k)
       max_chunk = std::max<size_t>(max_chunk, packed_.chunk_begin[k + 1] - packed_.chunk_begin[k]);
-    acc_floats_ = max_chunk * geo_.rows * geo_.cols;
+    acc_floats_ = max_chunk * geo_.acc_floats;
     return true;
   }
 
@@ -162,7 +181,7 @@ class ConvImpl final : public PatternConv {
     const int ty = static_cast<int>(tile / geo_.tiles_x), tx = static_cast<int>(tile % geo_.tiles_x);
     const int y0 = ty * geo_.rows, x0 = tx * geo_.cols;
     const int begin = pw.chunk_begin[k], n = pw.chunk_begin[k + 1] - begin;
-    const int tile_floats = geo_.rows * geo_.cols;
+    const int tile_floats = geo_.acc_floats;
 
     thread_local std::vector<float> scratch;
     if (scratch.size() < acc_floats_) scratch.resize(acc_floats_);
@@ -192,7 +211,7 @@ class ConvImpl final : public PatternConv {
     for (int r = 0; r < rows; ++r) {
       for (int x = 0; x < cols; ++x) {
         float* px = out + (size_t(y0 + r) * s.out_w + x0 + x) * s.out_c;
-        const float* a = acc + r * geo_.cols + x;
+        const float* a = acc + r * geo_.acc_pitch + x;
         for (int j = 0; j < n; ++j) px[order[j]] = std::min(std::max(a[j * tile_floats], lo), hi);
       }
     }
@@ -227,7 +246,7 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
   *error = ValidatePlan(shape, plan);
   if (!error->empty()) return nullptr;
   Params params = DefaultParams(shape, *set);
-  if (!ApplyTuned(plan.tuned, *set, &params, error)) return nullptr;
+  if (!ApplyTuned(plan.tuned, shape, *set, &params, error)) return nullptr;
   auto conv = std::make_unique<ConvImpl>(shape, isa, *set, params);
   if (!conv->Pack(weights, bias, plan, params, error)) return nullptr;
   return conv;
@@ -237,15 +256,11 @@ std::vector<std::map<std::string, int64_t>> TuningCandidates(const ConvShape& sh
   std::vector<std::map<std::string, int64_t>> out;
   const kernels::KernelSet* set = KernelSetFor(isa);
   if (set == nullptr) return out;
-  const Params defaults = DefaultParams(shape, *set);
   for (int v = 0; v < set->num_variants; ++v) {
-    for (int oc : {16, 32, 64}) {
-      for (int ic : {defaults.tile_ic, shape.in_c}) {
-        if (ic == shape.in_c && defaults.tile_ic != shape.in_c && oc != 32) continue;
-        out.push_back({{"variant", v}, {"tile_oc", oc}, {"tile_ic", ic}});
-        if (defaults.tile_ic == shape.in_c) break;
-      }
-    }
+    if (!Fits(shape, set->variants[v], set->lanes)) continue;
+    const int tile_ic = DefaultTileIc(shape, set->variants[v], set->lanes);
+    for (int oc : {16, 32, 64}) out.push_back({{"variant", v}, {"tile_oc", oc}, {"tile_ic", tile_ic}});
+    if (tile_ic < shape.in_c) out.push_back({{"variant", v}, {"tile_oc", 32}, {"tile_ic", shape.in_c}});
   }
   return out;
 }

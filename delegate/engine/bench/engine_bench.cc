@@ -2,6 +2,7 @@
 // reports GFLOP/s counted on the non-zero weights (2 flops per kept weight per output pixel) next
 // to the dense-equivalent rate. Not a test: run by hand, e.g.
 //   tfpconv_engine_bench --threads=1 --keep=0.28 [--isa=avx2] [--sweep] [--layer=conv3_2]
+//                        [--input=32]   (VGG-16 at a 32x32 input: the same layers, 1/7 the size)
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -74,6 +75,7 @@ int main(int argc, char** argv) {
   const double keep = Arg(argc, argv, "--keep") ? std::atof(Arg(argc, argv, "--keep")) : 0.28;
   const double min_ms = Arg(argc, argv, "--min_ms") ? std::atof(Arg(argc, argv, "--min_ms")) : 300;
   const char* only = Arg(argc, argv, "--layer");
+  const int input = Arg(argc, argv, "--input") ? std::atoi(Arg(argc, argv, "--input")) : 224;
   const bool sweep = Arg(argc, argv, "--sweep") != nullptr || (argc > 1 && std::strcmp(argv[argc - 1], "--sweep") == 0);
   Isa isa = BestIsa();
   if (Arg(argc, argv, "--isa") && !ParseIsa(Arg(argc, argv, "--isa"), &isa)) {
@@ -86,7 +88,8 @@ int main(int argc, char** argv) {
               "GF/s nz", "GF/s nz cpu", "dense-eq cpu");
   double vgg_ms = 0, vgg_dense_gflop = 0;
   for (size_t li = 0; li < sizeof(kVgg) / sizeof(kVgg[0]); ++li) {
-    const Layer& L = kVgg[li];
+    Layer L = kVgg[li];
+    L.hw = std::max(1, L.hw * input / 224);
     if (only && std::strcmp(only, L.name) != 0) continue;
     testing::LayerOptions opt;
     opt.keep = keep;
@@ -123,7 +126,7 @@ int main(int argc, char** argv) {
     vgg_dense_gflop += dense_gflop * kVggCount[li];
   }
   if (!only)
-    std::printf("VGG-16 3x3 layers conv1_2..conv5_3 (dense %.1f GFLOP): %.1f ms (cpu time)\n",
-                vgg_dense_gflop, vgg_ms);
+    std::printf("VGG-16 (%dx%d) 3x3 layers conv1_2..conv5_3 (dense %.2f GFLOP): %.2f ms (cpu time)\n",
+                input, input, vgg_dense_gflop, vgg_ms);
   return 0;
 }

@@ -22,6 +22,8 @@ constexpr Variant kVariants[] = {
     MakeVariant<Vec, 4, 2, true>("r4v2-pattern"), MakeVariant<Vec, 4, 2, false>("r4v2"),
     MakeVariant<Vec, 6, 2, false>("r6v2"),        MakeVariant<Vec, 8, 1, false>("r8v1"),
     MakeVariant<Vec, 12, 1, false>("r12v1"),      MakeVariant<Vec, 8, 2, false>("r8v2"),
+    MakeWholeRowVariant<Vec, 1>("w1"),            MakeWholeRowVariant<Vec, 2>("w2"),
+    MakeWholeRowVariant<Vec, 4>("w4"),            MakeWholeRowVariant<Vec, 8>("w8"),
 };
 constexpr KernelSet kSet{Vec::kLanes, sizeof(kVariants) / sizeof(kVariants[0]), kVariants};
 

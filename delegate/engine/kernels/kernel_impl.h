@@ -257,10 +257,19 @@ constexpr Variant MakeVariant(const char* name) {
                  R,
                  V,
                  kSpecialised,
+                 /*whole_rows=*/false,
                  pattern11,
                  &FlatChunk<VT, R, V, kCols + 2>,
                  &FlatChunk<VT, R, V, kCols + 1>,
                  &FlatChunk<VT, R, V, 0>};
+}
+
+// A whole-row variant: one register row of V vectors running over the flattened plane (the row
+// pitch never matters, any stride).
+template <class VT, int V>
+constexpr Variant MakeWholeRowVariant(const char* name) {
+  return Variant{name, 1, V, false, /*whole_rows=*/true, nullptr, nullptr, nullptr,
+                 &FlatChunk<VT, 1, V, 1>};
 }
 
 }  // namespace TFPCONV_KERNEL_NS

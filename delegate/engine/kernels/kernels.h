@@ -89,10 +89,16 @@ using ChunkFn = void (*)(const ChunkArgs& args);
 // kernels take each kernel's tap offsets from the packed data, in input-channel order, one loop
 // per output channel: flat1 / flat2 for strides 1 / 2 (row pitch known at compile time),
 // flat_any for any stride.
+//
+// whole_rows variants (rows == 1, only flat_any) are for narrow layers: their tile is a run of
+// `vecs` vectors over the row-major plane of whole padded rows, so one vector may cover several
+// short output rows (a 2x2 or 7x7 output wastes few lanes; the lanes that fall on the padding
+// columns are computed and discarded).
 struct Variant {
   const char* name;
   int rows, vecs;
   bool specialised;
+  bool whole_rows;
   ChunkFn pattern11, flat1, flat2, flat_any;
 };
 

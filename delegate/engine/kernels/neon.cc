@@ -22,6 +22,8 @@ constexpr Variant kVariants[] = {
     MakeVariant<Vec, 4, 4, true>("r4v4-pattern"), MakeVariant<Vec, 4, 4, false>("r4v4"),
     MakeVariant<Vec, 8, 2, false>("r8v2"),        MakeVariant<Vec, 6, 3, false>("r6v3"),
     MakeVariant<Vec, 4, 2, false>("r4v2"),
+    MakeWholeRowVariant<Vec, 2>("w2"),            MakeWholeRowVariant<Vec, 4>("w4"),
+    MakeWholeRowVariant<Vec, 8>("w8"),            MakeWholeRowVariant<Vec, 16>("w16"),
 };
 constexpr KernelSet kSet{Vec::kLanes, sizeof(kVariants) / sizeof(kVariants[0]), kVariants};
 

@@ -19,6 +19,7 @@ struct Vec {
 constexpr Variant kVariants[] = {
     MakeVariant<Vec, 4, 4, false>("r4v4"),
     MakeVariant<Vec, 2, 3, false>("r2v3"),
+    MakeWholeRowVariant<Vec, 8>("w8"),
 };
 constexpr KernelSet kSet{Vec::kLanes, sizeof(kVariants) / sizeof(kVariants[0]), kVariants};
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "packing.h"
 #include "pattern_conv.h"
 #include "tests/test_util.h"
 
@@ -73,13 +74,30 @@ std::vector<VariantParam> AllVariants() {
 
 class VariantTest : public ::testing::TestWithParam<VariantParam> {
  protected:
-  // Checks one layer with this variant and the given tiling against the reference.
+  const kernels::KernelSet& Set() const { return *KernelSetFor(GetParam().isa); }
+  const kernels::Variant& Variant() const { return Set().variants[GetParam().variant]; }
+  bool Fits(const ConvShape& s) const {
+    return !Variant().whole_rows || WholeRowsPerTile(s, Variant().vecs * Set().lanes) > 0;
+  }
+
+  // Checks one layer with this variant and the given tiling against the reference. A whole-row
+  // variant narrower than the layer must be refused with a reason.
   void Check(const RandomLayer& l, int tile_oc, int tile_ic) {
     PatternPlan plan = l.plan;
     plan.tuned = {{"variant", GetParam().variant}, {"tile_oc", tile_oc}, {"tile_ic", tile_ic}};
+    if (!Fits(l.shape)) {
+      std::string error;
+      EXPECT_EQ(PatternConv::Create(l.shape, l.weights.data(), nullptr, plan, GetParam().isa,
+                                    &error),
+                nullptr);
+      EXPECT_NE(error.find("narrower"), std::string::npos) << error;
+      return;
+    }
+    ++checked_;
     const auto got = RunEngine(l, GetParam().isa, plan, nullptr);
     EXPECT_LE(MaxRelError(got, Reference(l)), kTolerance) << Describe(l.shape, plan);
   }
+  int checked_ = 0;
 };
 
 TEST_P(VariantTest, RandomShapes) {
@@ -137,6 +155,24 @@ TEST_P(VariantTest, WiderLayer) {
   Check(l2, 32, 33);
 }
 
+// The small late layers of VGG / ResNet (2x2 .. 14x14 outputs), where whole-row tiles cover
+// several rows per vector; stride 2 and VALID too.
+TEST_P(VariantTest, NarrowLayers) {
+  LayerOptions opt;
+  opt.library_size = 8;
+  opt.bias = true;
+  const int sizes[][3] = {{2, 1, 1}, {4, 1, 1}, {7, 1, 1}, {14, 1, 1}, {3, 1, 0},
+                          {4, 2, 1}, {14, 2, 1}, {9, 2, 0}, {5, 1, 1}};
+  int seed = 40;
+  for (const auto& [hw, stride, same] : sizes) {
+    const RandomLayer l = MakeRandomLayer(MakeShape(2, hw, hw, 37, 21, stride, same != 0), opt, ++seed);
+    Check(l, 8, 37);
+    Check(l, 32, 11);
+  }
+  // Every whole-row variant of every ISA runs at least the 2x2 layer.
+  EXPECT_GT(checked_, 0);
+}
+
 TEST_P(VariantTest, FullyPrunedLayerGivesClampedBias) {
   ConvShape s = MakeShape(2, 5, 6, 3, 9, 1, true);
   s.act_min = -0.25f;
@@ -145,6 +181,7 @@ TEST_P(VariantTest, FullyPrunedLayerGivesClampedBias) {
   opt.keep = 0.0;
   const RandomLayer l = MakeRandomLayer(s, opt, 3);
   Check(l, 4, 3);
+  if (!Fits(s)) return;
   PatternPlan plan = l.plan;
   plan.tuned = {{"variant", GetParam().variant}};
   const auto got = RunEngine(l, GetParam().isa, plan, nullptr);
