@@ -2,10 +2,11 @@
 
 For each model (VGG-16 at 32x32 and 224x224, ResNet-18 and ResNet-50 at 224x224) and each
 connectivity (0, 0.5, 0.72, all with 8 patterns): prune the model in one shot, convert it with
-``tfpconv.convert``, and time both paths interleaved in this process (medians), per layer too.
-Writes ``latency.json``, ``latency.md`` and ``latency.png`` (speedup vs connectivity per model).
+``tfpconv.convert(..., tune=True)`` (``--no-tune``: engine defaults), and time both paths
+interleaved in this process (medians), per layer too. Writes ``latency.json``, ``latency.md``
+(with the issue's speed targets, met or not) and ``latency.png`` (speedup vs connectivity).
 
-    python3 benchmarks/latency.py                              # everything (about 30 minutes)
+    python3 benchmarks/latency.py                              # everything (about 40 minutes)
     python3 benchmarks/latency.py --models vgg16_32 --connectivity 0.72 --threads 1 --runs 5
 """
 
@@ -32,15 +33,56 @@ MODELS = {
 }
 
 
-def build_converted(name: str, connectivity: float, model_dir: Path) -> Path:
+#: The issue's speed targets: (model, connectivity, what, minimum ratio).
+TARGETS = [
+    ("vgg16_224", 0.72, "1 thread vs XNNPACK", 3.0),
+    ("resnet18", 0.72, "1 thread vs XNNPACK", 2.0),
+    ("vgg16_32", 0.72, "1 thread vs XNNPACK", 2.0),
+    ("vgg16_224", 0.0, "1 thread vs XNNPACK", 1.0),
+    ("vgg16_224", 0.72, "delegate 2 threads vs 1", 1.7),
+]
+
+
+def build_converted(name: str, connectivity: float, model_dir: Path, tune: bool) -> Path:
     """The pruned, converted model (cached on disk: conversion of VGG-16 takes a while)."""
-    path = model_dir / f"{name}_8p_c{connectivity:.2f}.tflite"
+    suffix = "_tuned" if tune else ""
+    path = model_dir / f"{name}_8p_c{connectivity:.2f}{suffix}.tflite"
     if not path.exists():
         keras.utils.set_random_seed(0)
         model = MODELS[name]()
         tfpconv.prune_patterns(model, num_patterns=8, connectivity=connectivity)
-        tfpconv.convert(model, output_path=path)
+        tfpconv.convert(model, output_path=path, tune=tune)
     return path
+
+
+def target_lines(reports: dict[tuple[str, float], bench.BenchReport]) -> list[str]:
+    """One line per speed target whose runs are in `reports`: measured ratio and verdict."""
+    lines = []
+    for name, connectivity, what, minimum in TARGETS:
+        report = reports.get((name, connectivity))
+        if report is None:
+            continue
+        by_threads = {r.threads: r for r in report.results}
+        if what.startswith("delegate 2 threads"):
+            if not {1, 2} <= set(by_threads):
+                continue
+            ratio = by_threads[1].delegate_ms / by_threads[2].delegate_ms
+        elif 1 in by_threads:
+            ratio = by_threads[1].speedup
+        else:
+            continue
+        verdict = "met" if ratio >= minimum else "NOT met"
+        lines.append(
+            f"| {name} | {connectivity:.2f} | {what} | >= {minimum:.1f}x | {ratio:.2f}x "
+            f"| {verdict} |"
+        )
+    if lines:
+        lines = [
+            "| model | connectivity | ratio | target | measured | |",
+            "|---|---|---|---|---|---|",
+            *lines,
+        ]
+    return lines
 
 
 def plot(reports: dict[tuple[str, float], bench.BenchReport], path: Path) -> None:
@@ -76,6 +118,9 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory runs")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--model-dir", type=Path, default=Path("runs/latency_models"))
+    parser.add_argument(
+        "--no-tune", action="store_true", help="convert without tune=True (engine defaults)"
+    )
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     args.model_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +134,7 @@ def main() -> None:
             for connectivity in args.connectivity:
                 label = f"{name} c={connectivity:.2f}"
                 progress.update(task, description=f"{label}: pruning + converting")
-                path = build_converted(name, connectivity, args.model_dir)
+                path = build_converted(name, connectivity, args.model_dir, not args.no_tune)
                 reports[(name, connectivity)] = bench.bench(
                     path,
                     threads=threads,
@@ -107,9 +152,13 @@ def main() -> None:
                         f"tfpconv {result.delegate_ms:.2f} ms, {result.speedup:.2f}x"
                     )
     bench.write_report(list(reports.values()), args.out, "latency")
+    targets = target_lines(reports)
+    summary = summary_table(reports) + ("\n\nTargets:\n\n" + "\n".join(targets) if targets else "")
+    markdown = args.out / "latency.md"
+    markdown.write_text(f"## Summary\n\n{summary}\n\n{markdown.read_text()}")
     plot(reports, args.out / "latency.png")
     print(f"\nwrote {args.out}/latency.{{json,md,png}} in {time.perf_counter() - start:.0f} s")
-    print(summary_table(reports))
+    print(summary)
 
 
 def summary_table(reports: dict[tuple[str, float], bench.BenchReport]) -> str:

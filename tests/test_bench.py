@@ -35,6 +35,8 @@ def test_bench_reports_both_paths_per_layer_and_memory(tiny_model, tmp_path):
     assert [r.threads for r in report.results] == [1, 2]
     for result in report.results:
         assert result.delegated_nodes == 3
+        # Packing keeps only the non-zeros (with their offsets): less than the dense filters.
+        assert 0 < result.packed_weight_bytes < 4 * report.dense_weights
         assert result.max_rel_diff <= 1e-4
         assert result.xnnpack_ms > 0 and result.delegate_ms > 0
         assert result.speedup == pytest.approx(result.xnnpack_ms / result.delegate_ms)

@@ -128,6 +128,16 @@ def test_convert_tflite_and_group_size(converted: Path, tmp_path: Path, capsys) 
     assert [len(c.group_offsets) - 1 for c in read_plan(out).convs] == [2, 2]
 
 
+def test_convert_with_tuning(converted: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tuned.tflite"
+    assert main(["convert", str(converted), "-o", str(out), "--tune", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("tuned conv ") == 2
+    assert all(conv.tuned for conv in read_plan(out).convs)
+    code = main(["convert", str(converted), "-o", str(out), "--tune", "--tune-threads", "0"])
+    _assert_one_line_error(code, capsys.readouterr().err, "tune_threads")
+
+
 # TensorFlow's C++ runtime logs a few lines through absl when it is imported, whatever
 # TF_CPP_MIN_LOG_LEVEL says; they are not ours.
 _TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWE]\d{4} )")

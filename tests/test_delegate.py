@@ -101,7 +101,13 @@ def assert_close(actual, expected):
 
 
 def compare(model_bytes, inputs, num_threads=1, **options):
-    """Runs plain TFLite and the delegate; returns the delegated interpreter."""
+    """Runs plain TFLite and the delegate; returns the delegated interpreter.
+
+    The delegate claims every planned convolution it can run (``claim="all"``), also the ones with
+    fewer than 4 input channels that it leaves to TFLite by default: these tests are about what it
+    computes. The default policy has its own tests below.
+    """
+    options.setdefault("claim", "all")
     expected = run(tfpconv.Interpreter(model_content=model_bytes, use_delegate=False), inputs)
     interpreter = tfpconv.Interpreter(model_content=model_bytes, num_threads=num_threads, **options)
     assert_close(run(interpreter, inputs), expected)
@@ -244,7 +250,9 @@ def test_tf_lite_interpreter_uses_the_delegate():
     data = convert(model)
     inputs = random_inputs((1, 10, 10, 3), 9)
     expected = run(tf.lite.Interpreter(model_content=data), inputs)
-    delegate = tf.lite.experimental.load_delegate(tfpconv.delegate_path(), {"num_threads": "2"})
+    delegate = tf.lite.experimental.load_delegate(
+        tfpconv.delegate_path(), {"num_threads": "2", "claim": "all"}
+    )
     interpreter = tf.lite.Interpreter(model_content=data, experimental_delegates=[delegate])
     assert_close(run(interpreter, inputs), expected)
     assert tfpconv.runtime.claimed_nodes(delegate) == [0, 1]
@@ -255,11 +263,62 @@ def test_model_path_and_plain_interpreter(tmp_path):
     path = tmp_path / "model.tflite"
     convert(model, path)
     inputs = random_inputs((1, 8, 8, 2), 10)
-    with_delegate = tfpconv.Interpreter(model_path=path, num_threads=2)
+    with_delegate = tfpconv.Interpreter(model_path=path, num_threads=2, claim="all")
     without = tfpconv.Interpreter(model_path=str(path), use_delegate=False)
     assert_close(run(with_delegate, inputs), run(without, inputs))
     assert with_delegate.delegated_nodes() == [0]
     assert without.delegated_nodes() == [] and without.delegate is None
+
+
+# -- which layers the delegate takes by default ----------------------------------------------------
+
+
+def test_rgb_input_layer_is_left_to_tflite_unless_claimed(capfd):
+    model = build_model((12, 12, 3), 1, [ConvSpec(8, activation="relu"), ConvSpec(6)], seed=13)
+    data = convert(model)
+    inputs = random_inputs((1, 12, 12, 3), 13)
+    capfd.readouterr()
+    default = compare(data, inputs, claim="auto", log_level="info")
+    assert default.delegated_nodes() == [1]
+    assert "3 input channel(s)" in capfd.readouterr().err
+    assert compare(data, inputs, claim="all").delegated_nodes() == [0, 1]
+    with pytest.raises(ValueError, match="claim"):
+        tfpconv.load_delegate(claim="some")
+
+
+def test_tuning_records_the_fastest_variant_or_leaves_the_layer(capsys):
+    model = build_model(
+        (16, 16, 3), 1, [ConvSpec(16, activation="relu"), ConvSpec(32, connectivity=0.7)], seed=14
+    )
+    data = convert(model, tune=True)
+    progress = capsys.readouterr().err
+    assert progress.count("tuned conv") == 2, progress
+    convs = tfpconv.read_plan(data).convs
+    for conv in convs:
+        claimed = conv.tuned.get("claim", 1) != 0
+        # A claimed layer names a variant the engine offered; a declined one carries only claim=0.
+        assert (
+            (set(conv.tuned) >= {"variant", "tile_oc", "tile_ic"})
+            if claimed
+            else (conv.tuned == {"claim": 0})
+        )
+    expected = [c.operator_index for c in convs if c.tuned.get("claim", 1) != 0]
+    interpreter = compare(data, random_inputs((1, 16, 16, 3), 14), claim="auto")
+    assert interpreter.delegated_nodes() == expected
+    # Plain TFLite still runs the tuned model: tuning only changed the plan.
+    assert conv_nodes(data) == planned_nodes(data)
+
+
+def test_tuning_candidates_come_from_the_engine():
+    candidates = tfpconv.runtime.tuning_candidates((28, 28, 64), 64)
+    assert candidates and all({"variant", "tile_oc", "tile_ic"} == set(c) for c in candidates)
+    assert tfpconv.runtime.tuning_candidates((2, 2, 64), 64)  # whole-row variants
+    with pytest.raises(ValueError, match="cannot tune"):  # VALID 3x3 on 2x2: no output
+        tfpconv.runtime.tuning_candidates((2, 2, 64), 64, padding="valid")
+    with pytest.raises(ValueError, match="strides"):
+        tfpconv.runtime.tuning_candidates((8, 8, 4), 4, strides=(3, 3))
+    with pytest.raises(ValueError, match="padding"):
+        tfpconv.runtime.tuning_candidates((8, 8, 4), 4, padding="causal")
 
 
 # -- bad or stale plans: declined with a warning, outputs still right ------------------------------

@@ -162,6 +162,17 @@ def test_first_layer_connectivity_can_be_enabled_and_layers_selected():
     assert (patterns.classify_kernels(c2) == patterns.NOT_A_PATTERN).all()  # left dense
 
 
+def test_a_3x3_layer_behind_a_stem_of_another_size_loses_kernels_too():
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 7, strides=2, padding="same", name="stem7x7")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="after_stem")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="next")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    report = tfpconv.prune_patterns(model, num_patterns=8, connectivity=0.5)
+    for name in ("after_stem", "next"):
+        assert report.layer(name).kernels_kept == 64 - patterns.num_to_prune(64, 0.5), name
+
+
 def test_masks_hold_through_the_hard_phase_and_early_stop():
     model = build(sequential_model)
     x, y = data()

@@ -82,6 +82,7 @@ class ThreadResult:
     max_abs_diff: float
     max_rel_diff: float
     delegated_nodes: int
+    packed_weight_bytes: int
     layers: list[LayerTiming] = field(default_factory=list)
     xnnpack_peak_mb: float | None = None
     delegate_peak_mb: float | None = None
@@ -124,8 +125,8 @@ class BenchReport:
             f" 3x3 weights kept ({self.dense_weights / max(self.kept_weights, 1):.2f}x fewer).",
             "",
             "| threads | XNNPACK ms | tfpconv ms | speedup | delegated nodes | max rel diff |"
-            " peak MB (XNNPACK / tfpconv) |",
-            "|---|---|---|---|---|---|---|",
+            " packed / dense 3x3 weight MB | peak MB (XNNPACK / tfpconv) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in self.results:
             memory = (
@@ -135,7 +136,8 @@ class BenchReport:
             )
             lines.append(
                 f"| {r.threads} | {r.xnnpack_ms:.2f} | {r.delegate_ms:.2f} | {r.speedup:.2f}x | "
-                f"{r.delegated_nodes} | {r.max_rel_diff:.1e} | {memory} |"
+                f"{r.delegated_nodes} | {r.max_rel_diff:.1e} | {r.packed_weight_bytes / 1e6:.2f}"
+                f" / {4 * self.dense_weights / 1e6:.2f} | {memory} |"
             )
         for r in self.results:
             if not r.layers:
@@ -199,7 +201,7 @@ def _pair(model: bytes, threads: int) -> tuple[Any, Any]:
     return plain, fast
 
 
-def _compare(model: bytes, threads: int, runs: int) -> tuple[float, float, float, float, int]:
+def _compare(model: bytes, threads: int, runs: int) -> tuple[float, float, float, float, int, int]:
     plain, fast = _pair(model, threads)
     plain_ms, fast_ms = interleaved_latencies([plain, fast], runs)
     diffs = [
@@ -212,6 +214,7 @@ def _compare(model: bytes, threads: int, runs: int) -> tuple[float, float, float
         float(max(d[0] for d in diffs)),
         float(max(d[1] for d in diffs)),
         len(fast.delegated_nodes()),
+        fast.packed_weight_bytes(),
     )
 
 

@@ -64,8 +64,9 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
       method: ``"admm"`` or ``"magnitude"``.
       library: candidate indices (into ``tfpconv.patterns.CANDIDATE_MASKS``) to use as library.
       layers: None (every 3x3 Conv2D), a list of layer names, or a predicate on layers.
-      first_layer_connectivity: also remove whole kernels of the first convolution (off by
-        default: with few input channels it has few kernels to lose).
+      first_layer_connectivity: also remove whole kernels of the model's first convolution when
+        it is a pruned 3x3 layer (off by default: with few input channels it has few kernels to
+        lose; a 3x3 layer behind a stem of another size, as in ResNet, is not exempt).
       pruning_epochs: length of the pruning phase in epochs (0 = project at once, then only the
         hard phase).
       update_every: steps between ADMM updates / magnitude projections; None = once per epoch.

@@ -70,6 +70,15 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="nominal filters per group of the filter kernel reorder (default 16)",
     )
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="time the delegate's kernel variants per layer on this machine and record the "
+        "fastest in the plan (a few seconds per layer)",
+    )
+    parser.add_argument(
+        "--tune-threads", type=int, default=1, metavar="N", help="threads to tune for (default 1)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
@@ -80,7 +89,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.filter_group_size is not None:
         options["filter_group_size"] = args.filter_group_size
-    data = convert(args.model, args.output, **options)
+    data = convert(
+        args.model, args.output, tune=args.tune, tune_threads=args.tune_threads, **options
+    )
     if not args.quiet:
         plan = read_plan(data)
         total = len(plan.convs) + len(plan.skipped)

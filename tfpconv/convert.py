@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -580,6 +581,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 def convert(
     model: Any,
     output_path: str | os.PathLike[str] | None = None,
+    *,
+    tune: bool = False,
+    tune_threads: int = 1,
     **options: Any,
 ) -> bytes:
     """Convert a model to a standard .tflite file carrying the tfpconv plan.
@@ -594,6 +598,10 @@ def convert(
         directory, or a ``.tflite`` file (path or bytes) to plan as it is (an existing plan is
         replaced).
       output_path: if given, the result is also written there atomically.
+      tune: time the delegate's kernel variants for every planned convolution on this machine
+        (and TFLite's own kernel) and record the fastest in the plan; layers where TFLite wins
+        are marked to stay with TFLite. Takes a few seconds per layer; progress goes to stderr.
+      tune_threads: the thread count to tune for (the delegate's ``num_threads`` at run time).
       **options: ``filter_group_size`` (nominal filters per group of the filter kernel reorder,
         default 16); ``custom_objects`` (for loading a Keras file); anything else is set as an
         attribute of ``tf.lite.TFLiteConverter``, e.g. ``optimizations=[tf.lite.Optimize.DEFAULT]``
@@ -612,6 +620,14 @@ def convert(
     _check_group_size(filter_group_size)
     tflite, label = _to_tflite(model, options)
     data, _ = embed_plan(tflite, filter_group_size=filter_group_size, source=label)
+    if tune:
+        from tfpconv.tuning import tune_model
+
+        if not isinstance(tune_threads, int) or isinstance(tune_threads, bool) or tune_threads < 1:
+            raise ConversionError(f"tune_threads must be an int >= 1, got {tune_threads!r}")
+        data, _ = tune_model(
+            data, threads=tune_threads, progress=lambda line: print(line, file=sys.stderr)
+        )
     if output_path is not None:
         write_atomic(output_path, data)
     return data

@@ -53,6 +53,13 @@ def find_conv_layers(model: Any) -> tuple[list[Any], list[SkippedLayer]]:
     return prunable, skipped
 
 
+def first_conv_layer(model: Any) -> Any | None:
+    """The model's first convolution layer of any kind, or None."""
+    return next(
+        (layer for layer in _compat.flatten_layers(model) if hasattr(layer, "kernel_size")), None
+    )
+
+
 def describe_model_layers(model: Any) -> str:
     """A short list of the model's layers, for error messages."""
     names = [f"{layer.name} ({type(layer).__name__})" for layer in _compat.flatten_layers(model)]

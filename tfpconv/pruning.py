@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tfpconv import _compat, patterns
-from tfpconv.layer_selection import LayerFilter, select_prunable_layers
+from tfpconv.layer_selection import LayerFilter, first_conv_layer, select_prunable_layers
 from tfpconv.report import PruningSummary, summary
 
 
@@ -35,10 +35,12 @@ class LayerTarget:
 def layer_targets(
     model: Any, layers: LayerFilter = None, first_layer_connectivity: bool = False
 ) -> list[LayerTarget]:
-    """The layers to prune, in model order. The first one (typically few input channels, where
-    removing whole kernels hurts most) gets pattern pruning only unless asked otherwise."""
+    """The layers to prune, in model order. The model's first convolution, when it is one of them
+    (it sees the input image: few input channels, where removing whole kernels hurts most), gets
+    pattern pruning only unless asked otherwise; behind a stem of another kernel size (ResNet's
+    7x7) every 3x3 layer gets both."""
     selected = select_prunable_layers(model, layers)
-    first = select_prunable_layers(model)[0]
+    first = first_conv_layer(model)
     return [
         LayerTarget(layer, connectivity_enabled=first_layer_connectivity or layer is not first)
         for layer in selected
@@ -77,7 +79,8 @@ def prune_patterns(
       connectivity: fraction of kernels removed per layer, in [0, 1).
       layers: None (all 3x3 Conv2D), a list of layer names, or a predicate on layers.
       library: candidate indices (into ``patterns.CANDIDATE_MASKS``) to use instead of choosing.
-      first_layer_connectivity: also remove kernels from the first convolution.
+      first_layer_connectivity: also remove kernels from the model's first convolution (see
+        :class:`tfpconv.callbacks.PatternPruning`).
       print_fn: where to print the resulting summary table (None: don't print).
 
     Returns:

@@ -26,6 +26,8 @@ __all__ = [
     "claimed_nodes",
     "delegate_path",
     "load_delegate",
+    "packed_weight_bytes",
+    "tuning_candidates",
 ]
 
 #: File name of the delegate's shared library.
@@ -91,8 +93,11 @@ def load_delegate(num_threads: int = 1, **options: Any) -> Any:
     Args:
       num_threads: threads for the pattern convolutions (values below 1 mean 1).
       **options: further delegate options: ``log_level`` (``"error"``, ``"warning"``,
-        ``"info"``, ``"verbose"`` or 0..3) and ``isa`` (``"auto"``, ``"avx512"``, ``"avx2"``,
-        ``"neon"``, ``"scalar"``).
+        ``"info"``, ``"verbose"`` or 0..3), ``isa`` (``"auto"``, ``"avx512"``, ``"avx2"``,
+        ``"neon"``, ``"scalar"``) and ``claim``: ``"auto"`` (default) runs a planned convolution
+        only where the delegate is expected to beat TFLite (as the plan's convert-time tuning
+        measured, else all but layers with fewer than 4 input channels), ``"all"`` runs every
+        planned convolution it can.
 
     Returns:
       An ``ai_edge_litert.interpreter.Delegate``, for ``experimental_delegates=[...]``. Keep it
@@ -108,18 +113,30 @@ def load_delegate(num_threads: int = 1, **options: Any) -> Any:
     return _litert_load_delegate(delegate_path(), texts)
 
 
-_query = None
+_library: ctypes.CDLL | None = None
 
 
-def _claimed_nodes_function() -> Any:
-    global _query
-    if _query is None:
+def _native() -> ctypes.CDLL:
+    """The delegate library's C API through ctypes (loaded once)."""
+    global _library
+    if _library is None:
         library = ctypes.CDLL(delegate_path())
-        function = library.TfpconvDelegateClaimedNodes
-        function.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
-        function.restype = ctypes.c_int
-        _query = function
-    return _query
+        library.TfpconvDelegateClaimedNodes.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_int),
+            ctypes.c_int,
+        ]
+        library.TfpconvDelegateClaimedNodes.restype = ctypes.c_int
+        library.TfpconvDelegatePackedWeightBytes.argtypes = [ctypes.c_void_p]
+        library.TfpconvDelegatePackedWeightBytes.restype = ctypes.c_size_t
+        library.TfpconvDelegateTuningCandidates.argtypes = [ctypes.c_int] * 7 + [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_int,
+        ]
+        library.TfpconvDelegateTuningCandidates.restype = ctypes.c_int
+        _library = library
+    return _library
 
 
 def claimed_nodes(delegate: Any) -> list[int]:
@@ -129,13 +146,61 @@ def claimed_nodes(delegate: Any) -> list[int]:
     :func:`delegate_path`) returned.
     """
     pointer = delegate._get_native_delegate_pointer()  # noqa: SLF001 - LiteRT's public-ish accessor
-    query = _claimed_nodes_function()
+    query = _native().TfpconvDelegateClaimedNodes
     count = query(pointer, None, 0)
     if count <= 0:
         return []
     nodes = (ctypes.c_int * count)()
     query(pointer, nodes, count)
     return list(nodes)
+
+
+_PADDING_CODES = {"same": 1, "valid": 2}
+
+
+def tuning_candidates(
+    input_shape: tuple[int, int, int],
+    out_channels: int,
+    strides: tuple[int, int] = (1, 1),
+    padding: str = "same",
+    isa: str | None = None,
+) -> list[dict[str, int]]:
+    """The engine's tuned-parameter sets worth timing for one 3x3 convolution on this CPU.
+
+    Args:
+      input_shape: ``(height, width, channels)`` of the NHWC input.
+      out_channels: number of filters.
+      strides: ``(stride_h, stride_w)``, each 1 or 2.
+      padding: ``"same"`` or ``"valid"``.
+      isa: instruction set (None: the best this CPU supports).
+
+    Raises:
+      ValueError: the shape, strides, padding or instruction set cannot be tuned.
+    """
+    function = _native().TfpconvDelegateTuningCandidates
+    if padding.lower() not in _PADDING_CODES:
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+    arguments = [*(int(d) for d in input_shape), int(out_channels), *(int(s) for s in strides)]
+    arguments.append(_PADDING_CODES[padding.lower()])
+    isa_bytes = isa.encode() if isa is not None else None
+    length = function(*arguments, isa_bytes, None, 0)
+    if length < 0:
+        raise ValueError(
+            f"cannot tune a 3x3 convolution of input {tuple(input_shape)}, {out_channels} filters, "
+            f"strides {tuple(strides)}, padding {padding!r} on isa {isa or 'auto'!r}"
+        )
+    buffer = ctypes.create_string_buffer(length + 1)
+    function(*arguments, isa_bytes, buffer, length + 1)
+    return [
+        {key: int(value) for key, value in (item.split("=") for item in line.split())}
+        for line in buffer.value.decode().splitlines()
+    ]
+
+
+def packed_weight_bytes(delegate: Any) -> int:
+    """Bytes of the packed weights of the convolutions the delegate claimed when last applied."""
+    pointer = delegate._get_native_delegate_pointer()  # noqa: SLF001
+    return int(_native().TfpconvDelegatePackedWeightBytes(pointer))
 
 
 class Interpreter(_LiteRtInterpreter):
@@ -145,7 +210,7 @@ class Interpreter(_LiteRtInterpreter):
       model_path / model_content: the .tflite model (one of them), e.g. from ``tfpconv.convert``.
       num_threads: threads for TFLite's kernels and for the delegate's pattern convolutions.
       use_delegate: False gives a plain LiteRT interpreter (for comparisons).
-      **delegate_options: ``log_level``, ``isa`` (see :func:`load_delegate`).
+      **delegate_options: ``log_level``, ``isa``, ``claim`` (see :func:`load_delegate`).
 
     ``delegated_nodes()`` tells which CONV_2D nodes run on the delegate. The delegate is kept in
     ``self.delegate`` for the interpreter's lifetime.
@@ -174,6 +239,10 @@ class Interpreter(_LiteRtInterpreter):
     def delegated_nodes(self) -> list[int]:
         """Indices of the CONV_2D nodes that run on the tfpconv delegate ([] without it)."""
         return claimed_nodes(self.delegate) if self.delegate is not None else []
+
+    def packed_weight_bytes(self) -> int:
+        """Bytes of the delegate's packed weights (0 without it)."""
+        return packed_weight_bytes(self.delegate) if self.delegate is not None else 0
 
     def delegated_ops(self) -> list[dict[str, Any]]:
         """The ``_get_ops_details()`` entries of the operators the delegate runs."""

@@ -39,37 +39,27 @@ Geometry MakeGeometry(const ConvShape& s, const kernels::Variant& v, int lanes) 
   return g;
 }
 
-void TransformTile(const ConvShape& s, const Geometry& g, const float* image, float* x,
-                   size_t tile) {
+void TransformTile(const ConvShape& s, const Geometry& g, const kernels::KernelSet& set,
+                   const float* image, float* x, size_t tile) {
   const int ty = static_cast<int>(tile / g.tiles_x), tx = static_cast<int>(tile % g.tiles_x);
-  float* block = x;
-  const int channels = s.in_c;
-  // A few channels at a time keep the destination lines being filled within L1.
-  constexpr int kGroup = 16;
-  for (int a = 0; a < g.ph; ++a) {
-    for (int i = 0; i < g.hq; ++i) {
-      const int iy = a + s.stride_h * (ty * g.rows + i) - s.pad_top;
-      const bool row_inside = iy >= 0 && iy < s.in_h;
-      for (int b = 0; b < g.pw; ++b) {
-        float* dst_row = block + (a * g.pw + b) * g.plane + ptrdiff_t{i} * g.wq;
-        for (int c0 = 0; c0 < channels; c0 += kGroup) {
-          const int c1 = std::min(channels, c0 + kGroup);
-          for (int j = 0; j < g.wq; ++j) {
-            const int ix = b + s.stride_w * (tx * g.cols + j) - s.pad_left;
-            float* dst = dst_row + j;
-            if (row_inside && ix >= 0 && ix < s.in_w) {
-              const float* src = image + (ptrdiff_t{iy} * s.in_w + ix) * channels;
-              for (int c = c0; c < c1; ++c) dst[c * g.channel_stride] = src[c];
-            } else {
-              for (int c = c0; c < c1; ++c) dst[c * g.channel_stride] = 0.0f;
-            }
-          }
-        }
-      }
-    }
-  }
-  // The whole-row kernels' overreach past the last channel (lanes that are thrown away).
-  std::fill(x + g.channel_stride * channels, x + g.tile_stride, 0.0f);
+  kernels::TransformArgs t;
+  t.image = image;
+  t.in_h = s.in_h;
+  t.in_w = s.in_w;
+  t.channels = s.in_c;
+  t.row0 = s.stride_h * ty * g.rows - s.pad_top;
+  t.col0 = s.stride_w * tx * g.cols - s.pad_left;
+  t.stride_h = s.stride_h;
+  t.stride_w = s.stride_w;
+  t.ph = g.ph;
+  t.pw = g.pw;
+  t.hq = g.hq;
+  t.wq = g.wq;
+  t.plane = g.plane;
+  t.channel_stride = g.channel_stride;
+  t.tail = g.tile_stride - g.channel_stride * s.in_c;
+  t.x = x;
+  set.transform(t);
 }
 
 namespace {
@@ -160,6 +150,8 @@ bool PackWeights(const ConvShape& s, const Geometry& geo, const float* weights,
     for (int b = groups[gi - 1]; b < groups[gi]; b += tile_oc)
       p->chunk_begin.push_back(std::min(groups[gi], b + tile_oc));
   }
+  p->position.assign(oc, 0);
+  for (int j = 0; j < oc; ++j) p->position[p->order[j]] = j;
   p->bias.resize(oc);
   for (int j = 0; j < oc; ++j) p->bias[j] = bias ? bias[p->order[j]] : 0.0f;
   p->cblock = std::min(std::max(tile_ic, 1), ic);

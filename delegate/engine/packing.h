@@ -45,9 +45,10 @@ int WholeRowsPerTile(const ConvShape& shape, int vector_floats);
 // The geometry of a variant on a shape (for whole-row variants, WholeRowsPerTile must be > 0).
 Geometry MakeGeometry(const ConvShape& shape, const kernels::Variant& variant, int lanes);
 
-// Writes the transformed input of tile `tile` (ty * tiles_x + tx), tile_stride floats, to x.
-void TransformTile(const ConvShape& shape, const Geometry& geo, const float* image, float* x,
-                   size_t tile);
+// Writes the transformed input of tile `tile` (ty * tiles_x + tx), tile_stride floats, to x, with
+// the instruction set's transform.
+void TransformTile(const ConvShape& shape, const Geometry& geo, const kernels::KernelSet& set,
+                   const float* image, float* x, size_t tile);
 
 // Returns an empty string when shape and plan are consistent, else what is wrong.
 std::string ValidatePlan(const ConvShape& shape, const PatternPlan& plan);
@@ -62,6 +63,7 @@ struct PackedWeights {
   std::vector<kernels::Run> runs;
   std::vector<kernels::OcTask> tasks;  // chunk k's tasks start at chunk_begin[k] * num_cblocks
   std::vector<int32_t> order;          // output channel of each execution position
+  std::vector<int32_t> position;       // execution position of each output channel
   std::vector<float> bias;             // bias of each execution position (0 without bias)
   std::vector<int32_t> chunk_begin;    // chunk boundaries in `order`, [0, ..., out_c]
   int cblock = 1, num_cblocks = 1;     // input channels per block, number of blocks

@@ -30,6 +30,11 @@ int DefaultTileIc(const ConvShape& s, const kernels::Variant& v, int lanes) {
   return static_cast<int>(std::max<size_t>(1, budget_floats / g.channel_stride));
 }
 
+// The fraction of the accumulator lanes that land on output pixels.
+double LanesUsed(const ConvShape& s, const Geometry& g) {
+  return double(s.out_h) * s.out_w / (double(g.tiles_y) * g.tiles_x * g.acc_floats);
+}
+
 // Defaults when the plan carries no tuned parameters: the flat variant that wastes least of its
 // vector lanes on the layer (tile edges, padding columns of whole-row tiles) and of its loads on the
 // halo of its input block, with a small bonus for more accumulators per kernel (the 4 broadcasts and
@@ -44,8 +49,7 @@ Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set) {
     // L1-sized input-channel blocks the runs are short, and the flat loops measured faster.
     if (v.specialised || !Fits(s, v, set.lanes)) continue;
     const Geometry g = MakeGeometry(s, v, set.lanes);
-    const double lanes_used =
-        double(s.out_h) * s.out_w / (double(g.tiles_y) * g.tiles_x * g.acc_floats);
+    const double lanes_used = LanesUsed(s, g);
     const double halo = double(g.rows * g.cols) / (g.hq * g.wq);
     const int accumulators = v.rows * v.vecs;
     const double score =
@@ -86,7 +90,7 @@ bool ApplyTuned(const std::map<std::string, int64_t>& tuned, const ConvShape& s,
 class ConvImpl final : public PatternConv {
  public:
   ConvImpl(const ConvShape& shape, Isa isa, const kernels::KernelSet& set, const Params& params)
-      : shape_(shape), isa_(isa), variant_(set.variants[params.variant]) {
+      : shape_(shape), isa_(isa), set_(set), variant_(set.variants[params.variant]) {
     geo_ = MakeGeometry(shape, variant_, set.lanes);
     by_pattern_ = false;
     if (shape.stride_h == 1 && shape.stride_w == 1 && variant_.pattern11 != nullptr) {
@@ -105,14 +109,8 @@ class ConvImpl final : public PatternConv {
 
   bool Pack(const float* weights, const float* bias, const PatternPlan& plan, const Params& p,
             std::string* error) {
-    if (!PackWeights(shape_, geo_, weights, bias, plan, p.tile_oc, p.tile_ic, by_pattern_,
-                     &packed_, error))
-      return false;
-    size_t max_chunk = 0;
-    for (size_t k = 0; k + 1 < packed_.chunk_begin.size(); ++k)
-      max_chunk = std::max<size_t>(max_chunk, packed_.chunk_begin[k + 1] - packed_.chunk_begin[k]);
-    acc_floats_ = max_chunk * geo_.acc_floats;
-    return true;
+    return PackWeights(shape_, geo_, weights, bias, plan, p.tile_oc, p.tile_ic, by_pattern_,
+                       &packed_, error);
   }
 
   void Run(const float* input, float* output, ThreadPool* pool) const override {
@@ -160,71 +158,80 @@ class ConvImpl final : public PatternConv {
     job.self->ComputeItem(job, i);
   }
 
+  // One output tile x a range of output-channel chunks: transform the tile's input, run the
+  // chunks into one accumulator block (chunk by chunk, so each chunk's accumulators stay in L1
+  // while its kernels pass over an input-channel block), then store the block.
   void ComputeItem(const Job& job, size_t item) const {
-    const size_t chunks = packed_.chunk_begin.size() - 1;
-    const size_t tile = item / job.splits, split = item % job.splits;
-    thread_local std::vector<float> x;
-    const float* tile_input = nullptr;
-    if (packed_.nonzero_kernels > 0) {
-      if (x.size() < size_t(geo_.tile_stride)) x.resize(geo_.tile_stride);
-      TransformTile(shape_, geo_, job.image, x.data(), tile);
-      tile_input = x.data();
-    }
-    const size_t k0 = chunks * split / job.splits, k1 = chunks * (split + 1) / job.splits;
-    for (size_t k = k0; k < k1; ++k) ComputeChunk(tile_input, job.out, tile, k);
-  }
-
-  // One output tile x one chunk of output channels, all input channels.
-  void ComputeChunk(const float* tile_input, float* out, size_t tile, size_t k) const {
     const ConvShape& s = shape_;
     const PackedWeights& pw = packed_;
+    const size_t chunks = pw.chunk_begin.size() - 1;
+    const size_t tile = item / job.splits, split = item % job.splits;
+    const size_t k0 = chunks * split / job.splits, k1 = chunks * (split + 1) / job.splits;
+    const int begin = pw.chunk_begin[k0], n = pw.chunk_begin[k1] - begin;
+
+    thread_local std::vector<float> x, acc_buffer;
+    const float* tile_input = nullptr;
+    if (pw.nonzero_kernels > 0) {
+      if (x.size() < size_t(geo_.tile_stride)) x.resize(geo_.tile_stride);
+      TransformTile(s, geo_, set_, job.image, x.data(), tile);
+      tile_input = x.data();
+    }
+    const size_t acc_floats = size_t(n) * geo_.acc_floats;
+    if (acc_buffer.size() < acc_floats) acc_buffer.resize(acc_floats);
+    float* acc = acc_buffer.data();
+    for (size_t k = k0; k < k1; ++k)
+      ComputeChunk(tile_input, acc + size_t(pw.chunk_begin[k] - begin) * geo_.acc_floats, k);
+
+    // The tile's pixels that are inside the output, to NHWC with the fused activation.
     const int ty = static_cast<int>(tile / geo_.tiles_x), tx = static_cast<int>(tile % geo_.tiles_x);
     const int y0 = ty * geo_.rows, x0 = tx * geo_.cols;
+    kernels::StoreArgs store;
+    store.acc = acc;
+    store.acc_floats = geo_.acc_floats;
+    store.acc_pitch = geo_.acc_pitch;
+    store.rows = std::min(geo_.rows, s.out_h - y0);
+    store.cols = std::min(geo_.cols, s.out_w - x0);
+    store.order = pw.order.data() + begin;
+    store.position = n == s.out_c ? pw.position.data() : nullptr;
+    store.n = n;
+    store.out = job.out + (size_t(y0) * s.out_w + x0) * s.out_c;
+    store.out_row = ptrdiff_t{s.out_w} * s.out_c;
+    store.out_c = s.out_c;
+    store.lo = s.act_min;
+    store.hi = s.act_max;
+    set_.store(store);
+  }
+
+  // One chunk of output channels of a tile, all input channels, into acc (bias first).
+  void ComputeChunk(const float* tile_input, float* acc, size_t k) const {
+    const PackedWeights& pw = packed_;
     const int begin = pw.chunk_begin[k], n = pw.chunk_begin[k + 1] - begin;
     const int tile_floats = geo_.acc_floats;
-
-    thread_local std::vector<float> scratch;
-    if (scratch.size() < acc_floats_) scratch.resize(acc_floats_);
-    float* acc = scratch.data();
     for (int j = 0; j < n; ++j) std::fill_n(acc + j * tile_floats, tile_floats, pw.bias[begin + j]);
-
-    if (tile_input != nullptr) {
-      kernels::ChunkArgs args;
-      args.x = tile_input;
-      args.wq = geo_.wq;
-      args.tap_off = geo_.tap_off;
-      args.num_tasks = size_t(n);
-      args.runs = pw.runs.data();
-      args.kernels = pw.kernels.data();
-      args.acc = acc;
-      const kernels::OcTask* tasks = pw.tasks.data() + size_t(begin) * pw.num_cblocks;
-      for (int cb = 0; cb < pw.num_cblocks; ++cb) {
-        args.tasks = tasks + size_t(cb) * n;
-        fn_(args);
-      }
-    }
-
-    // Scatter the tile to NHWC with the fused activation.
-    const int rows = std::min(geo_.rows, s.out_h - y0), cols = std::min(geo_.cols, s.out_w - x0);
-    const int32_t* order = pw.order.data() + begin;
-    const float lo = s.act_min, hi = s.act_max;
-    for (int r = 0; r < rows; ++r) {
-      for (int x = 0; x < cols; ++x) {
-        float* px = out + (size_t(y0 + r) * s.out_w + x0 + x) * s.out_c;
-        const float* a = acc + r * geo_.acc_pitch + x;
-        for (int j = 0; j < n; ++j) px[order[j]] = std::min(std::max(a[j * tile_floats], lo), hi);
-      }
+    if (tile_input == nullptr) return;
+    kernels::ChunkArgs args;
+    args.x = tile_input;
+    args.wq = geo_.wq;
+    args.tap_off = geo_.tap_off;
+    args.num_tasks = size_t(n);
+    args.runs = pw.runs.data();
+    args.kernels = pw.kernels.data();
+    args.acc = acc;
+    const kernels::OcTask* tasks = pw.tasks.data() + size_t(begin) * pw.num_cblocks;
+    for (int cb = 0; cb < pw.num_cblocks; ++cb) {
+      args.tasks = tasks + size_t(cb) * n;
+      fn_(args);
     }
   }
 
   ConvShape shape_;
   Isa isa_;
+  const kernels::KernelSet& set_;
   kernels::Variant variant_;
   kernels::ChunkFn fn_ = nullptr;
   bool by_pattern_ = false;
   Geometry geo_;
   PackedWeights packed_;
-  size_t acc_floats_ = 0;
 };
 
 }  // namespace
@@ -252,12 +259,35 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
   return conv;
 }
 
+bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string* reason) {
+  constexpr int kMinInputChannels = 4;
+  const auto claim = plan.tuned.find("claim");
+  if (claim != plan.tuned.end()) {
+    if (claim->second == 0) *reason = "the plan's tuning measured TFLite's own kernel faster";
+    return claim->second != 0;
+  }
+  if (shape.in_c < kMinInputChannels) {
+    *reason = std::to_string(shape.in_c) +
+              " input channel(s): TFLite's dense kernel is faster on so few (convert with "
+              "tune=True to measure)";
+    return false;
+  }
+  return true;
+}
+
 std::vector<std::map<std::string, int64_t>> TuningCandidates(const ConvShape& shape, Isa isa) {
   std::vector<std::map<std::string, int64_t>> out;
   const kernels::KernelSet* set = KernelSetFor(isa);
   if (set == nullptr) return out;
+  // Variants that waste far more lanes than the best one are not worth timing.
+  double best_used = 0;
+  for (int v = 0; v < set->num_variants; ++v)
+    if (Fits(shape, set->variants[v], set->lanes))
+      best_used = std::max(best_used, LanesUsed(shape, MakeGeometry(shape, set->variants[v], set->lanes)));
   for (int v = 0; v < set->num_variants; ++v) {
     if (!Fits(shape, set->variants[v], set->lanes)) continue;
+    if (LanesUsed(shape, MakeGeometry(shape, set->variants[v], set->lanes)) < 0.6 * best_used)
+      continue;
     const int tile_ic = DefaultTileIc(shape, set->variants[v], set->lanes);
     for (int oc : {16, 32, 64}) out.push_back({{"variant", v}, {"tile_oc", oc}, {"tile_ic", tile_ic}});
     if (tile_ic < shape.in_c) out.push_back({{"variant", v}, {"tile_oc", 32}, {"tile_ic", shape.in_c}});

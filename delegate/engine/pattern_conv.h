@@ -72,6 +72,12 @@ class PatternConv {
   virtual Isa isa() const = 0;
 };
 
+// Whether the engine is expected to beat TFLite's dense kernel on this layer (the delegate leaves
+// it to TFLite otherwise, saying why in *reason). The plan's tuned "claim" key decides when present
+// (the convert-time tuner measured both); else a layer with fewer than 4 input channels (an RGB
+// input layer: few kernels per output, so the layout transforms dominate) is left to TFLite.
+bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string* reason);
+
 // Tuning hooks for a convert-time auto-tuner: the PatternPlan.tuned maps worth timing for this
 // shape on this instruction set (keys "variant", "tile_oc", "tile_ic"; absent keys take the
 // engine's defaults), and a one-line description of one for logs.

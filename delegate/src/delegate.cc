@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "conv_geometry.h"
 #include "delegate_state.h"
 #include "node_selection.h"
 #include "partition_kernel.h"
@@ -146,6 +147,7 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
     return tfl::kOk;
   }
   state->claimed_nodes.clear();
+  state->packed_weight_bytes = 0;
 
   ModelPlan plan;
   std::string plan_problem;
@@ -171,7 +173,7 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
     Verdict verdict;
     try {
       verdict = SelectConvNode(context, node_index, *node, *registration, have_plan ? &plan : nullptr,
-                               state->isa, &claimed, &reason);
+                               state->isa, state->settings.claim_all, &claimed, &reason);
     } catch (const std::exception& e) {  // e.g. out of memory while packing: leave it to TFLite
       verdict = Verdict::kPlanMismatch;
       reason = std::string("the engine failed: ") + e.what();
@@ -186,6 +188,7 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
         break;
       case Verdict::kUnsupported:
       case Verdict::kNotPlanned:
+      case Verdict::kNotWorthIt:
         log.Log(kTfpconvLogInfo, "declined CONV_2D node %d: %s", node_index, reason.c_str());
         break;
       case Verdict::kNoPlan:
@@ -206,7 +209,11 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
   if (state->pending.empty()) return tfl::kOk;
 
   std::vector<int> claimed;
-  for (const auto& entry : state->pending) claimed.push_back(entry.first);
+  size_t packed_bytes = 0;
+  for (const auto& entry : state->pending) {
+    claimed.push_back(entry.first);
+    packed_bytes += entry.second.conv->packed_weight_bytes();
+  }
   std::vector<int> storage(1 + claimed.size());
   storage[0] = static_cast<int>(claimed.size());
   std::copy(claimed.begin(), claimed.end(), storage.begin() + 1);
@@ -214,7 +221,10 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
   const tfl::Status status =
       context->ReplaceNodeSubsetsWithDelegateKernels(context, KernelRegistration(), to_replace, delegate);
   state->pending.clear();
-  if (status == tfl::kOk) state->claimed_nodes = claimed;
+  if (status == tfl::kOk) {
+    state->claimed_nodes = claimed;
+    state->packed_weight_bytes = packed_bytes;
+  }
   return status;
 }
 
@@ -266,6 +276,7 @@ TfpconvDelegateOptions TfpconvDelegateOptionsDefault(void) {
   options.num_threads = 1;
   options.log_level = kTfpconvLogWarning;
   options.isa = nullptr;
+  options.claim_all = 0;
   return options;
 }
 
@@ -308,6 +319,44 @@ int TfpconvDelegateClaimedNodes(const TfLiteDelegate* delegate, int* node_indice
     node_indices[i] = state->claimed_nodes[static_cast<size_t>(i)];
   }
   return count;
+}
+
+size_t TfpconvDelegatePackedWeightBytes(const TfLiteDelegate* delegate) {
+  if (delegate == nullptr) return 0;
+  return static_cast<const tfpconv::DelegateState*>(
+             reinterpret_cast<const tfpconv::tfl::Delegate*>(delegate)->data_)
+      ->packed_weight_bytes;
+}
+
+int TfpconvDelegateTuningCandidates(int in_h, int in_w, int in_c, int out_c, int stride_h,
+                                    int stride_w, int padding, const char* isa, char* buffer,
+                                    int capacity) {
+  tfpconv::Isa chosen = tfpconv::BestIsa();
+  if (isa != nullptr && std::string(isa) != "auto" &&
+      (!tfpconv::ParseIsa(isa, &chosen) || !tfpconv::IsaSupported(chosen)))
+    return -1;
+  tfpconv::tfl::ConvParams params{};
+  params.padding = static_cast<tfpconv::tfl::Padding>(padding);
+  params.stride_height = stride_h;
+  params.stride_width = stride_w;
+  params.dilation_height_factor = 1;
+  params.dilation_width_factor = 1;
+  tfpconv::ConvShape shape;
+  std::string error;
+  if (!tfpconv::UnsupportedConvParams(params).empty() ||
+      !tfpconv::ResolveConvShape(params, 1, in_h, in_w, in_c, out_c, &shape, &error))
+    return -1;
+  std::string text;
+  for (const auto& candidate : tfpconv::TuningCandidates(shape, chosen)) {
+    for (const auto& [key, value] : candidate) text += key + "=" + std::to_string(value) + " ";
+    text.back() = '\n';
+  }
+  if (buffer != nullptr && capacity > 0) {
+    const size_t n = std::min(text.size(), static_cast<size_t>(capacity - 1));
+    std::copy_n(text.data(), n, buffer);
+    buffer[n] = '\0';
+  }
+  return static_cast<int>(text.size());
 }
 
 }  // extern "C"

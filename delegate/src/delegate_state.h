@@ -30,8 +30,10 @@ struct DelegateState {
 
   // Nodes selected by the graph-level Prepare, taken by the partition kernels' init.
   std::map<int, ClaimedConv> pending;
-  // Node indices claimed the last time the delegate was applied to a primary subgraph.
+  // Node indices claimed the last time the delegate was applied to a primary subgraph, and the
+  // bytes of their packed weights.
   std::vector<int> claimed_nodes;
+  size_t packed_weight_bytes = 0;
 
  private:
   std::unique_ptr<ThreadPool> pool_;

@@ -73,7 +73,7 @@ std::string PlanMismatch(tfl::Context* context, const PlannedConv& planned, cons
 
 Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& node,
                        const tfl::Registration& registration, const ModelPlan* plan, Isa isa,
-                       ClaimedConv* claimed, std::string* reason) {
+                       bool claim_all, ClaimedConv* claimed, std::string* reason) {
   if (registration.builtin_code != tfl::kBuiltinConv2d || node.delegate != nullptr) {
     return Verdict::kNotConv2d;
   }
@@ -93,6 +93,8 @@ Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& n
   if (!reason->empty()) return Verdict::kPlanMismatch;
 
   claimed->pattern = planned->pattern;
+  if (!claim_all && !WorthClaiming(claimed->shape, claimed->pattern, reason))
+    return Verdict::kNotWorthIt;
   const tfl::Tensor* filter = TensorAt(context, claimed->filter_tensor);
   const tfl::Tensor* bias = TensorAt(context, claimed->bias_tensor);
   std::string error;

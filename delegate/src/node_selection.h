@@ -1,7 +1,8 @@
 // Node selection: decides, node by node, whether the delegate runs a CONV_2D. A node is claimed only
 // when the op is supported (float32 NHWC, constant 3x3 filter, SAME/VALID, stride 1 or 2, fused
-// NONE/RELU/RELU6), the plan has a valid entry for it that matches the live weights, and the engine
-// accepts it. Everything else is declined with the reason.
+// NONE/RELU/RELU6), the plan has a valid entry for it that matches the live weights, the engine
+// expects to be faster than TFLite on it, and the engine accepts it. Everything else is declined
+// with the reason.
 #ifndef TFPCONV_SRC_NODE_SELECTION_H_
 #define TFPCONV_SRC_NODE_SELECTION_H_
 
@@ -33,14 +34,16 @@ enum class Verdict {
   kUnsupported,  // a CONV_2D with options, types or shapes the delegate does not run
   kNoPlan,       // a supported CONV_2D, but the model has no usable plan at all
   kNotPlanned,   // the plan has no entry for this node (the converter skipped it)
+  kNotWorthIt,   // planned, but TFLite's own kernel is (measured or expected to be) faster
   kPlanMismatch, // the node's plan entry is invalid, ambiguous, stale or rejected by the engine
 };
 
-// Examines node `node_index` of the primary subgraph. `plan` may be null (no usable plan). On
-// kClaimed fills *claimed; otherwise sets *reason.
+// Examines node `node_index` of the primary subgraph. `plan` may be null (no usable plan);
+// claim_all skips the is-it-faster check (WorthClaiming). On kClaimed fills *claimed; otherwise
+// sets *reason.
 Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& node,
                        const tfl::Registration& registration, const ModelPlan* plan, Isa isa,
-                       ClaimedConv* claimed, std::string* reason);
+                       bool claim_all, ClaimedConv* claimed, std::string* reason);
 
 }  // namespace tfpconv
 

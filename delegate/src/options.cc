@@ -59,6 +59,7 @@ DelegateSettings SettingsFromOptions(const TfpconvDelegateOptions* options) {
   if (level > kTfpconvLogVerbose) level = kTfpconvLogVerbose;
   settings.log_level = static_cast<TfpconvLogLevel>(level);
   if (options->isa != nullptr && options->isa[0] != '\0') settings.isa = options->isa;
+  settings.claim_all = options->claim_all != 0;
   return settings;
 }
 
@@ -88,7 +89,15 @@ bool ApplyOption(const std::string& key, const std::string& value, DelegateSetti
     settings->isa = value;
     return true;
   }
-  *error = "unknown option '" + key + "' (known: num_threads, log_level, isa)";
+  if (key == "claim") {
+    if (value != "auto" && value != "all") {
+      *error = "claim must be auto or all, got '" + value + "'";
+      return false;
+    }
+    settings->claim_all = value == "all";
+    return true;
+  }
+  *error = "unknown option '" + key + "' (known: num_threads, log_level, isa, claim)";
   return false;
 }
 

@@ -12,12 +12,13 @@ struct DelegateSettings {
   int num_threads = 1;
   TfpconvLogLevel log_level = kTfpconvLogWarning;
   std::string isa = "auto";  // "auto" or an engine ISA name
+  bool claim_all = false;    // claim every planned node the engine runs, faster or not
 };
 
 // Copies `options` (NULL means the defaults), clamping num_threads to >= 1.
 DelegateSettings SettingsFromOptions(const TfpconvDelegateOptions* options);
 
-// Applies one external-delegate option ("num_threads", "log_level", "isa"). Returns false and sets
+// Applies one external-delegate option ("num_threads", "log_level", "isa", "claim"). Returns false and sets
 // *error for an unknown key or a bad value; `settings` is unchanged then.
 bool ApplyOption(const std::string& key, const std::string& value, DelegateSettings* settings,
                  std::string* error);

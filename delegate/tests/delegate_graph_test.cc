@@ -413,6 +413,7 @@ class DelegateGraphTest : public ::testing::Test {
     TfpconvDelegateOptions options = TfpconvDelegateOptionsDefault();
     options.num_threads = 2;
     options.log_level = kTfpconvLogInfo;
+    options.claim_all = 1;  // these tests are about what the delegate can run
     delegate_ = TfpconvDelegateCreate(&options);
     spec_.input_dims = {1, 9, 7, 5};
     spec_.filters = {MakePrunedFilter(6, 5, 0.3, 11), MakePrunedFilter(3, 6, 0.5, 12)};
@@ -523,6 +524,44 @@ TEST_F(DelegateGraphTest, UnsupportedConvSplitsThePartitions) {
   EXPECT_EQ(Claimed(), (std::vector<int>{chain.nodes[0], chain.nodes[2]}));
   EXPECT_EQ(chain.graph->delegate_nodes(), 2);
   RunAndCompare(&chain, spec_.input_dims, 11);
+}
+
+TEST_F(DelegateGraphTest, LeavesLayersToTfliteWhereTfliteIsFaster) {
+  TfpconvDelegateOptions options = TfpconvDelegateOptionsDefault();
+  options.log_level = kTfpconvLogInfo;
+  TfLiteDelegate* delegate = TfpconvDelegateCreate(&options);
+  spec_.filters.push_back(MakePrunedFilter(4, 3, 0.2, 13));  // 3 input channels
+  spec_.params.push_back(Conv(tfl::kPaddingSame, 1, 1, tfl::kActNone));
+  spec_.with_bias.push_back(true);
+  const auto plan_with = [&](const Chain& chain, int64_t claim0, int64_t claim2) {
+    std::vector<ConvPlanSpec> convs;
+    for (size_t i = 0; i < spec_.filters.size(); ++i)
+      convs.push_back(SpecFor(spec_.filters[i], static_cast<uint32_t>(chain.nodes[i]),
+                              chain.filter_tensors[i]));
+    if (claim0 >= 0) convs[0].tuned = {{"claim", claim0}};
+    if (claim2 >= 0) convs[2].tuned = {{"claim", claim2}};
+    return BuildPlan(convs);
+  };
+  const auto claimed = [&] {
+    std::vector<int> nodes(static_cast<size_t>(TfpconvDelegateClaimedNodes(delegate, nullptr, 0)));
+    TfpconvDelegateClaimedNodes(delegate, nodes.data(), static_cast<int>(nodes.size()));
+    return nodes;
+  };
+  {  // tuning said TFLite is faster on node 0; node 2 has too few input channels
+    Chain chain = BuildChain(spec_);
+    chain.graph->SetMetadata(plan_with(chain, 0, -1));
+    ASSERT_EQ(chain.graph->Apply(delegate), tfl::kOk);
+    EXPECT_EQ(claimed(), (std::vector<int>{chain.nodes[1]}));
+    RunAndCompare(&chain, spec_.input_dims, 21);
+  }
+  {  // tuning measured the delegate faster on both
+    Chain chain = BuildChain(spec_);
+    chain.graph->SetMetadata(plan_with(chain, 1, 1));
+    ASSERT_EQ(chain.graph->Apply(delegate), tfl::kOk);
+    EXPECT_EQ(claimed(), chain.nodes);
+    RunAndCompare(&chain, spec_.input_dims, 22);
+  }
+  TfpconvDelegateDelete(delegate);
 }
 
 TEST_F(DelegateGraphTest, FullyPrunedLayerStillWritesBiasAndActivation) {

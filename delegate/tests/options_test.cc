@@ -39,6 +39,11 @@ TEST(Options, ParsesKeyValueStrings) {
   EXPECT_TRUE(ApplyOption("isa", "scalar", &settings, &error));
   EXPECT_EQ(settings.isa, "scalar");
   EXPECT_TRUE(ApplyOption("isa", "auto", &settings, &error));
+  EXPECT_FALSE(settings.claim_all);
+  EXPECT_TRUE(ApplyOption("claim", "all", &settings, &error));
+  EXPECT_TRUE(settings.claim_all);
+  EXPECT_TRUE(ApplyOption("claim", "auto", &settings, &error));
+  EXPECT_FALSE(settings.claim_all);
 }
 
 TEST(Options, RejectsUnknownKeysAndBadValues) {
@@ -52,6 +57,7 @@ TEST(Options, RejectsUnknownKeysAndBadValues) {
   EXPECT_FALSE(ApplyOption("log_level", "loud", &settings, &error));
   EXPECT_FALSE(ApplyOption("log_level", "4", &settings, &error));
   EXPECT_FALSE(ApplyOption("isa", "sse9", &settings, &error));
+  EXPECT_FALSE(ApplyOption("claim", "some", &settings, &error));
   EXPECT_EQ(settings.num_threads, 1);  // unchanged by the failures
 }
 

@@ -16,6 +16,27 @@ struct Vec {
   static TFP_INLINE void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static TFP_INLINE V Set1(float f) { return _mm256_set1_ps(f); }
   static TFP_INLINE V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static TFP_INLINE V Zero() { return _mm256_setzero_ps(); }
+  static TFP_INLINE V Min(V a, V b) { return _mm256_min_ps(a, b); }
+  static TFP_INLINE V Max(V a, V b) { return _mm256_max_ps(a, b); }
+  // 8x8: interleave row pairs, then 4x4 blocks within 128-bit lanes, then swap the lanes.
+  static TFP_INLINE void Transpose(V (&r)[8]) {
+    V t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 2; ++g) {
+      u[4 * g + 0] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+      u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+      u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+      u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    for (int m = 0; m < 4; ++m) {
+      r[m] = _mm256_permute2f128_ps(u[m], u[4 + m], 0x20);
+      r[4 + m] = _mm256_permute2f128_ps(u[m], u[4 + m], 0x31);
+    }
+  }
 };
 
 // Flat variants hold R x V accumulators + 1 broadcast weight (inputs are FMA memory operands) in
@@ -27,7 +48,7 @@ constexpr Variant kVariants[] = {
     MakeWholeRowVariant<Vec, 1>("w1"),            MakeWholeRowVariant<Vec, 2>("w2"),
     MakeWholeRowVariant<Vec, 4>("w4"),            MakeWholeRowVariant<Vec, 8>("w8"),
 };
-constexpr KernelSet kSet{Vec::kLanes, sizeof(kVariants) / sizeof(kVariants[0]), kVariants};
+constexpr KernelSet kSet = MakeKernelSet<Vec>(kVariants);
 
 }  // namespace
 }  // namespace avx2

@@ -1,6 +1,11 @@
 // AVX-512F kernels (16 floats per vector, 32 registers). Compiled with -mavx512f only here.
 #include <immintrin.h>
 
+// GCC 12 flags the undefined source operand inside its own AVX-512 intrinsics (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #define TFPCONV_KERNEL_NS avx512
 #include "kernel_impl.h"
 
@@ -16,6 +21,33 @@ struct Vec {
   static TFP_INLINE void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static TFP_INLINE V Set1(float f) { return _mm512_set1_ps(f); }
   static TFP_INLINE V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static TFP_INLINE V Zero() { return _mm512_setzero_ps(); }
+  static TFP_INLINE V Min(V a, V b) { return _mm512_min_ps(a, b); }
+  static TFP_INLINE V Max(V a, V b) { return _mm512_max_ps(a, b); }
+  // 16x16: interleave row pairs, then 4x4 blocks within 128-bit lanes, then the lanes themselves.
+  static TFP_INLINE void Transpose(V (&r)[16]) {
+    V t[16], u[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; ++g) {
+      u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+      u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+      u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+      u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    for (int m = 0; m < 4; ++m) {
+      const V v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
+      const V v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
+      const V v2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+      const V v3 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
+      r[m] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+      r[4 + m] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+      r[8 + m] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+      r[12 + m] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+    }
+  }
 };
 
 constexpr Variant kVariants[] = {
@@ -25,7 +57,7 @@ constexpr Variant kVariants[] = {
     MakeWholeRowVariant<Vec, 1>("w1"),            MakeWholeRowVariant<Vec, 2>("w2"),
     MakeWholeRowVariant<Vec, 4>("w4"),            MakeWholeRowVariant<Vec, 8>("w8"),
 };
-constexpr KernelSet kSet{Vec::kLanes, sizeof(kVariants) / sizeof(kVariants[0]), kVariants};
+constexpr KernelSet kSet = MakeKernelSet<Vec>(kVariants);
 
 }  // namespace
 }  // namespace avx512

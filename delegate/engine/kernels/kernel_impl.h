@@ -272,6 +272,107 @@ constexpr Variant MakeWholeRowVariant(const char* name) {
                  &FlatChunk<VT, 1, V, 1>};
 }
 
+// ---- layout transforms ------------------------------------------------------------------------
+// Both move lanes x lanes blocks through VT::Transpose (rows of the block become columns); block
+// edges (channel counts and widths that are not multiples of the lanes) take scalar loops.
+
+template <class VT>
+void TransformTileImpl(const TransformArgs& t) {
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  const int channels = t.channels;
+  for (int a = 0; a < t.ph; ++a) {
+    for (int i = 0; i < t.hq; ++i) {
+      const int iy = t.row0 + a + t.stride_h * i;
+      const float* src_row =
+          iy >= 0 && iy < t.in_h ? t.image + ptrdiff_t{iy} * t.in_w * channels : nullptr;
+      for (int b = 0; b < t.pw; ++b) {
+        float* dst_row = t.x + (a * t.pw + b) * t.plane + ptrdiff_t{i} * t.wq;
+        // The source pixel of plane column j, or nullptr for padding.
+        const auto pixel = [&](int j) -> const float* {
+          const int ix = t.col0 + b + t.stride_w * j;
+          return src_row != nullptr && ix >= 0 && ix < t.in_w ? src_row + ptrdiff_t{ix} * channels
+                                                              : nullptr;
+        };
+        int j = 0;
+        for (; j + L <= t.wq; j += L) {
+          const float* src[L];
+#pragma GCC unroll 16
+          for (int k = 0; k < L; ++k) src[k] = pixel(j + k);
+          int c = 0;
+          for (; c + L <= channels; c += L) {
+            V v[L];
+#pragma GCC unroll 16
+            for (int k = 0; k < L; ++k) v[k] = src[k] != nullptr ? VT::Load(src[k] + c) : VT::Zero();
+            VT::Transpose(v);
+#pragma GCC unroll 16
+            for (int k = 0; k < L; ++k) VT::Store(dst_row + (c + k) * t.channel_stride + j, v[k]);
+          }
+          for (; c < channels; ++c)
+            for (int k = 0; k < L; ++k)
+              dst_row[c * t.channel_stride + j + k] = src[k] != nullptr ? src[k][c] : 0.0f;
+        }
+        for (; j < t.wq; ++j) {
+          const float* src = pixel(j);
+          for (int c = 0; c < channels; ++c)
+            dst_row[c * t.channel_stride + j] = src != nullptr ? src[c] : 0.0f;
+        }
+      }
+    }
+  }
+  float* tail = t.x + t.channel_stride * channels;
+  for (ptrdiff_t k = 0; k < t.tail; ++k) tail[k] = 0.0f;
+}
+
+// With every output channel in the tile, blocks of lanes output channels x lanes pixels are read
+// from their channels' accumulators, transposed, and stored as one vector per pixel. Otherwise (a
+// few channels of a small layer) each channel is stored on its own.
+template <class VT>
+void StoreTileImpl(const StoreArgs& s) {
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  const V lo = VT::Set1(s.lo), hi = VT::Set1(s.hi);
+  const auto clamp = [&](float v) { return v < s.lo ? s.lo : (v > s.hi ? s.hi : v); };
+  for (int r = 0; r < s.rows; ++r) {
+    const float* acc_row = s.acc + r * s.acc_pitch;
+    float* out_row = s.out + r * s.out_row;
+    if (s.position == nullptr) {
+      for (int j = 0; j < s.n; ++j)
+        for (int c = 0; c < s.cols; ++c)
+          out_row[ptrdiff_t{c} * s.out_c + s.order[j]] = clamp(acc_row[j * s.acc_floats + c]);
+      continue;
+    }
+    // Pixel blocks outside, channel blocks inside: the block's output is one contiguous region,
+    // written from start to end.
+    const int full_oc = s.out_c / L * L, full_cols = s.cols / L * L;
+    for (int c0 = 0; c0 < full_cols; c0 += L) {
+      float* out_block = out_row + ptrdiff_t{c0} * s.out_c;
+      for (int o0 = 0; o0 < full_oc; o0 += L) {
+        V v[L];
+#pragma GCC unroll 16
+        for (int k = 0; k < L; ++k)
+          v[k] = VT::Load(acc_row + s.position[o0 + k] * s.acc_floats + c0);
+        VT::Transpose(v);
+#pragma GCC unroll 16
+        for (int k = 0; k < L; ++k)
+          VT::Store(out_block + k * s.out_c + o0, VT::Min(VT::Max(v[k], lo), hi));
+      }
+      for (int o = full_oc; o < s.out_c; ++o)
+        for (int k = 0; k < L; ++k)
+          out_block[k * s.out_c + o] = clamp(acc_row[s.position[o] * s.acc_floats + c0 + k]);
+    }
+    for (int c = full_cols; c < s.cols; ++c)
+      for (int o = 0; o < s.out_c; ++o)
+        out_row[ptrdiff_t{c} * s.out_c + o] = clamp(acc_row[s.position[o] * s.acc_floats + c]);
+  }
+}
+
+template <class VT, size_t N>
+constexpr KernelSet MakeKernelSet(const Variant (&variants)[N]) {
+  return KernelSet{VT::kLanes, static_cast<int>(N), variants, &TransformTileImpl<VT>,
+                   &StoreTileImpl<VT>};
+}
+
 }  // namespace TFPCONV_KERNEL_NS
 }  // namespace kernels
 }  // namespace tfpconv

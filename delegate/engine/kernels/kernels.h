@@ -102,10 +102,49 @@ struct Variant {
   ChunkFn pattern11, flat1, flat2, flat_any;
 };
 
+// The layout transforms around the kernels, per element of every input and output (they cost as
+// much as the kernels on wide, shallow layers, so each ISA has its own vectorised copy).
+//
+// Transform: writes one tile's input as phase planes (see packing.h): plane (a, b) row i column j
+// of channel c, at x[c * channel_stride + (a * pw + b) * plane + i * wq + j], is NHWC input pixel
+// (row0 + a + stride_h * i, col0 + b + stride_w * j), or 0 outside the image; then `tail` zeros.
+struct TransformArgs {
+  const float* image;  // one NHWC image
+  int in_h, in_w, channels;
+  int row0, col0;  // input position of plane (0, 0) element (0, 0); may be negative (padding)
+  int stride_h, stride_w;
+  int ph, pw, hq, wq;
+  ptrdiff_t plane, channel_stride, tail;
+  float* x;
+};
+
+// Store: writes n output channels of a tile to NHWC with the activation clamp. Channel j's
+// accumulators start at acc + j * acc_floats, pixel (r, c) at r * acc_pitch + c; it goes to output
+// channel order[j] of pixel (r, c), at out + r * out_row + c * out_c + order[j]. When the tile holds
+// every output channel (n == out_c), position is order's inverse (else nullptr).
+struct StoreArgs {
+  const float* acc;
+  ptrdiff_t acc_floats;
+  int acc_pitch;
+  int rows, cols;
+  const int32_t* order;
+  const int32_t* position;
+  int n;
+  float* out;
+  ptrdiff_t out_row;
+  int out_c;
+  float lo, hi;
+};
+
+using TransformFn = void (*)(const TransformArgs& args);
+using StoreFn = void (*)(const StoreArgs& args);
+
 struct KernelSet {
   int lanes;
   int num_variants;
   const Variant* variants;
+  TransformFn transform;
+  StoreFn store;
 };
 
 // Defined by the kernel units that are compiled in (see CMakeLists.txt).

@@ -16,6 +16,16 @@ struct Vec {
   static TFP_INLINE void Store(float* p, V v) { vst1q_f32(p, v); }
   static TFP_INLINE V Set1(float f) { return vdupq_n_f32(f); }
   static TFP_INLINE V Fma(V a, V b, V c) { return vfmaq_f32(c, a, b); }
+  static TFP_INLINE V Zero() { return vdupq_n_f32(0.0f); }
+  static TFP_INLINE V Min(V a, V b) { return vminq_f32(a, b); }
+  static TFP_INLINE V Max(V a, V b) { return vmaxq_f32(a, b); }
+  static TFP_INLINE void Transpose(V (&r)[4]) {
+    const float32x4x2_t ab = vtrnq_f32(r[0], r[1]), cd = vtrnq_f32(r[2], r[3]);
+    r[0] = vcombine_f32(vget_low_f32(ab.val[0]), vget_low_f32(cd.val[0]));
+    r[1] = vcombine_f32(vget_low_f32(ab.val[1]), vget_low_f32(cd.val[1]));
+    r[2] = vcombine_f32(vget_high_f32(ab.val[0]), vget_high_f32(cd.val[0]));
+    r[3] = vcombine_f32(vget_high_f32(ab.val[1]), vget_high_f32(cd.val[1]));
+  }
 };
 
 constexpr Variant kVariants[] = {
@@ -25,7 +35,7 @@ constexpr Variant kVariants[] = {
     MakeWholeRowVariant<Vec, 2>("w2"),            MakeWholeRowVariant<Vec, 4>("w4"),
     MakeWholeRowVariant<Vec, 8>("w8"),            MakeWholeRowVariant<Vec, 16>("w16"),
 };
-constexpr KernelSet kSet{Vec::kLanes, sizeof(kVariants) / sizeof(kVariants[0]), kVariants};
+constexpr KernelSet kSet = MakeKernelSet<Vec>(kVariants);
 
 }  // namespace
 }  // namespace neon

@@ -14,6 +14,10 @@ struct Vec {
   static TFP_INLINE void Store(float* p, V v) { *p = v; }
   static TFP_INLINE V Set1(float f) { return f; }
   static TFP_INLINE V Fma(V a, V b, V c) { return a * b + c; }
+  static TFP_INLINE V Zero() { return 0.0f; }
+  static TFP_INLINE V Min(V a, V b) { return a < b ? a : b; }
+  static TFP_INLINE V Max(V a, V b) { return a > b ? a : b; }
+  static TFP_INLINE void Transpose(V (&)[1]) {}
 };
 
 constexpr Variant kVariants[] = {
@@ -21,7 +25,7 @@ constexpr Variant kVariants[] = {
     MakeVariant<Vec, 2, 3, false>("r2v3"),
     MakeWholeRowVariant<Vec, 8>("w8"),
 };
-constexpr KernelSet kSet{Vec::kLanes, sizeof(kVariants) / sizeof(kVariants[0]), kVariants};
+constexpr KernelSet kSet = MakeKernelSet<Vec>(kVariants);
 
 }  // namespace
 }  // namespace scalar

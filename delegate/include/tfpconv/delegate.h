@@ -41,6 +41,10 @@ typedef struct TfpconvDelegateOptions {
   /* Instruction set to use: NULL or "auto" (best the CPU supports), "avx512", "avx2", "neon",
    * "scalar". A set the CPU lacks falls back to the best available one, with a warning. */
   const char* isa;
+  /* 0 (default): claim a planned convolution only where the engine is expected to be faster than
+   * TFLite (the plan's convert-time tuning decides, else layers with fewer than 4 input channels
+   * stay with TFLite). Non-zero: claim every planned convolution the engine can run. */
+  int claim_all;
 } TfpconvDelegateOptions;
 
 TFPCONV_EXPORT TfpconvDelegateOptions TfpconvDelegateOptionsDefault(void);
@@ -52,7 +56,7 @@ TFPCONV_EXPORT void TfpconvDelegateDelete(struct TfLiteDelegate* delegate);
 
 /* TFLite external-delegate entry points (tf.lite.experimental.load_delegate, benchmark_model
  * --external_delegate_path). Keys: "num_threads", "log_level" (error|warning|info|verbose or
- * 0..3), "isa". An unknown key or bad value is reported through report_error and returns NULL. */
+ * 0..3), "isa", "claim" (auto|all, as claim_all). An unknown key or bad value is reported through report_error and returns NULL. */
 TFPCONV_EXPORT struct TfLiteDelegate* tflite_plugin_create_delegate(
     char** options_keys, char** options_values, size_t num_options,
     void (*report_error)(const char*));
@@ -65,6 +69,19 @@ TFPCONV_EXPORT void tflite_plugin_destroy_delegate(struct TfLiteDelegate* delega
  * delegate. */
 TFPCONV_EXPORT int TfpconvDelegateClaimedNodes(const struct TfLiteDelegate* delegate,
                                                int* node_indices, int capacity);
+
+/* Bytes of the packed weights (non-zeros in execution order, offsets, schedule) of those claimed
+ * nodes; 0 for a NULL delegate. */
+TFPCONV_EXPORT size_t TfpconvDelegatePackedWeightBytes(const struct TfLiteDelegate* delegate);
+
+/* For tfpconv.convert(tune=True): the sets of tuned kernel parameters worth timing for one 3x3
+ * CONV_2D (NHWC input in_h x in_w x in_c, out_c filters, strides, padding 1 = SAME or 2 = VALID)
+ * on instruction set `isa` (NULL or "auto": the best this CPU supports), one set per line, as
+ * "key=value key=value ...". Writes at most `capacity` bytes, NUL included, to `buffer` (may be
+ * NULL) and returns the length of the whole text, or -1 for an invalid shape or instruction set. */
+TFPCONV_EXPORT int TfpconvDelegateTuningCandidates(int in_h, int in_w, int in_c, int out_c,
+                                                   int stride_h, int stride_w, int padding,
+                                                   const char* isa, char* buffer, int capacity);
 
 #ifdef __cplusplus
 } /* extern "C" */

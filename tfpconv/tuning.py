@@ -1,0 +1,151 @@
+"""Convert-time auto-tuning: ``tfpconv.convert(model, tune=True)``.
+
+Every planned convolution is re-built as a one-layer model and timed on this machine with each of
+the engine's candidate parameter sets (kernel variant, output- and input-channel tiling) and with
+TFLite's own kernel (XNNPACK), each candidate interleaved run by run with XNNPACK so that drifting
+machine load hits both alike. The fastest candidate goes into the layer's ``tuned`` parameters;
+when XNNPACK beats every candidate, ``{"claim": 0}`` tells the delegate to leave the layer to
+TFLite.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tfpconv import bench, runtime
+from tfpconv.plan import METADATA_NAME, ConvPlan, Plan, read_plan
+from tfpconv.tflite_model import TFLiteModel, schema, tensor_shape
+
+__all__ = ["LayerTuning", "tune_model"]
+
+#: A candidate must beat XNNPACK by this factor to be claimed (measurement noise margin).
+CLAIM_MARGIN = 1.02
+
+
+@dataclass
+class LayerTuning:
+    """What tuning measured for one planned convolution (times: medians, milliseconds)."""
+
+    operator_index: int
+    xnnpack_ms: float
+    default_ms: float
+    best_ms: float
+    tuned: dict[str, int]
+    candidates: int
+    timings: list[tuple[dict[str, int], float]] = field(default_factory=list)
+
+    @property
+    def claimed(self) -> bool:
+        return self.tuned.get("claim", 1) != 0
+
+
+def _conv_geometry(model: TFLiteModel, conv: ConvPlan) -> tuple[tuple[int, int, int], tuple, str]:
+    op = model.model.subgraphs[conv.subgraph_index].operators[conv.operator_index]
+    options = op.builtinOptions
+    shape = tensor_shape(model.tensor(conv.subgraph_index, int(op.inputs[0])))
+    padding = "same" if options.padding == schema.Padding.SAME else "valid"
+    return (shape[1], shape[2], shape[3]), (options.strideH, options.strideW), padding
+
+
+def _with_tuned(single: bytes, tuned: dict[str, int]) -> bytes:
+    model = TFLiteModel.from_bytes(single)
+    plan = read_plan(single)
+    plan.convs[0].tuned = dict(tuned)
+    model.set_metadata(METADATA_NAME, plan.to_bytes())
+    return model.to_bytes()
+
+
+def _time_against_xnnpack(
+    plain: Any, model: bytes, threads: int, runs: int
+) -> tuple[float, float, bool]:
+    """(XNNPACK ms, delegate ms, delegated?) of one candidate, interleaved."""
+    fast = runtime.Interpreter(model_content=model, num_threads=threads)
+    fast.allocate_tensors()
+    plain_ms, fast_ms = bench.interleaved_latencies([plain, fast], runs, warmup=1)
+    return float(np.median(plain_ms)), float(np.median(fast_ms)), bool(fast.delegated_nodes())
+
+
+def _runs_for(milliseconds: float, budget_ms: float, min_runs: int = 3, max_runs: int = 25) -> int:
+    return int(np.clip(budget_ms / max(milliseconds, 1e-3), min_runs, max_runs))
+
+
+def tune_layer(
+    model: TFLiteModel,
+    conv: ConvPlan,
+    threads: int = 1,
+    budget_ms: float = 150.0,
+    isa: str | None = None,
+) -> LayerTuning:
+    """Times the candidates of one planned convolution; see the module docstring."""
+    input_shape, strides, padding = _conv_geometry(model, conv)
+    candidates = runtime.tuning_candidates(input_shape, conv.out_channels, strides, padding, isa)
+    single = bench.single_conv_model(model, conv)
+    plain = runtime.Interpreter(model_content=single, num_threads=threads, use_delegate=False)
+    plain.allocate_tensors()
+
+    # The engine's defaults, claimed even where the delegate would decline the layer by itself.
+    xnn_ms, default_ms, _ = _time_against_xnnpack(
+        plain, _with_tuned(single, {"claim": 1}), threads, 3
+    )
+    runs = _runs_for(max(xnn_ms, default_ms), budget_ms)
+    timings: list[tuple[dict[str, int], float]] = []
+    ratios = []
+    for candidate in candidates:
+        tuned = {"claim": 1, **candidate}
+        xnn, ms, delegated = _time_against_xnnpack(plain, _with_tuned(single, tuned), threads, runs)
+        if not delegated:  # the engine refused it: never choose it
+            continue
+        timings.append((tuned, ms))
+        ratios.append(ms / xnn)
+    if not timings:
+        return LayerTuning(conv.operator_index, xnn_ms, default_ms, default_ms, {}, 0, [])
+    best = int(np.argmin(ratios))
+    best_tuned, best_ms = timings[best]
+    chosen = dict(best_tuned) if ratios[best] * CLAIM_MARGIN < 1.0 else {"claim": 0}
+    return LayerTuning(
+        conv.operator_index, xnn_ms, default_ms, best_ms, chosen, len(candidates), timings
+    )
+
+
+def tune_model(
+    data: bytes,
+    threads: int = 1,
+    budget_ms: float = 150.0,
+    isa: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[bytes, list[LayerTuning]]:
+    """Tunes every planned convolution of a converted model; returns the re-planned bytes.
+
+    Args:
+      data: a .tflite model written by ``tfpconv.convert``.
+      threads: threads to tune for (the delegate's ``num_threads`` at run time).
+      budget_ms: about how long each candidate is timed.
+      isa: instruction set to tune (None: the best this CPU supports).
+      progress: called with a line per layer as it is tuned.
+    """
+    model = TFLiteModel.from_bytes(data)
+    plan: Plan = read_plan(data)
+    results = []
+    for position, conv in enumerate(plan.convs, start=1):
+        start = time.perf_counter()
+        result = tune_layer(model, conv, threads=threads, budget_ms=budget_ms, isa=isa)
+        conv.tuned = result.tuned
+        results.append(result)
+        if progress is not None:
+            verdict = (
+                f"{result.best_ms:.3f} ms with {result.tuned}"
+                if result.claimed
+                else "left to TFLite"
+            )
+            progress(
+                f"tuned conv {position}/{len(plan.convs)} (operator {conv.operator_index}): "
+                f"XNNPACK {result.xnnpack_ms:.3f} ms, default {result.default_ms:.3f} ms, "
+                f"{verdict} [{result.candidates} candidates, {time.perf_counter() - start:.1f} s]"
+            )
+    model.set_metadata(METADATA_NAME, plan.to_bytes())
+    return model.to_bytes(), results
