@@ -6,7 +6,8 @@
   reader's libFuzzer harness for a bounded time;
 * an aarch64 cross build (g++-aarch64-linux-gnu) of the delegate library (NEON engine), whose test
   programs run under qemu-aarch64;
-* the offline Bazel build (Debian's bazel-bootstrap): //delegate:tfpconv_delegate and its tests.
+* the offline Bazel build (Debian's bazel-bootstrap): //delegate:tfpconv_delegate, its tests and
+  the engine's test (//delegate/engine:tfpconv_engine_test).
 
 The engine's own tests (delegate/engine/tests) are driven by tests/test_engine_cpp.py; configure
 with -DTFPCONV_ENGINE_TESTS=ON to add them to these builds' ctest runs.
@@ -159,6 +160,13 @@ def test_aarch64_cross_build_runs_under_qemu():
     _ctest(build_dir, timeout=1800)
 
 
+BAZEL_TESTS = (
+    "//delegate:delegate_tests",
+    "//delegate:plan_fuzz_driver",
+    "//delegate/engine:tfpconv_engine_test",
+)
+
+
 def test_bazel_build_offline():
     """Debian's bazel-bootstrap builds the library and runs the tests with no network."""
     _need("bazel")
@@ -170,10 +178,15 @@ def test_bazel_build_offline():
             f"--jobs={JOBS}",
             "//delegate:all",
             "//delegate:tfpconv_delegate",
+            "//delegate/engine:tfpconv_engine_test",
         ],
         timeout=1800,
     )
-    assert "2 tests pass" in output, output[-4000:]
+    assert f"{len(BAZEL_TESTS)} tests pass" in output, output[-4000:]
+    for target in BAZEL_TESTS:
+        assert any(line.startswith(target) and "PASSED" in line for line in output.splitlines()), (
+            f"{target} did not pass:\n{output[-4000:]}"
+        )
     library = REPO / "bazel-bin" / "delegate" / "libtfpconv_delegate.so"
     exported = _run(["nm", "-D", "--defined-only", library])
     assert "tflite_plugin_create_delegate" in exported

@@ -8,6 +8,8 @@ CONV_2D nodes the delegate really ran (``Interpreter.delegated_nodes()``: the de
 from __future__ import annotations
 
 import os
+import platform
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +19,7 @@ keras = pytest.importorskip("keras")
 import tfpconv  # noqa: E402
 from tfpconv import patterns  # noqa: E402
 from tfpconv.convert import convert  # noqa: E402
+from tfpconv.plan import METADATA_NAME  # noqa: E402
 from tfpconv.tflite_model import TFLiteModel  # noqa: E402
 
 RTOL = 1e-4
@@ -222,14 +225,38 @@ def test_other_ops_stay_with_tflite_and_partitions_split():
     assert interpreter.delegated_nodes() == conv_nodes(data)
 
 
-def test_multithreaded_and_every_isa_give_the_same_numbers():
+# The instruction sets of this architecture (the delegate falls back to the best one, with a
+# warning, when asked for one the CPU lacks: such a case is skipped, visibly).
+ARM = platform.machine() in ("aarch64", "arm64")
+ISAS = ["auto", "scalar", *(["neon"] if ARM else ["avx2", "avx512"])]
+
+
+def isa_available(isa):
+    try:
+        return bool(tfpconv.runtime.tuning_candidates((8, 8, 8), 8, isa=isa))
+    except ValueError:  # the engine has no such instruction set on this CPU
+        return False
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_multithreaded_and_every_isa_give_the_same_numbers(capfd, isa):
+    if not isa_available(isa):
+        pytest.skip(f"{isa}: not available on this CPU or build")
     model = build_model((13, 10, 9), 2, [ConvSpec(17, activation="relu"), ConvSpec(11)], seed=7)
     data = convert(model)
     inputs = random_inputs((2, 13, 10, 9), 7)
+    outputs = []
     for num_threads in (1, 2, 3):
-        for isa in ("auto", "avx2", "scalar"):
-            interpreter = compare(data, inputs, num_threads=num_threads, isa=isa)
-            assert interpreter.delegated_nodes() == [0, 1]
+        capfd.readouterr()
+        interpreter = compare(data, inputs, num_threads=num_threads, isa=isa, log_level="info")
+        assert interpreter.delegated_nodes() == [0, 1]
+        if isa != "auto":  # it really ran on that instruction set
+            claims = re.findall(r"claimed CONV_2D node \d+ \([^)]*, (\w+)", capfd.readouterr().err)
+            assert claims == [isa, isa]
+        outputs.append(run(interpreter, inputs))
+    # More threads split the same work differently, never the arithmetic: identical bits.
+    for output in outputs[1:]:
+        np.testing.assert_array_equal(output, outputs[0])
 
 
 def test_input_resize_prepares_again():
@@ -311,7 +338,12 @@ def test_tuning_records_the_fastest_variant_or_leaves_the_layer(capsys):
 
 def test_tuning_candidates_come_from_the_engine():
     candidates = tfpconv.runtime.tuning_candidates((28, 28, 64), 64)
-    assert candidates and all({"variant", "tile_oc", "tile_ic"} == set(c) for c in candidates)
+    assert candidates
+    assert all({"isa", "variant", "tile_oc", "tile_ic"} == set(c) for c in candidates)
+    # Tagged with the instruction set they were made for (its stable code).
+    assert {c["isa"] for c in candidates} == {running_isa_code()}
+    scalar = tfpconv.runtime.tuning_candidates((28, 28, 64), 64, isa="scalar")
+    assert {c["isa"] for c in scalar} == {0}
     assert tfpconv.runtime.tuning_candidates((2, 2, 64), 64)  # whole-row variants
     with pytest.raises(ValueError, match="cannot tune"):  # VALID 3x3 on 2x2: no output
         tfpconv.runtime.tuning_candidates((2, 2, 64), 64, padding="valid")
@@ -319,6 +351,39 @@ def test_tuning_candidates_come_from_the_engine():
         tfpconv.runtime.tuning_candidates((8, 8, 4), 4, strides=(3, 3))
     with pytest.raises(ValueError, match="padding"):
         tfpconv.runtime.tuning_candidates((8, 8, 4), 4, padding="causal")
+
+
+def running_isa_code():
+    """The stable code of the instruction set the delegate runs by default (isa="auto")."""
+    return tfpconv.runtime.tuning_candidates((8, 8, 8), 8)[0]["isa"]
+
+
+def with_tuned(model_bytes, tuned):
+    """The model with every planned convolution's tuned parameters replaced by `tuned`."""
+    plan = tfpconv.read_plan(model_bytes)
+    for conv in plan.convs:
+        conv.tuned = dict(tuned)
+    model = TFLiteModel.from_bytes(model_bytes)
+    model.set_metadata(METADATA_NAME, plan.to_bytes())
+    return model.to_bytes()
+
+
+@pytest.mark.parametrize("tagged", ["foreign_isa", "own_isa"])
+def test_plan_tuned_for_another_isa_still_runs_delegated(capfd, tagged):
+    """Variant indices differ per instruction set: parameters tuned on another CPU (or a variant
+    that does not exist here) give the engine's defaults, never a declined layer."""
+    model = build_model((16, 16, 8), 1, [ConvSpec(16, activation="relu"), ConvSpec(8)], seed=15)
+    here = running_isa_code()
+    isa = (here + 1) % 4 if tagged == "foreign_isa" else here
+    data = with_tuned(
+        convert(model), {"claim": 1, "isa": isa, "variant": 99, "tile_oc": 4, "tile_ic": 2}
+    )
+    capfd.readouterr()
+    interpreter = compare(data, random_inputs((1, 16, 16, 8), 15), claim="auto", log_level="info")
+    assert interpreter.delegated_nodes() == planned_nodes(data)
+    err = capfd.readouterr().err
+    expected = "tuned for " if tagged == "foreign_isa" else "tuned variant 99 is out of range"
+    assert err.count(f"tuned parameters not used: {expected}") == 2, err
 
 
 # -- bad or stale plans: declined with a warning, outputs still right ------------------------------

@@ -36,6 +36,16 @@ bool ParseIsa(const std::string& name, Isa* isa) {
   return false;
 }
 
+bool IsaFromCode(int64_t code, Isa* isa) {
+  for (Isa candidate : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+    if (code == IsaCode(candidate)) {
+      *isa = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
 namespace {
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -71,6 +81,32 @@ const kernels::KernelSet* KernelSetFor(Isa isa) {
       if (CpuHas(Isa::kAvx512)) return kernels::Avx512Kernels();
 #endif
       return nullptr;
+    case Isa::kNeon:
+#if defined(TFPCONV_HAVE_NEON)
+      return kernels::NeonKernels();
+#else
+      return nullptr;
+#endif
+  }
+  return nullptr;
+}
+
+const kernels::KernelSet* CompiledKernelSetFor(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return kernels::ScalarKernels();
+    case Isa::kAvx2:
+#if defined(TFPCONV_HAVE_AVX2)
+      return kernels::Avx2Kernels();
+#else
+      return nullptr;
+#endif
+    case Isa::kAvx512:
+#if defined(TFPCONV_HAVE_AVX512)
+      return kernels::Avx512Kernels();
+#else
+      return nullptr;
+#endif
     case Isa::kNeon:
 #if defined(TFPCONV_HAVE_NEON)
       return kernels::NeonKernels();

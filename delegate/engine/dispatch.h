@@ -1,5 +1,5 @@
 // Internal: the kernel set of an instruction set, nullptr when not compiled in or not supported by
-// this CPU.
+// this CPU (KernelSetFor), or when not compiled in (CompiledKernelSetFor).
 #ifndef TFPCONV_ENGINE_DISPATCH_H_
 #define TFPCONV_ENGINE_DISPATCH_H_
 
@@ -9,6 +9,10 @@
 namespace tfpconv {
 
 const kernels::KernelSet* KernelSetFor(Isa isa);
+
+// The kernel set of an instruction set compiled into this build, whether or not this CPU runs it:
+// only for its variant names and counts (tests, logs), never to run its kernels.
+const kernels::KernelSet* CompiledKernelSetFor(Isa isa);
 
 }  // namespace tfpconv
 

@@ -63,22 +63,25 @@ Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set) {
   return p;
 }
 
+// Overrides *p with the tuned kernel parameters; false with *problem when one is unusable here.
 bool ApplyTuned(const std::map<std::string, int64_t>& tuned, const ConvShape& s,
-                const kernels::KernelSet& set, Params* p, std::string* error) {
+                const kernels::KernelSet& set, Params* p, std::string* problem) {
   for (const auto& [key, value] : tuned) {
     if (key == "variant") {
       if (value < 0 || value >= set.num_variants) {
-        *error = "tuned variant " + std::to_string(value) + " out of range";
+        *problem = "tuned variant " + std::to_string(value) + " is out of range";
         return false;
       }
       if (!Fits(s, set.variants[value], set.lanes)) {
-        *error = "tuned variant " + std::string(set.variants[value].name) + " is narrower than the layer";
+        *problem = "tuned variant " + std::string(set.variants[value].name) +
+                   " is narrower than the layer";
         return false;
       }
       p->variant = static_cast<int>(value);
+      if (tuned.count("tile_ic") == 0) p->tile_ic = DefaultTileIc(s, set.variants[value], set.lanes);
     } else if (key == "tile_oc" || key == "tile_ic") {
       if (value < 1 || value > (1 << 20)) {
-        *error = "tuned " + key + " out of range";
+        *problem = "tuned " + key + " " + std::to_string(value) + " is out of range";
         return false;
       }
       (key == "tile_oc" ? p->tile_oc : p->tile_ic) = static_cast<int>(value);
@@ -87,10 +90,44 @@ bool ApplyTuned(const std::map<std::string, int64_t>& tuned, const ConvShape& s,
   return true;
 }
 
+std::string IsaCodeName(int64_t code) {
+  Isa isa;
+  return IsaFromCode(code, &isa) ? IsaName(isa) : "unknown isa code " + std::to_string(code);
+}
+
+bool HasKernelParams(const std::map<std::string, int64_t>& tuned) {
+  return tuned.count("variant") + tuned.count("tile_oc") + tuned.count("tile_ic") > 0;
+}
+
+// The plan's tuned parameters when they were tuned for `isa` and fit the shape, else the defaults
+// (variant indices mean different variants on different instruction sets), with *note saying why.
+Params ChooseParams(const std::map<std::string, int64_t>& tuned, const ConvShape& s, Isa isa,
+                    const kernels::KernelSet& set, std::string* note) {
+  const Params defaults = DefaultParams(s, set);
+  if (!HasKernelParams(tuned)) return defaults;
+  const auto tagged = tuned.find("isa");
+  if (tagged != tuned.end() && tagged->second != IsaCode(isa)) {
+    *note = "tuned for " + IsaCodeName(tagged->second) + ", running " + IsaName(isa) +
+            ": the engine's defaults run instead";
+    return defaults;
+  }
+  Params p = defaults;
+  std::string problem;
+  if (!ApplyTuned(tuned, s, set, &p, &problem)) {
+    *note = problem + ": the engine's defaults run instead";
+    return defaults;
+  }
+  return p;
+}
+
 class ConvImpl final : public PatternConv {
  public:
   ConvImpl(const ConvShape& shape, Isa isa, const kernels::KernelSet& set, const Params& params)
-      : shape_(shape), isa_(isa), set_(set), variant_(set.variants[params.variant]) {
+      : shape_(shape),
+        isa_(isa),
+        set_(set),
+        params_(params),
+        variant_(set.variants[params.variant]) {
     geo_ = MakeGeometry(shape, variant_, set.lanes);
     by_pattern_ = false;
     if (shape.stride_h == 1 && shape.stride_w == 1 && variant_.pattern11 != nullptr) {
@@ -136,6 +173,12 @@ class ConvImpl final : public PatternConv {
            packed_.order.size() * sizeof(int32_t);
   }
   Isa isa() const override { return isa_; }
+  std::map<std::string, int64_t> kernel_params() const override {
+    return {{"isa", IsaCode(isa_)},
+            {"variant", params_.variant},
+            {"tile_oc", params_.tile_oc},
+            {"tile_ic", params_.tile_ic}};
+  }
 
  private:
   struct Job {
@@ -227,6 +270,7 @@ class ConvImpl final : public PatternConv {
   ConvShape shape_;
   Isa isa_;
   const kernels::KernelSet& set_;
+  Params params_;
   kernels::Variant variant_;
   kernels::ChunkFn fn_ = nullptr;
   bool by_pattern_ = false;
@@ -238,9 +282,12 @@ class ConvImpl final : public PatternConv {
 
 std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const float* weights,
                                                  const float* bias, const PatternPlan& plan,
-                                                 Isa isa, std::string* error) {
-  std::string local_error;
+                                                 Isa isa, std::string* error,
+                                                 std::string* note) {
+  std::string local_error, local_note;
   if (error == nullptr) error = &local_error;
+  if (note == nullptr) note = &local_note;
+  note->clear();
   const kernels::KernelSet* set = KernelSetFor(isa);
   if (set == nullptr) {
     *error = std::string("instruction set ") + IsaName(isa) + " not available";
@@ -252,8 +299,7 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
   }
   *error = ValidatePlan(shape, plan);
   if (!error->empty()) return nullptr;
-  Params params = DefaultParams(shape, *set);
-  if (!ApplyTuned(plan.tuned, shape, *set, &params, error)) return nullptr;
+  const Params params = ChooseParams(plan.tuned, shape, isa, *set, note);
   auto conv = std::make_unique<ConvImpl>(shape, isa, *set, params);
   if (!conv->Pack(weights, bias, plan, params, error)) return nullptr;
   return conv;
@@ -289,16 +335,30 @@ std::vector<std::map<std::string, int64_t>> TuningCandidates(const ConvShape& sh
     if (LanesUsed(shape, MakeGeometry(shape, set->variants[v], set->lanes)) < 0.6 * best_used)
       continue;
     const int tile_ic = DefaultTileIc(shape, set->variants[v], set->lanes);
-    for (int oc : {16, 32, 64}) out.push_back({{"variant", v}, {"tile_oc", oc}, {"tile_ic", tile_ic}});
-    if (tile_ic < shape.in_c) out.push_back({{"variant", v}, {"tile_oc", 32}, {"tile_ic", shape.in_c}});
+    const auto candidate = [&](int tile_oc, int tile_ic_value) {
+      return std::map<std::string, int64_t>{{"isa", IsaCode(isa)},
+                                            {"variant", v},
+                                            {"tile_oc", tile_oc},
+                                            {"tile_ic", tile_ic_value}};
+    };
+    for (int oc : {16, 32, 64}) out.push_back(candidate(oc, tile_ic));
+    if (tile_ic < shape.in_c) out.push_back(candidate(32, shape.in_c));
   }
   return out;
 }
 
 std::string DescribeTuning(const std::map<std::string, int64_t>& tuned, Isa isa) {
-  const kernels::KernelSet* set = KernelSetFor(isa);
+  // Variant indices are per instruction set: name them from the set they were tuned for.
+  Isa tuned_isa = isa;
+  const auto tagged = tuned.find("isa");
+  const bool known_tag = tagged == tuned.end() || IsaFromCode(tagged->second, &tuned_isa);
+  const kernels::KernelSet* set = known_tag ? CompiledKernelSetFor(tuned_isa) : nullptr;
   std::string s = IsaName(isa);
   for (const auto& [key, value] : tuned) {
+    if (key == "isa") {
+      s += " isa=" + IsaCodeName(value);
+      continue;
+    }
     s += " " + key + "=" + std::to_string(value);
     if (key == "variant" && set != nullptr && value >= 0 && value < set->num_variants)
       s += std::string("(") + set->variants[value].name + ")";

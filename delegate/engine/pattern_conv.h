@@ -12,8 +12,14 @@
 
 namespace tfpconv {
 
-enum class Isa { kScalar, kAvx2, kAvx512, kNeon };
+// Instruction sets. The values are stable codes: a tuned plan records the instruction set its
+// kernel parameters were measured on as the tuned key "isa" with this value (scalar = 0, avx2 = 1,
+// avx512 = 2, neon = 3). Never renumber them; add new ones at the end.
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 
+inline int64_t IsaCode(Isa isa) { return static_cast<int64_t>(isa); }
+// The instruction set of a stable code; false for a code no Isa has.
+bool IsaFromCode(int64_t code, Isa* isa);
 const char* IsaName(Isa isa);
 // Parses "scalar", "avx2", "avx512", "neon"; returns false for anything else.
 bool ParseIsa(const std::string& name, Isa* isa);
@@ -52,7 +58,8 @@ struct PatternPlan {
   std::vector<int8_t> codes;          // out_c * in_c, row-major (out, in); -1 = kernel pruned
   std::vector<int32_t> filter_order;  // permutation of output channels, execution order
   std::vector<int32_t> group_offsets; // groups of filter_order; [0, ..., out_c]
-  std::map<std::string, int64_t> tuned;  // tuned parameters; unknown keys are ignored
+  std::map<std::string, int64_t> tuned;  // tuned parameters (see TuningCandidates); unknown keys
+                                         // are ignored
 };
 
 // A convolution with its weights packed for execution. Created once per shape, immutable after,
@@ -63,13 +70,21 @@ class PatternConv {
   // weights: OHWI [out_c][3][3][in_c]; bias: out_c floats or nullptr. Returns nullptr and sets
   // *error when the plan does not fit the shape or weights (a non-zero outside a kernel's
   // pattern, a wrong code count, ...).
+  //
+  // The plan's tuned kernel parameters ("variant", "tile_oc", "tile_ic") are used only when they
+  // were tuned for `isa` (tuned "isa" equal to IsaCode(isa), or no "isa" key) and fit the shape;
+  // otherwise, e.g. a plan tuned on another CPU or a variant narrower than a resized input, the
+  // engine's defaults run instead and *note (when not null) says why. Tuned values never make
+  // Create fail.
   static std::unique_ptr<PatternConv> Create(const ConvShape& shape, const float* weights,
                                              const float* bias, const PatternPlan& plan, Isa isa,
-                                             std::string* error);
+                                             std::string* error, std::string* note = nullptr);
   // input: NHWC [batch][in_h][in_w][in_c]; output: NHWC [batch][out_h][out_w][out_c].
   virtual void Run(const float* input, float* output, ThreadPool* pool) const = 0;
   virtual size_t packed_weight_bytes() const = 0;
   virtual Isa isa() const = 0;
+  // The kernel parameters it runs with, as tuned keys ("isa", "variant", "tile_oc", "tile_ic").
+  virtual std::map<std::string, int64_t> kernel_params() const = 0;
 };
 
 // Whether the engine is expected to beat TFLite's dense kernel on this layer (the delegate leaves
@@ -79,8 +94,10 @@ class PatternConv {
 bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string* reason);
 
 // Tuning hooks for a convert-time auto-tuner: the PatternPlan.tuned maps worth timing for this
-// shape on this instruction set (keys "variant", "tile_oc", "tile_ic"; absent keys take the
-// engine's defaults), and a one-line description of one for logs.
+// shape on this instruction set (keys "isa" = IsaCode(isa), "variant" = an index into that
+// instruction set's own variant table, "tile_oc", "tile_ic"; absent keys take the engine's
+// defaults), and a one-line description of one for logs (the instruction set it runs on, then
+// every key, "isa" and "variant" by name).
 std::vector<std::map<std::string, int64_t>> TuningCandidates(const ConvShape& shape, Isa isa);
 std::string DescribeTuning(const std::map<std::string, int64_t>& tuned, Isa isa);
 

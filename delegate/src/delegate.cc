@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <map>
 #include <new>
 #include <string>
 #include <vector>
@@ -138,6 +139,13 @@ std::string DescribeShape(const ConvShape& s) {
   return text;
 }
 
+// "avx2 tile_ic=20 tile_oc=32 variant=3(r8v1)": what the engine runs a claimed node with.
+std::string DescribeKernel(const PatternConv& conv) {
+  std::map<std::string, int64_t> params = conv.kernel_params();
+  params.erase("isa");  // DescribeTuning starts with the instruction set's name
+  return DescribeTuning(params, conv.isa());
+}
+
 tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
   DelegateState* state = StateOf(delegate);
   const Logger& log = state->logger;
@@ -181,7 +189,11 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
     switch (verdict) {
       case Verdict::kClaimed:
         log.Log(kTfpconvLogInfo, "claimed CONV_2D node %d (%s, %s)", node_index,
-                DescribeShape(claimed.shape).c_str(), IsaName(claimed.conv->isa()));
+                DescribeShape(claimed.shape).c_str(), DescribeKernel(*claimed.conv).c_str());
+        if (!claimed.tuning_note.empty()) {
+          log.Log(kTfpconvLogInfo, "node %d: plan's tuned parameters not used: %s", node_index,
+                  claimed.tuning_note.c_str());
+        }
         state->pending[node_index] = std::move(claimed);
         break;
       case Verdict::kNotConv2d:

@@ -100,7 +100,7 @@ Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& n
   std::string error;
   claimed->conv = PatternConv::Create(claimed->shape, static_cast<const float*>(filter->data),
                                       bias ? static_cast<const float*>(bias->data) : nullptr,
-                                      claimed->pattern, isa, &error);
+                                      claimed->pattern, isa, &error, &claimed->tuning_note);
   if (claimed->conv == nullptr) {
     *reason = "the engine rejected the plan: " + error;
     return Verdict::kPlanMismatch;

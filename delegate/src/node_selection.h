@@ -26,6 +26,7 @@ struct ClaimedConv {
   PatternPlan pattern;
   ConvShape shape;                    // geometry when it was selected
   std::unique_ptr<PatternConv> conv;  // the engine's convolution for `shape`
+  std::string tuning_note;            // why the plan's tuned parameters were not used, if so
 };
 
 enum class Verdict {

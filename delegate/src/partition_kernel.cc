@@ -105,9 +105,14 @@ bool PartitionKernel::PrepareStep(tfl::Context* context, Step* step) {
     conv.conv.reset();
     const tfl::Tensor* filter = TensorAt(context, conv.filter_tensor);
     const tfl::Tensor* bias = TensorAt(context, conv.bias_tensor);
+    std::string note;
     conv.conv = PatternConv::Create(shape, static_cast<const float*>(filter->data),
                                     bias ? static_cast<const float*>(bias->data) : nullptr,
-                                    conv.pattern, state_->isa, &error);
+                                    conv.pattern, state_->isa, &error, &note);
+    if (!note.empty()) {
+      state_->logger.Log(kTfpconvLogInfo, "node %d: plan's tuned parameters not used: %s",
+                         conv.node_index, note.c_str());
+    }
     step->use_reference = conv.conv == nullptr;
     if (step->use_reference) {
       state_->logger.Log(kTfpconvLogWarning,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "conv_geometry.h"
+#include "dispatch.h"
 #include "pattern_conv.h"
 #include "test_plans.h"
 #include "tfpconv/delegate.h"
@@ -125,6 +126,26 @@ class FakeGraph {
     tensors_[tensor].dims = NewIntArray(dims);
     tensors_[tensor].bytes = sizeof(float) * Elements(dims);
     tensors_[tensor].data = nullptr;
+  }
+  // Replaces a constant tensor's shape and data.
+  void SetConstant(int tensor, const std::vector<int>& dims, const std::vector<float>& values) {
+    std::free(tensors_[tensor].dims);
+    tensors_[tensor].dims = NewIntArray(dims);
+    tensors_[tensor].bytes = sizeof(float) * values.size();
+    buffers_[tensor] = values;
+    tensors_[tensor].data = buffers_[tensor].data();
+  }
+  void SetType(int tensor, tfl::Type type) { tensors_[tensor].type = type; }
+  void SetAllocation(int tensor, tfl::AllocationType allocation) {
+    tensors_[tensor].allocation_type = allocation;
+  }
+  tfl::ConvParams* ConvParamsOf(int node) {
+    return static_cast<tfl::ConvParams*>(nodes_[node].builtin_data);
+  }
+  // The original node is still in the execution plan as TFLite's CONV_2D.
+  bool RunsOnTflite(int node) const {
+    return std::count(execution_plan_.begin(), execution_plan_.end(), node) == 1 &&
+           registrations_[node].builtin_code == tfl::kBuiltinConv2d;
   }
   void set_primary(bool primary) {
     context_.AcquireSubgraphContext = primary ? AcquireSelf : AcquireOther;
@@ -562,6 +583,147 @@ TEST_F(DelegateGraphTest, LeavesLayersToTfliteWhereTfliteIsFaster) {
     RunAndCompare(&chain, spec_.input_dims, 22);
   }
   TfpconvDelegateDelete(delegate);
+}
+
+// Node-level declines: the first convolution of the chain has one property the delegate does not
+// run; it must stay with TFLite, with the reason logged, while the second is still claimed.
+class DeclinedNodeTest : public DelegateGraphTest {
+ protected:
+  DeclinedNodeTest() : chain_(BuildChain(spec_)) {
+    filter_ = chain_.filter_tensors[0];
+    bias_ = filter_ + 1;  // spec_ gives the first convolution a bias
+  }
+
+  void ExpectFirstNodeDeclined(const std::string& reason) {
+    chain_.graph->SetMetadata(PlanFor(spec_, chain_));
+    ::testing::internal::CaptureStderr();
+    const tfl::Status status = chain_.graph->Apply(delegate_);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    ASSERT_EQ(status, tfl::kOk) << log;
+    EXPECT_EQ(Claimed(), std::vector<int>{chain_.nodes[1]});
+    EXPECT_TRUE(chain_.graph->RunsOnTflite(chain_.nodes[0]));
+    EXPECT_EQ(chain_.graph->delegate_nodes(), 1);
+    const std::string line =
+        "declined CONV_2D node " + std::to_string(chain_.nodes[0]) + ": " + reason;
+    EXPECT_NE(log.find(line), std::string::npos) << "expected \"" << line << "\" in:\n" << log;
+  }
+
+  Chain chain_;
+  int filter_ = -1, bias_ = -1;
+};
+
+TEST_F(DeclinedNodeTest, FilterThatIsNot3x3) {
+  chain_.graph->SetConstant(filter_, {6, 1, 1, 5}, std::vector<float>(6 * 5, 0.25f));
+  ExpectFirstNodeDeclined("filter is 1x1, not 3x3");
+}
+
+TEST_F(DeclinedNodeTest, Dilation2) {
+  chain_.graph->ConvParamsOf(chain_.nodes[0])->dilation_height_factor = 2;
+  chain_.graph->ConvParamsOf(chain_.nodes[0])->dilation_width_factor = 2;
+  ExpectFirstNodeDeclined("dilated convolution");
+}
+
+TEST_F(DeclinedNodeTest, FilterThatIsNotConstant) {
+  chain_.graph->SetAllocation(filter_, tfl::kArenaRw);  // e.g. computed by another op
+  ExpectFirstNodeDeclined("filter is not a constant dense float32 tensor");
+}
+
+TEST_F(DeclinedNodeTest, BiasOfTheWrongSize) {
+  chain_.graph->SetConstant(bias_, {5}, std::vector<float>(5, 0.5f));  // 6 output channels
+  ExpectFirstNodeDeclined("bias is not a constant float32 vector of out_channels");
+}
+
+TEST_F(DeclinedNodeTest, InputThatIsNotFloat32) {
+  chain_.graph->SetType(chain_.input, static_cast<tfl::Type>(9));  // kTfLiteInt8
+  ExpectFirstNodeDeclined("input or output is not a float32 NHWC tensor");
+}
+
+TEST_F(DeclinedNodeTest, FilterThatIsNotFloat32) {
+  chain_.graph->SetType(filter_, static_cast<tfl::Type>(9));  // kTfLiteInt8
+  ExpectFirstNodeDeclined("filter is not a constant dense float32 tensor");
+}
+
+// The delegate's outputs do not depend on its thread count, bit for bit (and 2 threads do run:
+// ThreadPool.TwoThreadsBothTakeWork in the engine's tests).
+TEST_F(DelegateGraphTest, TwoThreadsGiveTheSameBitsAsOne) {
+  spec_.input_dims = {2, 16, 15, 8};
+  spec_.filters = {MakePrunedFilter(24, 8, 0.3, 31), MakePrunedFilter(16, 24, 0.5, 32)};
+  std::vector<std::vector<float>> outputs;
+  for (int threads : {1, 2}) {
+    TfpconvDelegateOptions options = TfpconvDelegateOptionsDefault();
+    options.num_threads = threads;
+    options.claim_all = 1;
+    TfLiteDelegate* delegate = TfpconvDelegateCreate(&options);
+    Chain chain = BuildChain(spec_);
+    chain.graph->SetMetadata(PlanFor(spec_, chain));
+    ASSERT_EQ(chain.graph->Apply(delegate), tfl::kOk);
+    EXPECT_EQ(chain.graph->delegate_nodes(), 1);
+    ASSERT_TRUE(chain.graph->AllocateTensors());
+    FillInput(&chain, 41);
+    ASSERT_TRUE(chain.graph->Invoke());
+    const float* out = chain.graph->Data(chain.output);
+    outputs.emplace_back(out, out + chain.graph->Elements(chain.output));
+    TfpconvDelegateDelete(delegate);
+  }
+  ExpectClose(Expected(spec_, spec_.input_dims, 41), outputs[0].data());
+  EXPECT_EQ(outputs[0], outputs[1]);
+}
+
+// Tuned parameters are per instruction set: a plan tuned on another CPU (another "isa") runs with
+// the engine's defaults, still delegated; so does a tuned variant that is out of range.
+TEST_F(DelegateGraphTest, PlanTunedForAnotherIsaStillRuns) {
+  const int64_t here = IsaCode(BestIsa());
+  for (int64_t isa : {(here + 1) % 4, here}) {
+    Chain chain = BuildChain(spec_);
+    std::vector<ConvPlanSpec> convs;
+    for (size_t i = 0; i < spec_.filters.size(); ++i) {
+      convs.push_back(SpecFor(spec_.filters[i], static_cast<uint32_t>(chain.nodes[i]),
+                              chain.filter_tensors[i]));
+      convs.back().tuned = {{"claim", 1}, {"isa", isa}, {"variant", 99}, {"tile_oc", 4}};
+    }
+    chain.graph->SetMetadata(BuildPlan(convs));
+    ::testing::internal::CaptureStderr();
+    const tfl::Status status = chain.graph->Apply(delegate_);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    ASSERT_EQ(status, tfl::kOk) << log;
+    EXPECT_EQ(Claimed(), chain.nodes) << log;
+    EXPECT_NE(log.find("plan's tuned parameters not used: " +
+                       std::string(isa == here ? "tuned variant 99 is out of range" : "tuned for ")),
+              std::string::npos)
+        << log;
+    RunAndCompare(&chain, spec_.input_dims, 42);
+  }
+}
+
+// A whole-row variant tuned for the model's input size is too narrow after the input grows: the
+// partition re-creates the convolution with the defaults (not the dense reference).
+TEST_F(DelegateGraphTest, TunedVariantTooNarrowAfterAResizeFallsBackToTheDefaults) {
+  const kernels::KernelSet& set = *KernelSetFor(BestIsa());
+  int narrowest = -1;
+  for (int v = 0; v < set.num_variants; ++v) {
+    const bool narrower = narrowest < 0 || set.variants[v].vecs < set.variants[narrowest].vecs;
+    if (set.variants[v].whole_rows && narrower) narrowest = v;
+  }
+  ASSERT_GE(narrowest, 0);
+  ASSERT_GE(set.variants[narrowest].vecs * set.lanes, 7);  // fits the 9x7 output
+  Chain chain = BuildChain(spec_);
+  std::vector<ConvPlanSpec> convs;
+  for (size_t i = 0; i < spec_.filters.size(); ++i) {
+    convs.push_back(SpecFor(spec_.filters[i], static_cast<uint32_t>(chain.nodes[i]),
+                            chain.filter_tensors[i]));
+  }
+  convs[0].tuned = {{"isa", IsaCode(BestIsa())}, {"variant", narrowest}};
+  chain.graph->SetMetadata(BuildPlan(convs));
+  ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+  RunAndCompare(&chain, spec_.input_dims, 43);
+  const std::vector<int> wide = {1, 9, 8 * set.variants[narrowest].vecs * set.lanes + 5, 5};
+  chain.graph->SetDims(chain.input, wide);
+  ::testing::internal::CaptureStderr();
+  RunAndCompare(&chain, wide, 44);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("plan's tuned parameters not used: tuned variant"), std::string::npos) << log;
+  EXPECT_NE(log.find("narrower than the layer"), std::string::npos) << log;
+  EXPECT_EQ(log.find("dense reference"), std::string::npos) << log;
 }
 
 TEST_F(DelegateGraphTest, FullyPrunedLayerStillWritesBiasAndActivation) {

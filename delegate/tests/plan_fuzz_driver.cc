@@ -45,15 +45,20 @@ int main(int argc, char** argv) {
   std::mt19937 rng(argc > 2 ? static_cast<unsigned>(std::atoi(argv[2])) : 1u);
   const auto seeds = tfpconv::testing::PlanSeeds();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  long runs = 0;
-  for (const auto& seed : seeds) tfpconv::testing::FuzzPlanReader(seed.data(), seed.size());
+  long runs = 0, layers = 0;
+  for (const auto& seed : seeds) layers += tfpconv::testing::FuzzPlanReader(seed.data(), seed.size());
   while (std::chrono::steady_clock::now() < deadline) {
-    for (int i = 0; i < 256; ++i, ++runs) {
+    for (int i = 0; i < 64; ++i, ++runs) {
       std::vector<uint8_t> input = seeds[rng() % seeds.size()];
       Mutate(&input, &rng);
-      tfpconv::testing::FuzzPlanReader(input.data(), input.size());
+      layers += tfpconv::testing::FuzzPlanReader(input.data(), input.size());
     }
   }
-  std::printf("plan_fuzz_driver: %ld inputs in %.0f s, no crash\n", runs, seconds);
+  std::printf("plan_fuzz_driver: %ld inputs in %.0f s, %ld planned layers run against ReferenceConv, "
+              "no crash\n", runs, seconds, layers);
+  if (layers == 0) {
+    std::fprintf(stderr, "plan_fuzz_driver: no plan entry was ever run\n");
+    return 1;
+  }
   return 0;
 }

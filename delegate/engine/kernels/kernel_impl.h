@@ -327,6 +327,10 @@ void TransformTileImpl(const TransformArgs& t) {
 // With every output channel in the tile, blocks of lanes output channels x lanes pixels are read
 // from their channels' accumulators, transposed, and stored as one vector per pixel. Otherwise (a
 // few channels of a small layer) each channel is stored on its own.
+//
+// The clamp keeps a NaN accumulator NaN, as TFLite's min(max(x, lo), hi) does: VT::Max(a, b) and
+// VT::Min(a, b) return b when either is NaN (x86 maxps/minps; NEON returns NaN anyway), so the
+// accumulator goes second.
 template <class VT>
 void StoreTileImpl(const StoreArgs& s) {
   using V = typename VT::V;
@@ -355,7 +359,7 @@ void StoreTileImpl(const StoreArgs& s) {
         VT::Transpose(v);
 #pragma GCC unroll 16
         for (int k = 0; k < L; ++k)
-          VT::Store(out_block + k * s.out_c + o0, VT::Min(VT::Max(v[k], lo), hi));
+          VT::Store(out_block + k * s.out_c + o0, VT::Min(hi, VT::Max(lo, v[k])));
       }
       for (int o = full_oc; o < s.out_c; ++o)
         for (int k = 0; k < L; ++k)

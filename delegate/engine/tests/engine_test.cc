@@ -3,8 +3,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <limits>
+#include <mutex>
 #include <random>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dispatch.h"
@@ -31,12 +38,18 @@ std::vector<float> Reference(const RandomLayer& l) {
   return out;
 }
 
-std::vector<float> RunEngine(const RandomLayer& l, Isa isa, const PatternPlan& plan,
-                             ThreadPool* pool) {
+std::unique_ptr<PatternConv> CreateConv(const RandomLayer& l, Isa isa, const PatternPlan& plan,
+                                        std::string* note = nullptr) {
   std::string error;
   auto conv = PatternConv::Create(l.shape, l.weights.data(), l.bias.empty() ? nullptr : l.bias.data(),
-                                  plan, isa, &error);
+                                  plan, isa, &error, note);
   EXPECT_NE(conv, nullptr) << error;
+  return conv;
+}
+
+std::vector<float> RunEngine(const RandomLayer& l, Isa isa, const PatternPlan& plan,
+                             ThreadPool* pool) {
+  auto conv = CreateConv(l, isa, plan);
   const ConvShape& s = l.shape;
   std::vector<float> out(size_t(s.batch) * s.out_h * s.out_w * s.out_c, -12345.0f);
   if (conv) {
@@ -81,19 +94,24 @@ class VariantTest : public ::testing::TestWithParam<VariantParam> {
   }
 
   // Checks one layer with this variant and the given tiling against the reference. A whole-row
-  // variant narrower than the layer must be refused with a reason.
+  // variant narrower than the layer is not used: the engine's defaults run, with a note.
   void Check(const RandomLayer& l, int tile_oc, int tile_ic) {
     PatternPlan plan = l.plan;
-    plan.tuned = {{"variant", GetParam().variant}, {"tile_oc", tile_oc}, {"tile_ic", tile_ic}};
+    plan.tuned = {{"isa", IsaCode(GetParam().isa)},
+                  {"variant", GetParam().variant},
+                  {"tile_oc", tile_oc},
+                  {"tile_ic", tile_ic}};
+    std::string note;
+    auto conv = CreateConv(l, GetParam().isa, plan, &note);
+    ASSERT_NE(conv, nullptr);
     if (!Fits(l.shape)) {
-      std::string error;
-      EXPECT_EQ(PatternConv::Create(l.shape, l.weights.data(), nullptr, plan, GetParam().isa,
-                                    &error),
-                nullptr);
-      EXPECT_NE(error.find("narrower"), std::string::npos) << error;
-      return;
+      EXPECT_NE(note.find("narrower"), std::string::npos) << note;
+      EXPECT_NE(conv->kernel_params().at("variant"), GetParam().variant);
+    } else {
+      ++checked_;
+      EXPECT_EQ(note, "");
+      EXPECT_EQ(conv->kernel_params(), plan.tuned);
     }
-    ++checked_;
     const auto got = RunEngine(l, GetParam().isa, plan, nullptr);
     EXPECT_LE(MaxRelError(got, Reference(l)), kTolerance) << Describe(l.shape, plan);
   }
@@ -173,6 +191,90 @@ TEST_P(VariantTest, NarrowLayers) {
   EXPECT_GT(checked_, 0);
 }
 
+// Where the engine must give NaN: the outputs a kept tap reads a NaN input from, or whose bias is
+// NaN. (ReferenceConv multiplies the pruned zeros too, and 0 * NaN is NaN: it has NaN wherever the
+// 3x3 window covers one, kept tap or not.) Computed by ReferenceConv itself over indicators.
+std::vector<bool> NanReach(const RandomLayer& l) {
+  ConvShape s = l.shape;
+  s.act_min = std::numeric_limits<float>::lowest();
+  s.act_max = std::numeric_limits<float>::max();
+  std::vector<float> kept(l.weights.size(), 0.0f), nan_in(l.input.size()), nan_bias(s.out_c, 0.0f);
+  for (int o = 0; o < s.out_c; ++o) {
+    for (int c = 0; c < s.in_c; ++c) {
+      const int code = l.plan.codes[size_t(o) * s.in_c + c];
+      for (int tap = 0; tap < 9 && code >= 0; ++tap)
+        if ((l.plan.library[code] >> tap) & 1) kept[(size_t(o) * 9 + tap) * s.in_c + c] = 1.0f;
+    }
+    if (!l.bias.empty() && std::isnan(l.bias[o])) nan_bias[o] = 1.0f;
+  }
+  for (size_t i = 0; i < l.input.size(); ++i) nan_in[i] = std::isnan(l.input[i]) ? 1.0f : 0.0f;
+  std::vector<float> reach(size_t(s.batch) * s.out_h * s.out_w * s.out_c);
+  ReferenceConv(s, kept.data(), nan_bias.data(), nan_in.data(), reach.data());
+  std::vector<bool> out(reach.size());
+  for (size_t i = 0; i < reach.size(); ++i) out[i] = reach[i] > 0.0f;
+  return out;
+}
+
+// NaN exactly where `nan_at` says; elsewhere within tolerance of `want`.
+void ExpectNanPlacement(const std::vector<float>& got, const std::vector<bool>& nan_at,
+                        const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), nan_at.size());
+  ASSERT_EQ(got.size(), want.size());
+  size_t nans = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (nan_at[i]) {
+      ++nans;
+      ASSERT_TRUE(std::isnan(got[i])) << what << ": element " << i << " is " << got[i] << ", not NaN";
+    } else {
+      ASSERT_FALSE(std::isnan(got[i])) << what << ": element " << i << " is NaN";
+      ASSERT_LE(std::fabs(double(got[i]) - want[i]) / (1.0 + std::fabs(double(want[i]))), kTolerance)
+          << what << ": element " << i;
+    }
+  }
+  EXPECT_GT(nans, 0u) << what;  // the case did exercise NaN
+}
+
+// NaN in the input or the bias stays NaN through the activation clamp, like TFLite's
+// min(max(x, lo), hi). One chunk of all output channels (groups 1, tile_oc >= out_c) so the store
+// takes the vector path; widths from 8 to 19 so whole-row variants have layers too.
+TEST_P(VariantTest, NanPropagatesThroughTheActivationClamp) {
+  const int layers[][3] = {{9, 8, 1}, {10, 16, 1}, {16, 19, 1}, {11, 16, 2}};  // h, w, stride
+  int seed = 70, ran = 0;
+  for (const auto& [h, w, stride] : layers) {
+    ConvShape s = MakeShape(1, h, w, 6, 24, stride, true);
+    if (!Fits(s)) continue;
+    ++ran;
+    s.act_min = (seed % 2) ? 0.0f : std::numeric_limits<float>::lowest();
+    s.act_max = (seed % 2) ? 6.0f : std::numeric_limits<float>::max();
+    LayerOptions opt;
+    opt.keep = 0.6;
+    opt.groups = 1;
+    RandomLayer l = MakeRandomLayer(s, opt, ++seed);
+    PatternPlan plan = l.plan;
+    plan.tuned = {{"variant", GetParam().variant}, {"tile_oc", 64}, {"tile_ic", s.in_c}};
+    const RandomLayer clean = l;
+
+    // NaN inputs: NaN outputs where a kept tap reads them, the reference's values elsewhere.
+    std::mt19937 rng(seed);
+    for (int k = 0; k < 3; ++k) l.input[rng() % l.input.size()] = std::nanf("");
+    RandomLayer zeroed = l;
+    for (float& v : zeroed.input) v = std::isnan(v) ? 0.0f : v;
+    ExpectNanPlacement(RunEngine(l, GetParam().isa, plan, nullptr), NanReach(l), Reference(zeroed),
+                       "NaN input, " + Describe(s, plan));
+
+    // A NaN bias: NaN exactly where ReferenceConv has it (the whole channel).
+    l = clean;
+    l.bias[3] = std::nanf("");
+    l.bias[17] = std::nanf("");
+    const std::vector<float> want = Reference(l);
+    std::vector<bool> reference_nan(want.size());
+    for (size_t i = 0; i < want.size(); ++i) reference_nan[i] = std::isnan(want[i]);
+    ExpectNanPlacement(RunEngine(l, GetParam().isa, plan, nullptr), reference_nan, want,
+                       "NaN bias, " + Describe(s, plan));
+  }
+  EXPECT_GT(ran, 0);
+}
+
 TEST_P(VariantTest, FullyPrunedLayerGivesClampedBias) {
   ConvShape s = MakeShape(2, 5, 6, 3, 9, 1, true);
   s.act_min = -0.25f;
@@ -197,6 +299,28 @@ std::string ParamName(const ::testing::TestParamInfo<VariantParam>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, VariantTest, ::testing::ValuesIn(AllVariants()), ParamName);
+
+// The instruction sets compiled into this build that this CPU cannot run: their variants are not
+// tested here, and each says so as a skipped test (the pytest driver reports it).
+std::vector<Isa> CompiledButUnsupported() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon})
+    if (CompiledKernelSetFor(isa) != nullptr && !IsaSupported(isa)) out.push_back(isa);
+  return out;
+}
+
+class UnsupportedIsaTest : public ::testing::TestWithParam<Isa> {};
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(UnsupportedIsaTest);
+
+TEST_P(UnsupportedIsaTest, VariantsNotRun) {
+  GTEST_SKIP() << IsaName(GetParam()) << ": " << CompiledKernelSetFor(GetParam())->num_variants
+               << " variants not run: CPU lacks it";
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, UnsupportedIsaTest, ::testing::ValuesIn(CompiledButUnsupported()),
+                         [](const ::testing::TestParamInfo<Isa>& info) {
+                           return std::string(IsaName(info.param));
+                         });
 
 TEST(PatternConv, DefaultsOnEveryIsa) {
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
@@ -286,11 +410,122 @@ TEST(PatternConv, RejectsInconsistentPlans) {
   bad.group_offsets.back() = 4;
   EXPECT_EQ(create(bad, l.weights), nullptr);
   bad = l.plan;
-  bad.tuned["variant"] = 1000;
-  EXPECT_EQ(create(bad, l.weights), nullptr);
-  bad = l.plan;
   bad.tuned["unknown_key"] = 3;  // ignored
   EXPECT_NE(create(bad, l.weights), nullptr) << error;
+}
+
+std::vector<Isa> SupportedIsas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon})
+    if (IsaSupported(isa)) out.push_back(isa);
+  return out;
+}
+
+// Variant indices are per instruction set (index 5 is r3v4 on AVX2, r8v2 on AVX-512): parameters
+// tuned on another one are not applied, whatever they say; "claim" is not the engine's business.
+TEST(PatternConv, ParamsTunedForAnotherIsaRunTheDefaults) {
+  const RandomLayer l = MakeRandomLayer(MakeShape(1, 12, 14, 20, 24, 1, true), {}, 23);
+  const auto want = Reference(l);
+  for (Isa isa : SupportedIsas()) {
+    const auto defaults = CreateConv(l, isa, l.plan)->kernel_params();
+    const int variants = KernelSetFor(isa)->num_variants;
+    for (int64_t code : {0, 1, 2, 3, 9}) {
+      if (code == IsaCode(isa)) continue;
+      for (int64_t variant : {int64_t{0}, int64_t{5}, int64_t{variants - 1}, int64_t{99}}) {
+        PatternPlan plan = l.plan;
+        plan.tuned = {{"isa", code}, {"variant", variant}, {"tile_oc", 3}, {"tile_ic", 2},
+                      {"claim", 1}};
+        std::string note;
+        auto conv = CreateConv(l, isa, plan, &note);
+        ASSERT_NE(conv, nullptr);
+        EXPECT_EQ(conv->kernel_params(), defaults) << DescribeTuning(plan.tuned, isa);
+        EXPECT_NE(note.find("tuned for "), std::string::npos) << note;
+        EXPECT_NE(note.find(std::string("running ") + IsaName(isa)), std::string::npos) << note;
+        std::vector<float> got(want.size());
+        conv->Run(l.input.data(), got.data(), nullptr);
+        EXPECT_LE(MaxRelError(got, want), kTolerance) << DescribeTuning(plan.tuned, isa);
+      }
+    }
+    // Tuned for this one (or untagged, as plans before the tag were): applied as they are.
+    for (bool tagged : {true, false}) {
+      PatternPlan plan = l.plan;
+      plan.tuned = {{"variant", 1}, {"tile_oc", 3}, {"tile_ic", 2}};
+      if (tagged) plan.tuned["isa"] = IsaCode(isa);
+      std::string note = "unset";
+      auto conv = CreateConv(l, isa, plan, &note);
+      ASSERT_NE(conv, nullptr);
+      EXPECT_EQ(note, "");
+      EXPECT_EQ(conv->kernel_params(),
+                (std::map<std::string, int64_t>{
+                    {"isa", IsaCode(isa)}, {"variant", 1}, {"tile_oc", 3}, {"tile_ic", 2}}));
+    }
+  }
+}
+
+// A tuned variant that does not fit the layer (a whole-row variant after the input grew) or is out
+// of range falls back to the defaults for the new shape instead of failing.
+TEST(PatternConv, TunedVariantThatNoLongerFitsFallsBackToTheDefaults) {
+  const RandomLayer small = MakeRandomLayer(MakeShape(1, 4, 4, 12, 10, 1, true), {}, 31);
+  const RandomLayer wide = MakeRandomLayer(MakeShape(1, 20, 70, 12, 10, 1, true), {}, 32);
+  for (Isa isa : SupportedIsas()) {
+    const kernels::KernelSet& set = *KernelSetFor(isa);
+    int whole_row = -1;  // a whole-row variant: fits 4 wide, not 70 wide
+    for (int v = 0; v < set.num_variants && whole_row < 0; ++v)
+      if (set.variants[v].whole_rows) whole_row = v;
+    ASSERT_GE(whole_row, 0) << IsaName(isa);
+    for (int64_t variant : {int64_t{whole_row}, int64_t{set.num_variants}, int64_t{-1}}) {
+      PatternPlan plan = wide.plan;
+      plan.tuned = {{"isa", IsaCode(isa)}, {"variant", variant}, {"tile_oc", 8}};
+      std::string note;
+      if (variant == whole_row) {
+        PatternPlan small_plan = small.plan;
+        small_plan.tuned = plan.tuned;
+        EXPECT_EQ(CreateConv(small, isa, small_plan, &note)->kernel_params().at("variant"), variant);
+        EXPECT_EQ(note, "");
+      }
+      auto conv = CreateConv(wide, isa, plan, &note);
+      ASSERT_NE(conv, nullptr);
+      EXPECT_EQ(conv->kernel_params(), CreateConv(wide, isa, wide.plan)->kernel_params());
+      EXPECT_NE(note.find(variant == whole_row ? "narrower" : "out of range"), std::string::npos)
+          << note;
+      std::vector<float> got(Reference(wide).size());
+      conv->Run(wide.input.data(), got.data(), nullptr);
+      EXPECT_LE(MaxRelError(got, Reference(wide)), kTolerance) << IsaName(isa);
+    }
+  }
+}
+
+TEST(PatternConv, TuningCandidatesAreTaggedAndDescribedByIsa) {
+  const ConvShape s = MakeShape(1, 12, 14, 20, 24, 1, true);
+  for (Isa isa : SupportedIsas()) {
+    const auto candidates = TuningCandidates(s, isa);
+    ASSERT_FALSE(candidates.empty());
+    for (const auto& tuned : candidates) EXPECT_EQ(tuned.at("isa"), IsaCode(isa));
+    const std::string text = DescribeTuning(candidates[0], isa);
+    EXPECT_NE(text.find(std::string("isa=") + IsaName(isa)), std::string::npos) << text;
+  }
+  // Another instruction set's variant is named from that set's table.
+  const std::map<std::string, int64_t> avx512 = {{"isa", IsaCode(Isa::kAvx512)}, {"variant", 5}};
+  if (CompiledKernelSetFor(Isa::kAvx512) != nullptr) {
+    EXPECT_EQ(DescribeTuning(avx512, Isa::kScalar), "scalar isa=avx512 variant=5(r8v2)");
+  }
+  EXPECT_EQ(DescribeTuning({{"isa", 9}}, Isa::kScalar), "scalar isa=unknown isa code 9");
+}
+
+TEST(Isa, StableCodes) {
+  // Stored in tuned plans: these numbers must never change.
+  EXPECT_EQ(IsaCode(Isa::kScalar), 0);
+  EXPECT_EQ(IsaCode(Isa::kAvx2), 1);
+  EXPECT_EQ(IsaCode(Isa::kAvx512), 2);
+  EXPECT_EQ(IsaCode(Isa::kNeon), 3);
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+    Isa back;
+    ASSERT_TRUE(IsaFromCode(IsaCode(isa), &back));
+    EXPECT_EQ(back, isa);
+  }
+  Isa unused;
+  EXPECT_FALSE(IsaFromCode(4, &unused));
+  EXPECT_FALSE(IsaFromCode(-1, &unused));
 }
 
 TEST(PatternConv, EmptyOrderAndGroupsMeanIdentity) {
@@ -312,6 +547,31 @@ TEST(ThreadPool, EveryIndexOnce) {
       for (size_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << i;
     }
   }
+}
+
+// A pool of 2 runs a ParallelFor on 2 distinct threads: each item waits (bounded, so a broken pool
+// fails instead of hanging) until both threads have arrived, which a single thread never does.
+TEST(ThreadPool, TwoThreadsBothTakeWork) {
+  struct Rendezvous {
+    std::mutex mu;
+    std::condition_variable arrived;
+    std::set<std::thread::id> threads;
+    bool gave_up = false;
+  } r;
+  ThreadPool pool(2);
+  pool.ParallelFor(
+      2,
+      [](void* ctx, size_t) {
+        auto& r = *static_cast<Rendezvous*>(ctx);
+        std::unique_lock<std::mutex> lock(r.mu);
+        r.threads.insert(std::this_thread::get_id());
+        r.arrived.notify_all();
+        if (!r.arrived.wait_for(lock, std::chrono::seconds(60), [&] { return r.threads.size() >= 2; }))
+          r.gave_up = true;
+      },
+      &r);
+  EXPECT_FALSE(r.gave_up) << "only one thread ever ran an item";
+  EXPECT_EQ(r.threads.size(), 2u);
 }
 
 TEST(Isa, NamesRoundTrip) {
