@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
 
 import tfpconv  # noqa: E402
 from tfpconv import patterns  # noqa: E402
@@ -292,6 +293,114 @@ def test_pruning_epochs_must_leave_a_hard_phase():
             verbose=0,
             callbacks=[tfpconv.callbacks.PatternPruning(pruning_epochs=2, verbose=0)],
         )
+
+
+@pytest.mark.parametrize("method", ["admm", "magnitude"])
+def test_fine_tuning_a_one_shot_pruned_model_keeps_its_library(method):
+    model = build(sequential_model)
+    x, y = data(n=32)
+    report = tfpconv.prune_patterns(model, num_patterns=8, connectivity=0.72)
+    projected = {name: model.get_layer(name).kernel.numpy() for name in ("c1", "c2", "c3")}
+    seen_at_start = {}
+
+    class RecordKernels(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen_at_start.update({n: model.get_layer(n).kernel.numpy() for n in projected})
+
+    callback = tfpconv.callbacks.PatternPruning(8, 0.72, method=method, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback, RecordKernels()], verbose=0)
+    library_bits = [patterns.mask_to_bits(patterns.CANDIDATE_MASKS[i]) for i in callback.library]
+    assert sorted(library_bits) == sorted(report.library)
+    for name, kernel in projected.items():  # the start of training moved no weight
+        np.testing.assert_array_equal(seen_at_start[name], kernel, err_msg=name)
+    assert_pattern_sparse(model, 8, 0.72)
+
+
+@pytest.mark.parametrize("pruning_epochs", [1, 0])
+def test_a_subclassed_model_never_called_before_fit_is_pruned(pruning_epochs):
+    model = Subclassed()
+    assert not model.built
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    x, y = data(n=32)
+    callback = tfpconv.callbacks.PatternPruning(4, 0.5, pruning_epochs=pruning_epochs, verbose=0)
+    history = model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
+    assert_pattern_sparse(model, 4, 0.5)
+    assert len(callback.codes) == 3
+    assert history.history["pconv_gap"][-1] == 0.0
+
+
+def read_scalars(log_dir):
+    """Every scalar TensorBoard event under ``log_dir``: tag -> list of values."""
+    scalars = {}
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    number = float(tf.make_ndarray(value.tensor))
+                    scalars.setdefault(value.tag, []).append(number)
+    return scalars
+
+
+def test_tensorboard_listed_after_the_callback_records_the_pconv_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    model = build(sequential_model)
+    x, y = data(n=32)
+    callbacks = [
+        tfpconv.callbacks.PatternPruning(8, 0.5, verbose=0),
+        keras.callbacks.TensorBoard(log_dir=str(tmp_path)),
+    ]
+    history = model.fit(x, y, batch_size=16, epochs=2, callbacks=callbacks, verbose=0)
+    scalars = read_scalars(tmp_path)
+    assert scalars["epoch_pconv_connectivity"] == pytest.approx([0.5, 0.5])
+    assert scalars["epoch_pconv_density"] == pytest.approx(history.history["pconv_density"])
+    assert scalars["epoch_pconv_density"][-1] < 0.45
+
+
+def test_summary_of_a_subclassed_model_counts_flops():
+    class Strided(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3, strides=2, name="strided")
+            self.same = keras.layers.Conv2D(4, 3, padding="same", name="same")
+
+        def call(self, x):
+            return self.same(self.conv(x))
+
+    model = Strided()
+    model(np.zeros((2, 10, 10, 3), np.float32))
+    report = tfpconv.summary(model, print_fn=None)
+    strided, same = report.layer("strided"), report.layer("same")
+    assert strided.flops_total == 2 * 4 * 4 * strided.weights_total  # valid, stride 2: 4x4
+    assert same.flops_total == 2 * 4 * 4 * same.weights_total
+    assert "n/a" not in report.table()
+
+
+def test_verbose_start_reports_the_convolutions_left_alone(capsys):
+    model = build(sequential_model)
+    x, y = data(n=16)
+    callback = tfpconv.callbacks.PatternPruning(8, 0.5, layers=["c1", "c3"], verbose=1)
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
+    out = capsys.readouterr().out
+    assert "tfpconv: pruning 2 layers" in out
+    assert "left alone (kernel 5x5, only 3x3 is pruned): c5x5" in out
+    assert "left alone (not selected by the layers filter): c2" in out
+
+
+def test_steps_per_execution_above_one_warns_and_still_ends_pattern_sparse():
+    model = sequential_model()
+    model.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=2)
+    x, y = data(n=64)
+    callback = tfpconv.callbacks.PatternPruning(8, 0.5, verbose=0)
+    with pytest.warns(UserWarning, match="steps_per_execution=2.*once per 2 steps"):
+        model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
+    assert_pattern_sparse(model, 8, 0.5)
+
+
+@pytest.mark.parametrize("layers", [[], lambda layer: False], ids=["empty-list", "predicate"])
+def test_a_layer_filter_that_selects_nothing_says_so(layers):
+    model = build(sequential_model)
+    with pytest.raises(ValueError, match=r"layers filter .* selected none.*'c1', 'c2', 'c3'"):
+        tfpconv.prune_patterns(model, layers=layers)
 
 
 def test_fashion_mnist_is_the_real_data_set(tmp_path):

@@ -49,6 +49,23 @@ def test_library_takes_the_most_frequent_top4_masks():
     assert len(set(library8.tolist())) == 8 and library8[:3].tolist() == [5, 17, 40]
 
 
+def test_an_already_projected_model_selects_the_library_it_was_projected_with():
+    # With 72% of the kernels removed, all-zero kernels must not vote (they would all vote for
+    # candidate 0 and push a library pattern out).
+    kernels = [random_kernel(shape=(3, 3, 16, 32), seed=seed) for seed in range(3)]
+    library = patterns.select_library(kernels, 8)
+    projected = [patterns.project(kernel, library, 0.72)[0] for kernel in kernels]
+    again = patterns.select_library(projected, 8)
+    assert sorted(again.tolist()) == sorted(library.tolist())
+    for kernel in projected:
+        np.testing.assert_array_equal(patterns.project(kernel, again, 0.72)[0], kernel)
+
+
+def test_a_library_from_all_zero_kernels_is_the_first_candidates():
+    library = patterns.select_library([np.zeros((3, 3, 4, 4), np.float32)], 5)
+    assert library.tolist() == [0, 1, 2, 3, 4]
+
+
 def test_top4_forces_the_centre_in():
     kernel = np.ones((3, 3, 1, 1), np.float32) * 10
     kernel[1, 1] = 0.0  # the centre is the weakest tap, yet it stays

@@ -6,6 +6,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 tf_keras = pytest.importorskip("tf_keras")
 tfmot = pytest.importorskip("tensorflow_model_optimization")
@@ -81,6 +82,59 @@ def test_prune_patterns_on_a_tf_keras_model():
     report = tfpconv.prune_patterns(model, 8, 0.72)
     assert report.compression > 5
     check_sparse(model, 0.72)
+
+
+class TfKerasSubclassed(tf_keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.stem = tf_keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="s1")
+        self.body = tf_keras.layers.Conv2D(8, 3, strides=2, name="s2")
+        self.head = tf_keras.layers.Dense(3, activation="softmax")
+
+    def call(self, x):
+        return self.head(tf.reduce_mean(self.body(self.stem(x)), axis=(1, 2)))
+
+
+def test_an_unbuilt_tf_keras_subclassed_model_is_pruned_and_summarised():
+    model = TfKerasSubclassed()
+    assert not model.built
+    model.compile(tf_keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    x, y = data(n=32)
+    callback = tfpconv.callbacks.PatternPruning(4, 0.5, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
+    assert set(callback.codes) == {"s1", "s2"}
+    codes = patterns.classify_kernels(model.body.kernel.numpy())
+    assert (codes != patterns.NOT_A_PATTERN).all()
+    assert (codes == patterns.PRUNED).sum() == patterns.num_to_prune(64, 0.5)
+    report = tfpconv.summary(model, print_fn=None)
+    s2 = report.layer("s2")
+    assert s2.flops_total == 2 * 4 * 4 * s2.weights_total  # 10x10, valid, stride 2: 4x4
+
+
+def test_tf_keras_steps_per_execution_warns():
+    model = tf_keras_model()
+    model.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=3)
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(8, 0.5, verbose=0)
+    with pytest.warns(UserWarning, match="steps_per_execution=3"):
+        model.fit(x, y, batch_size=8, epochs=2, callbacks=[callback], verbose=0)
+    check_sparse(model, 0.5)
+
+
+def test_tf_keras_tensorboard_after_the_callback_records_the_pconv_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    model = tf_keras_model()
+    x, y = data(n=32)
+    callbacks = [
+        tfpconv.callbacks.PatternPruning(8, 0.5, verbose=0),
+        tf_keras.callbacks.TensorBoard(log_dir=str(tmp_path)),
+    ]
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=callbacks, verbose=0)
+    tags = set()
+    for path in tmp_path.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags |= {value.tag for value in event.summary.value}
+    assert {"epoch_pconv_connectivity", "epoch_pconv_density", "epoch_pconv_gap"} <= tags
 
 
 DISTRIBUTED_SCRIPT = textwrap.dedent(

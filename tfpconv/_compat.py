@@ -89,11 +89,48 @@ def learning_rate(optimizer: Any) -> float:
 
 
 def layer_output_shape(layer: Any) -> tuple[int | None, ...] | None:
-    """The layer's output shape if the model graph knows it (Sequential / functional), else None."""
+    """The layer's output shape: from the model graph (Sequential / functional), else computed from
+    the input shape the layer was built with (subclassed models); None when neither is known."""
     try:
         return tuple(layer.output.shape)
     except (AttributeError, ValueError, RuntimeError):
+        pass
+    input_shape = built_input_shape(layer)
+    if input_shape is None:
         return None
+    try:
+        return tuple(layer.compute_output_shape(input_shape))
+    except (TypeError, ValueError, NotImplementedError):
+        return None
+
+
+def built_input_shape(layer: Any) -> tuple[int | None, ...] | None:
+    """The input shape a single-input layer was built with, or None."""
+    # Keras 3 records build()'s arguments by name; tf_keras keeps the one shape.
+    shapes = getattr(layer, "_build_shapes_dict", None)
+    if isinstance(shapes, dict) and len(shapes) == 1:
+        shape = next(iter(shapes.values()))
+    else:
+        shape = getattr(layer, "_build_input_shape", None)
+    if shape is None:
+        return None
+    try:
+        return tuple(None if d is None else int(d) for d in tf.TensorShape(shape).as_list())
+    except (TypeError, ValueError):
+        return None
+
+
+def steps_per_execution(model: Any) -> int | str:
+    """Training steps per ``train_function`` call as compiled (``"auto"`` when tf_keras tunes it).
+
+    Keras 3 keeps an int; tf_keras a variable, None before compile.
+    """
+    if getattr(model, "autotune_steps_per_execution", False):
+        return "auto"
+    value = getattr(model, "steps_per_execution", None)
+    if value is None:
+        return 1
+    return int(value.numpy() if hasattr(value, "numpy") else value)
 
 
 class TfKerasCallbackHooks:

@@ -4,11 +4,15 @@ Works with Keras 3 (``import keras``) and Keras 2 (``tf_keras``) models alike::
 
     model.fit(x, y, epochs=10, callbacks=[tfpconv.callbacks.PatternPruning(num_patterns=8,
                                                                            connectivity=0.72)])
+
+List ``PatternPruning`` before ``TensorBoard``, ``ModelCheckpoint``, ``EarlyStopping`` and any
+other callback that reads the ``pconv_*`` metrics: callbacks see an epoch's logs in list order.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +22,7 @@ import tensorflow as tf
 
 from tfpconv import _compat, patterns
 from tfpconv.admm import ADMMState
-from tfpconv.layer_selection import LayerFilter
+from tfpconv.layer_selection import LayerFilter, left_alone
 from tfpconv.pruning import LayerTarget, layer_targets, resolve_library
 from tfpconv.schedules import Connectivity, ConnectivitySchedule, cubic_ramp
 
@@ -48,12 +52,23 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
        kernel is exactly one library pattern or all zeros (also if training stops early).
 
     The pattern library is chosen from the weights when training starts (the ``num_patterns`` most
-    frequent top-4-magnitude masks over all pruned layers) unless ``library`` is given.
+    frequent top-4-magnitude masks over all pruned layers; removed kernels do not vote, so a model
+    already projected by ``tfpconv.prune_patterns`` keeps its library) unless ``library`` is given.
+    A subclassed model that was never called is built by its first training step: pruning then
+    starts after that step.
 
     Logs (progress bar, History, TensorBoard) gain per epoch: ``pconv_connectivity`` (current
     target), ``pconv_gap`` (relative distance ||W - Z|| / ||W|| of the weights to the constraint
     set; 0 in the hard phase), ``pconv_density`` (non-zero fraction of the pruned 3x3 weights) and,
-    with ADMM, ``pconv_rho``.
+    with ADMM, ``pconv_rho``. They are added in this callback's ``on_epoch_end``, so list
+    ``PatternPruning`` before ``TensorBoard``, ``ModelCheckpoint``, ``EarlyStopping`` or any
+    callback that reads them.
+
+    Keras runs callbacks' batch hooks once per ``train_function`` call: with
+    ``model.compile(steps_per_execution=N)`` the masks and the ADMM pull are applied after every
+    N-th optimizer step (the steps in between move pruned weights freely), and ``update_every`` and
+    connectivity schedules count those calls, not steps. The callback warns about it; the trained
+    model is still exactly pattern-sparse, as the masks are applied again when ``fit`` ends.
 
     Args:
       num_patterns: library size K, 1..56 (8 is PCONV's choice).
@@ -71,7 +86,8 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         hard phase).
       update_every: steps between ADMM updates / magnitude projections; None = once per epoch.
       rho, rho_growth, rho_max: the ADMM penalty schedule.
-      verbose: 1 prints the chosen library and the phase change; 0 is silent.
+      verbose: 1 prints the chosen library, the convolutions left alone (with the reason) and the
+        phase change; 0 is silent.
     """
 
     def __init__(
@@ -138,8 +154,6 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not _compat.is_tf_keras_object(self.model):
             _compat.check_backend()
-        self._targets = layer_targets(self.model, self.layers, self.first_layer_connectivity)
-        self.library = resolve_library(self._targets, self.num_patterns, self._given_library)
         self._epochs = int(self.params.get("epochs") or 1)
         self._steps_per_epoch = self.params.get("steps")
         self._hard_start_epoch = self._resolve_pruning_epochs()
@@ -147,6 +161,16 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self._rho = self.rho_initial
         self._ramp = None
         self.codes = {}
+        self._warn_about_steps_per_execution()
+        if self.model.built:
+            self._start()
+        else:  # a subclassed model that was never called: its first training step builds it
+            self._phase = "unbuilt"
+
+    def _start(self) -> None:
+        """Find the layers, choose the library and begin the first phase."""
+        self._targets = layer_targets(self.model, self.layers, self.first_layer_connectivity)
+        self.library = resolve_library(self._targets, self.num_patterns, self._given_library)
         self._say(
             f"tfpconv: pruning {len(self._targets)} layers, library "
             + " ".join(
@@ -154,6 +178,11 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
                 for i in self.library
             )
         )
+        by_reason: dict[str, list[str]] = {}
+        for layer in left_alone(self.model, [t.layer for t in self._targets]):
+            by_reason.setdefault(layer.reason, []).append(layer.name)
+        for reason, names in by_reason.items():
+            self._say(f"tfpconv: left alone ({reason}): {', '.join(names)}")
         if self._hard_start_epoch == 0:
             self._enter_hard_phase()
         elif self.method == "admm":
@@ -163,6 +192,22 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         else:
             self._phase = "magnitude"
             self._project_now()
+
+    def _warn_about_steps_per_execution(self) -> None:
+        steps = _compat.steps_per_execution(self.model)
+        if steps == 1:
+            return
+        every = f"{steps} steps" if isinstance(steps, int) else "several steps (auto-tuned)"
+        warnings.warn(
+            f"tfpconv.callbacks.PatternPruning: the model is compiled with "
+            f"steps_per_execution={steps}, so Keras calls the callback once per {every}: "
+            f"the masks and the ADMM pull apply only after every such call, "
+            f"and update_every / connectivity schedules count calls, not steps. The model is "
+            f"still exactly pattern-sparse when fit ends; compile with steps_per_execution=1 for "
+            f"per-step pruning.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def _resolve_pruning_epochs(self) -> int:
         if self.pruning_epochs is None:
@@ -180,6 +225,9 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._step += 1
+        if self._phase == "unbuilt":
+            self._start()
+            return
         if self._phase == "hard":
             for target, mask in zip(self._targets, self._masks, strict=True):
                 variable = _compat.tf_variable(target.layer.kernel)
@@ -199,7 +247,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             self._steps_per_epoch = max(self._step // (epoch + 1), 1)
         if self._phase in ("admm", "magnitude") and self.update_every is None:
             self._update()
-        if logs is not None:
+        if logs is not None and self._phase != "unbuilt":
             logs.update(self._metrics())
 
     def on_train_end(self, logs: dict | None = None) -> None:

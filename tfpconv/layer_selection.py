@@ -70,6 +70,7 @@ def describe_model_layers(model: Any) -> str:
 def select_prunable_layers(model: Any, layers: LayerFilter = None) -> list[Any]:
     """The layers to prune; raises a ValueError naming what was found when there are none."""
     prunable, skipped = find_conv_layers(model)
+    available = [layer.name for layer in prunable]
     if layers is not None:
         if callable(layers):
             prunable = [layer for layer in prunable if layers(layer)]
@@ -86,6 +87,11 @@ def select_prunable_layers(model: Any, layers: LayerFilter = None) -> list[Any]:
                         f"prunable layers: {sorted(by_name) or 'none'}"
                     )
             prunable = [by_name[name] for name in wanted]
+    if not prunable and available:
+        raise ValueError(
+            f"the layers filter {_describe_filter(layers)} selected none of the prunable layers "
+            f"of model {model.name!r}: {available}; pass layers=None to prune them all"
+        )
     if not prunable:
         found = "; ".join(f"{s.name}: {s.reason}" for s in skipped)
         raise ValueError(
@@ -95,3 +101,21 @@ def select_prunable_layers(model: Any, layers: LayerFilter = None) -> list[Any]:
             + f" Layers found: {describe_model_layers(model)}."
         )
     return prunable
+
+
+def _describe_filter(layers: LayerFilter) -> str:
+    if callable(layers):
+        return getattr(layers, "__name__", type(layers).__name__)
+    return repr(list(layers))
+
+
+def left_alone(model: Any, selected: Sequence[Any]) -> list[SkippedLayer]:
+    """The model's convolutions that are not in ``selected``, each with the reason."""
+    prunable, skipped = find_conv_layers(model)
+    chosen = {id(layer) for layer in selected}
+    not_selected = [
+        SkippedLayer(layer.name, "not selected by the layers filter")
+        for layer in prunable
+        if id(layer) not in chosen
+    ]
+    return skipped + not_selected

@@ -102,12 +102,15 @@ def select_library(kernels: Sequence[np.ndarray], num_patterns: int = 8) -> np.n
     """Choose the ``num_patterns`` most frequent top-4 masks over all given kernels.
 
     Args:
-      kernels: 3x3 HWIO kernels (one per layer); all their kernels vote.
+      kernels: 3x3 HWIO kernels (one per layer); every kernel with a non-zero weight votes.
+        All-zero kernels (removed by connectivity pruning) have no top-4 mask and do not vote, so
+        the library of an already projected model is the library it was projected with.
       num_patterns: the library size K, 1..56.
 
     Returns:
       Candidate indices, most frequent first. Ties (and candidates no kernel voted for, when fewer
-      than K distinct masks occur) are ordered by the total energy they would keep, then by index.
+      than K distinct masks occur) are ordered by the total energy they would keep, then by index;
+      so when every kernel is all zero the library is candidates ``0..K-1``.
     """
     check_num_patterns(num_patterns)
     if len(kernels) == 0:
@@ -115,9 +118,10 @@ def select_library(kernels: Sequence[np.ndarray], num_patterns: int = 8) -> np.n
     counts = np.zeros(NUM_CANDIDATES, dtype=np.int64)
     kept_energy = np.zeros(NUM_CANDIDATES, dtype=np.float64)
     for kernel in kernels:
-        votes = top4_candidates(kernel)
-        counts += np.bincount(votes.ravel(), minlength=NUM_CANDIDATES)
         energy = _taps_by_kernel(check_kernel(kernel).astype(np.float64) ** 2).reshape(-1, TAPS)
+        has_weights = energy.sum(axis=-1) > 0
+        votes = top4_candidates(kernel).ravel()[has_weights]
+        counts += np.bincount(votes, minlength=NUM_CANDIDATES)
         kept_energy += energy.sum(axis=0) @ CANDIDATE_MASKS.T.astype(np.float64)
     order = np.lexsort((np.arange(NUM_CANDIDATES), -kept_energy, -counts))
     return order[:num_patterns].copy()

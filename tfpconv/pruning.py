@@ -71,7 +71,8 @@ def prune_patterns(
     Every selected kernel keeps the 4 weights of the library pattern that preserves the most of
     its squared norm; then, per layer, the ``connectivity`` fraction of kernels with the smallest
     norm is removed whole. Fine-tune afterwards with :class:`tfpconv.callbacks.PatternPruning`
-    (its hard phase keeps the masks) to recover accuracy.
+    to recover accuracy: it selects the same library from the projected weights, and its hard
+    phase keeps the masks.
 
     Args:
       model: a built Keras 3 or tf_keras model.

@@ -29,7 +29,8 @@ class LayerStats:
     pattern_histogram: dict[int, int]
     #: Kernels that are neither pruned nor one 4-entry centre pattern (0 once pattern-pruned).
     kernels_not_pattern: int
-    #: Multiply-adds x 2 per image, when the output size is known (Sequential / functional).
+    #: Multiply-adds x 2 per image, when the output size is known (from the model graph, or the
+    #: shape the layer was built with in a subclassed model).
     flops_total: int | None = None
     flops_kept: int | None = None
 
