@@ -13,6 +13,7 @@ interleaved in this process (medians), per layer too. Writes ``latency.json``, `
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 import tfpconv  # noqa: E402
 from tfpconv import bench  # noqa: E402
+from tfpconv.convert import write_atomic  # noqa: E402
 
 MODELS = {
     "vgg16_224": lambda: tfpconv.models.vgg16((224, 224, 3)),
@@ -104,8 +106,10 @@ def plot(reports: dict[tuple[str, float], bench.BenchReport], path: Path) -> Non
     axis.set_title("tfpconv delegate vs TFLite XNNPACK")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, dpi=120, format="png")
     plt.close(figure)
+    write_atomic(path, image.getvalue())
 
 
 def main() -> None:
@@ -155,7 +159,7 @@ def main() -> None:
     targets = target_lines(reports)
     summary = summary_table(reports) + ("\n\nTargets:\n\n" + "\n".join(targets) if targets else "")
     markdown = args.out / "latency.md"
-    markdown.write_text(f"## Summary\n\n{summary}\n\n{markdown.read_text()}")
+    write_atomic(markdown, f"## Summary\n\n{summary}\n\n{markdown.read_text()}".encode())
     plot(reports, args.out / "latency.png")
     print(f"\nwrote {args.out}/latency.{{json,md,png}} in {time.perf_counter() - start:.0f} s")
     print(summary)

@@ -1,6 +1,9 @@
 """The latency harness on a tiny pruned model (figures are checked for shape, never for speed)."""
 
+import importlib.util
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,3 +119,57 @@ def test_cli_bench_missing_file_is_a_one_line_error(tmp_path, capsys):
 
     assert cli.main(["bench", str(tmp_path / "missing.tflite")]) == 1
     assert capsys.readouterr().err.strip().startswith("tfpconv: error:")
+
+
+def test_cli_bench_of_a_non_model_names_the_file(tmp_path, capsys):
+    from tfpconv import cli
+
+    fake = tmp_path / "fake.tflite"
+    fake.write_text("not a model\n")
+    with pytest.raises(tfpconv.TFLiteModelError, match="fake.tflite: not a TFLite model"):
+        bench.bench(fake)
+    assert cli.main(["bench", str(fake)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"tfpconv: error: {fake}: not a TFLite model (no TFL3 file identifier)\n"
+
+
+def _small_report() -> bench.BenchReport:
+    result = bench.ThreadResult(
+        threads=1,
+        xnnpack_ms=2.0,
+        delegate_ms=1.0,
+        max_abs_diff=0.0,
+        max_rel_diff=0.0,
+        delegated_nodes=1,
+        packed_weight_bytes=100,
+    )
+    return bench.BenchReport("m.tflite", 1, 900, 400, [result])
+
+
+def test_write_report_replaces_the_files(tmp_path):
+    # A reader holding the old file keeps its complete old contents (a rename, not a rewrite).
+    for name in ("latency.json", "latency.md"):
+        (tmp_path / name).write_text("old\n")
+        os.link(tmp_path / name, tmp_path / f"held_{name}")
+    bench.write_report([_small_report()], tmp_path)
+    assert json.loads((tmp_path / "latency.json").read_text())[0]["model"] == "m.tflite"
+    assert "### m.tflite" in (tmp_path / "latency.md").read_text()
+    for name in ("latency.json", "latency.md"):
+        assert (tmp_path / f"held_{name}").read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_latency_plot_replaces_the_file(tmp_path):
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location(
+        "latency_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
+    )
+    latency = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(latency)
+    png = tmp_path / "latency.png"
+    png.write_text("old\n")
+    os.link(png, tmp_path / "held.png")
+    latency.plot({("vgg16_32", 0.5): _small_report()}, png)
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "held.png").read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

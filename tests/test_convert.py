@@ -518,3 +518,42 @@ def test_output_path_is_written_atomically(
 
     with pytest.raises(FileNotFoundError):
         convert(sequential_bytes, tmp_path / "no" / "such" / "dir.tflite")
+
+
+def test_output_location_and_tune_threads_are_checked_first(tmp_path: Path) -> None:
+    # The input is bad as well: getting the output error shows nothing was converted first.
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        convert(text, tmp_path / "nowhere" / "out.tflite")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        convert(text, tmp_path)
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        convert(text, text / "out.tflite")
+    for threads in (0, -2, 1.5, True):
+        with pytest.raises(ConversionError, match="tune_threads"):
+            convert(text, tune=True, tune_threads=threads)
+
+
+def test_empty_keras_file_is_named_as_empty(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.keras"
+    empty.write_bytes(b"")
+    with pytest.raises(ConversionError, match=r"empty\.keras: the file is empty"):
+        convert(empty)
+
+
+def test_plan_naming_a_missing_tensor_is_a_stale_plan(sequential_bytes) -> None:
+    model = TFLiteModel.from_bytes(sequential_bytes)
+    count = len(model.model.subgraphs[0].tensors)
+    with pytest.raises(TFLiteModelError, match=f"tensor {count + 5} .*{count} tensors"):
+        model.tensor(0, count + 5)
+    with pytest.raises(TFLiteModelError, match="tensor -1 "):
+        model.tensor(0, -1)
+    with pytest.raises(TFLiteModelError, match="subgraph 3 .*1 subgraph"):
+        model.tensor(3, 0)
+    plan = read_plan(sequential_bytes)
+    plan.convs[0].weight_tensor_index = count + 5
+    model.set_metadata(METADATA_NAME, plan.to_bytes())
+    layers = inspect_model(model.to_bytes()).layers
+    first = [layer for layer in layers if layer.operator_index == plan.convs[0].operator_index]
+    assert not first[0].planned and "names another filter tensor" in first[0].reason

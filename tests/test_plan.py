@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import struct
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +181,19 @@ def test_corrupt_plan_bytes_raise_plan_error(mangle) -> None:
     data = _plan().to_bytes()
     with pytest.raises(PlanError):
         Plan.from_bytes(mangle(data))
+
+
+def test_huge_kernel_shape_is_an_error_without_overflow_warnings() -> None:
+    plan = Plan(convs=[_conv_plan(out=3, inp=2, k=1, seed=1)], producer="test")
+    data = plan.to_bytes()
+    shape = struct.pack("<4i", 3, 3, 3, 2)
+    assert data.count(shape) == 1
+    huge = data.replace(shape, struct.pack("<4i", 2**30, 3, 3, 2))  # out * in needs 64 bits
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(PlanError, match="codes for 1073741824x2 kernels"):
+            Plan.from_bytes(huge)
+    assert [str(w.message) for w in caught] == []
 
 
 def test_read_plan_of_non_model(tmp_path: Path) -> None:

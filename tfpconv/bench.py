@@ -22,6 +22,7 @@ import numpy as np
 
 from tfpconv import plan as plan_module
 from tfpconv import runtime
+from tfpconv.convert import write_atomic
 from tfpconv.tflite_model import TFLiteModel, schema, tensor_shape, unpack_float32
 
 _ACTIVATIONS = {
@@ -351,8 +352,8 @@ def bench(
     path = Path(model_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
+    plan = plan_module.read_plan(path)  # errors name the file
     data = path.read_bytes()
-    plan = plan_module.read_plan(data)
     say = progress or (lambda _message: None)
     results = []
     for count in threads:
@@ -377,9 +378,10 @@ def bench(
 
 
 def write_report(reports: Sequence[BenchReport], out_dir: Path, stem: str = "latency") -> None:
-    """JSON and markdown of several reports."""
+    """JSON and markdown of several reports, each file replaced atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.json").write_text(
-        json.dumps([r.to_dict() for r in reports], indent=2) + "\n"
+    write_atomic(
+        out_dir / f"{stem}.json",
+        (json.dumps([r.to_dict() for r in reports], indent=2) + "\n").encode(),
     )
-    (out_dir / f"{stem}.md").write_text("\n".join(r.markdown() for r in reports))
+    write_atomic(out_dir / f"{stem}.md", "\n".join(r.markdown() for r in reports).encode())

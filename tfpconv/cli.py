@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import os
 
-# TensorFlow reads this when it is first imported: keep its C++ logging off the user's screen.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow reads this when it is first imported: keep its C++ logging (down to the errors,
+# such as "failed call to cuInit" on a machine without a GPU) off the user's screen.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
@@ -50,11 +52,42 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ConversionError, PlanError, TFLiteModelError, OSError)
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the process's stderr (file descriptor 2) sent to /dev/null.
+
+    While loading, TF's C++ runtime writes absl and CUDA lines to fd 2 whatever
+    TF_CPP_MIN_LOG_LEVEL says. Only the command does this, never the library: the command owns
+    the process, so nothing else of the user's is writing to stderr meanwhile.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        import tensorflow  # noqa: F401
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+
+
 def _error_text(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is not None:
         return f"{err.filename}: {err.strerror or err}"
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 # -- convert -----------------------------------------------------------------------------------
@@ -77,18 +110,35 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
         "fastest in the plan (a few seconds per layer)",
     )
     parser.add_argument(
-        "--tune-threads", type=int, default=1, metavar="N", help="threads to tune for (default 1)"
+        "--tune-threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="threads to tune for (default 1)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
+def _converts_with_tensorflow(model: str) -> bool:
+    """Whether converting ``model`` goes through TensorFlow (a Keras file or a SavedModel)."""
+    from .convert import KERAS_SUFFIXES
+
+    path = Path(model)
+    if path.is_dir():
+        return (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists()
+    return path.is_file() and path.stat().st_size > 0 and path.suffix.lower() in KERAS_SUFFIXES
+
+
 def _run_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from .convert import check_output_path, convert
     from .plan import read_plan
 
     options: dict[str, Any] = {}
     if args.filter_group_size is not None:
         options["filter_group_size"] = args.filter_group_size
+    check_output_path(args.output)  # before TensorFlow's import and conversion take seconds
+    if args.tune or _converts_with_tensorflow(args.model):
+        _import_tensorflow_quietly()
     data = convert(
         args.model, args.output, tune=args.tune, tune_threads=args.tune_threads, **options
     )
@@ -235,16 +285,6 @@ def _thread_counts(text: str) -> list[int]:
     return counts
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a .tflite file written by `tfpconv convert`")
     parser.add_argument(
@@ -270,7 +310,11 @@ def _run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .bench import bench
+    from .plan import read_plan
 
+    if not args.no_layers:  # per-layer timing re-builds every layer in Keras
+        read_plan(args.model)  # a bad file fails now, not after TensorFlow's import
+        _import_tensorflow_quietly()
     console = Console(stderr=True)
     with console.status("benchmarking") as status:
         report = bench(

@@ -47,6 +47,7 @@ __all__ = [
     "ConversionError",
     "LayerReport",
     "ModelReport",
+    "check_output_path",
     "convert",
     "embed_plan",
     "inspect_model",
@@ -59,6 +60,9 @@ __all__ = [
 DEFAULT_FILTER_GROUP_SIZE = 16
 #: Group boundaries fall on multiples of this many filters (SIMD/thread granularity).
 FILTER_ALIGN = 8
+
+#: File name endings of the Keras model files :func:`convert` loads.
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 _CONV_2D = schema.BuiltinOperator.CONV_2D
 _FLOAT32 = schema.TensorType.FLOAT32
@@ -528,10 +532,14 @@ def _path_to_tflite(
         )
     with path.open("rb") as handle:
         head = handle.read(8)
+    if not head:
+        raise ConversionError(
+            f"{path}: the file is empty, so it is not a Keras model, SavedModel or .tflite file"
+        )
     if is_tflite(head):
         _no_tf_options(options, "a .tflite model")
         return path.read_bytes(), str(path)
-    if path.suffix.lower() in (".keras", ".h5", ".hdf5"):
+    if path.suffix.lower() in KERAS_SUFFIXES:
         keras_model = _load_keras_file(path, custom_objects)
         import tensorflow as tf
 
@@ -550,18 +558,38 @@ def _path_to_tflite(
 # -- output ------------------------------------------------------------------------------------
 
 
+def check_output_path(path: str | os.PathLike[str]) -> None:
+    """Check that a file can be written at ``path``: its directory exists, it is not a directory.
+
+    Raises:
+      FileNotFoundError: the parent directory does not exist.
+      NotADirectoryError: the parent is a file.
+      IsADirectoryError: ``path`` itself is a directory.
+    """
+    path = Path(path)
+    directory = path.parent
+    if not directory.exists():
+        raise FileNotFoundError(2, "output directory does not exist", str(directory))
+    if not directory.is_dir():
+        raise NotADirectoryError(
+            20, "not a directory, so it cannot hold the output", str(directory)
+        )
+    if path.is_dir():
+        raise IsADirectoryError(21, "output path is a directory; name a file in it", str(path))
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
 
     Readers see the old file or the complete new one, never a partial write; on failure the
     temporary file is removed and an existing file at ``path`` is left untouched.
+
+    Raises:
+      OSError: as :func:`check_output_path`, or the write fails.
     """
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(2, "output directory does not exist", str(directory))
-    if path.is_dir():
-        raise IsADirectoryError(21, "output path is a directory", str(path))
+    check_output_path(path)
+    directory = path.parent
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -612,19 +640,25 @@ def convert(
 
     Raises:
       FileNotFoundError: ``model`` names a missing path (or the output directory is missing).
-      ConversionError: the model cannot be loaded or converted, or it has no CONV_2D.
+      NotADirectoryError, IsADirectoryError: ``output_path`` cannot be a file (see
+        :func:`check_output_path`); checked before anything is converted.
+      ConversionError: the model cannot be loaded or converted, or it has no CONV_2D, or
+        ``tune_threads`` is not an int >= 1.
       TFLiteModelError: a given .tflite model is corrupt.
     """
     options = dict(options)
     filter_group_size = options.pop("filter_group_size", DEFAULT_FILTER_GROUP_SIZE)
     _check_group_size(filter_group_size)
+    # Everything cheap to check is checked before TF's conversion, which can take a while.
+    if not isinstance(tune_threads, int) or isinstance(tune_threads, bool) or tune_threads < 1:
+        raise ConversionError(f"tune_threads must be an int >= 1, got {tune_threads!r}")
+    if output_path is not None:
+        check_output_path(output_path)
     tflite, label = _to_tflite(model, options)
     data, _ = embed_plan(tflite, filter_group_size=filter_group_size, source=label)
     if tune:
         from tfpconv.tuning import tune_model
 
-        if not isinstance(tune_threads, int) or isinstance(tune_threads, bool) or tune_threads < 1:
-            raise ConversionError(f"tune_threads must be an int >= 1, got {tune_threads!r}")
         data, _ = tune_model(
             data, threads=tune_threads, progress=lambda line: print(line, file=sys.stderr)
         )
@@ -761,8 +795,11 @@ def _layer_report(model: TFLiteModel, facts: _ConvFacts, entry: Any) -> LayerRep
         flops_kept=2 * positions * weights,
     )
     if isinstance(entry, ConvPlan):
-        data = model.tensor_data(facts.subgraph_index, entry.weight_tensor_index)
-        if entry.weight_tensor_index != facts.weight_tensor_index or data is None:
+        # Compare first: a corrupt plan may name a tensor the model does not have.
+        data = None
+        if entry.weight_tensor_index == facts.weight_tensor_index:
+            data = model.tensor_data(facts.subgraph_index, facts.weight_tensor_index)
+        if data is None:
             report.reason = "stale plan (it names another filter tensor)"
         elif not entry.matches_weights(data):
             report.reason = "stale plan (weights changed since conversion: checksum mismatch)"

@@ -436,15 +436,16 @@ def _unpack_conv(table: Any) -> ConvPlan:
     for i in range(table.TunedLength()):
         param = table.Tuned(i)
         tuned[_text(param.Key())] = param.Value()
-    shape = _vector(table, "KernelShape")
+    # Python ints: a corrupt shape must not overflow (and warn) in int32 arithmetic.
+    shape = tuple(_vector(table, "KernelShape").tolist())
     codes = _vector(table, "Codes").astype(np.int8)
     if len(shape) == 4 and codes.size == shape[0] * shape[3]:
-        codes = codes.reshape(int(shape[0]), int(shape[3]))
+        codes = codes.reshape(shape[0], shape[3])
     return ConvPlan(
         subgraph_index=table.SubgraphIndex(),
         operator_index=table.OperatorIndex(),
         weight_tensor_index=table.WeightTensorIndex(),
-        kernel_shape=tuple(shape.tolist()),
+        kernel_shape=shape,
         library=tuple(_vector(table, "Library").tolist()),
         codes=codes,
         filter_order=tuple(_vector(table, "FilterOrder").tolist()),

@@ -243,8 +243,24 @@ class TFLiteModel:
                 yield OperatorRef(s, o, opcode, op)
 
     def tensor(self, subgraph_index: int, tensor_index: int) -> Any:
-        """The ``TensorT`` ``tensor_index`` of a subgraph."""
-        return self.model.subgraphs[subgraph_index].tensors[tensor_index]
+        """The ``TensorT`` ``tensor_index`` of a subgraph.
+
+        Raises:
+          TFLiteModelError: there is no such subgraph or tensor (e.g. a corrupt plan names it).
+        """
+        subgraphs = self.model.subgraphs
+        if not 0 <= subgraph_index < len(subgraphs):
+            raise TFLiteModelError(
+                f"{self.source}: subgraph {subgraph_index} out of range (the model has "
+                f"{len(subgraphs)} subgraph{'s' if len(subgraphs) != 1 else ''})"
+            )
+        tensors = subgraphs[subgraph_index].tensors or []
+        if not 0 <= tensor_index < len(tensors):
+            raise TFLiteModelError(
+                f"{self.source}: tensor {tensor_index} out of range (subgraph {subgraph_index} "
+                f"has {len(tensors)} tensors)"
+            )
+        return tensors[tensor_index]
 
     def tensor_data(self, subgraph_index: int, tensor_index: int) -> bytes | None:
         """The raw bytes of a constant tensor, or None if it has no data (computed at run time)."""
