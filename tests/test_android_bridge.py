@@ -6,11 +6,17 @@
   claimed nodes / delete through it (android_demo/hosttest/java/.../BridgeHostTest.java),
   including 20,000 create/delete cycles with the C heap, RSS and thread count watched for leaks.
 * The app's plain Kotlin logic (DemoMath.kt) compiled and run on the JVM, when kotlinc is installed.
+* All the app's Kotlin (TfpconvDelegate.kt, ModelRunner.kt, MainActivity.kt, DemoMath.kt) compiled
+  with kotlinc against compile-only signatures of the TFLite Java API and the Android classes it
+  uses (android_demo/hosttest/compile_only/) and an R class made from app/src/main/res; then
+  TfpconvDelegate, the app's org.tensorflow.lite.Delegate, driven through the real JNI bridge.
 * The app's native CMake project configured for aarch64 Linux with Debian's cross compiler (a
   stand-in for the NDK's arm64-v8a build): the delegate's sources come in, with the NEON kernels.
   It is also built, and its JNI entry points run under qemu-aarch64 (the NEON kernels take a few
   minutes to compile on two cores).
-* make_assets.py's images (real Fashion-MNIST test images as PNGs) and the resources' consistency.
+* make_assets.py's images (real Fashion-MNIST test images as PNGs), its model path (a tiny trained
+  and pattern-pruned Keras model converted with a tfpconv plan, host predictions filled in) and
+  the resources' consistency.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,6 +41,8 @@ CPP = APP_MAIN / "cpp"
 JAVA_PKG = APP_MAIN / "java" / "com" / "tfpconv" / "demo"
 HOSTTEST = DEMO / "hosttest"
 HOST_JAVA_PKG = HOSTTEST / "java" / "com" / "tfpconv" / "demo"
+COMPILE_ONLY = HOSTTEST / "compile_only"
+ANDROID_NS = "{http://schemas.android.com/apk/res/android}"
 DELEGATE_INCLUDE = REPO / "delegate" / "include"
 
 HOST_CHECKS = [
@@ -49,6 +58,16 @@ HOST_CHECKS = [
     "no_leak",
 ]
 LEAK_CYCLES = 20000
+APP_KOTLIN_SOURCES = ["DemoMath.kt", "MainActivity.kt", "ModelRunner.kt", "TfpconvDelegate.kt"]
+DELEGATE_CHECKS = [
+    "create_and_close",
+    "defaults_and_overloads",
+    "use_closes",
+    "as_tflite_delegate",
+    "distinct_handles",
+    "invalid_arguments",
+    "no_leak",
+]
 
 
 def _run(cmd, timeout=300, **kwargs):
@@ -233,6 +252,142 @@ def test_kotlin_logic_on_the_jvm(tmp_path):
     assert "kotlin logic checks: all ok" in result.stdout, result.stdout
 
 
+# -- all the app's Kotlin against the TFLite and Android APIs; TfpconvDelegate on the JVM ---------
+
+
+def _resource_names() -> dict[str, set[str]]:
+    """The names aapt2 would put in R for app/src/main/res: strings, layouts, ids, drawables."""
+    res = APP_MAIN / "res"
+    strings = {s.get("name") for s in ET.parse(res / "values" / "strings.xml").iter("string")}
+    ids = set()
+    for path in (res / "layout").glob("*.xml"):
+        for element in ET.parse(path).iter():
+            value = element.get(ANDROID_NS + "id")
+            if value and value.startswith("@+id/"):
+                ids.add(value[len("@+id/") :])
+    return {
+        "string": strings,
+        "layout": {p.stem for p in (res / "layout").glob("*.xml")},
+        "id": ids,
+        "drawable": {p.stem for p in (res / "drawable").glob("*.xml")},
+    }
+
+
+def _write_r_java(directory: Path) -> Path:
+    """com.tfpconv.demo.R with a field per resource, as aapt2 makes it (arbitrary values)."""
+    lines = ["package com.tfpconv.demo;", "", "public final class R {", "  private R() {}"]
+    for type_index, (kind, names) in enumerate(sorted(_resource_names().items())):
+        lines.append(f"  public static final class {kind} {{")
+        lines.append(f"    private {kind}() {{}}")
+        for entry, name in enumerate(sorted(names)):
+            value = 0x7F000000 | (type_index + 1) << 16 | entry
+            lines.append(f"    public static final int {name} = {value:#x};")
+        lines.append("  }")
+    lines.append("}")
+    path = directory / "com" / "tfpconv" / "demo" / "R.java"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_kotlin_build(host_build, java_home, tmp_path_factory) -> Path:
+    """All the app's Kotlin compiled by kotlinc against the compile-only TFLite / Android signatures
+    (hosttest/compile_only), the generated R and the app's NativeBridge (compiled in host_build)."""
+    kotlinc = shutil.which("kotlinc")
+    if kotlinc is None:
+        pytest.skip("kotlinc not installed (Debian: apt-get install kotlin)")
+    out = tmp_path_factory.mktemp("app_kotlin")
+    api_classes = out / "api"
+    _run(
+        [
+            java_home / "bin" / "javac",
+            "--release",
+            "17",
+            "-Xlint:all",
+            "-Werror",
+            "-d",
+            api_classes,
+            *sorted(COMPILE_ONLY.rglob("*.java")),
+            _write_r_java(out / "generated"),
+        ]
+    )
+    jar = out / "app_kotlin.jar"
+    _run(
+        [
+            kotlinc,
+            "-jvm-target",
+            "1.8",
+            "-Werror",
+            "-cp",
+            f"{host_build / 'classes'}{os.pathsep}{api_classes}",
+            *(JAVA_PKG / name for name in APP_KOTLIN_SOURCES),
+            HOSTTEST / "kotlin" / "TfpconvDelegateCheck.kt",
+            "-include-runtime",
+            "-d",
+            jar,
+        ],
+        timeout=900,
+    )
+    return out
+
+
+def test_app_kotlin_compiles_against_the_tflite_and_android_api(app_kotlin_build, java_home):
+    assert sorted(p.name for p in JAVA_PKG.glob("*.kt")) == sorted(APP_KOTLIN_SOURCES)
+    jar = app_kotlin_build / "app_kotlin.jar"
+    entries = _run([java_home / "bin" / "jar", "tf", jar]).stdout.splitlines()
+    for name in ("TfpconvDelegate", "ModelRunner", "MainActivity", "Manifest"):
+        assert f"com/tfpconv/demo/{name}.class" in entries, name
+    # The signatures are only compiled against, never packaged with the app's classes.
+    assert not [e for e in entries if e.startswith(("org/tensorflow/", "android/"))]
+    assert "com/tfpconv/demo/R.class" not in entries
+    classpath = f"{jar}{os.pathsep}{app_kotlin_build / 'api'}"
+    javap = [java_home / "bin" / "javap", "-cp", classpath]
+    delegate = _run([*javap, "com.tfpconv.demo.TfpconvDelegate"]).stdout
+    assert re.search(r"implements org\.tensorflow\.lite\.Delegate\b", delegate), delegate
+    assert re.search(r"public (synchronized )?long getNativeHandle\(\);", delegate), delegate
+    # close() without a checked exception, like TFLite's Delegate.close()
+    assert re.search(r"public (synchronized )?void close\(\);", delegate), delegate
+    runner = _run([*javap, "com.tfpconv.demo.ModelRunner"]).stdout
+    assert "ModelRunner(java.nio.ByteBuffer, int, org.tensorflow.lite.Delegate)" in runner, runner
+    activity = _run([*javap, "com.tfpconv.demo.MainActivity"]).stdout
+    assert "extends android.app.Activity" in activity, activity
+
+
+@pytest.fixture(scope="module")
+def delegate_run(app_kotlin_build, host_build, java_home):
+    """TfpconvDelegate (the app's Kotlin) create / use / close through the real JNI bridge."""
+    jar = app_kotlin_build / "app_kotlin.jar"
+    classpath = os.pathsep.join(map(str, (jar, host_build / "classes", app_kotlin_build / "api")))
+    return subprocess.run(
+        [
+            str(java_home / "bin" / "java"),
+            "-Xcheck:jni",
+            f"-Djava.library.path={host_build}",
+            "-cp",
+            classpath,
+            "com.tfpconv.demo.TfpconvDelegateCheckKt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_tfpconv_delegate_exits_cleanly(delegate_run):
+    assert delegate_run.returncode == 0, delegate_run.stdout + delegate_run.stderr
+    assert "tfpconv delegate checks: all ok" in delegate_run.stdout, delegate_run.stdout
+    assert "WARNING in native method" not in delegate_run.stderr, delegate_run.stderr
+
+
+@pytest.mark.parametrize("name", DELEGATE_CHECKS)
+def test_tfpconv_delegate_check(delegate_run, name):
+    lines = delegate_run.stdout.splitlines()
+    failed = [line for line in lines if line.startswith(f"FAIL {name}:")]
+    assert not failed, failed[0] + "\n" + delegate_run.stderr[-2000:]
+    assert f"PASS {name}" in lines, delegate_run.stdout + delegate_run.stderr[-2000:]
+
+
 # -- the native CMake project, cross-configured for aarch64 (NDK stand-in) -------------------------
 
 
@@ -376,6 +531,122 @@ def test_make_assets_writes_real_test_images(tmp_path):
         assert class_name == make_assets.CLASS_NAMES[int(label)] and host == "-1"
 
 
+def _tiny_pruned_fashion_model(keras, make_assets):
+    """A small CNN for 28x28x1 inputs, trained for a few seconds on 2,000 Fashion-MNIST training
+    images, its 3x3 kernels then pattern- and connectivity-pruned (as tfpconv's pruning leaves
+    them): a stand-in for examples/demo.py's model that converts with a tfpconv plan."""
+    from tfpconv import patterns
+
+    shape, pixels = make_assets.read_idx(make_assets.DEFAULT_DATASET / "train-images-idx3-ubyte.gz")
+    _, labels = make_assets.read_idx(make_assets.DEFAULT_DATASET / "train-labels-idx1-ubyte.gz")
+    count = 2000
+    x = np.frombuffer(pixels, np.uint8)[: count * 784].reshape(count, 28, 28, 1) / 255.0
+    y = np.frombuffer(labels, np.uint8)[:count]
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x.astype(np.float32), y, epochs=2, batch_size=64, verbose=0)
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    library = patterns.select_library([layer.get_weights()[0] for layer in convs], 6)
+    for layer in convs:
+        weights = layer.get_weights()
+        weights[0], _ = patterns.project(weights[0], library, 0.25)
+        layer.set_weights(weights)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    make_assets = _make_assets_module()
+    if not (make_assets.DEFAULT_DATASET / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    model = _tiny_pruned_fashion_model(keras, make_assets)
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny_fashion.keras"
+    model.save(path)
+    images = make_assets.select_test_images(make_assets.DEFAULT_DATASET, 1)
+    x = np.stack([np.frombuffer(p, np.uint8).reshape(28, 28, 1) for _, _, p in images]) / 255.0
+    probabilities = model.predict(x.astype(np.float32), verbose=0)
+    keras_predictions = [int(i) for i in np.argmax(probabilities, axis=1)]
+    return path, keras_predictions
+
+
+def _manifest_rows(out: Path) -> list[list[str]]:
+    lines = (out / "images" / "manifest.csv").read_text().splitlines()
+    assert lines[0] == "file,label,name,host_prediction"
+    return [line.split(",") for line in lines[1:]]
+
+
+def test_make_assets_converts_a_keras_model(tiny_model_file, tmp_path, capsys):
+    """The model path: a Keras file -> model.tflite with a tfpconv plan, host predictions filled."""
+    from tfpconv import read_plan
+
+    model_file, keras_predictions = tiny_model_file
+    make_assets = _make_assets_module()
+    out = tmp_path / "assets"
+    assert make_assets.main(["--model", str(model_file), "--out", str(out)]) == 0
+    data = (out / "model.tflite").read_bytes()
+    assert data[4:8] == b"TFL3"
+    plan = read_plan(data)
+    assert len(plan.convs) == 2, plan  # both 3x3 convolutions, as pruned
+    rows = _manifest_rows(out)
+    assert [int(r[1]) for r in rows] == list(range(10))
+    host = [int(r[3]) for r in rows]
+    # Plain TFLite on the host predicts what Keras predicts for the same images.
+    assert host == keras_predictions
+    printed = capsys.readouterr().out
+    assert "tfpconv plan: 2 CONV_2D planned" in printed, printed
+    correct = sum(p == label for p, label in zip(host, range(10), strict=True))
+    assert f"plain TFLite on this machine: {correct}/10 correct" in printed, printed
+
+
+def test_make_assets_replans_or_copies_a_tflite(tiny_model_file, tmp_path):
+    """A .tflite without a plan gets one (re-planned); with --no-plan it is copied byte for byte."""
+    import keras
+    import tensorflow as tf
+
+    from tfpconv import PlanError, read_plan
+
+    model_file, keras_predictions = tiny_model_file
+    plain = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(model_file))
+    plain_path = tmp_path / "plain.tflite"
+    plain_path.write_bytes(plain.convert())
+    with pytest.raises(PlanError):
+        read_plan(plain_path.read_bytes())
+    make_assets = _make_assets_module()
+
+    replanned = tmp_path / "replanned"
+    assert make_assets.main(["--model", str(plain_path), "--out", str(replanned)]) == 0
+    assert len(read_plan((replanned / "model.tflite").read_bytes()).convs) == 2
+    assert [int(r[3]) for r in _manifest_rows(replanned)] == keras_predictions
+
+    copied = tmp_path / "copied"
+    assert make_assets.main(["--model", str(plain_path), "--no-plan", "--out", str(copied)]) == 0
+    assert (copied / "model.tflite").read_bytes() == plain_path.read_bytes()
+    assert [int(r[3]) for r in _manifest_rows(copied)] == keras_predictions
+
+
+def test_make_assets_reports_a_missing_model(tmp_path, capsys):
+    make_assets = _make_assets_module()
+    if not (make_assets.DEFAULT_DATASET / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not installed")
+    missing = tmp_path / "nope.keras"
+    assert make_assets.main(["--model", str(missing), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.strip() == f"make_assets: {missing}: no such model"
+    assert not (tmp_path / "out").exists()
+
+
 def test_bundled_images_are_reproducible(tmp_path):
     """The committed images are exactly what make_assets.py writes (host predictions aside)."""
     bundled = APP_MAIN / "assets" / "images" / "manifest.csv"
@@ -399,29 +670,14 @@ def test_resources_are_well_formed_and_consistent():
     xml_files = [APP_MAIN / "AndroidManifest.xml", *sorted((APP_MAIN / "res").rglob("*.xml"))]
     for path in xml_files:
         ET.parse(path)  # raises on malformed XML
-    android = "{http://schemas.android.com/apk/res/android}"
     manifest = ET.parse(APP_MAIN / "AndroidManifest.xml").getroot()
-    activities = [a.get(android + "name") for a in manifest.iter("activity")]
+    activities = [a.get(ANDROID_NS + "name") for a in manifest.iter("activity")]
     assert activities == [".MainActivity"]
     assert (JAVA_PKG / "MainActivity.kt").is_file()
 
-    strings = {s.get("name") for s in ET.parse(APP_MAIN / "res/values/strings.xml").iter("string")}
-    layouts = {p.stem for p in (APP_MAIN / "res" / "layout").glob("*.xml")}
-    ids = set()
-    for path in (APP_MAIN / "res" / "layout").glob("*.xml"):
-        for element in ET.parse(path).iter():
-            value = element.get(android + "id")
-            if value and value.startswith("@+id/"):
-                ids.add(value[len("@+id/") :])
-    drawables = {p.stem for p in (APP_MAIN / "res" / "drawable").glob("*.xml")}
     kotlin = "".join(p.read_text() for p in JAVA_PKG.glob("*.kt"))
     xml_text = "".join(p.read_text() for p in xml_files)
-    for kind, known in (
-        ("string", strings),
-        ("layout", layouts),
-        ("id", ids),
-        ("drawable", drawables),
-    ):
+    for kind, known in _resource_names().items():
         used = set(re.findall(rf"\bR\.{kind}\.(\w+)", kotlin))
         used |= set(re.findall(rf"@{kind}/(\w+)", xml_text))
         assert used <= known, f"undefined {kind} resources: {sorted(used - known)}"

@@ -189,7 +189,7 @@ class MainActivity : Activity() {
             text.append('\n').append(getString(R.string.host_match, matchesHost, known.size))
         }
         summary.text = text.toString()
-        Log.i(TAG, text.toString().replace('\n', ' | '))
+        Log.i(TAG, text.toString().replace("\n", " | "))
 
         results.removeAllViews()
         for (row in rows) {

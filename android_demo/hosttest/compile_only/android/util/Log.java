@@ -1,0 +1,19 @@
+// Compile-only signature of the Android SDK class named below, taken from its public API reference
+// (android-34); only the members MainActivity.kt uses, without the SDK's nullability annotations
+// (which Kotlin reads as warnings only). Host tests only (tests/test_android_bridge.py): the app
+// compiles against the real android.jar. Like android.jar's own stubs, every body throws.
+package android.util;
+
+public final class Log {
+  private Log() {
+    throw new RuntimeException("compile-only signature");
+  }
+
+  public static int i(String tag, String msg) {
+    throw new RuntimeException("compile-only signature");
+  }
+
+  public static int e(String tag, String msg, Throwable tr) {
+    throw new RuntimeException("compile-only signature");
+  }
+}

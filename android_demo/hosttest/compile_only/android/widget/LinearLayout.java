@@ -1,0 +1,15 @@
+// Compile-only signature of the Android SDK class named below, taken from its public API reference
+// (android-34); only the members MainActivity.kt uses, without the SDK's nullability annotations
+// (which Kotlin reads as warnings only). Host tests only (tests/test_android_bridge.py): the app
+// compiles against the real android.jar. Like android.jar's own stubs, every body throws.
+package android.widget;
+
+import android.content.Context;
+import android.view.ViewGroup;
+
+public class LinearLayout extends ViewGroup {
+  public LinearLayout(Context context) {
+    super(context);
+    throw new RuntimeException("compile-only signature");
+  }
+}
