@@ -47,7 +47,10 @@ def train_variant(name, connectivity, data, args, initial_weights):
     if connectivity is not None:
         callbacks.append(
             tfpconv.callbacks.PatternPruning(
-                num_patterns=8, connectivity=connectivity, method="admm"
+                num_patterns=8,
+                connectivity=connectivity,
+                method=args.method,
+                update_every=args.update_every,
             )
         )
     print(f"\n== {name}: {args.epochs} epochs on {len(x_train)} images", flush=True)
@@ -80,7 +83,8 @@ def markdown(results, args) -> str:
     dense = results[0]["test_accuracy"]
     lines = [
         f"Fashion-MNIST, small VGG (widths {args.widths}), {args.epochs} epochs, batch "
-        f"{args.batch_size}, {len(results)} variants from the same initial weights.",
+        f"{args.batch_size}, {len(results)} variants from the same initial weights; pruning with "
+        f"method={args.method!r}, update_every={args.update_every}.",
         "",
         "| variant | 3x3 weights kept | compression | test accuracy | vs dense (points) |",
         "|---|---|---|---|---|",
@@ -103,7 +107,17 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs=3, default=(16, 32, 64))
     parser.add_argument("--bn-momentum", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="*", default=[name for name, _ in VARIANTS])
+    parser.add_argument("--method", choices=("admm", "magnitude"), default="admm")
+    parser.add_argument(
+        "--update-every", type=int, default=None, help="steps between ADMM updates (default: epoch)"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=[name for name, _ in VARIANTS],
+        choices=[name for name, _ in VARIANTS],
+        help="variants to train, in this order (the first one is the reference)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 
@@ -115,10 +129,10 @@ def main() -> None:
         widths=args.widths, bn_momentum=args.bn_momentum
     ).get_weights()
 
+    connectivities = dict(VARIANTS)
     results = [
-        train_variant(name, connectivity, ((x_train, y_train), test), args, initial_weights)
-        for name, connectivity in VARIANTS
-        if name in args.variants
+        train_variant(name, connectivities[name], ((x_train, y_train), test), args, initial_weights)
+        for name in args.variants
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {

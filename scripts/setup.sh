@@ -29,5 +29,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Debian's own python3 marks its site-packages as externally managed (PEP 668); this script is the
+# machine's set-up, so installing into it is intended.
+export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[test]"
 echo "setup: done"

@@ -60,12 +60,18 @@ def _with_tuned(single: bytes, tuned: dict[str, int]) -> bytes:
     return model.to_bytes()
 
 
+def _delegated(model: bytes, threads: int, isa: str | None) -> Any:
+    options = {} if isa is None else {"isa": isa}
+    interpreter = runtime.Interpreter(model_content=model, num_threads=threads, **options)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 def _time_against_xnnpack(
-    plain: Any, model: bytes, threads: int, runs: int
+    plain: Any, model: bytes, threads: int, isa: str | None, runs: int
 ) -> tuple[float, float, bool]:
     """(XNNPACK ms, delegate ms, delegated?) of one candidate, interleaved."""
-    fast = runtime.Interpreter(model_content=model, num_threads=threads)
-    fast.allocate_tensors()
+    fast = _delegated(model, threads, isa)
     plain_ms, fast_ms = bench.interleaved_latencies([plain, fast], runs, warmup=1)
     return float(np.median(plain_ms)), float(np.median(fast_ms)), bool(fast.delegated_nodes())
 
@@ -80,33 +86,48 @@ def tune_layer(
     threads: int = 1,
     budget_ms: float = 150.0,
     isa: str | None = None,
+    finalists: int = 3,
 ) -> LayerTuning:
-    """Times the candidates of one planned convolution; see the module docstring."""
+    """Times the candidates of one planned convolution; see the module docstring.
+
+    A first round times every candidate (the engine's defaults among them) against XNNPACK; the
+    ``finalists`` best of it are then timed again, all together and interleaved with XNNPACK for
+    twice as many runs, so that one lucky or unlucky round decides nothing.
+    """
     input_shape, strides, padding = _conv_geometry(model, conv)
-    candidates = runtime.tuning_candidates(input_shape, conv.out_channels, strides, padding, isa)
+    # {} is the engine's defaults: a candidate like the others, so tuning never picks worse.
+    candidates = [
+        {},
+        *runtime.tuning_candidates(input_shape, conv.out_channels, strides, padding, isa),
+    ]
     single = bench.single_conv_model(model, conv)
     plain = runtime.Interpreter(model_content=single, num_threads=threads, use_delegate=False)
     plain.allocate_tensors()
 
-    # The engine's defaults, claimed even where the delegate would decline the layer by itself.
-    xnn_ms, default_ms, _ = _time_against_xnnpack(
-        plain, _with_tuned(single, {"claim": 1}), threads, 3
-    )
+    # Claimed even where the delegate would decline the layer by itself.
+    models = [_with_tuned(single, {"claim": 1, **candidate}) for candidate in candidates]
+    xnn_ms, default_ms, _ = _time_against_xnnpack(plain, models[0], threads, isa, 3)
     runs = _runs_for(max(xnn_ms, default_ms), budget_ms)
-    timings: list[tuple[dict[str, int], float]] = []
-    ratios = []
-    for candidate in candidates:
-        tuned = {"claim": 1, **candidate}
-        xnn, ms, delegated = _time_against_xnnpack(plain, _with_tuned(single, tuned), threads, runs)
-        if not delegated:  # the engine refused it: never choose it
-            continue
-        timings.append((tuned, ms))
-        ratios.append(ms / xnn)
-    if not timings:
+    first_ms: dict[int, float] = {}  # candidate position -> ms, where the engine took it
+    ratios: dict[int, float] = {}
+    for position, candidate_model in enumerate(models):
+        xnn, ms, delegated = _time_against_xnnpack(plain, candidate_model, threads, isa, runs)
+        if delegated:  # else the engine refused it: never choose it
+            first_ms[position], ratios[position] = ms, ms / xnn
+    timings = [({"claim": 1, **candidates[i]}, ms) for i, ms in first_ms.items()]
+    if not ratios:
         return LayerTuning(conv.operator_index, xnn_ms, default_ms, default_ms, {}, 0, [])
-    best = int(np.argmin(ratios))
-    best_tuned, best_ms = timings[best]
-    chosen = dict(best_tuned) if ratios[best] * CLAIM_MARGIN < 1.0 else {"claim": 0}
+
+    best_first = sorted(ratios, key=ratios.__getitem__)[:finalists]
+    rivals = [_delegated(models[position], threads, isa) for position in best_first]
+    times = bench.interleaved_latencies([plain, *rivals], 2 * runs, warmup=1)
+    xnn_ms = float(np.median(times[0]))
+    final_ms = [float(np.median(t)) for t in times[1:]]
+    winner = int(np.argmin(final_ms))
+    best_ms = final_ms[winner]
+    best_tuned = {"claim": 1, **candidates[best_first[winner]]}
+    default_ms = first_ms.get(0, default_ms)
+    chosen = best_tuned if best_ms * CLAIM_MARGIN < xnn_ms else {"claim": 0}
     return LayerTuning(
         conv.operator_index, xnn_ms, default_ms, best_ms, chosen, len(candidates), timings
     )
