@@ -66,9 +66,9 @@ def target_lines(reports: dict[tuple[str, float], bench.BenchReport]) -> list[st
             continue
         by_threads = {r.threads: r for r in report.results}
         if what.startswith("delegate 2 threads"):
-            if not {1, 2} <= set(by_threads):
+            ratio = report.thread_ratio("delegate", 1, 2)
+            if ratio is None:
                 continue
-            ratio = by_threads[1].delegate_ms / by_threads[2].delegate_ms
         elif 1 in by_threads:
             ratio = by_threads[1].speedup
         else:

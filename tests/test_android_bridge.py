@@ -217,12 +217,17 @@ def test_host_harness_exits_cleanly(host_run):
     assert "WARNING in native method" not in host_run.stderr, host_run.stderr
 
 
+def _assert_check_passed(run, name):
+    """A JVM check program prints PASS name or FAIL name: why, a line per check."""
+    lines = run.stdout.splitlines()
+    failed = [line for line in lines if line.startswith(f"FAIL {name}:")]
+    assert not failed, failed[0] + "\n" + run.stderr[-2000:]
+    assert f"PASS {name}" in lines, run.stdout + run.stderr[-2000:]
+
+
 @pytest.mark.parametrize("name", HOST_CHECKS)
 def test_host_check(host_run, name):
-    lines = host_run.stdout.splitlines()
-    failed = [line for line in lines if line.startswith(f"FAIL {name}:")]
-    assert not failed, failed[0] + "\n" + host_run.stderr[-2000:]
-    assert f"PASS {name}" in lines, host_run.stdout + host_run.stderr[-2000:]
+    _assert_check_passed(host_run, name)
 
 
 # -- the app's Kotlin logic on the JVM ------------------------------------------------------------
@@ -382,10 +387,7 @@ def test_tfpconv_delegate_exits_cleanly(delegate_run):
 
 @pytest.mark.parametrize("name", DELEGATE_CHECKS)
 def test_tfpconv_delegate_check(delegate_run, name):
-    lines = delegate_run.stdout.splitlines()
-    failed = [line for line in lines if line.startswith(f"FAIL {name}:")]
-    assert not failed, failed[0] + "\n" + delegate_run.stderr[-2000:]
-    assert f"PASS {name}" in lines, delegate_run.stdout + delegate_run.stderr[-2000:]
+    _assert_check_passed(delegate_run, name)
 
 
 # -- the native CMake project, cross-configured for aarch64 (NDK stand-in) -------------------------

@@ -51,10 +51,27 @@ def test_bench_reports_both_paths_per_layer_and_memory(tiny_model, tmp_path):
         assert b.delegate_effective_gflops == pytest.approx(
             2 * 25 * b.kept_weights / (b.delegate_ms * 1e6)
         )
+    # Both thread counts of both paths, timed in one interleaved loop.
+    assert set(report.scaling) == {"xnnpack", "delegate"}
+    for path in ("xnnpack", "delegate"):
+        assert set(report.scaling[path]) == {1, 2}
+        assert all(ms > 0 for ms in report.scaling[path].values())
+        ratio = report.scaling[path][1] / report.scaling[path][2]
+        assert report.thread_ratio(path, 1, 2) == pytest.approx(ratio)
+    assert report.thread_ratio("delegate", 1, 4) is None
     bench.write_report([report], tmp_path)
     data = json.loads((tmp_path / "latency.json").read_text())
     assert data[0]["results"][0]["layers"][0]["name"] == result.layers[0].name
-    assert f"| {result.layers[0].name} |" in (tmp_path / "latency.md").read_text()
+    assert set(data[0]["thread_scaling_ms"]["delegate"]) == {"1", "2"}
+    markdown = (tmp_path / "latency.md").read_text()
+    assert f"| {result.layers[0].name} |" in markdown
+    assert "- tfpconv: 1 thread(s) " in markdown and "(2 vs 1: " in markdown
+
+
+def test_one_thread_count_has_no_scaling_run(tiny_model):
+    report = bench.bench(tiny_model, threads=(1,), runs=2, layers=False, memory=False)
+    assert report.scaling == {}
+    assert "Thread scaling" not in report.markdown()
 
 
 def test_peak_memory_is_measured_in_a_fresh_process(tiny_model):

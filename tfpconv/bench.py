@@ -108,6 +108,9 @@ class BenchReport:
     dense_weights: int
     kept_weights: int
     results: list[ThreadResult]
+    #: With several thread counts: median ms per path ("xnnpack", "delegate") and thread count,
+    #: every configuration timed in one interleaved loop (the fair basis for thread ratios).
+    scaling: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,7 +119,15 @@ class BenchReport:
             "dense_conv_weights": self.dense_weights,
             "kept_conv_weights": self.kept_weights,
             "results": [r.to_dict() for r in self.results],
+            "thread_scaling_ms": self.scaling,
         }
+
+    def thread_ratio(self, path: str, few: int, many: int) -> float | None:
+        """How many times faster `path` runs with `many` threads than with `few`, side by side."""
+        times = self.scaling.get(path, {})
+        if few not in times or many not in times:
+            return None
+        return times[few] / times[many]
 
     def markdown(self) -> str:
         lines = [
@@ -140,6 +151,13 @@ class BenchReport:
                 f"{r.delegated_nodes} | {r.max_rel_diff:.1e} | {r.packed_weight_bytes / 1e6:.2f}"
                 f" / {4 * self.dense_weights / 1e6:.2f} | {memory} |"
             )
+        if self.scaling:
+            counts = sorted(self.scaling["delegate"])
+            lines += ["", "Thread scaling, every configuration interleaved in one loop:", ""]
+            for path, label in (("xnnpack", "XNNPACK"), ("delegate", "tfpconv")):
+                times = ", ".join(f"{c} thread(s) {self.scaling[path][c]:.2f} ms" for c in counts)
+                ratio = self.thread_ratio(path, counts[0], counts[-1])
+                lines.append(f"- {label}: {times} ({counts[-1]} vs {counts[0]}: {ratio:.2f}x)")
         for r in self.results:
             if not r.layers:
                 continue
@@ -217,6 +235,17 @@ def _compare(model: bytes, threads: int, runs: int) -> tuple[float, float, float
         len(fast.delegated_nodes()),
         fast.packed_weight_bytes(),
     )
+
+
+def thread_scaling(model: bytes, threads: Sequence[int], runs: int) -> dict[str, dict[int, float]]:
+    """Median ms of XNNPACK and of the delegate at every thread count, all interleaved."""
+    counts = sorted(set(threads))
+    interpreters = [interpreter for count in counts for interpreter in _pair(model, count)]
+    medians = [float(np.median(t)) for t in interleaved_latencies(interpreters, runs)]
+    return {
+        "xnnpack": dict(zip(counts, medians[0::2], strict=True)),
+        "delegate": dict(zip(counts, medians[1::2], strict=True)),
+    }
 
 
 def single_conv_model(model: TFLiteModel, conv: plan_module.ConvPlan) -> bytes:
@@ -368,12 +397,17 @@ def bench(
             result.xnnpack_peak_mb = peak_memory_mb(path, count, False)
             result.delegate_peak_mb = peak_memory_mb(path, count, True)
         results.append(result)
+    scaling = {}
+    if len(set(threads)) > 1:
+        say(f"{path.name}: thread scaling, {len(set(threads))} thread counts interleaved")
+        scaling = thread_scaling(data, threads, runs)
     return BenchReport(
         model=path.name,
         planned_convs=len(plan.convs),
         dense_weights=sum(c.dense_weights for c in plan.convs),
         kept_weights=sum(c.kept_weights for c in plan.convs),
         results=results,
+        scaling=scaling,
     )
 
 

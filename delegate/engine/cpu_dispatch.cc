@@ -48,48 +48,26 @@ bool IsaFromCode(int64_t code, Isa* isa) {
 
 namespace {
 
-#if defined(__x86_64__) || defined(_M_X64)
+// Whether this CPU runs `isa` (probed for the x86 sets; NEON is part of AArch64).
 bool CpuHas(Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
 #if defined(TFPCONV_HAVE_CPUINFO)
   static const bool ok = cpuinfo_initialize();
   if (ok) {
     if (isa == Isa::kAvx2) return cpuinfo_has_x86_avx2() && cpuinfo_has_x86_fma3();
     if (isa == Isa::kAvx512) return cpuinfo_has_x86_avx512f();
-    return false;
+    return true;
   }
 #endif
   __builtin_cpu_init();
   if (isa == Isa::kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (isa == Isa::kAvx512) return __builtin_cpu_supports("avx512f");
-  return false;
-}
 #endif
+  (void)isa;
+  return true;
+}
 
 }  // namespace
-
-const kernels::KernelSet* KernelSetFor(Isa isa) {
-  switch (isa) {
-    case Isa::kScalar:
-      return kernels::ScalarKernels();
-    case Isa::kAvx2:
-#if defined(TFPCONV_HAVE_AVX2)
-      if (CpuHas(Isa::kAvx2)) return kernels::Avx2Kernels();
-#endif
-      return nullptr;
-    case Isa::kAvx512:
-#if defined(TFPCONV_HAVE_AVX512)
-      if (CpuHas(Isa::kAvx512)) return kernels::Avx512Kernels();
-#endif
-      return nullptr;
-    case Isa::kNeon:
-#if defined(TFPCONV_HAVE_NEON)
-      return kernels::NeonKernels();
-#else
-      return nullptr;
-#endif
-  }
-  return nullptr;
-}
 
 const kernels::KernelSet* CompiledKernelSetFor(Isa isa) {
   switch (isa) {
@@ -115,6 +93,12 @@ const kernels::KernelSet* CompiledKernelSetFor(Isa isa) {
 #endif
   }
   return nullptr;
+}
+
+const kernels::KernelSet* KernelSetFor(Isa isa) {
+  const kernels::KernelSet* set = CompiledKernelSetFor(isa);
+  if (set == nullptr) return nullptr;
+  return CpuHas(isa) ? set : nullptr;
 }
 
 bool IsaSupported(Isa isa) { return KernelSetFor(isa) != nullptr; }

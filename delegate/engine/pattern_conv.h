@@ -36,6 +36,9 @@ class ThreadPool {
   int num_threads() const;
   // Runs task(i) for i in [0, n), spread over the threads; returns when all are done.
   void ParallelFor(size_t n, void (*task)(void* context, size_t i), void* context);
+  // Puts idle workers to sleep now rather than letting them wait busily for the next job: call it
+  // before handing the CPU back to other code (TFLite's own kernels and thread pool).
+  void ReleaseWorkers();
 
  private:
   struct Impl;

@@ -41,6 +41,15 @@ void ThreadPool::ParallelFor(size_t n, void (*task)(void* context, size_t i), vo
   pthreadpool_parallelize_1d(impl_->pool, task, context, n, 0);
 }
 
+void ThreadPool::ReleaseWorkers() {
+  if (impl_->pool == nullptr) return;
+  // pthreadpool's workers spin for a while after a job, waiting for the next one; an empty job
+  // with the yield flag sends them to sleep at once.
+  const auto nothing = [](void*, size_t) {};
+  pthreadpool_parallelize_1d(impl_->pool, nothing, nullptr, size_t(impl_->threads),
+                             PTHREADPOOL_FLAG_YIELD_WORKERS);
+}
+
 #else  // std::thread fallback
 
 struct ThreadPool::Impl {
@@ -112,6 +121,8 @@ void ThreadPool::ParallelFor(size_t n, void (*task)(void* context, size_t i), vo
   std::unique_lock<std::mutex> lock(p.mu);
   p.done.wait(lock, [&] { return p.busy == 0; });
 }
+
+void ThreadPool::ReleaseWorkers() {}  // these workers never spin: they wait on a condition
 
 #endif
 

@@ -163,6 +163,8 @@ tfl::Status PartitionKernel::Invoke(tfl::Context* context) {
       conv.conv->Run(input, output, pool);
     }
   }
+  // The next operators are TFLite's: our spinning workers would take their cores.
+  if (pool != nullptr) pool->ReleaseWorkers();
   return tfl::kOk;
 }
 

@@ -545,6 +545,7 @@ TEST(ThreadPool, EveryIndexOnce) {
           n, [](void* ctx, size_t i) { (*static_cast<std::vector<std::atomic<int>>*>(ctx))[i]++; },
           &hits);
       for (size_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << i;
+      pool.ReleaseWorkers();  // sleeping workers wake for the next job
     }
   }
 }
@@ -559,6 +560,7 @@ TEST(ThreadPool, TwoThreadsBothTakeWork) {
     bool gave_up = false;
   } r;
   ThreadPool pool(2);
+  pool.ReleaseWorkers();
   pool.ParallelFor(
       2,
       [](void* ctx, size_t) {
