@@ -373,7 +373,8 @@ def bench(
     Args:
       model_path: a .tflite file written by ``tfpconv.convert``.
       threads: thread counts to measure (for both paths).
-      runs: timed runs per configuration (medians are reported).
+      runs: timed runs per configuration (medians are reported; the interleaved thread-scaling
+        loop, run when several thread counts are given, takes three times as many).
       layers: also time every planned convolution alone.
       memory: also measure peak memory of each path (fresh processes).
       progress: called with a short description before each step.
@@ -400,7 +401,8 @@ def bench(
     scaling = {}
     if len(set(threads)) > 1:
         say(f"{path.name}: thread scaling, {len(set(threads))} thread counts interleaved")
-        scaling = thread_scaling(data, threads, runs)
+        # Cheap next to the per-layer runs, and the ratio of two noisy medians wants more runs.
+        scaling = thread_scaling(data, threads, 3 * runs)
     return BenchReport(
         model=path.name,
         planned_convs=len(plan.convs),
