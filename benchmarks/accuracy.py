@@ -51,6 +51,9 @@ def train_variant(name, connectivity, data, args, initial_weights):
                 connectivity=connectivity,
                 method=args.method,
                 update_every=args.update_every,
+                rho=args.rho,
+                rho_growth=args.rho_growth,
+                rho_max=args.rho_max,
             )
         )
     print(f"\n== {name}: {args.epochs} epochs on {len(x_train)} images", flush=True)
@@ -111,6 +114,9 @@ def main() -> None:
     parser.add_argument(
         "--update-every", type=int, default=None, help="steps between ADMM updates (default: epoch)"
     )
+    parser.add_argument("--rho", type=float, default=1.0, help="initial ADMM penalty")
+    parser.add_argument("--rho-growth", type=float, default=2.0, help="rho factor per update")
+    parser.add_argument("--rho-max", type=float, default=100.0)
     parser.add_argument(
         "--variants",
         nargs="*",
