@@ -118,29 +118,18 @@ private fun invalidArguments() {
     expect(badIsa, "isa=sse")
 }
 
-/** Rounds of the leak check; a leak must show in every one. */
-private const val LEAK_ROUNDS = 3
-
 private fun noLeak(cycles: Int) {
     HostHeapProbe.load()
     repeat(200) { TfpconvDelegate(2).close() } // warm-up: lazy JVM and libc state
-    // The JVM's own threads (JIT compiler, GC) malloc and free while we measure, so one round can
-    // catch a transient megabyte. A leak shows in every round: the smallest growth is what counts.
-    var growth = Long.MAX_VALUE
-    for (round in 1..LEAK_ROUNDS) {
-        System.gc()
-        val before = HostHeapProbe.heapInUseBytes()
+    val growth = HostHeapProbe.smallestGrowth("$cycles create/close cycles") {
         repeat(cycles) { TfpconvDelegate(2).close() }
-        System.gc()
-        val roundGrowth = HostHeapProbe.heapInUseBytes() - before
-        println("  round $round: $cycles create/close cycles, C heap grew by $roundGrowth bytes")
-        growth = Math.min(growth, roundGrowth)
     }
     // A close() that did not delete would leave the delegate's state (far more than 8 bytes).
     val limit = Math.max(64L * 1024L, 8L * cycles)
     expect(
         growth < limit,
-        "C heap grew by at least $growth bytes in each of $LEAK_ROUNDS rounds of $cycles cycles (limit $limit)"
+        "C heap grew by at least $growth bytes in each of ${HostHeapProbe.LEAK_ROUNDS} rounds " +
+            "of $cycles cycles (limit $limit)"
     )
 }
 

@@ -24,8 +24,6 @@ public final class BridgeHostTest {
   }
 
   private static final List<String> failures = new ArrayList<>();
-  /** Rounds of the leak check; a leak must show in every one (see noLeak). */
-  private static final int LEAK_ROUNDS = 3;
   private static int passed;
 
   private BridgeHostTest() {}
@@ -207,31 +205,20 @@ public final class BridgeHostTest {
     statusKb("VmRSS");
     statusKb("Threads");
     HostHeapProbe.heapInUseBytes();
-    // The JVM's own threads (JIT compiler, GC) malloc and free while we measure, so one round can
-    // catch a transient megabyte. A leak shows in every round: the smallest growth is what counts.
-    long heapGrowth = Long.MAX_VALUE;
     long threadsBefore = statusKb("Threads");
     long rssBefore = statusKb("VmRSS");
-    for (int round = 1; round <= LEAK_ROUNDS; round++) {
-      System.gc();
-      long heapBefore = HostHeapProbe.heapInUseBytes();
-      cycles(count);
-      System.gc();
-      long heapAfter = HostHeapProbe.heapInUseBytes();
-      System.out.println("  round " + round + ": " + count + " create/delete cycles, C heap in use "
-          + heapBefore + " -> " + heapAfter + " bytes");
-      heapGrowth = Math.min(heapGrowth, heapAfter - heapBefore);
-    }
+    long heapGrowth =
+        HostHeapProbe.smallestGrowth(count + " create/delete cycles", () -> cycles(count));
     long rssAfter = statusKb("VmRSS");
     long threadsAfter = statusKb("Threads");
     System.out.println("  VmRSS " + rssBefore + " -> " + rssAfter + " kB, threads " + threadsBefore
-        + " -> " + threadsAfter + " over " + LEAK_ROUNDS + " rounds");
+        + " -> " + threadsAfter + " over " + HostHeapProbe.LEAK_ROUNDS + " rounds");
     // A leak is at least one malloc chunk (>= 32 bytes) every other cycle; the noise is far below.
     long heapLimit = Math.max(64L * 1024L, 8L * count);
     require(heapGrowth < heapLimit, "C heap grew by at least " + heapGrowth + " bytes in each of "
-        + LEAK_ROUNDS + " rounds of " + count + " cycles (limit " + heapLimit + ")");
-    require(rssAfter - rssBefore < 32L * 1024L,
-        "VmRSS grew by " + (rssAfter - rssBefore) + " kB over " + LEAK_ROUNDS * count + " cycles");
+        + HostHeapProbe.LEAK_ROUNDS + " rounds of " + count + " cycles (limit " + heapLimit + ")");
+    require(rssAfter - rssBefore < 32L * 1024L, "VmRSS grew by " + (rssAfter - rssBefore)
+        + " kB over " + HostHeapProbe.LEAK_ROUNDS * count + " cycles");
     require(threadsAfter <= threadsBefore + 4,
         "threads grew from " + threadsBefore + " to " + threadsAfter);
   }
