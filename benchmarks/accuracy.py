@@ -9,11 +9,19 @@ JSON file and a markdown table.
     python3 benchmarks/accuracy.py --epochs 1 --train-size 2000 --widths 16 32 64   # a smoke run
     python3 benchmarks/accuracy.py --train-size 0   # all 60000 training images (about 4 hours)
     python3 benchmarks/accuracy.py --method admm --update-every 0   # ADMM, updates once per epoch
+
+The variants can run as separate processes (on 2 cores, two single-threaded processes side by
+side train faster than one two-threaded one), each adding its results to the same files::
+
+    taskset -c 0 python3 benchmarks/accuracy.py --variants dense --merge &
+    taskset -c 1 python3 benchmarks/accuracy.py --variants pconv-8p-c0.72 --merge; wait
+    python3 benchmarks/accuracy.py --variants pconv-8p-c0.50 --merge
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -32,6 +40,10 @@ VARIANTS = (
     ("dense", None),
     ("pconv-8p-c0.50", 0.5),
     ("pconv-8p-c0.72", 0.72),
+)
+#: Options that only change the pruned variants: a dense result does not depend on them.
+PRUNING_OPTIONS = frozenset(
+    ("method", "update_every", "pruning_epochs", "rho", "rho_growth", "rho_max", "allocation")
 )
 
 
@@ -59,6 +71,7 @@ def train_variant(name, connectivity, data, args, initial_weights):
                 rho_growth=args.rho_growth,
                 rho_max=args.rho_max,
                 pruning_epochs=args.pruning_epochs,
+                connectivity_allocation=args.allocation,
             )
         )
     print(f"\n== {name}: {args.epochs} epochs on {len(x_train)} images", flush=True)
@@ -83,31 +96,64 @@ def train_variant(name, connectivity, data, args, initial_weights):
         "weights_3x3_total": report.weights_total,
         "weights_3x3_kept": report.weights_kept,
         "compression_3x3": report.compression,
+        "flops_3x3_kept_fraction": sum(s.flops_kept for s in report.layers)
+        / sum(s.flops_total for s in report.layers),
         "train_seconds": seconds,
         "val_accuracy_per_epoch": [float(a) for a in history.history["val_accuracy"]],
     }
 
 
-def markdown(results, args) -> str:
+def markdown(results, config) -> str:
     dense = results[0]["test_accuracy"]
+    pruning_epochs = config["pruning_epochs"]
     lines = [
         f"Fashion-MNIST ({results[0]['train_images']} training images, the 10000 test images), "
-        f"small VGG (widths {list(args.widths)}, BatchNorm momentum {args.bn_momentum}), "
-        f"{args.epochs} epochs, batch {args.batch_size}, {len(results)} variants from the same "
-        f"initial weights; pruning with method={args.method!r}, "
-        f"update_every={args.update_every or 'epoch'}, pruning_epochs="
-        f"{args.pruning_epochs if args.pruning_epochs is not None else 'half'}.",
+        f"small VGG (widths {config['widths']}, BatchNorm momentum {config['bn_momentum']}), "
+        f"{config['epochs']} epochs, batch {config['batch_size']}, {len(results)} variants from "
+        f"the same initial weights; pruning with method={config['method']!r}, "
+        f"update_every={config['update_every'] or 'epoch'}, pruning_epochs="
+        f"{pruning_epochs if pruning_epochs is not None else 'half'}, "
+        f"connectivity allocation {config['allocation']!r}.",
         "",
-        "| variant | 3x3 weights kept | compression | test accuracy | vs dense (points) |",
-        "|---|---|---|---|---|",
+        "| variant | 3x3 weights kept | compression | 3x3 FLOPs kept | test accuracy "
+        "| vs dense (points) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
+        # A dense result is all FLOPs by definition (results from before this field lack it).
+        flops = r.get("flops_3x3_kept_fraction", 1.0 if r["connectivity"] is None else None)
         lines.append(
             f"| {r['variant']} | {r['weights_3x3_kept']}/{r['weights_3x3_total']} | "
-            f"{r['compression_3x3']:.2f}x | {100 * r['test_accuracy']:.2f}% | "
+            f"{r['compression_3x3']:.2f}x | {'n/a' if flops is None else f'{flops:.1%}'} | "
+            f"{100 * r['test_accuracy']:.2f}% | "
             f"{100 * (r['test_accuracy'] - dense):+.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def merge_results(previous: dict, results: list, config: dict, path: Path) -> list:
+    """``results`` added to those of an earlier run with the same settings (read from ``path``),
+    replacing the ones of the same variant, in the order of ``VARIANTS``."""
+
+    def prunes(entries):
+        return any(r["connectivity"] is not None for r in entries)
+
+    old = previous["config"]
+    ignored = {"variants"}
+    if not (prunes(previous["results"]) and prunes(results)):
+        ignored |= PRUNING_OPTIONS
+    different = sorted(
+        k for k in set(config) | set(old) if k not in ignored and config.get(k) != old.get(k)
+    )
+    if different:
+        changes = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in different)
+        raise SystemExit(
+            f"--merge: {path} holds results of other settings ({changes}); rerun with those "
+            f"settings, or without --merge to replace the file"
+        )
+    by_name = {r["variant"]: r for r in previous["results"]}
+    by_name.update({r["variant"]: r for r in results})
+    return [by_name[name] for name, _ in VARIANTS if name in by_name]
 
 
 def main() -> None:
@@ -134,6 +180,12 @@ def main() -> None:
         default=None,
         help="epochs before the masks are fixed (default: half of --epochs)",
     )
+    parser.add_argument(
+        "--allocation",
+        choices=tfpconv.allocation.ALLOCATIONS,
+        default="uniform",
+        help="how the connectivity target is split over the layers",
+    )
     parser.add_argument("--rho", type=float, default=1.0, help="initial ADMM penalty")
     parser.add_argument("--rho-growth", type=float, default=2.0, help="rho factor per update")
     parser.add_argument("--rho-max", type=float, default=100.0)
@@ -145,7 +197,22 @@ def main() -> None:
         help="variants to train, in this order (the first one is the reference)",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="add the results to those already in --out (same settings; same variants replaced)",
+    )
     args = parser.parse_args()
+    config = {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in vars(args).items()
+        if k not in ("out", "merge")
+    }
+    json_path = args.out / "accuracy.json"
+    connectivities = dict(VARIANTS)
+    if args.merge and json_path.exists():  # fail now, not after an hour of training
+        planned = [{"variant": n, "connectivity": connectivities[n]} for n in args.variants]
+        merge_results(json.loads(json_path.read_text()), planned, config, json_path)
 
     (x_train, y_train), test = tfpconv.datasets.fashion_mnist()
     if args.train_size:
@@ -155,24 +222,35 @@ def main() -> None:
         widths=args.widths, bn_momentum=args.bn_momentum
     ).get_weights()
 
-    connectivities = dict(VARIANTS)
     results = [
         train_variant(name, connectivities[name], ((x_train, y_train), test), args, initial_weights)
         for name in args.variants
     ]
     args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / ".accuracy.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # merging processes read and write the files in turn
+        if args.merge and json_path.exists():
+            previous = json.loads(json_path.read_text())
+            merged = merge_results(previous, results, config, json_path)
+            if all(r["connectivity"] is None for r in results):  # the table states them
+                config.update({k: v for k, v in previous["config"].items() if k in PRUNING_OPTIONS})
+            results = merged
+            config["variants"] = [r["variant"] for r in results]
+        write_results(args.out, results, config)
+
+
+def write_results(out: Path, results: list, config: dict) -> None:
+    """``accuracy.json`` and ``accuracy.md`` in ``out``, each replaced atomically."""
     payload = {
         "benchmark": "accuracy",
         "dataset": "fashion-mnist (Debian dataset-fashion-mnist)",
-        "config": {
-            k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "out"
-        },
+        "config": config,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "results": results,
     }
-    write_atomic(args.out / "accuracy.json", (json.dumps(payload, indent=2) + "\n").encode())
-    table = markdown(results, args)
-    write_atomic(args.out / "accuracy.md", table.encode())
+    write_atomic(out / "accuracy.json", (json.dumps(payload, indent=2) + "\n").encode())
+    table = markdown(results, config)
+    write_atomic(out / "accuracy.md", table.encode())
     print("\n" + table)
 
 

@@ -8,34 +8,32 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--epochs",
+    "2",
+    "--train-size",
+    "256",
+    "--widths",
+    "8",
+    "16",
+    "16",
+    "--pruning-epochs",
+    "1",
+]
 
 
-@pytest.mark.slow
-def test_accuracy_benchmark_writes_its_results(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "accuracy.py"),
-            "--epochs",
-            "2",
-            "--train-size",
-            "256",
-            "--widths",
-            "8",
-            "16",
-            "16",
-            "--pruning-epochs",
-            "1",
-            "--variants",
-            "dense",
-            "pconv-8p-c0.72",
-            "--out",
-            str(tmp_path),
-        ],
+def run_benchmark(*args):
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), *args],
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_writes_its_results(tmp_path):
+    result = run_benchmark(*TINY, "--variants", "dense", "pconv-8p-c0.72", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads((tmp_path / "accuracy.json").read_text())
     dense, pruned = payload["results"]
@@ -48,3 +46,27 @@ def test_accuracy_benchmark_writes_its_results(tmp_path):
     table = (tmp_path / "accuracy.md").read_text()
     assert "256 training images" in table and "pruning_epochs=1" in table
     assert "| pconv-8p-c0.72 |" in table
+
+
+@pytest.mark.slow
+def test_variants_run_separately_merge_into_one_table(tmp_path):
+    out = ["--out", str(tmp_path), "--merge"]
+    pruned = run_benchmark(
+        *TINY, "--variants", "pconv-8p-c0.72", "--allocation", "erdos_renyi", *out
+    )
+    assert pruned.returncode == 0, pruned.stderr[-3000:]
+    dense = run_benchmark(*TINY, "--variants", "dense", *out)
+    assert dense.returncode == 0, dense.stderr[-3000:]
+    payload = json.loads((tmp_path / "accuracy.json").read_text())
+    assert [r["variant"] for r in payload["results"]] == ["dense", "pconv-8p-c0.72"]
+    assert payload["config"]["variants"] == ["dense", "pconv-8p-c0.72"]
+    assert payload["config"]["allocation"] == "erdos_renyi"  # the pruned run's settings stay
+    table = (tmp_path / "accuracy.md").read_text()
+    assert "connectivity allocation 'erdos_renyi'" in table
+    assert table.index("| dense |") < table.index("| pconv-8p-c0.72 |")
+
+    other = run_benchmark(*TINY[:-2], "--variants", "pconv-8p-c0.50", *out)
+    assert other.returncode != 0
+    assert "pruning_epochs: 1 there, None now" in other.stderr
+    assert "Epoch 1/" not in other.stdout  # refused before training
+    assert len(json.loads((tmp_path / "accuracy.json").read_text())["results"]) == 2

@@ -8,6 +8,7 @@ tf = pytest.importorskip("tensorflow")
 
 import tfpconv  # noqa: E402
 from tfpconv import patterns  # noqa: E402
+from tfpconv.allocation import layer_fractions  # noqa: E402
 
 
 def data(n=64, size=10, channels=3, classes=4, seed=0):
@@ -163,6 +164,44 @@ def test_first_layer_connectivity_can_be_enabled_and_layers_selected():
     assert (patterns.classify_kernels(c2) == patterns.NOT_A_PATTERN).all()  # left dense
 
 
+@pytest.mark.parametrize("method", ["admm", "magnitude"])
+def test_erdos_renyi_allocation_splits_the_target_over_the_layers(method, capsys):
+    model = build(sequential_model)
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(
+        8, 0.6, method=method, connectivity_allocation="erdos_renyi", update_every=2
+    )
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
+    # c1 is the first convolution (exempt); c2 has 8x12 kernels, c3 6x10 (c5x5 is not pruned).
+    fractions = layer_fractions([(8, 12), (6, 10)], 0.6, "erdos_renyi")
+    assert fractions[0] > 0.6 > fractions[1]  # c2 has the lower (in + out) / (in * out)
+    assert (
+        f"kernels removed per layer (erdos_renyi): c1 0.00, c2 {fractions[0]:.2f}, "
+        f"c3 {fractions[1]:.2f}" in capsys.readouterr().out
+    )
+    removed = {
+        name: int((callback.codes[name] == patterns.PRUNED).sum()) for name in callback.codes
+    }
+    assert removed == {
+        "c1": 0,
+        "c2": patterns.num_to_prune(96, fractions[0]),
+        "c3": patterns.num_to_prune(60, fractions[1]),
+    }
+    assert abs(removed["c2"] + removed["c3"] - 0.6 * 156) <= 1
+    for layer in tfpconv.layer_selection.find_conv_layers(model)[0]:
+        codes = patterns.classify_kernels(layer.kernel.numpy())
+        assert (codes == patterns.PRUNED).sum() == removed[layer.name]
+
+    one_shot = build(sequential_model)
+    report = tfpconv.prune_patterns(
+        one_shot, connectivity=0.6, connectivity_allocation="erdos_renyi"
+    )
+    assert {name: report.layer(name).kernels_kept for name in ("c2", "c3")} == {
+        "c2": 96 - removed["c2"],
+        "c3": 60 - removed["c3"],
+    }
+
+
 def test_a_3x3_layer_behind_a_stem_of_another_size_loses_kernels_too():
     inputs = keras.Input((12, 12, 3))
     x = keras.layers.Conv2D(8, 7, strides=2, padding="same", name="stem7x7")(inputs)
@@ -263,6 +302,7 @@ def test_no_prunable_layer_says_what_was_found():
         ({"rho": 0}, "rho"),
         ({"pruning_epochs": -1}, "pruning_epochs"),
         ({"update_every": 0}, "update_every"),
+        ({"connectivity_allocation": "random"}, "unknown connectivity_allocation 'random'"),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, message):
@@ -276,6 +316,8 @@ def test_bad_prune_patterns_arguments_and_layer_names():
         tfpconv.prune_patterns(model, num_patterns=99)
     with pytest.raises(ValueError, match="connectivity"):
         tfpconv.prune_patterns(model, connectivity=1.2)
+    with pytest.raises(ValueError, match="unknown connectivity_allocation 'ER'"):
+        tfpconv.prune_patterns(model, connectivity_allocation="ER")
     with pytest.raises(ValueError, match="'nope' is not a 3x3 Conv2D"):
         tfpconv.prune_patterns(model, layers=["nope"])
     with pytest.raises(ValueError, match="'c5x5' cannot be pruned: kernel 5x5"):

@@ -18,6 +18,7 @@ from tfpconv.tflite_model import TFLiteModelError
 
 _SUBMODULES = (
     "admm",
+    "allocation",
     "bench",
     "callbacks",
     "datasets",

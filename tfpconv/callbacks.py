@@ -22,8 +22,9 @@ import tensorflow as tf
 
 from tfpconv import _compat, patterns
 from tfpconv.admm import ADMMState
+from tfpconv.allocation import check_allocation
 from tfpconv.layer_selection import LayerFilter, left_alone
-from tfpconv.pruning import LayerTarget, layer_targets, resolve_library
+from tfpconv.pruning import LayerTarget, layer_connectivities, layer_targets, resolve_library
 from tfpconv.schedules import Connectivity, ConnectivitySchedule, cubic_ramp
 
 METHODS = ("admm", "magnitude")
@@ -72,7 +73,8 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
 
     Args:
       num_patterns: library size K, 1..56 (8 is PCONV's choice).
-      connectivity: fraction of 3x3 kernels removed per layer in [0, 1); or a callable
+      connectivity: fraction of 3x3 kernels removed in [0, 1) (per layer, or over the layers
+        together with a non-uniform ``connectivity_allocation``); or a callable
         ``step -> fraction``; or, with tf_keras, a tensorflow-model-optimization schedule such as
         ``tfmot.sparsity.keras.PolynomialDecay`` (``step`` counts training batches of this fit).
         The hard phase uses its value at the last training step.
@@ -82,6 +84,11 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
       first_layer_connectivity: also remove whole kernels of the model's first convolution when
         it is a pruned 3x3 layer (off by default: with few input channels it has few kernels to
         lose; a 3x3 layer behind a stem of another size, as in ResNet, is not exempt).
+      connectivity_allocation: how the connectivity target is split over the layers:
+        ``"uniform"`` removes that fraction from every layer; ``"erdos_renyi"`` removes that
+        fraction of all their kernels together, keeping each layer's kernel density proportional
+        to ``(in + out) / (in * out)``, so wide layers lose more and narrow ones fewer (see
+        :mod:`tfpconv.allocation`).
       pruning_epochs: length of the pruning phase in epochs (0 = project at once, then only the
         hard phase).
       update_every: steps between ADMM updates / magnitude projections; None = once per epoch.
@@ -99,6 +106,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         library: Sequence[int] | None = None,
         layers: LayerFilter = None,
         first_layer_connectivity: bool = False,
+        connectivity_allocation: str = "uniform",
         pruning_epochs: int | None = None,
         update_every: int | None = None,
         rho: float = 1.0,
@@ -112,6 +120,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
         if library is not None:
             patterns.check_library(library)
+        check_allocation(connectivity_allocation)
         if pruning_epochs is not None and (
             not isinstance(pruning_epochs, int) or pruning_epochs < 0
         ):
@@ -132,6 +141,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self.method = method
         self.layers = layers
         self.first_layer_connectivity = first_layer_connectivity
+        self.connectivity_allocation = connectivity_allocation
         self.pruning_epochs = pruning_epochs
         self.update_every = update_every
         self.rho_initial, self.rho_growth, self.rho_max = (
@@ -187,7 +197,10 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             self._enter_hard_phase()
         elif self.method == "admm":
             self._phase = "admm"
-            self._admm = [ADMMState.start(t.kernel(), self._projection(t)) for t in self._targets]
+            self._admm = [
+                ADMMState.start(t.kernel(), projection)
+                for t, projection in zip(self._targets, self._projections(), strict=True)
+            ]
             self._pull_targets = [self._constant(state.target()) for state in self._admm]
         else:
             self._phase = "magnitude"
@@ -277,33 +290,38 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         steps = self._steps_per_epoch or max(self._step, 1)
         return self.connectivity(max(self._epochs * steps, self._step))
 
-    def _projection(self, target: LayerTarget, connectivity: float | None = None) -> Any:
-        fraction = target.connectivity(
-            self._current_connectivity() if connectivity is None else connectivity
-        )
+    def _fractions(self, connectivity: float) -> list[float]:
+        """Per target, the fraction of kernels removed at the model-wide ``connectivity``."""
+        return layer_connectivities(self._targets, connectivity, self.connectivity_allocation)
+
+    def _projections(self) -> list[Any]:
+        """Per target, ``weights -> projected weights`` at the current connectivity."""
         library = self.library
-        return lambda weights: patterns.project(weights, library, fraction)[0]
+        return [
+            lambda weights, fraction=fraction: patterns.project(weights, library, fraction)[0]
+            for fraction in self._fractions(self._current_connectivity())
+        ]
 
     def _update(self) -> None:
         if self._phase == "admm":
-            for target, state in zip(self._targets, self._admm, strict=True):
-                state.update(target.kernel(), self._projection(target))
+            for target, state, projection in zip(
+                self._targets, self._admm, self._projections(), strict=True
+            ):
+                state.update(target.kernel(), projection)
             self._pull_targets = [self._constant(state.target()) for state in self._admm]
             self._rho = min(self._rho * self.rho_growth, self.rho_max)
         elif self._phase == "magnitude":
             self._project_now()
 
     def _project_now(self) -> None:
-        for target in self._targets:
-            _compat.assign(target.layer.kernel, self._projection(target)(target.kernel()))
+        for target, projection in zip(self._targets, self._projections(), strict=True):
+            _compat.assign(target.layer.kernel, projection(target.kernel()))
 
     def _enter_hard_phase(self) -> None:
         final = self._final_connectivity()
         self._masks = []
-        for target in self._targets:
-            projected, codes = patterns.project(
-                target.kernel(), self.library, target.connectivity(final)
-            )
+        for target, fraction in zip(self._targets, self._fractions(final), strict=True):
+            projected, codes = patterns.project(target.kernel(), self.library, fraction)
             _compat.assign(target.layer.kernel, projected)
             self.codes[target.name] = codes
             mask = patterns.projection_mask(codes, self.library)
@@ -313,6 +331,14 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self._say(
             f"tfpconv: hard phase from step {self._step}: masks fixed (connectivity {final:g})"
         )
+        if self.connectivity_allocation != "uniform":
+            split = ", ".join(
+                f"{t.name} {fraction:.2f}"
+                for t, fraction in zip(self._targets, self._fractions(final), strict=True)
+            )
+            self._say(
+                f"tfpconv: kernels removed per layer ({self.connectivity_allocation}): {split}"
+            )
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -333,8 +359,8 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             metrics["pconv_rho"] = self._rho
         elif self._phase == "magnitude":
             gaps = [
-                np.linalg.norm(k - self._projection(t)(k)) / max(np.linalg.norm(k), 1e-12)
-                for t, k in zip(self._targets, kernels, strict=True)
+                np.linalg.norm(k - projection(k)) / max(np.linalg.norm(k), 1e-12)
+                for projection, k in zip(self._projections(), kernels, strict=True)
             ]
             metrics["pconv_gap"] = float(np.mean(gaps))
         else:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from tfpconv import _compat, patterns
+from tfpconv.allocation import check_allocation, layer_fractions
 from tfpconv.layer_selection import LayerFilter, first_conv_layer, select_prunable_layers
 from tfpconv.report import PruningSummary, summary
 
@@ -28,8 +29,11 @@ class LayerTarget:
     def kernel(self) -> np.ndarray:
         return _compat.read(self.layer.kernel)
 
-    def connectivity(self, fraction: float) -> float:
-        return fraction if self.connectivity_enabled else 0.0
+    @property
+    def channels(self) -> tuple[int, int]:
+        """``(in_channels, out_channels)``: the layer has ``in * out`` kernels."""
+        shape = tuple(self.layer.kernel.shape)
+        return int(shape[2]), int(shape[3])
 
 
 def layer_targets(
@@ -45,6 +49,17 @@ def layer_targets(
         LayerTarget(layer, connectivity_enabled=first_layer_connectivity or layer is not first)
         for layer in selected
     ]
+
+
+def layer_connectivities(
+    targets: Sequence[LayerTarget], connectivity: float, allocation: str = "uniform"
+) -> list[float]:
+    """Per target, the fraction of kernels to remove: ``connectivity`` of the kernels of the
+    connectivity-enabled targets together, split by ``allocation`` (see
+    :mod:`tfpconv.allocation`); 0 for the others."""
+    enabled = [t for t in targets if t.connectivity_enabled]
+    fractions = iter(layer_fractions([t.channels for t in enabled], connectivity, allocation))
+    return [next(fractions) if t.connectivity_enabled else 0.0 for t in targets]
 
 
 def resolve_library(
@@ -64,24 +79,29 @@ def prune_patterns(
     *,
     library: Sequence[int] | None = None,
     first_layer_connectivity: bool = False,
+    connectivity_allocation: str = "uniform",
     print_fn: Any = None,
 ) -> PruningSummary:
     """Project a trained model's 3x3 convolutions onto pattern + connectivity sparsity, in place.
 
     Every selected kernel keeps the 4 weights of the library pattern that preserves the most of
     its squared norm; then, per layer, the ``connectivity`` fraction of kernels with the smallest
-    norm is removed whole. Fine-tune afterwards with :class:`tfpconv.callbacks.PatternPruning`
-    to recover accuracy: it selects the same library from the projected weights, and its hard
-    phase keeps the masks.
+    norm is removed whole (with ``connectivity_allocation="erdos_renyi"`` the fraction varies by
+    layer, the same share of all kernels going in total). Fine-tune afterwards with
+    :class:`tfpconv.callbacks.PatternPruning` to recover accuracy: it selects the same library
+    from the projected weights, and its hard phase keeps the masks.
 
     Args:
       model: a built Keras 3 or tf_keras model.
       num_patterns: library size K in 1..56.
-      connectivity: fraction of kernels removed per layer, in [0, 1).
+      connectivity: fraction of kernels removed, in [0, 1): per layer with the uniform
+        allocation, over the layers together with another.
       layers: None (all 3x3 Conv2D), a list of layer names, or a predicate on layers.
       library: candidate indices (into ``patterns.CANDIDATE_MASKS``) to use instead of choosing.
       first_layer_connectivity: also remove kernels from the model's first convolution (see
         :class:`tfpconv.callbacks.PatternPruning`).
+      connectivity_allocation: ``"uniform"`` (the same fraction in every layer) or
+        ``"erdos_renyi"`` (wide layers lose more kernels; see :mod:`tfpconv.allocation`).
       print_fn: where to print the resulting summary table (None: don't print).
 
     Returns:
@@ -94,10 +114,12 @@ def prune_patterns(
     """
     patterns.check_num_patterns(num_patterns)
     patterns.check_connectivity(connectivity)
+    check_allocation(connectivity_allocation)
     targets = layer_targets(model, layers, first_layer_connectivity)
     chosen = resolve_library(targets, num_patterns, library)
-    for target in targets:
-        projected, _ = patterns.project(target.kernel(), chosen, target.connectivity(connectivity))
+    fractions = layer_connectivities(targets, connectivity, connectivity_allocation)
+    for target, fraction in zip(targets, fractions, strict=True):
+        projected, _ = patterns.project(target.kernel(), chosen, fraction)
         _compat.assign(target.layer.kernel, projected)
     result = summary(model, print_fn=print_fn, library=chosen)
     pruned = {t.name for t in targets}
