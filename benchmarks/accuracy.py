@@ -2,7 +2,8 @@
 
 Every variant trains from the same initial weights for the same number of epochs with the same
 optimizer schedule; the pruned ones add ``tfpconv.callbacks.PatternPruning`` (8 patterns; by
-default magnitude projection every 30 steps for half the epochs, then masked fine-tuning). Writes a
+default magnitude projection every 30 steps for half the epochs, then masked fine-tuning, with the
+kernels to remove split over the layers by ``connectivity_allocation="erdos_renyi"``). Writes a
 JSON file and a markdown table.
 
     python3 benchmarks/accuracy.py             # the full run (about an hour on 2 idle cores)
@@ -183,7 +184,7 @@ def main() -> None:
     parser.add_argument(
         "--allocation",
         choices=tfpconv.allocation.ALLOCATIONS,
-        default="uniform",
+        default="erdos_renyi",
         help="how the connectivity target is split over the layers",
     )
     parser.add_argument("--rho", type=float, default=1.0, help="initial ADMM penalty")

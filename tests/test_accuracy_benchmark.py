@@ -51,18 +51,17 @@ def test_accuracy_benchmark_writes_its_results(tmp_path):
 @pytest.mark.slow
 def test_variants_run_separately_merge_into_one_table(tmp_path):
     out = ["--out", str(tmp_path), "--merge"]
-    pruned = run_benchmark(
-        *TINY, "--variants", "pconv-8p-c0.72", "--allocation", "erdos_renyi", *out
-    )
+    # Not the default allocation: the dense run's default must not overwrite it.
+    pruned = run_benchmark(*TINY, "--variants", "pconv-8p-c0.72", "--allocation", "uniform", *out)
     assert pruned.returncode == 0, pruned.stderr[-3000:]
     dense = run_benchmark(*TINY, "--variants", "dense", *out)
     assert dense.returncode == 0, dense.stderr[-3000:]
     payload = json.loads((tmp_path / "accuracy.json").read_text())
     assert [r["variant"] for r in payload["results"]] == ["dense", "pconv-8p-c0.72"]
     assert payload["config"]["variants"] == ["dense", "pconv-8p-c0.72"]
-    assert payload["config"]["allocation"] == "erdos_renyi"  # the pruned run's settings stay
+    assert payload["config"]["allocation"] == "uniform"  # the pruned run's settings stay
     table = (tmp_path / "accuracy.md").read_text()
-    assert "connectivity allocation 'erdos_renyi'" in table
+    assert "connectivity allocation 'uniform'" in table
     assert table.index("| dense |") < table.index("| pconv-8p-c0.72 |")
 
     other = run_benchmark(*TINY[:-2], "--variants", "pconv-8p-c0.50", *out)
