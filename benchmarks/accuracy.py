@@ -35,7 +35,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfpconv  # noqa: E402
-from tfpconv.convert import write_atomic  # noqa: E402
+from tfpconv.sparsity.allocation import ALLOCATIONS  # noqa: E402
+from tfpconv.tflite.files import write_atomic  # noqa: E402
 
 VARIANTS = (
     ("dense", None),
@@ -94,11 +95,11 @@ def train_variant(name, connectivity, data, args, initial_weights):
         "connectivity": connectivity,
         "train_images": len(x_train),
         "test_accuracy": float(accuracy),
-        "weights_3x3_total": report.weights_total,
+        "weights_3x3_total": report.weights,
         "weights_3x3_kept": report.weights_kept,
         "compression_3x3": report.compression,
         "flops_3x3_kept_fraction": sum(s.flops_kept for s in report.layers)
-        / sum(s.flops_total for s in report.layers),
+        / sum(s.flops for s in report.layers),
         "train_seconds": seconds,
         "val_accuracy_per_epoch": [float(a) for a in history.history["val_accuracy"]],
     }
@@ -183,7 +184,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--allocation",
-        choices=tfpconv.allocation.ALLOCATIONS,
+        choices=ALLOCATIONS,
         default="erdos_renyi",
         help="how the connectivity target is split over the layers",
     )

@@ -24,8 +24,9 @@ import keras  # noqa: E402
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 
 import tfpconv  # noqa: E402
-from tfpconv import bench  # noqa: E402
-from tfpconv.convert import write_atomic  # noqa: E402
+from tfpconv.runtime import bench  # noqa: E402
+from tfpconv.runtime.bench_report import BenchReport, write_report  # noqa: E402
+from tfpconv.tflite.files import write_atomic  # noqa: E402
 
 MODELS = {
     "vgg16_224": lambda: tfpconv.models.vgg16((224, 224, 3)),
@@ -57,7 +58,7 @@ def build_converted(name: str, connectivity: float, model_dir: Path, tune: bool)
     return path
 
 
-def target_lines(reports: dict[tuple[str, float], bench.BenchReport]) -> list[str]:
+def target_lines(reports: dict[tuple[str, float], BenchReport]) -> list[str]:
     """One line per speed target whose runs are in `reports`: measured ratio and verdict."""
     lines = []
     for name, connectivity, what, minimum in TARGETS:
@@ -87,7 +88,7 @@ def target_lines(reports: dict[tuple[str, float], bench.BenchReport]) -> list[st
     return lines
 
 
-def plot(reports: dict[tuple[str, float], bench.BenchReport], path: Path) -> None:
+def plot(reports: dict[tuple[str, float], BenchReport], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,7 +130,7 @@ def main() -> None:
     threads = [int(t) for t in args.threads.split(",")]
     args.model_dir.mkdir(parents=True, exist_ok=True)
 
-    reports: dict[tuple[str, float], bench.BenchReport] = {}
+    reports: dict[tuple[str, float], BenchReport] = {}
     start = time.perf_counter()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns) as progress:
@@ -155,7 +156,7 @@ def main() -> None:
                         f"{label}, {result.threads} thread(s): XNNPACK {result.xnnpack_ms:.2f} ms, "
                         f"tfpconv {result.delegate_ms:.2f} ms, {result.speedup:.2f}x"
                     )
-    bench.write_report(list(reports.values()), args.out, "latency")
+    write_report(list(reports.values()), args.out, "latency")
     targets = target_lines(reports)
     summary = summary_table(reports) + ("\n\nTargets:\n\n" + "\n".join(targets) if targets else "")
     markdown = args.out / "latency.md"
@@ -165,7 +166,7 @@ def main() -> None:
     print(summary)
 
 
-def summary_table(reports: dict[tuple[str, float], bench.BenchReport]) -> str:
+def summary_table(reports: dict[tuple[str, float], BenchReport]) -> str:
     lines = [
         "| model | connectivity | threads | XNNPACK ms | tfpconv ms | speedup |",
         "|---|---|---|---|---|---|",

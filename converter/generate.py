@@ -3,7 +3,8 @@
 
 From ``converter/tfpconv_plan.fbs`` it writes:
 
-* ``tfpconv/fb/*.py`` -- the Python reader/builder functions that ``tfpconv.plan`` uses;
+* ``tfpconv/tflite/fb/*.py`` -- the Python reader/builder functions that ``tfpconv.tflite.plan``
+  uses (flatc's absolute imports rewritten to that package);
 * ``converter/generated/tfpconv_plan_generated.h`` -- the C++ header the delegate includes. It is
   generated with ``--cpp-std c++17 --scoped-enums`` and without the object API: the delegate
   reads the plan in place (``tfpconv::fb::GetPlan``) after ``tfpconv::fb::VerifyPlanBuffer`` has
@@ -33,7 +34,9 @@ REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "converter" / "tfpconv_plan.fbs"
 FLATC_VERSION = "2.0.8"
 #: Generated paths, relative to the output root.
-PYTHON_DIR = Path("tfpconv") / "fb"
+PYTHON_DIR = Path("tfpconv") / "tflite" / "fb"
+#: Where flatc writes the Python package (the schema's namespace), and the import prefix it uses.
+FLATC_PYTHON_DIR = Path("tfpconv") / "fb"
 CPP_HEADER = Path("converter") / "generated" / "tfpconv_plan_generated.h"
 CPP_OPTIONS = ["--cpp", "--cpp-std", "c++17", "--scoped-enums"]
 
@@ -49,6 +52,16 @@ def flatc_version(flatc: str = "flatc") -> str:
         ) from None
     match = re.search(r"(\d+\.\d+\.\d+)", out.stdout)
     return match.group(1) if match else out.stdout.strip()
+
+
+def _rewrite_imports(python_dir: Path) -> None:
+    """Point flatc's absolute imports (``tfpconv.fb.X``) at where the package lives."""
+    old = "from " + ".".join(FLATC_PYTHON_DIR.parts) + "."
+    new = "from " + ".".join(PYTHON_DIR.parts) + "."
+    for module in python_dir.glob("*.py"):
+        text = module.read_text()
+        if old in text:
+            module.write_text(text.replace(old, new))
 
 
 def generate(out_root: Path, flatc: str = "flatc") -> list[Path]:
@@ -72,7 +85,8 @@ def generate(out_root: Path, flatc: str = "flatc") -> list[Path]:
         # that leaf package is ours to replace (flatc's tfpconv/__init__.py is dropped).
         if python_dir.exists():
             shutil.rmtree(python_dir)
-        shutil.copytree(scratch_path / "py" / PYTHON_DIR, python_dir)
+        shutil.copytree(scratch_path / "py" / FLATC_PYTHON_DIR, python_dir)
+        _rewrite_imports(python_dir)
         header.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(scratch_path / "cpp" / "tfpconv_plan_generated.h", header)
     return sorted(p for p in python_dir.rglob("*.py")) + [header]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfpconv.allocation import layer_fractions
+from tfpconv.sparsity.allocation import layer_fractions
 
 VGG = [(64, 64), (64, 128), (128, 128), (128, 256), (256, 256)]
 

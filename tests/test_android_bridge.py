@@ -109,7 +109,7 @@ def java_home() -> Path:
 @pytest.fixture(scope="module")
 def delegate_library() -> Path:
     """The real x86-64 delegate library: the one tfpconv uses (pip install . builds it)."""
-    from tfpconv.runtime import delegate_path
+    from tfpconv.runtime.library import delegate_path
 
     return Path(delegate_path())
 
@@ -537,7 +537,7 @@ def _tiny_pruned_fashion_model(keras, make_assets):
     """A small CNN for 28x28x1 inputs, trained for a few seconds on 2,000 Fashion-MNIST training
     images, its 3x3 kernels then pattern- and connectivity-pruned (as tfpconv's pruning leaves
     them): a stand-in for examples/demo.py's model that converts with a tfpconv plan."""
-    from tfpconv import patterns
+    from tfpconv.sparsity import patterns
 
     shape, pixels = make_assets.read_idx(make_assets.DEFAULT_DATASET / "train-images-idx3-ubyte.gz")
     _, labels = make_assets.read_idx(make_assets.DEFAULT_DATASET / "train-labels-idx1-ubyte.gz")

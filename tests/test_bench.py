@@ -11,7 +11,10 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import tfpconv  # noqa: E402
-from tfpconv import bench  # noqa: E402
+from tfpconv.runtime import bench, bench_report  # noqa: E402
+from tfpconv.runtime.layer_models import single_conv_model  # noqa: E402
+from tfpconv.runtime.memory import peak_memory_mb  # noqa: E402
+from tfpconv.runtime.timing import interleaved_latencies  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +37,12 @@ def tiny_model(tmp_path_factory):
 def test_bench_reports_both_paths_per_layer_and_memory(tiny_model, tmp_path):
     report = bench.bench(tiny_model, threads=(1, 2), runs=3, layers=True, memory=False)
     assert report.planned_convs == 3
-    assert report.kept_weights < report.dense_weights
+    assert report.weights_kept < report.weights
     assert [r.threads for r in report.results] == [1, 2]
     for result in report.results:
         assert result.delegated_nodes == 3
         # Packing keeps only the non-zeros (with their offsets): less than the dense filters.
-        assert 0 < result.packed_weight_bytes < 4 * report.dense_weights
+        assert 0 < result.packed_weight_bytes < 4 * report.weights
         assert result.max_rel_diff <= 1e-4
         assert result.xnnpack_ms > 0 and result.delegate_ms > 0
         assert result.speedup == pytest.approx(result.xnnpack_ms / result.delegate_ms)
@@ -49,7 +52,7 @@ def test_bench_reports_both_paths_per_layer_and_memory(tiny_model, tmp_path):
         b = result.layers[1]
         assert b.input_shape == (1, 12, 12, 16) and b.output_shape == (1, 5, 5, 24)
         assert b.delegate_effective_gflops == pytest.approx(
-            2 * 25 * b.kept_weights / (b.delegate_ms * 1e6)
+            2 * 25 * b.weights_kept / (b.delegate_ms * 1e6)
         )
     # Both thread counts of both paths, timed in one interleaved loop.
     assert set(report.scaling) == {"xnnpack", "delegate"}
@@ -59,7 +62,7 @@ def test_bench_reports_both_paths_per_layer_and_memory(tiny_model, tmp_path):
         ratio = report.scaling[path][1] / report.scaling[path][2]
         assert report.thread_ratio(path, 1, 2) == pytest.approx(ratio)
     assert report.thread_ratio("delegate", 1, 4) is None
-    bench.write_report([report], tmp_path)
+    bench_report.write_report([report], tmp_path)
     data = json.loads((tmp_path / "latency.json").read_text())
     assert data[0]["results"][0]["layers"][0]["name"] == result.layers[0].name
     assert set(data[0]["thread_scaling_ms"]["delegate"]) == {"1", "2"}
@@ -75,13 +78,13 @@ def test_one_thread_count_has_no_scaling_run(tiny_model):
 
 
 def test_peak_memory_is_measured_in_a_fresh_process(tiny_model):
-    assert bench.peak_memory_mb(tiny_model, threads=1, use_delegate=True) > 0
+    assert peak_memory_mb(tiny_model, threads=1, use_delegate=True) > 0
 
 
 def test_single_conv_model_reproduces_the_layer(tiny_model):
     model = bench.TFLiteModel.from_file(tiny_model)
     plan = tfpconv.read_plan(tiny_model)
-    single = bench.single_conv_model(model, plan.convs[1])
+    single = single_conv_model(model, plan.convs[1])
     single_plan = tfpconv.read_plan(single)
     np.testing.assert_array_equal(single_plan.convs[0].codes, plan.convs[1].codes)
     interpreter = tfpconv.Interpreter(model_content=single, use_delegate=False)
@@ -91,8 +94,8 @@ def test_single_conv_model_reproduces_the_layer(tiny_model):
 
 def test_interleaved_latencies_validates_runs():
     with pytest.raises(ValueError, match="runs"):
-        bench.interleaved_latencies([], runs=0)
-    assert np.asarray(bench.interleaved_latencies([], runs=2)).size == 0
+        interleaved_latencies([], runs=0)
+    assert np.asarray(interleaved_latencies([], runs=2)).size == 0
 
 
 def test_missing_model_file(tmp_path):
@@ -150,8 +153,8 @@ def test_cli_bench_of_a_non_model_names_the_file(tmp_path, capsys):
     assert err == f"tfpconv: error: {fake}: not a TFLite model (no TFL3 file identifier)\n"
 
 
-def _small_report() -> bench.BenchReport:
-    result = bench.ThreadResult(
+def _small_report() -> bench_report.BenchReport:
+    result = bench_report.ThreadResult(
         threads=1,
         xnnpack_ms=2.0,
         delegate_ms=1.0,
@@ -160,7 +163,7 @@ def _small_report() -> bench.BenchReport:
         delegated_nodes=1,
         packed_weight_bytes=100,
     )
-    return bench.BenchReport("m.tflite", 1, 900, 400, [result])
+    return bench_report.BenchReport("m.tflite", 1, 900, 400, [result])
 
 
 def test_write_report_replaces_the_files(tmp_path):
@@ -168,7 +171,7 @@ def test_write_report_replaces_the_files(tmp_path):
     for name in ("latency.json", "latency.md"):
         (tmp_path / name).write_text("old\n")
         os.link(tmp_path / name, tmp_path / f"held_{name}")
-    bench.write_report([_small_report()], tmp_path)
+    bench_report.write_report([_small_report()], tmp_path)
     assert json.loads((tmp_path / "latency.json").read_text())[0]["model"] == "m.tflite"
     assert "### m.tflite" in (tmp_path / "latency.md").read_text()
     for name in ("latency.json", "latency.md"):

@@ -16,9 +16,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from tfpconv import patterns  # noqa: E402
 from tfpconv.cli import COMMANDS, main  # noqa: E402
-from tfpconv.plan import read_plan  # noqa: E402
+from tfpconv.sparsity import patterns  # noqa: E402
+from tfpconv.tflite.plan import read_plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,7 +115,9 @@ def test_inspect_json(converted: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert first["flops"] == 2 * 64 * 432 and first["flops_kept"] == 2 * 64 * 96
     assert first["compression"] == 4.5
     assert sum(first["pattern_histogram"].values()) == 24
-    assert all(len(mask) == 11 and mask.count("x") == 4 for mask in first["pattern_histogram"])
+    # Patterns are 9-bit masks (JSON object keys are strings): 4 taps, the centre among them.
+    masks = [int(mask) for mask in first["pattern_histogram"]]
+    assert all(bin(mask).count("1") == 4 and mask & (1 << 4) for mask in masks)
     assert layers[1]["strides"] == [2, 2] and layers[1]["output_shape"] == [1, 4, 4, 16]
     assert report["totals"]["planned"] == 2 and report["totals"]["convs"] == 3
     assert report["metadata"][-1] == "tfpconv"
@@ -140,7 +142,7 @@ def test_convert_with_tuning(converted: Path, tmp_path: Path, capsys) -> None:
     assert main(["convert", str(converted), "-o", str(out), "--tune", "-q"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("tuned conv ") == 2
-    assert all(conv.tuned for conv in read_plan(out).convs)
+    assert all(len(conv.tunings) == 1 for conv in read_plan(out).convs)
     with pytest.raises(SystemExit) as exit_info:
         main(["convert", str(converted), "-o", str(out), "--tune", "--tune-threads", "0"])
     assert exit_info.value.code == 2
@@ -179,8 +181,8 @@ def test_corrupt_plans_give_one_line_errors(
     converted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every byte of the embedded plan changed in turn: a clean result or one line, never more."""
-    from tfpconv.plan import PlanError
-    from tfpconv.tflite_model import read_metadata
+    from tfpconv.tflite.model_file import read_metadata
+    from tfpconv.tflite.plan import PlanError
 
     data = converted.read_bytes()
     payload = read_metadata(data, "tfpconv")
@@ -232,7 +234,7 @@ def test_inspect_bad_inputs(
         data = converted.read_bytes()
         path.write_bytes(data[: len(data) // 2])
     elif kind == "plain":
-        from tfpconv.tflite_model import TFLiteModel
+        from tfpconv.tflite.model_file import TFLiteModel
 
         model = TFLiteModel.from_file(converted)
         model.model.metadata = [m for m in model.model.metadata if m.name != b"tfpconv"]
@@ -306,7 +308,7 @@ def test_commands_are_extensible() -> None:
 
 
 def test_inspect_reports_stale_plan(converted: Path, tmp_path: Path, capsys) -> None:
-    from tfpconv.tflite_model import TFLiteModel
+    from tfpconv.tflite.model_file import TFLiteModel
 
     plan = read_plan(converted)
     model = TFLiteModel.from_file(converted)

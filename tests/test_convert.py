@@ -14,10 +14,13 @@ keras = pytest.importorskip("keras")
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import tfpconv  # noqa: E402
-from tfpconv import patterns  # noqa: E402
-from tfpconv.convert import ConversionError, convert, embed_plan, inspect_model  # noqa: E402
-from tfpconv.plan import METADATA_NAME, ConvPlan, Plan, read_plan  # noqa: E402
-from tfpconv.tflite_model import TFLiteModel, TFLiteModelError, schema  # noqa: E402
+from tfpconv.api import convert  # noqa: E402
+from tfpconv.sparsity import patterns  # noqa: E402
+from tfpconv.tflite.errors import ConversionError  # noqa: E402
+from tfpconv.tflite.inspect import inspect_model  # noqa: E402
+from tfpconv.tflite.model_file import TFLiteModel, TFLiteModelError, schema  # noqa: E402
+from tfpconv.tflite.plan import METADATA_NAME, PatternConvPlan, Plan, read_plan  # noqa: E402
+from tfpconv.tflite.planner import embed_plan  # noqa: E402
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -91,11 +94,11 @@ def _check_plan_matches_keras(model, model_bytes: bytes) -> Plan:
         # TF's float32 conversion keeps the weights bit for bit, exact zeros included.
         assert filters[matches[0]].tobytes() == np.transpose(kernel, (3, 0, 1, 2)).tobytes()
         conv = plan.find(*matches[0])
-        assert isinstance(conv, ConvPlan), f"{layer.name}: {conv}"
+        assert isinstance(conv, PatternConvPlan), f"{layer.name}: {conv}"
         taps = structure.reshape(structure.shape[0], 9, structure.shape[3])  # (out, 9, in)
         for o in range(conv.out_channels):
             for i in range(conv.in_channels):
-                bits = patterns.mask_to_bits(taps[o, :, i])
+                bits = patterns.mask_from_taps(taps[o, :, i])
                 code = int(conv.codes[o, i])
                 if bits == 0:
                     assert code == patterns.PRUNED
@@ -186,7 +189,7 @@ def test_sequential_identical_to_tf(sequential, sequential_bytes) -> None:
     assert len(plan.convs) == 3 and not plan.skipped
     for conv in plan.convs:
         assert 1 <= len(conv.library) <= 6
-        assert conv.kept_kernels == conv.num_kernels - int(np.floor(0.5 * conv.num_kernels + 0.5))
+        assert conv.kernels_kept == conv.kernels - int(np.floor(0.5 * conv.kernels + 0.5))
 
 
 def test_functional_identical_to_tf(functional) -> None:
@@ -241,7 +244,7 @@ def test_pruned_away_layer_is_still_planned() -> None:
     plan = read_plan(ours)
     assert len(plan.convs) == 2 and not plan.skipped
     for conv in plan.convs:
-        assert conv.library == () and conv.kept_kernels == 0
+        assert conv.library == () and conv.kernels_kept == 0
         assert np.all(conv.codes == patterns.PRUNED)
 
 
@@ -436,8 +439,8 @@ def test_synthetic_model_runs_and_is_planned() -> None:
     data, plan = embed_plan(_conv_model())
     # Centre-only kernels fit many patterns; with no unambiguous kernel the lowest index wins.
     [conv] = plan.convs
-    assert conv.library == (patterns.mask_to_bits(patterns.CANDIDATE_MASKS[0]),)
-    assert conv.kept_kernels == 8
+    assert conv.library == (int(patterns.CANDIDATE_MASKS[0]),)
+    assert conv.kernels_kept == 8
     [out] = _run(data, [np.ones((1, 6, 6, 2), np.float32)])
     assert np.allclose(out, 2.0)
 

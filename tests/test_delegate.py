@@ -7,6 +7,7 @@ CONV_2D nodes the delegate really ran (``Interpreter.delegated_nodes()``: the de
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
@@ -17,13 +18,15 @@ import pytest
 
 keras = pytest.importorskip("keras")
 import tfpconv  # noqa: E402
-from tfpconv import patterns  # noqa: E402
-from tfpconv.convert import convert  # noqa: E402
-from tfpconv.plan import METADATA_NAME  # noqa: E402
-from tfpconv.tflite_model import TFLiteModel  # noqa: E402
+from tfpconv.api import convert  # noqa: E402
+from tfpconv.runtime.delegate import claimed_nodes, tuning_candidates  # noqa: E402
+from tfpconv.runtime.machine import cpu_model  # noqa: E402
+from tfpconv.sparsity import patterns  # noqa: E402
+from tfpconv.tflite.model_file import TFLiteModel  # noqa: E402
+from tfpconv.tflite.plan import METADATA_NAME, Feature, Tuning, pack_plan  # noqa: E402
 
 RTOL = 1e-4
-LIBRARY = [0, 5, 9, 20, 33, 41, 50, 55]
+LIBRARY = [int(patterns.CANDIDATE_MASKS[i]) for i in (0, 5, 9, 20, 33, 41, 50, 55)]
 
 
 # -- model helpers ---------------------------------------------------------------------------------
@@ -233,7 +236,7 @@ ISAS = ["auto", "scalar", *(["neon"] if ARM else ["avx2", "avx512"])]
 
 def isa_available(isa):
     try:
-        return bool(tfpconv.runtime.tuning_candidates((8, 8, 8), 8, isa=isa))
+        return bool(tuning_candidates((8, 8, 8), 8, isa=isa))
     except ValueError:  # the engine has no such instruction set on this CPU
         return False
 
@@ -282,7 +285,7 @@ def test_tf_lite_interpreter_uses_the_delegate():
     )
     interpreter = tf.lite.Interpreter(model_content=data, experimental_delegates=[delegate])
     assert_close(run(interpreter, inputs), expected)
-    assert tfpconv.runtime.claimed_nodes(delegate) == [0, 1]
+    assert claimed_nodes(delegate) == [0, 1]
 
 
 def test_model_path_and_plain_interpreter(tmp_path):
@@ -313,23 +316,27 @@ def test_rgb_input_layer_is_left_to_tflite_unless_claimed(capfd):
         tfpconv.load_delegate(claim="some")
 
 
-def test_tuning_records_the_fastest_variant_or_leaves_the_layer(capsys):
+def test_tuning_records_the_fastest_variant_or_leaves_the_layer(caplog):
     model = build_model(
         (16, 16, 3), 1, [ConvSpec(16, activation="relu"), ConvSpec(32, connectivity=0.7)], seed=14
     )
-    data = convert(model, tune=True)
-    progress = capsys.readouterr().err
+    with caplog.at_level(logging.INFO, logger="tfpconv"):
+        data = convert(model, tune=True)
+    progress = caplog.text
     assert progress.count("tuned conv") == 2, progress
     convs = tfpconv.read_plan(data).convs
+    here = running_isa()
     for conv in convs:
-        tuned = dict(conv.tuned)
-        if tuned.pop("claim", 1) == 0:
-            assert tuned == {}, conv.tuned  # a declined layer carries only claim=0
+        assert [t.isa for t in conv.tunings] == [here]  # one decision, for this instruction set
+        tuning = conv.tunings[0]
+        assert tuning.cpu == cpu_model()
+        if not tuning.claim:
+            assert (tuning.variant, tuning.params) == ("", {})  # a declined layer says only that
             continue
-        # A claimed layer holds what the engine offered: one of its candidates or its defaults ({}).
-        offered = tfpconv.runtime.tuning_candidates((16, 16, conv.in_channels), conv.out_channels)
-        assert tuned == {} or tuned in offered, conv.tuned
-    expected = [c.operator_index for c in convs if c.tuned.get("claim", 1) != 0]
+        # A claimed layer holds what the engine offered: one of its candidates or its defaults.
+        offered = tuning_candidates((16, 16, conv.in_channels), conv.out_channels)
+        assert (tuning.variant, tuning.params) == ("", {}) or tuning in offered, tuning
+    expected = [c.operator_index for c in convs if c.tunings[0].claim]
     interpreter = compare(data, random_inputs((1, 16, 16, 3), 14), claim="auto")
     assert interpreter.delegated_nodes() == expected
     # Plain TFLite still runs the tuned model: tuning only changed the plan.
@@ -337,53 +344,88 @@ def test_tuning_records_the_fastest_variant_or_leaves_the_layer(capsys):
 
 
 def test_tuning_candidates_come_from_the_engine():
-    candidates = tfpconv.runtime.tuning_candidates((28, 28, 64), 64)
+    candidates = tuning_candidates((28, 28, 64), 64)
     assert candidates
-    assert all({"isa", "variant", "tile_oc", "tile_ic"} == set(c) for c in candidates)
-    # Tagged with the instruction set they were made for (its stable code).
-    assert {c["isa"] for c in candidates} == {running_isa_code()}
-    scalar = tfpconv.runtime.tuning_candidates((28, 28, 64), 64, isa="scalar")
-    assert {c["isa"] for c in scalar} == {0}
-    assert tfpconv.runtime.tuning_candidates((2, 2, 64), 64)  # whole-row variants
+    assert all(c.variant and set(c.params) == {"tile_oc", "tile_ic"} for c in candidates)
+    assert len({(c.variant, tuple(c.params.items())) for c in candidates}) == len(candidates)
+    # Tagged with the instruction set they were made for (its stable name) and this CPU.
+    assert {c.isa for c in candidates} == {running_isa()}
+    assert {c.cpu for c in candidates} == {cpu_model()}
+    scalar = tuning_candidates((28, 28, 64), 64, isa="scalar")
+    assert {c.isa for c in scalar} == {"scalar"}
+    assert tuning_candidates((2, 2, 64), 64)  # whole-row variants
     with pytest.raises(ValueError, match="cannot tune"):  # VALID 3x3 on 2x2: no output
-        tfpconv.runtime.tuning_candidates((2, 2, 64), 64, padding="valid")
+        tuning_candidates((2, 2, 64), 64, padding="valid")
     with pytest.raises(ValueError, match="strides"):
-        tfpconv.runtime.tuning_candidates((8, 8, 4), 4, strides=(3, 3))
+        tuning_candidates((8, 8, 4), 4, strides=(3, 3))
     with pytest.raises(ValueError, match="padding"):
-        tfpconv.runtime.tuning_candidates((8, 8, 4), 4, padding="causal")
+        tuning_candidates((8, 8, 4), 4, padding="causal")
 
 
-def running_isa_code():
-    """The stable code of the instruction set the delegate runs by default (isa="auto")."""
-    return tfpconv.runtime.tuning_candidates((8, 8, 8), 8)[0]["isa"]
+def running_isa():
+    """The instruction set the delegate runs by default (isa="auto"), by its stable name."""
+    return tuning_candidates((8, 8, 8), 8)[0].isa
 
 
-def with_tuned(model_bytes, tuned):
-    """The model with every planned convolution's tuned parameters replaced by `tuned`."""
+def with_tunings(model_bytes, tunings):
+    """The model with every planned convolution's tunings replaced by `tunings`."""
     plan = tfpconv.read_plan(model_bytes)
     for conv in plan.convs:
-        conv.tuned = dict(tuned)
+        conv.tunings = list(tunings)
     model = TFLiteModel.from_bytes(model_bytes)
     model.set_metadata(METADATA_NAME, plan.to_bytes())
     return model.to_bytes()
 
 
-@pytest.mark.parametrize("tagged", ["foreign_isa", "own_isa"])
-def test_plan_tuned_for_another_isa_still_runs_delegated(capfd, tagged):
-    """Variant indices differ per instruction set: parameters tuned on another CPU (or a variant
-    that does not exist here) give the engine's defaults, never a declined layer."""
+def other_isa():
+    return "neon" if running_isa() != "neon" else "avx2"
+
+
+def test_plan_tuned_for_another_isa_still_runs_delegated(capfd):
+    """A decision measured on another instruction set, even "leave it to TFLite", is not this
+    machine's: the delegate runs its defaults and keeps the layers."""
     model = build_model((16, 16, 8), 1, [ConvSpec(16, activation="relu"), ConvSpec(8)], seed=15)
-    here = running_isa_code()
-    isa = (here + 1) % 4 if tagged == "foreign_isa" else here
-    data = with_tuned(
-        convert(model), {"claim": 1, "isa": isa, "variant": 99, "tile_oc": 4, "tile_ic": 2}
+    data = with_tunings(convert(model), [Tuning(other_isa(), "a phone", claim=False)])
+    interpreter = compare(data, random_inputs((1, 16, 16, 8), 15), claim="auto")
+    assert interpreter.delegated_nodes() == planned_nodes(data)
+
+
+def test_plan_tuned_here_to_stay_with_tflite_is_obeyed():
+    model = build_model((16, 16, 8), 1, [ConvSpec(16, activation="relu"), ConvSpec(8)], seed=15)
+    data = with_tunings(
+        convert(model), [Tuning(running_isa(), claim=False), Tuning(other_isa(), claim=True)]
     )
+    interpreter = compare(data, random_inputs((1, 16, 16, 8), 15), claim="auto")
+    assert interpreter.delegated_nodes() == []
+    # claim="all" takes every planned layer whatever the tuning says.
+    assert compare(data, random_inputs((1, 16, 16, 8), 15), claim="all").delegated_nodes() == [0, 1]
+
+
+def test_unknown_variant_name_gives_the_defaults(capfd):
+    model = build_model((16, 16, 8), 1, [ConvSpec(16, activation="relu"), ConvSpec(8)], seed=15)
+    tuning = Tuning(running_isa(), variant="no_such_variant", params={"tile_oc": 4})
+    data = with_tunings(convert(model), [tuning])
     capfd.readouterr()
     interpreter = compare(data, random_inputs((1, 16, 16, 8), 15), claim="auto", log_level="info")
     assert interpreter.delegated_nodes() == planned_nodes(data)
     err = capfd.readouterr().err
-    expected = "tuned for " if tagged == "foreign_isa" else "tuned variant 99 is out of range"
-    assert err.count(f"tuned parameters not used: {expected}") == 2, err
+    assert err.count("no_such_variant") >= 2, err
+
+
+def test_operator_needing_an_unknown_feature_is_declined_alone(capfd):
+    model = build_model((12, 12, 8), 1, [ConvSpec(8, activation="relu"), ConvSpec(8)], seed=16)
+    data = convert(model)
+    plan = tfpconv.read_plan(data)
+    future = Feature("unified_weights", "9.9.0")
+    plan.convs[0].requires = (*plan.convs[0].requires, future)
+    tflite = TFLiteModel.from_bytes(data)
+    tflite.set_metadata(METADATA_NAME, pack_plan(plan))
+    data = tflite.to_bytes()
+    capfd.readouterr()
+    interpreter = compare(data, random_inputs((1, 12, 12, 8), 16), claim="all")
+    assert interpreter.delegated_nodes() == [1]
+    err = capfd.readouterr().err
+    assert "unified_weights" in err and "9.9.0" in err, err
 
 
 # -- bad or stale plans: declined with a warning, outputs still right ------------------------------

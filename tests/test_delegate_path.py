@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tfpconv import runtime
+from tfpconv.runtime import library as runtime
 
 LIBRARY = runtime.DELEGATE_LIBRARY
 AARCH64 = 183

@@ -5,11 +5,20 @@ import itertools
 import numpy as np
 import pytest
 
-from tfpconv import admm, patterns, schedules
+from tfpconv.sparsity import admm, patterns, schedules
 
 
 def random_kernel(shape=(3, 3, 6, 10), seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def _masks(positions):
+    """Candidate masks by their position in ``CANDIDATE_MASKS``."""
+    return [int(patterns.CANDIDATE_MASKS[p]) for p in positions]
+
+
+def _taps(position):
+    return patterns.mask_taps(int(patterns.CANDIDATE_MASKS[position]))
 
 
 def nonzeros_per_kernel(kernel):
@@ -18,20 +27,22 @@ def nonzeros_per_kernel(kernel):
 
 def test_there_are_56_candidates_each_with_four_taps_and_the_centre():
     masks = patterns.CANDIDATE_MASKS
-    assert masks.shape == (56, 9)
-    assert (masks.sum(axis=1) == 4).all()
-    assert masks[:, patterns.CENTRE].all()
-    assert len({tuple(m) for m in masks}) == 56
+    assert masks.shape == (56,)
+    taps = np.stack([patterns.mask_taps(int(m)) for m in masks])
+    assert (taps.sum(axis=1) == 4).all()
+    assert taps[:, patterns.CENTRE].all()
+    assert len(set(masks.tolist())) == 56
 
 
-def test_mask_bits_round_trip_and_format():
-    for mask in patterns.CANDIDATE_MASKS:
-        bits = patterns.mask_to_bits(mask)
-        assert bin(bits).count("1") == 4 and bits & (1 << 4)
-        np.testing.assert_array_equal(patterns.bits_to_mask(bits), mask)
+def test_mask_taps_round_trip_and_format():
+    for mask in patterns.CANDIDATE_MASKS.tolist():
+        taps = patterns.mask_taps(mask)
+        assert taps.sum() == 4 and taps[patterns.CENTRE]
+        assert patterns.mask_from_taps(taps) == mask
+        assert patterns.mask_from_taps(taps.reshape(3, 3)) == mask
     assert patterns.format_mask(0b000111010) == ".x./xxx/..."
     with pytest.raises(ValueError):
-        patterns.bits_to_mask(1 << 9)
+        patterns.mask_taps(1 << 9)
 
 
 def test_library_takes_the_most_frequent_top4_masks():
@@ -40,13 +51,13 @@ def test_library_takes_the_most_frequent_top4_masks():
     chosen = [5] * 30 + [17] * 20 + [40] * 10
     kernel = np.zeros((3, 3, 1, len(chosen)), np.float32)
     for o, c in enumerate(chosen):
-        taps = np.where(patterns.CANDIDATE_MASKS[c], 5.0, 0.1) * rng.uniform(0.9, 1.1, 9)
+        taps = np.where(_taps(c), 5.0, 0.1) * rng.uniform(0.9, 1.1, 9)
         kernel[:, :, 0, o] = taps.reshape(3, 3)
     library = patterns.select_library([kernel], num_patterns=3)
-    assert library.tolist() == [5, 17, 40]
+    assert library.tolist() == _masks([5, 17, 40])
     # A larger K still returns K distinct candidates, the voted ones first.
     library8 = patterns.select_library([kernel], num_patterns=8)
-    assert len(set(library8.tolist())) == 8 and library8[:3].tolist() == [5, 17, 40]
+    assert len(set(library8.tolist())) == 8 and library8[:3].tolist() == _masks([5, 17, 40])
 
 
 def test_an_already_projected_model_selects_the_library_it_was_projected_with():
@@ -63,13 +74,13 @@ def test_an_already_projected_model_selects_the_library_it_was_projected_with():
 
 def test_a_library_from_all_zero_kernels_is_the_first_candidates():
     library = patterns.select_library([np.zeros((3, 3, 4, 4), np.float32)], 5)
-    assert library.tolist() == [0, 1, 2, 3, 4]
+    assert library.tolist() == _masks([0, 1, 2, 3, 4])
 
 
 def test_top4_forces_the_centre_in():
     kernel = np.ones((3, 3, 1, 1), np.float32) * 10
     kernel[1, 1] = 0.0  # the centre is the weakest tap, yet it stays
-    assert patterns.CANDIDATE_MASKS[patterns.top4_candidates(kernel)[0, 0]][patterns.CENTRE]
+    assert patterns.mask_taps(int(patterns.top4_masks(kernel)[0, 0]))[patterns.CENTRE]
 
 
 def test_pattern_projection_keeps_exactly_four_weights_with_the_centre():
@@ -78,7 +89,7 @@ def test_pattern_projection_keeps_exactly_four_weights_with_the_centre():
     projected, choice = patterns.project_patterns(kernel, library)
     assert (nonzeros_per_kernel(projected) == 4).all()
     assert (projected[1, 1] != 0).all()
-    masks = patterns.CANDIDATE_MASKS[library]
+    masks = np.stack([patterns.mask_taps(int(m)) for m in library])
     taps = np.moveaxis(projected.reshape(9, 6, 10), 0, -1)
     assert ((taps != 0) == masks[choice]).all()
 
@@ -89,7 +100,7 @@ def test_pattern_projection_picks_the_best_norm_pattern():
     projected, _ = patterns.project_patterns(kernel, library)
     for i, o in itertools.product(range(6), range(10)):
         flat = kernel[:, :, i, o].ravel().astype(np.float64)
-        best = max(float((flat[m] ** 2).sum()) for m in patterns.CANDIDATE_MASKS[library])
+        best = max(float((flat[patterns.mask_taps(int(m))] ** 2).sum()) for m in library)
         assert float((projected[:, :, i, o].astype(np.float64) ** 2).sum()) == pytest.approx(best)
 
 
@@ -139,11 +150,11 @@ def test_classify_reads_patterns_off_the_zero_structure():
 
 def test_classify_resolves_partial_kernels_to_the_layer_s_popular_pattern():
     kernel = np.zeros((3, 3, 1, 3), np.float32)
-    full = patterns.CANDIDATE_MASKS[10].reshape(3, 3)
+    full = _taps(10).reshape(3, 3)
     kernel[:, :, 0, 0] = full
     kernel[:, :, 0, 1] = full
     kernel[1, 1, 0, 2] = 1.0  # only the centre: fits every candidate
-    assert patterns.classify_kernels(kernel)[0].tolist() == [10, 10, 10]
+    assert patterns.classify_kernels(kernel)[0].tolist() == _masks([10, 10, 10])
 
 
 @pytest.mark.parametrize("bad", [0, 57, -1, 2.5, True, "8"])
@@ -159,12 +170,26 @@ def test_connectivity_outside_unit_interval_is_rejected(bad):
 
 
 def test_bad_libraries_and_kernels_are_rejected():
-    with pytest.raises(ValueError, match="0..55"):
-        patterns.check_library([0, 56])
+    with pytest.raises(ValueError, match="not a 3x3 pattern"):
+        patterns.check_library([0b000111010, 0b000001111])  # no centre
+    with pytest.raises(ValueError, match="not a 3x3 pattern"):
+        patterns.check_library([0b000111010, 1 << 9])
     with pytest.raises(ValueError, match="repeated"):
-        patterns.check_library([3, 3])
+        patterns.check_library([0b000111010, 0b000111010])
+    with pytest.raises(ValueError, match="9-bit"):
+        patterns.check_library([0.5])
     with pytest.raises(ValueError, match="3x3 HWIO"):
-        patterns.project(np.zeros((5, 5, 1, 1)), [0])
+        patterns.project(np.zeros((5, 5, 1, 1)), [0b000111010])
+
+
+def test_library_by_use_ranks_masks_by_use():
+    a, b = _masks([3, 9])
+    classes = np.array([[a, b, b], [patterns.PRUNED, b, a], [b, patterns.PRUNED, a]])
+    library, codes = patterns.library_by_use(classes)
+    assert library.tolist() == [b, a]  # b used 4 times, a 3 times
+    assert codes.tolist() == [[1, 0, 0], [-1, 0, 1], [0, -1, 1]]
+    with pytest.raises(ValueError, match="NOT_A_PATTERN"):
+        patterns.library_by_use(np.array([[patterns.NOT_A_PATTERN]]))
 
 
 def test_admm_rounds_drive_the_gap_to_zero():
@@ -191,10 +216,12 @@ def test_penalty_step_is_the_exact_proximal_step():
 
 
 def test_schedules():
-    assert schedules.ConnectivitySchedule(0.5)(123) == 0.5
+    from tfpconv.keras.schedules import ConnectivitySchedule
+
+    assert ConnectivitySchedule(0.5)(123) == 0.5
     ramp = schedules.cubic_ramp(0.8, 10, 110)
     assert ramp(0) == 0 and ramp(110) == pytest.approx(0.8) and ramp(500) == pytest.approx(0.8)
     assert 0 < ramp(30) < ramp(60) < 0.8
-    assert schedules.ConnectivitySchedule(lambda step: step / 100)(50) == 0.5
+    assert ConnectivitySchedule(lambda step: step / 100)(50) == 0.5
     with pytest.raises(ValueError, match="at step 200"):
-        schedules.ConnectivitySchedule(lambda step: step / 100)(200)
+        ConnectivitySchedule(lambda step: step / 100)(200)

@@ -14,19 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfpconv import patterns
-from tfpconv.convert import reorder_filters
-from tfpconv.plan import (
+from tfpconv.sparsity import patterns
+from tfpconv.tflite.filter_order import reorder_filters
+from tfpconv.tflite.model_file import TFLiteModelError
+from tfpconv.tflite.plan import (
     PLAN_IDENTIFIER,
     SCHEMA_VERSION,
-    ConvPlan,
+    PatternConvPlan,
     Plan,
     PlanError,
     SkippedOp,
+    Tuning,
     crc32,
     read_plan,
 )
-from tfpconv.tflite_model import TFLiteModelError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,10 +35,12 @@ REPO = Path(__file__).resolve().parent.parent
 def _library(k: int, seed: int = 0) -> tuple[int, ...]:
     rng = np.random.default_rng(seed)
     picks = rng.choice(patterns.NUM_CANDIDATES, size=k, replace=False)
-    return tuple(patterns.mask_to_bits(patterns.CANDIDATE_MASKS[c]) for c in picks)
+    return tuple(int(patterns.CANDIDATE_MASKS[c]) for c in picks)
 
 
-def _conv_plan(out: int = 24, inp: int = 5, k: int = 6, seed: int = 0, **overrides) -> ConvPlan:
+def _conv_plan(
+    out: int = 24, inp: int = 5, k: int = 6, seed: int = 0, **overrides
+) -> PatternConvPlan:
     rng = np.random.default_rng(seed)
     codes = rng.integers(-1, k, size=(out, inp)).astype(np.int8)
     order, offsets = reorder_filters(codes)
@@ -55,14 +58,21 @@ def _conv_plan(out: int = 24, inp: int = 5, k: int = 6, seed: int = 0, **overrid
         weight_bytes=len(weights),
     )
     fields.update(overrides)
-    return ConvPlan(**fields)
+    return PatternConvPlan(**fields)
 
 
 def _plan() -> Plan:
     return Plan(
-        convs=[
+        ops=[
             _conv_plan(),
-            _conv_plan(out=3, inp=2, k=1, seed=1, operator_index=5, tuned={"tile_oc": 16}),
+            _conv_plan(
+                out=3,
+                inp=2,
+                k=1,
+                seed=1,
+                operator_index=5,
+                tunings=[Tuning("avx2", "test CPU", variant="flat8", params={"tile_oc": 16})],
+            ),
             # A layer pruned away completely: empty library, every code -1.
             _conv_plan(
                 out=8,
@@ -73,7 +83,11 @@ def _plan() -> Plan:
                 library=(),
                 codes=np.full((8, 4), -1, np.int8),
             ),
-            _conv_plan(subgraph_index=1, operator_index=0, tuned={"isa": 2, "tile_ow": -4}),
+            _conv_plan(
+                subgraph_index=1,
+                operator_index=0,
+                tunings=[Tuning("avx512", claim=False), Tuning("neon", params={"tile_ow": -4})],
+            ),
         ],
         skipped=[
             SkippedOp(0, 4, "CONV_2D", "kernel 5x5"),
@@ -91,8 +105,10 @@ def test_round_trip() -> None:
     assert back == plan
     assert back.convs[0].codes.dtype == np.int8
     assert back.convs[0].codes.shape == (24, 5)
-    assert back.convs[1].tuned == {"tile_oc": 16}
-    assert back.convs[2].library == () and back.convs[2].kept_kernels == 0
+    assert back.convs[1].tunings == [Tuning("avx2", "test CPU", True, "flat8", {"tile_oc": 16})]
+    assert back.convs[3].tuning_for("avx512").claim is False
+    assert back.convs[3].tuning_for("avx2") is None
+    assert back.convs[2].library == () and back.convs[2].kernels_kept == 0
     assert back.skipped[1].reason.startswith("dilation 2 — ü")
     # read_plan accepts a bare plan too, and to_dict is JSON-ready.
     assert read_plan(data) == plan
@@ -102,7 +118,7 @@ def test_round_trip() -> None:
 
 
 def test_schema_version_is_written_explicitly() -> None:
-    from tfpconv.fb import Plan as fb_plan
+    from tfpconv.tflite.fb import Plan as fb_plan
 
     data = Plan().to_bytes()
     root = fb_plan.Plan.GetRootAs(data, 0)
@@ -112,13 +128,13 @@ def test_schema_version_is_written_explicitly() -> None:
 
 
 def test_other_schema_version_is_refused() -> None:
-    data = bytearray(Plan(convs=[_conv_plan()]).to_bytes())
-    from tfpconv.fb import Plan as fb_plan
+    data = bytearray(Plan(ops=[_conv_plan()]).to_bytes())
+    from tfpconv.tflite.fb import Plan as fb_plan
 
     root = fb_plan.Plan.GetRootAs(bytes(data), 0)
     field_pos = root._tab.Pos + root._tab.Offset(4)
-    data[field_pos : field_pos + 4] = (2).to_bytes(4, "little")
-    with pytest.raises(PlanError, match="schema version 2"):
+    data[field_pos : field_pos + 4] = (3).to_bytes(4, "little")
+    with pytest.raises(PlanError, match="schema version 3.*reads versions 1, 2"):
         Plan.from_bytes(bytes(data))
 
 
@@ -132,9 +148,9 @@ def test_derived_quantities() -> None:
         filter_order=(1, 0),
         group_offsets=(0, 2),
     )
-    assert conv.kept_kernels == 3
-    assert conv.kept_weights == 12
-    assert conv.dense_weights == 54
+    assert conv.kernels_kept == 3
+    assert conv.weights_kept == 12
+    assert conv.weights == 54
     assert conv.pattern_histogram() == {0b000111010: 2, 0b010110010: 1}
     assert conv.groups() == [(1, 0)]
 
@@ -157,14 +173,14 @@ def test_derived_quantities() -> None:
     ],
 )
 def test_validation(overrides: dict, message: str) -> None:
-    plan = Plan(convs=[_conv_plan(**overrides)])
+    plan = Plan(ops=[_conv_plan(**overrides)])
     with pytest.raises(PlanError, match=message):
         plan.to_bytes()
 
 
 def test_duplicate_operator_is_refused() -> None:
     with pytest.raises(PlanError, match="appears twice"):
-        Plan(convs=[_conv_plan()], skipped=[SkippedOp(0, 3, "CONV_2D", "x")]).validate()
+        Plan(ops=[_conv_plan()], skipped=[SkippedOp(0, 3, "CONV_2D", "x")]).validate()
 
 
 @pytest.mark.parametrize(
@@ -184,7 +200,7 @@ def test_corrupt_plan_bytes_raise_plan_error(mangle) -> None:
 
 
 def test_huge_kernel_shape_is_an_error_without_overflow_warnings() -> None:
-    plan = Plan(convs=[_conv_plan(out=3, inp=2, k=1, seed=1)], producer="test")
+    plan = Plan(ops=[_conv_plan(out=3, inp=2, k=1, seed=1)], producer="test")
     data = plan.to_bytes()
     shape = struct.pack("<4i", 3, 3, 3, 2)
     assert data.count(shape) == 1
@@ -347,10 +363,15 @@ int main(int argc, char** argv) {
   }
   const tfpconv::fb::Plan* plan = tfpconv::fb::GetPlan(buf.data());
   std::printf("version %u producer %s\n", plan->schema_version(), plan->producer()->c_str());
-  for (const tfpconv::fb::ConvPlan* c : *plan->convs()) {
-    std::printf("conv %u %u %d %d %u %llu |", c->subgraph_index(), c->operator_index(),
-                c->weight_tensor_index(), static_cast<int>(c->weight_checksum_kind()),
-                c->weight_checksum(), static_cast<unsigned long long>(c->weight_bytes()));
+  for (const tfpconv::fb::OpPlan* op : *plan->ops()) {
+    std::printf("op %u %u %d %d %u %llu |", op->subgraph_index(), op->operator_index(),
+                op->weight_tensor_index(), static_cast<int>(op->weight_checksum_kind()),
+                op->weight_checksum(), static_cast<unsigned long long>(op->weight_bytes()));
+    for (const tfpconv::fb::Feature* f : *op->requires_())
+      std::printf(" %s@%s", f->name()->c_str(), f->since()->c_str());
+    std::printf(" |");
+    const tfpconv::fb::PatternConv* c = op->kind_as_PatternConv();
+    if (c == nullptr) return 4;
     for (int v : *c->kernel_shape()) std::printf(" %d", v);
     std::printf(" |");
     for (unsigned v : *c->library()) std::printf(" %u", v);
@@ -361,9 +382,11 @@ int main(int argc, char** argv) {
     std::printf(" |");
     for (int v : *c->group_offsets()) std::printf(" %d", v);
     std::printf(" |");
-    if (c->tuned()) {
-      for (const tfpconv::fb::TunedParam* t : *c->tuned())
-        std::printf(" %s=%lld", t->key()->c_str(), static_cast<long long>(t->value()));
+    for (const tfpconv::fb::Tuning* t : *op->tunings()) {
+      std::printf(" %s/%s/%d/%s", t->isa()->c_str(), t->cpu()->c_str(), t->claim() ? 1 : 0,
+                  t->variant()->c_str());
+      for (const tfpconv::fb::TunedParam* p : *t->params())
+        std::printf(" %s=%lld", p->key()->c_str(), static_cast<long long>(p->value()));
     }
     std::printf("\n");
   }
@@ -379,8 +402,10 @@ def _expected_cpp_output(plan: Plan) -> str:
     lines = [f"version {plan.schema_version} producer {plan.producer}"]
     for c in plan.convs:
         parts = [
-            f"conv {c.subgraph_index} {c.operator_index} {c.weight_tensor_index} "
+            f"op {c.subgraph_index} {c.operator_index} {c.weight_tensor_index} "
             f"{c.weight_checksum_kind} {c.weight_checksum} {c.weight_bytes} |",
+            *(f" {f.name}@{f.since}" for f in c.requires),
+            " |",
             *(f" {v}" for v in c.kernel_shape),
             " |",
             *(f" {v}" for v in c.library),
@@ -391,7 +416,11 @@ def _expected_cpp_output(plan: Plan) -> str:
             " |",
             *(f" {v}" for v in c.group_offsets),
             " |",
-            *(f" {k}={v}" for k, v in c.tuned.items()),
+            *(
+                f" {t.isa}/{t.cpu}/{int(t.claim)}/{t.variant}"
+                + "".join(f" {k}={v}" for k, v in t.params.items())
+                for t in c.tunings
+            ),
         ]
         lines.append("".join(parts))
     lines += [
@@ -437,12 +466,13 @@ def test_cpp_header_verifies_and_reads_python_plans(tmp_path: Path) -> None:
     # The C++ verifier rejects a truncated plan and one whose vector length runs off the end.
     plan_file.write_bytes(data[: len(data) // 2])
     assert subprocess.run([str(binary), str(plan_file)], capture_output=True).returncode == 3
-    from tfpconv.fb import ConvPlan as fb_conv
-    from tfpconv.fb import Plan as fb_plan
+    from tfpconv.tflite.fb import PatternConv as fb_pattern
+    from tfpconv.tflite.fb import Plan as fb_plan
 
-    codes = fb_plan.Plan.GetRootAs(data, 0).Convs(0)
-    assert isinstance(codes, fb_conv.ConvPlan)
-    vector_field = codes._tab.Offset(20)  # `codes` is field 8 -> vtable slot 4 + 2 * 8
+    union = fb_plan.Plan.GetRootAs(data, 0).Ops(0).Kind()
+    codes = fb_pattern.PatternConv()
+    codes.Init(union.Bytes, union.Pos)
+    vector_field = codes._tab.Offset(8)  # `codes` is field 2 -> vtable slot 4 + 2 * 2
     length_pos = codes._tab.Vector(vector_field) - 4
     broken = bytearray(data)
     broken[length_pos : length_pos + 4] = (10**6).to_bytes(4, "little")

@@ -12,7 +12,7 @@ tf_keras = pytest.importorskip("tf_keras")
 tfmot = pytest.importorskip("tensorflow_model_optimization")
 
 import tfpconv  # noqa: E402
-from tfpconv import patterns  # noqa: E402
+from tfpconv.sparsity import patterns  # noqa: E402
 
 
 def tf_keras_model():
@@ -36,7 +36,7 @@ def data(n=48):
 
 
 def check_sparse(model, connectivity):
-    prunable, skipped = tfpconv.layer_selection.find_conv_layers(model)
+    prunable, skipped = tfpconv.keras.layer_selection.find_conv_layers(model)
     assert [layer.name for layer in prunable] == ["k1", "k2", "k3"]
     assert [s.name for s in skipped] == ["dw"]
     for index, layer in enumerate(prunable):
@@ -108,7 +108,7 @@ def test_an_unbuilt_tf_keras_subclassed_model_is_pruned_and_summarised():
     assert (codes == patterns.PRUNED).sum() == patterns.num_to_prune(64, 0.5)
     report = tfpconv.summary(model, print_fn=None)
     s2 = report.layer("s2")
-    assert s2.flops_total == 2 * 4 * 4 * s2.weights_total  # 10x10, valid, stride 2: 4x4
+    assert s2.flops == 2 * 4 * 4 * s2.weights  # 10x10, valid, stride 2: 4x4
 
 
 def test_tf_keras_steps_per_execution_warns():
@@ -143,7 +143,7 @@ DISTRIBUTED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, tfpconv
-    from tfpconv import patterns
+    from tfpconv.sparsity import patterns
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():

@@ -1,62 +1,66 @@
-"""tfpconv: PCONV pattern + connectivity pruning for Keras, and fast pattern convolutions in TFLite.
+"""tfpconv: hardware-friendly pruning for Keras, and a TFLite delegate that turns it into speed.
 
-Sub-modules load on first use, so ``tfpconv inspect`` or the runtime helpers start without
-importing TensorFlow and Keras.
+The package mirrors the pipeline a model passes through:
+
+* :mod:`tfpconv.sparsity` -- the math (NumPy only): pattern and connectivity constraints, their
+  projections, allocation over layers, schedules, ADMM;
+* :mod:`tfpconv.keras` -- the Keras side: callbacks, one-shot pruning, summary, layer selection;
+* :mod:`tfpconv.tflite` -- conversion to .tflite, planning, the plan codec, inspection;
+* :mod:`tfpconv.runtime` -- the delegate from Python: interpreter, benchmarking, tuning;
+* :mod:`tfpconv.data` -- datasets and reference models; :mod:`tfpconv.cli` -- the command.
+
+The public names below load their sub-package on first use, so ``tfpconv inspect`` or the runtime
+helpers start without importing TensorFlow and Keras.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
-__version__ = "0.1.0"
+from tfpconv._version import __version__
 
-# Light modules (NumPy + FlatBuffers), imported eagerly; `convert` the function, not the module.
-from tfpconv.convert import ConversionError, convert
-from tfpconv.plan import Plan, PlanError, read_plan
-from tfpconv.tflite_model import TFLiteModelError
+# A library logs; the application decides where it goes.
+logging.getLogger("tfpconv").addHandler(logging.NullHandler())
 
-_SUBMODULES = (
-    "admm",
-    "allocation",
-    "bench",
-    "callbacks",
-    "datasets",
-    "layer_selection",
-    "models",
-    "patterns",
-    "plan",
-    "pruning",
-    "report",
-    "runtime",
-    "schedules",
-)
+#: Public name -> the module that defines it.
 _EXPORTS = {
-    "prune_patterns": "tfpconv.pruning",
-    "PruningSummary": "tfpconv.report",
-    "summary": "tfpconv.report",
-    "Interpreter": "tfpconv.runtime",
-    "delegate_path": "tfpconv.runtime",
-    "load_delegate": "tfpconv.runtime",
+    "convert": "tfpconv.api",
+    "ConversionError": "tfpconv.tflite.errors",
+    "Plan": "tfpconv.tflite.plan",
+    "PlanError": "tfpconv.tflite.plan",
+    "read_plan": "tfpconv.tflite.plan",
+    "inspect_model": "tfpconv.tflite.inspect",
+    "TFLiteModelError": "tfpconv.tflite.model_file",
+    "prune_patterns": "tfpconv.keras.one_shot",
+    "PruningSummary": "tfpconv.keras.summary",
+    "summary": "tfpconv.keras.summary",
+    "Interpreter": "tfpconv.runtime.interpreter",
+    "delegate_path": "tfpconv.runtime.library",
+    "load_delegate": "tfpconv.runtime.delegate",
+}
+#: Short module names of the public API -> the module.
+_MODULES = {
+    **{
+        name: f"tfpconv.{name}"
+        for name in ("sparsity", "keras", "tflite", "runtime", "data", "cli")
+    },
+    "callbacks": "tfpconv.keras.callbacks",
+    "datasets": "tfpconv.data.datasets",
+    "models": "tfpconv.data.models",
+    "patterns": "tfpconv.sparsity.patterns",
+    "allocation": "tfpconv.sparsity.allocation",
 }
 
-__all__ = [
-    "ConversionError",
-    "Plan",
-    "PlanError",
-    "TFLiteModelError",
-    "convert",
-    "read_plan",
-    *_SUBMODULES,
-    *_EXPORTS,
-]
+__all__ = ["__version__", *_EXPORTS, *_MODULES]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"tfpconv.{name}")
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
     raise AttributeError(f"module 'tfpconv' has no attribute {name!r}")
 
 

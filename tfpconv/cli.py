@@ -22,11 +22,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
+
+from tfpconv.sparsity.patterns import format_mask  # noqa: E402
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -45,9 +48,9 @@ class Command:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .convert import ConversionError
-    from .plan import PlanError
-    from .tflite_model import TFLiteModelError
+    from tfpconv.tflite.errors import ConversionError
+    from tfpconv.tflite.model_file import TFLiteModelError
+    from tfpconv.tflite.plan import PlanError
 
     return (ConversionError, PlanError, TFLiteModelError, OSError)
 
@@ -121,7 +124,7 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _converts_with_tensorflow(model: str) -> bool:
     """Whether converting ``model`` goes through TensorFlow (a Keras file or a SavedModel)."""
-    from .convert import KERAS_SUFFIXES
+    from tfpconv.tflite.frontend import KERAS_SUFFIXES
 
     path = Path(model)
     if path.is_dir():
@@ -130,8 +133,9 @@ def _converts_with_tensorflow(model: str) -> bool:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from .convert import check_output_path, convert
-    from .plan import read_plan
+    from tfpconv.api import convert
+    from tfpconv.tflite.files import check_output_path
+    from tfpconv.tflite.plan import read_plan
 
     options: dict[str, Any] = {}
     if args.filter_group_size is not None:
@@ -191,7 +195,7 @@ def _compression(weights: int, kept: int) -> str:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    from .convert import inspect_model
+    from tfpconv.tflite.inspect import inspect_model
 
     report = inspect_model(args.model)
     if args.json:
@@ -268,7 +272,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
                 highlight=False,
             )
             for mask, count in layer.pattern_histogram.items():
-                console.print(f"  {mask}  {count}", highlight=False)
+                console.print(f"  {format_mask(mask)}  {count}", highlight=False)
     return EXIT_OK
 
 
@@ -309,8 +313,8 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .bench import bench
-    from .plan import read_plan
+    from tfpconv.runtime.bench import bench
+    from tfpconv.tflite.plan import read_plan
 
     if not args.no_layers:  # per-layer timing re-builds every layer in Keras
         read_plan(args.model)  # a bad file fails now, not after TensorFlow's import
@@ -327,7 +331,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         )
     print(report.markdown())
     if args.json:
-        from .convert import write_atomic
+        from tfpconv.tflite.files import write_atomic
 
         write_atomic(args.json, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     return EXIT_OK
@@ -358,7 +362,7 @@ COMMANDS: list[Command] = [
 
 def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
     """The argument parser with one subparser per command."""
-    from . import __version__
+    from tfpconv._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="tfpconv",
@@ -373,9 +377,21 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
     return parser
 
 
+def _show_library_log() -> None:
+    """Show the library's "tfpconv" logger (tuning progress, ...) on stderr, and nothing else's."""
+    logger = logging.getLogger("tfpconv")
+    if not any(getattr(h, "tfpconv_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.tfpconv_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tfpconv`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    _show_library_log()
     try:
         return args.run(args)
     except _user_errors() as err:

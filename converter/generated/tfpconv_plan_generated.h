@@ -25,6 +25,18 @@ struct ConvPlanBuilder;
 struct SkippedOp;
 struct SkippedOpBuilder;
 
+struct Feature;
+struct FeatureBuilder;
+
+struct Tuning;
+struct TuningBuilder;
+
+struct PatternConv;
+struct PatternConvBuilder;
+
+struct OpPlan;
+struct OpPlanBuilder;
+
 struct Plan;
 struct PlanBuilder;
 
@@ -54,6 +66,47 @@ inline const char *EnumNameChecksumKind(ChecksumKind e) {
   const size_t index = static_cast<size_t>(e);
   return EnumNamesChecksumKind()[index];
 }
+
+enum class OpKind : uint8_t {
+  NONE = 0,
+  PatternConv = 1,
+  MIN = NONE,
+  MAX = PatternConv
+};
+
+inline const OpKind (&EnumValuesOpKind())[2] {
+  static const OpKind values[] = {
+    OpKind::NONE,
+    OpKind::PatternConv
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesOpKind() {
+  static const char * const names[3] = {
+    "NONE",
+    "PatternConv",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameOpKind(OpKind e) {
+  if (flatbuffers::IsOutRange(e, OpKind::NONE, OpKind::PatternConv)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesOpKind()[index];
+}
+
+template<typename T> struct OpKindTraits {
+  static const OpKind enum_value = OpKind::NONE;
+};
+
+template<> struct OpKindTraits<tfpconv::fb::PatternConv> {
+  static const OpKind enum_value = OpKind::PatternConv;
+};
+
+bool VerifyOpKind(flatbuffers::Verifier &verifier, const void *obj, OpKind type);
+bool VerifyOpKindVector(flatbuffers::Verifier &verifier, const flatbuffers::Vector<flatbuffers::Offset<void>> *values, const flatbuffers::Vector<OpKind> *types);
 
 struct TunedParam FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   typedef TunedParamBuilder Builder;
@@ -425,6 +478,488 @@ inline flatbuffers::Offset<SkippedOp> CreateSkippedOpDirect(
       reason__);
 }
 
+struct Feature FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
+  typedef FeatureBuilder Builder;
+  struct Traits;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_NAME = 4,
+    VT_SINCE = 6
+  };
+  const flatbuffers::String *name() const {
+    return GetPointer<const flatbuffers::String *>(VT_NAME);
+  }
+  const flatbuffers::String *since() const {
+    return GetPointer<const flatbuffers::String *>(VT_SINCE);
+  }
+  bool Verify(flatbuffers::Verifier &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffsetRequired(verifier, VT_NAME) &&
+           verifier.VerifyString(name()) &&
+           VerifyOffset(verifier, VT_SINCE) &&
+           verifier.VerifyString(since()) &&
+           verifier.EndTable();
+  }
+};
+
+struct FeatureBuilder {
+  typedef Feature Table;
+  flatbuffers::FlatBufferBuilder &fbb_;
+  flatbuffers::uoffset_t start_;
+  void add_name(flatbuffers::Offset<flatbuffers::String> name) {
+    fbb_.AddOffset(Feature::VT_NAME, name);
+  }
+  void add_since(flatbuffers::Offset<flatbuffers::String> since) {
+    fbb_.AddOffset(Feature::VT_SINCE, since);
+  }
+  explicit FeatureBuilder(flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  flatbuffers::Offset<Feature> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = flatbuffers::Offset<Feature>(end);
+    fbb_.Required(o, Feature::VT_NAME);
+    return o;
+  }
+};
+
+inline flatbuffers::Offset<Feature> CreateFeature(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    flatbuffers::Offset<flatbuffers::String> name = 0,
+    flatbuffers::Offset<flatbuffers::String> since = 0) {
+  FeatureBuilder builder_(_fbb);
+  builder_.add_since(since);
+  builder_.add_name(name);
+  return builder_.Finish();
+}
+
+struct Feature::Traits {
+  using type = Feature;
+  static auto constexpr Create = CreateFeature;
+};
+
+inline flatbuffers::Offset<Feature> CreateFeatureDirect(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    const char *name = nullptr,
+    const char *since = nullptr) {
+  auto name__ = name ? _fbb.CreateString(name) : 0;
+  auto since__ = since ? _fbb.CreateString(since) : 0;
+  return tfpconv::fb::CreateFeature(
+      _fbb,
+      name__,
+      since__);
+}
+
+struct Tuning FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
+  typedef TuningBuilder Builder;
+  struct Traits;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_ISA = 4,
+    VT_CPU = 6,
+    VT_CLAIM = 8,
+    VT_VARIANT = 10,
+    VT_PARAMS = 12
+  };
+  const flatbuffers::String *isa() const {
+    return GetPointer<const flatbuffers::String *>(VT_ISA);
+  }
+  const flatbuffers::String *cpu() const {
+    return GetPointer<const flatbuffers::String *>(VT_CPU);
+  }
+  bool claim() const {
+    return GetField<uint8_t>(VT_CLAIM, 1) != 0;
+  }
+  const flatbuffers::String *variant() const {
+    return GetPointer<const flatbuffers::String *>(VT_VARIANT);
+  }
+  const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::TunedParam>> *params() const {
+    return GetPointer<const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::TunedParam>> *>(VT_PARAMS);
+  }
+  bool Verify(flatbuffers::Verifier &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffsetRequired(verifier, VT_ISA) &&
+           verifier.VerifyString(isa()) &&
+           VerifyOffset(verifier, VT_CPU) &&
+           verifier.VerifyString(cpu()) &&
+           VerifyField<uint8_t>(verifier, VT_CLAIM, 1) &&
+           VerifyOffset(verifier, VT_VARIANT) &&
+           verifier.VerifyString(variant()) &&
+           VerifyOffset(verifier, VT_PARAMS) &&
+           verifier.VerifyVector(params()) &&
+           verifier.VerifyVectorOfTables(params()) &&
+           verifier.EndTable();
+  }
+};
+
+struct TuningBuilder {
+  typedef Tuning Table;
+  flatbuffers::FlatBufferBuilder &fbb_;
+  flatbuffers::uoffset_t start_;
+  void add_isa(flatbuffers::Offset<flatbuffers::String> isa) {
+    fbb_.AddOffset(Tuning::VT_ISA, isa);
+  }
+  void add_cpu(flatbuffers::Offset<flatbuffers::String> cpu) {
+    fbb_.AddOffset(Tuning::VT_CPU, cpu);
+  }
+  void add_claim(bool claim) {
+    fbb_.AddElement<uint8_t>(Tuning::VT_CLAIM, static_cast<uint8_t>(claim), 1);
+  }
+  void add_variant(flatbuffers::Offset<flatbuffers::String> variant) {
+    fbb_.AddOffset(Tuning::VT_VARIANT, variant);
+  }
+  void add_params(flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::TunedParam>>> params) {
+    fbb_.AddOffset(Tuning::VT_PARAMS, params);
+  }
+  explicit TuningBuilder(flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  flatbuffers::Offset<Tuning> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = flatbuffers::Offset<Tuning>(end);
+    fbb_.Required(o, Tuning::VT_ISA);
+    return o;
+  }
+};
+
+inline flatbuffers::Offset<Tuning> CreateTuning(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    flatbuffers::Offset<flatbuffers::String> isa = 0,
+    flatbuffers::Offset<flatbuffers::String> cpu = 0,
+    bool claim = true,
+    flatbuffers::Offset<flatbuffers::String> variant = 0,
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::TunedParam>>> params = 0) {
+  TuningBuilder builder_(_fbb);
+  builder_.add_params(params);
+  builder_.add_variant(variant);
+  builder_.add_cpu(cpu);
+  builder_.add_isa(isa);
+  builder_.add_claim(claim);
+  return builder_.Finish();
+}
+
+struct Tuning::Traits {
+  using type = Tuning;
+  static auto constexpr Create = CreateTuning;
+};
+
+inline flatbuffers::Offset<Tuning> CreateTuningDirect(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    const char *isa = nullptr,
+    const char *cpu = nullptr,
+    bool claim = true,
+    const char *variant = nullptr,
+    const std::vector<flatbuffers::Offset<tfpconv::fb::TunedParam>> *params = nullptr) {
+  auto isa__ = isa ? _fbb.CreateString(isa) : 0;
+  auto cpu__ = cpu ? _fbb.CreateString(cpu) : 0;
+  auto variant__ = variant ? _fbb.CreateString(variant) : 0;
+  auto params__ = params ? _fbb.CreateVector<flatbuffers::Offset<tfpconv::fb::TunedParam>>(*params) : 0;
+  return tfpconv::fb::CreateTuning(
+      _fbb,
+      isa__,
+      cpu__,
+      claim,
+      variant__,
+      params__);
+}
+
+struct PatternConv FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
+  typedef PatternConvBuilder Builder;
+  struct Traits;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_KERNEL_SHAPE = 4,
+    VT_LIBRARY = 6,
+    VT_CODES = 8,
+    VT_FILTER_ORDER = 10,
+    VT_GROUP_OFFSETS = 12
+  };
+  const flatbuffers::Vector<int32_t> *kernel_shape() const {
+    return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_KERNEL_SHAPE);
+  }
+  const flatbuffers::Vector<uint16_t> *library() const {
+    return GetPointer<const flatbuffers::Vector<uint16_t> *>(VT_LIBRARY);
+  }
+  const flatbuffers::Vector<int8_t> *codes() const {
+    return GetPointer<const flatbuffers::Vector<int8_t> *>(VT_CODES);
+  }
+  const flatbuffers::Vector<int32_t> *filter_order() const {
+    return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_FILTER_ORDER);
+  }
+  const flatbuffers::Vector<int32_t> *group_offsets() const {
+    return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_GROUP_OFFSETS);
+  }
+  bool Verify(flatbuffers::Verifier &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffsetRequired(verifier, VT_KERNEL_SHAPE) &&
+           verifier.VerifyVector(kernel_shape()) &&
+           VerifyOffsetRequired(verifier, VT_LIBRARY) &&
+           verifier.VerifyVector(library()) &&
+           VerifyOffsetRequired(verifier, VT_CODES) &&
+           verifier.VerifyVector(codes()) &&
+           VerifyOffsetRequired(verifier, VT_FILTER_ORDER) &&
+           verifier.VerifyVector(filter_order()) &&
+           VerifyOffsetRequired(verifier, VT_GROUP_OFFSETS) &&
+           verifier.VerifyVector(group_offsets()) &&
+           verifier.EndTable();
+  }
+};
+
+struct PatternConvBuilder {
+  typedef PatternConv Table;
+  flatbuffers::FlatBufferBuilder &fbb_;
+  flatbuffers::uoffset_t start_;
+  void add_kernel_shape(flatbuffers::Offset<flatbuffers::Vector<int32_t>> kernel_shape) {
+    fbb_.AddOffset(PatternConv::VT_KERNEL_SHAPE, kernel_shape);
+  }
+  void add_library(flatbuffers::Offset<flatbuffers::Vector<uint16_t>> library) {
+    fbb_.AddOffset(PatternConv::VT_LIBRARY, library);
+  }
+  void add_codes(flatbuffers::Offset<flatbuffers::Vector<int8_t>> codes) {
+    fbb_.AddOffset(PatternConv::VT_CODES, codes);
+  }
+  void add_filter_order(flatbuffers::Offset<flatbuffers::Vector<int32_t>> filter_order) {
+    fbb_.AddOffset(PatternConv::VT_FILTER_ORDER, filter_order);
+  }
+  void add_group_offsets(flatbuffers::Offset<flatbuffers::Vector<int32_t>> group_offsets) {
+    fbb_.AddOffset(PatternConv::VT_GROUP_OFFSETS, group_offsets);
+  }
+  explicit PatternConvBuilder(flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  flatbuffers::Offset<PatternConv> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = flatbuffers::Offset<PatternConv>(end);
+    fbb_.Required(o, PatternConv::VT_KERNEL_SHAPE);
+    fbb_.Required(o, PatternConv::VT_LIBRARY);
+    fbb_.Required(o, PatternConv::VT_CODES);
+    fbb_.Required(o, PatternConv::VT_FILTER_ORDER);
+    fbb_.Required(o, PatternConv::VT_GROUP_OFFSETS);
+    return o;
+  }
+};
+
+inline flatbuffers::Offset<PatternConv> CreatePatternConv(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> kernel_shape = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint16_t>> library = 0,
+    flatbuffers::Offset<flatbuffers::Vector<int8_t>> codes = 0,
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> filter_order = 0,
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> group_offsets = 0) {
+  PatternConvBuilder builder_(_fbb);
+  builder_.add_group_offsets(group_offsets);
+  builder_.add_filter_order(filter_order);
+  builder_.add_codes(codes);
+  builder_.add_library(library);
+  builder_.add_kernel_shape(kernel_shape);
+  return builder_.Finish();
+}
+
+struct PatternConv::Traits {
+  using type = PatternConv;
+  static auto constexpr Create = CreatePatternConv;
+};
+
+inline flatbuffers::Offset<PatternConv> CreatePatternConvDirect(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    const std::vector<int32_t> *kernel_shape = nullptr,
+    const std::vector<uint16_t> *library = nullptr,
+    const std::vector<int8_t> *codes = nullptr,
+    const std::vector<int32_t> *filter_order = nullptr,
+    const std::vector<int32_t> *group_offsets = nullptr) {
+  auto kernel_shape__ = kernel_shape ? _fbb.CreateVector<int32_t>(*kernel_shape) : 0;
+  auto library__ = library ? _fbb.CreateVector<uint16_t>(*library) : 0;
+  auto codes__ = codes ? _fbb.CreateVector<int8_t>(*codes) : 0;
+  auto filter_order__ = filter_order ? _fbb.CreateVector<int32_t>(*filter_order) : 0;
+  auto group_offsets__ = group_offsets ? _fbb.CreateVector<int32_t>(*group_offsets) : 0;
+  return tfpconv::fb::CreatePatternConv(
+      _fbb,
+      kernel_shape__,
+      library__,
+      codes__,
+      filter_order__,
+      group_offsets__);
+}
+
+struct OpPlan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
+  typedef OpPlanBuilder Builder;
+  struct Traits;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_SUBGRAPH_INDEX = 4,
+    VT_OPERATOR_INDEX = 6,
+    VT_REQUIRES_ = 8,
+    VT_WEIGHT_TENSOR_INDEX = 10,
+    VT_WEIGHT_CHECKSUM_KIND = 12,
+    VT_WEIGHT_CHECKSUM = 14,
+    VT_WEIGHT_BYTES = 16,
+    VT_KIND_TYPE = 18,
+    VT_KIND = 20,
+    VT_TUNINGS = 22
+  };
+  uint32_t subgraph_index() const {
+    return GetField<uint32_t>(VT_SUBGRAPH_INDEX, 0);
+  }
+  uint32_t operator_index() const {
+    return GetField<uint32_t>(VT_OPERATOR_INDEX, 0);
+  }
+  const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Feature>> *requires_() const {
+    return GetPointer<const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Feature>> *>(VT_REQUIRES_);
+  }
+  int32_t weight_tensor_index() const {
+    return GetField<int32_t>(VT_WEIGHT_TENSOR_INDEX, 0);
+  }
+  tfpconv::fb::ChecksumKind weight_checksum_kind() const {
+    return static_cast<tfpconv::fb::ChecksumKind>(GetField<int8_t>(VT_WEIGHT_CHECKSUM_KIND, 0));
+  }
+  uint32_t weight_checksum() const {
+    return GetField<uint32_t>(VT_WEIGHT_CHECKSUM, 0);
+  }
+  uint64_t weight_bytes() const {
+    return GetField<uint64_t>(VT_WEIGHT_BYTES, 0);
+  }
+  tfpconv::fb::OpKind kind_type() const {
+    return static_cast<tfpconv::fb::OpKind>(GetField<uint8_t>(VT_KIND_TYPE, 0));
+  }
+  const void *kind() const {
+    return GetPointer<const void *>(VT_KIND);
+  }
+  template<typename T> const T *kind_as() const;
+  const tfpconv::fb::PatternConv *kind_as_PatternConv() const {
+    return kind_type() == tfpconv::fb::OpKind::PatternConv ? static_cast<const tfpconv::fb::PatternConv *>(kind()) : nullptr;
+  }
+  const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>> *tunings() const {
+    return GetPointer<const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>> *>(VT_TUNINGS);
+  }
+  bool Verify(flatbuffers::Verifier &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint32_t>(verifier, VT_SUBGRAPH_INDEX, 4) &&
+           VerifyField<uint32_t>(verifier, VT_OPERATOR_INDEX, 4) &&
+           VerifyOffset(verifier, VT_REQUIRES_) &&
+           verifier.VerifyVector(requires_()) &&
+           verifier.VerifyVectorOfTables(requires_()) &&
+           VerifyField<int32_t>(verifier, VT_WEIGHT_TENSOR_INDEX, 4) &&
+           VerifyField<int8_t>(verifier, VT_WEIGHT_CHECKSUM_KIND, 1) &&
+           VerifyField<uint32_t>(verifier, VT_WEIGHT_CHECKSUM, 4) &&
+           VerifyField<uint64_t>(verifier, VT_WEIGHT_BYTES, 8) &&
+           VerifyField<uint8_t>(verifier, VT_KIND_TYPE, 1) &&
+           VerifyOffsetRequired(verifier, VT_KIND) &&
+           VerifyOpKind(verifier, kind(), kind_type()) &&
+           VerifyOffset(verifier, VT_TUNINGS) &&
+           verifier.VerifyVector(tunings()) &&
+           verifier.VerifyVectorOfTables(tunings()) &&
+           verifier.EndTable();
+  }
+};
+
+template<> inline const tfpconv::fb::PatternConv *OpPlan::kind_as<tfpconv::fb::PatternConv>() const {
+  return kind_as_PatternConv();
+}
+
+struct OpPlanBuilder {
+  typedef OpPlan Table;
+  flatbuffers::FlatBufferBuilder &fbb_;
+  flatbuffers::uoffset_t start_;
+  void add_subgraph_index(uint32_t subgraph_index) {
+    fbb_.AddElement<uint32_t>(OpPlan::VT_SUBGRAPH_INDEX, subgraph_index, 0);
+  }
+  void add_operator_index(uint32_t operator_index) {
+    fbb_.AddElement<uint32_t>(OpPlan::VT_OPERATOR_INDEX, operator_index, 0);
+  }
+  void add_requires_(flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Feature>>> requires_) {
+    fbb_.AddOffset(OpPlan::VT_REQUIRES_, requires_);
+  }
+  void add_weight_tensor_index(int32_t weight_tensor_index) {
+    fbb_.AddElement<int32_t>(OpPlan::VT_WEIGHT_TENSOR_INDEX, weight_tensor_index, 0);
+  }
+  void add_weight_checksum_kind(tfpconv::fb::ChecksumKind weight_checksum_kind) {
+    fbb_.AddElement<int8_t>(OpPlan::VT_WEIGHT_CHECKSUM_KIND, static_cast<int8_t>(weight_checksum_kind), 0);
+  }
+  void add_weight_checksum(uint32_t weight_checksum) {
+    fbb_.AddElement<uint32_t>(OpPlan::VT_WEIGHT_CHECKSUM, weight_checksum, 0);
+  }
+  void add_weight_bytes(uint64_t weight_bytes) {
+    fbb_.AddElement<uint64_t>(OpPlan::VT_WEIGHT_BYTES, weight_bytes, 0);
+  }
+  void add_kind_type(tfpconv::fb::OpKind kind_type) {
+    fbb_.AddElement<uint8_t>(OpPlan::VT_KIND_TYPE, static_cast<uint8_t>(kind_type), 0);
+  }
+  void add_kind(flatbuffers::Offset<void> kind) {
+    fbb_.AddOffset(OpPlan::VT_KIND, kind);
+  }
+  void add_tunings(flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>>> tunings) {
+    fbb_.AddOffset(OpPlan::VT_TUNINGS, tunings);
+  }
+  explicit OpPlanBuilder(flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  flatbuffers::Offset<OpPlan> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = flatbuffers::Offset<OpPlan>(end);
+    fbb_.Required(o, OpPlan::VT_KIND);
+    return o;
+  }
+};
+
+inline flatbuffers::Offset<OpPlan> CreateOpPlan(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    uint32_t subgraph_index = 0,
+    uint32_t operator_index = 0,
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Feature>>> requires_ = 0,
+    int32_t weight_tensor_index = 0,
+    tfpconv::fb::ChecksumKind weight_checksum_kind = tfpconv::fb::ChecksumKind::CRC32,
+    uint32_t weight_checksum = 0,
+    uint64_t weight_bytes = 0,
+    tfpconv::fb::OpKind kind_type = tfpconv::fb::OpKind::NONE,
+    flatbuffers::Offset<void> kind = 0,
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>>> tunings = 0) {
+  OpPlanBuilder builder_(_fbb);
+  builder_.add_weight_bytes(weight_bytes);
+  builder_.add_tunings(tunings);
+  builder_.add_kind(kind);
+  builder_.add_weight_checksum(weight_checksum);
+  builder_.add_weight_tensor_index(weight_tensor_index);
+  builder_.add_requires_(requires_);
+  builder_.add_operator_index(operator_index);
+  builder_.add_subgraph_index(subgraph_index);
+  builder_.add_kind_type(kind_type);
+  builder_.add_weight_checksum_kind(weight_checksum_kind);
+  return builder_.Finish();
+}
+
+struct OpPlan::Traits {
+  using type = OpPlan;
+  static auto constexpr Create = CreateOpPlan;
+};
+
+inline flatbuffers::Offset<OpPlan> CreateOpPlanDirect(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    uint32_t subgraph_index = 0,
+    uint32_t operator_index = 0,
+    const std::vector<flatbuffers::Offset<tfpconv::fb::Feature>> *requires_ = nullptr,
+    int32_t weight_tensor_index = 0,
+    tfpconv::fb::ChecksumKind weight_checksum_kind = tfpconv::fb::ChecksumKind::CRC32,
+    uint32_t weight_checksum = 0,
+    uint64_t weight_bytes = 0,
+    tfpconv::fb::OpKind kind_type = tfpconv::fb::OpKind::NONE,
+    flatbuffers::Offset<void> kind = 0,
+    const std::vector<flatbuffers::Offset<tfpconv::fb::Tuning>> *tunings = nullptr) {
+  auto requires___ = requires_ ? _fbb.CreateVector<flatbuffers::Offset<tfpconv::fb::Feature>>(*requires_) : 0;
+  auto tunings__ = tunings ? _fbb.CreateVector<flatbuffers::Offset<tfpconv::fb::Tuning>>(*tunings) : 0;
+  return tfpconv::fb::CreateOpPlan(
+      _fbb,
+      subgraph_index,
+      operator_index,
+      requires___,
+      weight_tensor_index,
+      weight_checksum_kind,
+      weight_checksum,
+      weight_bytes,
+      kind_type,
+      kind,
+      tunings__);
+}
+
 struct Plan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   typedef PlanBuilder Builder;
   struct Traits;
@@ -432,10 +967,11 @@ struct Plan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_SCHEMA_VERSION = 4,
     VT_PRODUCER = 6,
     VT_CONVS = 8,
-    VT_SKIPPED = 10
+    VT_SKIPPED = 10,
+    VT_OPS = 12
   };
   uint32_t schema_version() const {
-    return GetField<uint32_t>(VT_SCHEMA_VERSION, 1);
+    return GetField<uint32_t>(VT_SCHEMA_VERSION, 2);
   }
   const flatbuffers::String *producer() const {
     return GetPointer<const flatbuffers::String *>(VT_PRODUCER);
@@ -445,6 +981,9 @@ struct Plan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   }
   const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::SkippedOp>> *skipped() const {
     return GetPointer<const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::SkippedOp>> *>(VT_SKIPPED);
+  }
+  const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::OpPlan>> *ops() const {
+    return GetPointer<const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::OpPlan>> *>(VT_OPS);
   }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
@@ -457,6 +996,9 @@ struct Plan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            VerifyOffset(verifier, VT_SKIPPED) &&
            verifier.VerifyVector(skipped()) &&
            verifier.VerifyVectorOfTables(skipped()) &&
+           VerifyOffset(verifier, VT_OPS) &&
+           verifier.VerifyVector(ops()) &&
+           verifier.VerifyVectorOfTables(ops()) &&
            verifier.EndTable();
   }
 };
@@ -466,7 +1008,7 @@ struct PlanBuilder {
   flatbuffers::FlatBufferBuilder &fbb_;
   flatbuffers::uoffset_t start_;
   void add_schema_version(uint32_t schema_version) {
-    fbb_.AddElement<uint32_t>(Plan::VT_SCHEMA_VERSION, schema_version, 1);
+    fbb_.AddElement<uint32_t>(Plan::VT_SCHEMA_VERSION, schema_version, 2);
   }
   void add_producer(flatbuffers::Offset<flatbuffers::String> producer) {
     fbb_.AddOffset(Plan::VT_PRODUCER, producer);
@@ -476,6 +1018,9 @@ struct PlanBuilder {
   }
   void add_skipped(flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::SkippedOp>>> skipped) {
     fbb_.AddOffset(Plan::VT_SKIPPED, skipped);
+  }
+  void add_ops(flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::OpPlan>>> ops) {
+    fbb_.AddOffset(Plan::VT_OPS, ops);
   }
   explicit PlanBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
@@ -490,11 +1035,13 @@ struct PlanBuilder {
 
 inline flatbuffers::Offset<Plan> CreatePlan(
     flatbuffers::FlatBufferBuilder &_fbb,
-    uint32_t schema_version = 1,
+    uint32_t schema_version = 2,
     flatbuffers::Offset<flatbuffers::String> producer = 0,
     flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::ConvPlan>>> convs = 0,
-    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::SkippedOp>>> skipped = 0) {
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::SkippedOp>>> skipped = 0,
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::OpPlan>>> ops = 0) {
   PlanBuilder builder_(_fbb);
+  builder_.add_ops(ops);
   builder_.add_skipped(skipped);
   builder_.add_convs(convs);
   builder_.add_producer(producer);
@@ -509,19 +1056,47 @@ struct Plan::Traits {
 
 inline flatbuffers::Offset<Plan> CreatePlanDirect(
     flatbuffers::FlatBufferBuilder &_fbb,
-    uint32_t schema_version = 1,
+    uint32_t schema_version = 2,
     const char *producer = nullptr,
     const std::vector<flatbuffers::Offset<tfpconv::fb::ConvPlan>> *convs = nullptr,
-    const std::vector<flatbuffers::Offset<tfpconv::fb::SkippedOp>> *skipped = nullptr) {
+    const std::vector<flatbuffers::Offset<tfpconv::fb::SkippedOp>> *skipped = nullptr,
+    const std::vector<flatbuffers::Offset<tfpconv::fb::OpPlan>> *ops = nullptr) {
   auto producer__ = producer ? _fbb.CreateString(producer) : 0;
   auto convs__ = convs ? _fbb.CreateVector<flatbuffers::Offset<tfpconv::fb::ConvPlan>>(*convs) : 0;
   auto skipped__ = skipped ? _fbb.CreateVector<flatbuffers::Offset<tfpconv::fb::SkippedOp>>(*skipped) : 0;
+  auto ops__ = ops ? _fbb.CreateVector<flatbuffers::Offset<tfpconv::fb::OpPlan>>(*ops) : 0;
   return tfpconv::fb::CreatePlan(
       _fbb,
       schema_version,
       producer__,
       convs__,
-      skipped__);
+      skipped__,
+      ops__);
+}
+
+inline bool VerifyOpKind(flatbuffers::Verifier &verifier, const void *obj, OpKind type) {
+  switch (type) {
+    case OpKind::NONE: {
+      return true;
+    }
+    case OpKind::PatternConv: {
+      auto ptr = reinterpret_cast<const tfpconv::fb::PatternConv *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    default: return true;
+  }
+}
+
+inline bool VerifyOpKindVector(flatbuffers::Verifier &verifier, const flatbuffers::Vector<flatbuffers::Offset<void>> *values, const flatbuffers::Vector<OpKind> *types) {
+  if (!values || !types) return !values && !types;
+  if (values->size() != types->size()) return false;
+  for (flatbuffers::uoffset_t i = 0; i < values->size(); ++i) {
+    if (!VerifyOpKind(
+        verifier,  values->Get(i), types->GetEnum<OpKind>(i))) {
+      return false;
+    }
+  }
+  return true;
 }
 
 inline const tfpconv::fb::Plan *GetPlan(const void *buf) {

@@ -103,6 +103,14 @@ const kernels::KernelSet* KernelSetFor(Isa isa) {
 
 bool IsaSupported(Isa isa) { return KernelSetFor(isa) != nullptr; }
 
+std::vector<std::string> VariantNames(Isa isa) {
+  std::vector<std::string> names;
+  if (const kernels::KernelSet* set = CompiledKernelSetFor(isa)) {
+    for (int v = 0; v < set->num_variants; ++v) names.emplace_back(set->variants[v].name);
+  }
+  return names;
+}
+
 Isa BestIsa() {
   for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kNeon})
     if (IsaSupported(isa)) return isa;

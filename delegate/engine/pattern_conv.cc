@@ -63,57 +63,48 @@ Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set) {
   return p;
 }
 
+// The position of a variant name in the set's table, or -1.
+int FindVariant(const kernels::KernelSet& set, const std::string& name) {
+  for (int v = 0; v < set.num_variants; ++v)
+    if (name == set.variants[v].name) return v;
+  return -1;
+}
+
 // Overrides *p with the tuned kernel parameters; false with *problem when one is unusable here.
-bool ApplyTuned(const std::map<std::string, int64_t>& tuned, const ConvShape& s,
+bool ApplyTuned(const KernelTuning& tuning, const ConvShape& s, Isa isa,
                 const kernels::KernelSet& set, Params* p, std::string* problem) {
-  for (const auto& [key, value] : tuned) {
-    if (key == "variant") {
-      if (value < 0 || value >= set.num_variants) {
-        *problem = "tuned variant " + std::to_string(value) + " is out of range";
-        return false;
-      }
-      if (!Fits(s, set.variants[value], set.lanes)) {
-        *problem = "tuned variant " + std::string(set.variants[value].name) +
-                   " is narrower than the layer";
-        return false;
-      }
-      p->variant = static_cast<int>(value);
-      if (tuned.count("tile_ic") == 0) p->tile_ic = DefaultTileIc(s, set.variants[value], set.lanes);
-    } else if (key == "tile_oc" || key == "tile_ic") {
-      if (value < 1 || value > (1 << 20)) {
-        *problem = "tuned " + key + " " + std::to_string(value) + " is out of range";
-        return false;
-      }
-      (key == "tile_oc" ? p->tile_oc : p->tile_ic) = static_cast<int>(value);
+  if (!tuning.variant.empty()) {
+    const int v = FindVariant(set, tuning.variant);
+    if (v < 0) {
+      *problem = "tuned variant '" + tuning.variant + "' is not one of this build's " +
+                 IsaName(isa) + " variants";
+      return false;
     }
+    if (!Fits(s, set.variants[v], set.lanes)) {
+      *problem = "tuned variant " + tuning.variant + " is narrower than the layer";
+      return false;
+    }
+    p->variant = v;
+    p->tile_ic = DefaultTileIc(s, set.variants[v], set.lanes);
+  }
+  for (const auto& [key, value] : tuning.params) {
+    if (key != "tile_oc" && key != "tile_ic") continue;  // unknown keys are ignored
+    if (value < 1 || value > (1 << 20)) {
+      *problem = "tuned " + key + " " + std::to_string(value) + " is out of range";
+      return false;
+    }
+    (key == "tile_oc" ? p->tile_oc : p->tile_ic) = static_cast<int>(value);
   }
   return true;
 }
 
-std::string IsaCodeName(int64_t code) {
-  Isa isa;
-  return IsaFromCode(code, &isa) ? IsaName(isa) : "unknown isa code " + std::to_string(code);
-}
-
-bool HasKernelParams(const std::map<std::string, int64_t>& tuned) {
-  return tuned.count("variant") + tuned.count("tile_oc") + tuned.count("tile_ic") > 0;
-}
-
-// The plan's tuned parameters when they were tuned for `isa` and fit the shape, else the defaults
-// (variant indices mean different variants on different instruction sets), with *note saying why.
-Params ChooseParams(const std::map<std::string, int64_t>& tuned, const ConvShape& s, Isa isa,
+// The tuned parameters when they fit the shape, else the defaults, with *note saying why.
+Params ChooseParams(const KernelTuning& tuning, const ConvShape& s, Isa isa,
                     const kernels::KernelSet& set, std::string* note) {
   const Params defaults = DefaultParams(s, set);
-  if (!HasKernelParams(tuned)) return defaults;
-  const auto tagged = tuned.find("isa");
-  if (tagged != tuned.end() && tagged->second != IsaCode(isa)) {
-    *note = "tuned for " + IsaCodeName(tagged->second) + ", running " + IsaName(isa) +
-            ": the engine's defaults run instead";
-    return defaults;
-  }
   Params p = defaults;
   std::string problem;
-  if (!ApplyTuned(tuned, s, set, &p, &problem)) {
+  if (!ApplyTuned(tuning, s, isa, set, &p, &problem)) {
     *note = problem + ": the engine's defaults run instead";
     return defaults;
   }
@@ -173,11 +164,11 @@ class ConvImpl final : public PatternConv {
            packed_.order.size() * sizeof(int32_t);
   }
   Isa isa() const override { return isa_; }
-  std::map<std::string, int64_t> kernel_params() const override {
-    return {{"isa", IsaCode(isa_)},
-            {"variant", params_.variant},
-            {"tile_oc", params_.tile_oc},
-            {"tile_ic", params_.tile_ic}};
+  KernelTuning kernel_params() const override {
+    KernelTuning t;
+    t.variant = variant_.name;
+    t.params = {{"tile_oc", params_.tile_oc}, {"tile_ic", params_.tile_ic}};
+    return t;
   }
 
  private:
@@ -299,7 +290,7 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
   }
   *error = ValidatePlan(shape, plan);
   if (!error->empty()) return nullptr;
-  const Params params = ChooseParams(plan.tuned, shape, isa, *set, note);
+  const Params params = ChooseParams(plan.tuning, shape, isa, *set, note);
   auto conv = std::make_unique<ConvImpl>(shape, isa, *set, params);
   if (!conv->Pack(weights, bias, plan, params, error)) return nullptr;
   return conv;
@@ -307,10 +298,9 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
 
 bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string* reason) {
   constexpr int kMinInputChannels = 4;
-  const auto claim = plan.tuned.find("claim");
-  if (claim != plan.tuned.end()) {
-    if (claim->second == 0) *reason = "the plan's tuning measured TFLite's own kernel faster";
-    return claim->second != 0;
+  if (plan.tuning.claim.has_value()) {
+    if (!*plan.tuning.claim) *reason = "the plan's tuning measured TFLite's own kernel faster";
+    return *plan.tuning.claim;
   }
   if (shape.in_c < kMinInputChannels) {
     *reason = std::to_string(shape.in_c) +
@@ -321,8 +311,8 @@ bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string*
   return true;
 }
 
-std::vector<std::map<std::string, int64_t>> TuningCandidates(const ConvShape& shape, Isa isa) {
-  std::vector<std::map<std::string, int64_t>> out;
+std::vector<KernelTuning> TuningCandidates(const ConvShape& shape, Isa isa) {
+  std::vector<KernelTuning> out;
   const kernels::KernelSet* set = KernelSetFor(isa);
   if (set == nullptr) return out;
   // Variants that waste far more lanes than the best one are not worth timing.
@@ -336,10 +326,10 @@ std::vector<std::map<std::string, int64_t>> TuningCandidates(const ConvShape& sh
       continue;
     const int tile_ic = DefaultTileIc(shape, set->variants[v], set->lanes);
     const auto candidate = [&](int tile_oc, int tile_ic_value) {
-      return std::map<std::string, int64_t>{{"isa", IsaCode(isa)},
-                                            {"variant", v},
-                                            {"tile_oc", tile_oc},
-                                            {"tile_ic", tile_ic_value}};
+      KernelTuning t;
+      t.variant = set->variants[v].name;
+      t.params = {{"tile_oc", tile_oc}, {"tile_ic", tile_ic_value}};
+      return t;
     };
     for (int oc : {16, 32, 64}) out.push_back(candidate(oc, tile_ic));
     if (tile_ic < shape.in_c) out.push_back(candidate(32, shape.in_c));
@@ -347,22 +337,11 @@ std::vector<std::map<std::string, int64_t>> TuningCandidates(const ConvShape& sh
   return out;
 }
 
-std::string DescribeTuning(const std::map<std::string, int64_t>& tuned, Isa isa) {
-  // Variant indices are per instruction set: name them from the set they were tuned for.
-  Isa tuned_isa = isa;
-  const auto tagged = tuned.find("isa");
-  const bool known_tag = tagged == tuned.end() || IsaFromCode(tagged->second, &tuned_isa);
-  const kernels::KernelSet* set = known_tag ? CompiledKernelSetFor(tuned_isa) : nullptr;
+std::string DescribeTuning(const KernelTuning& tuning, Isa isa) {
   std::string s = IsaName(isa);
-  for (const auto& [key, value] : tuned) {
-    if (key == "isa") {
-      s += " isa=" + IsaCodeName(value);
-      continue;
-    }
-    s += " " + key + "=" + std::to_string(value);
-    if (key == "variant" && set != nullptr && value >= 0 && value < set->num_variants)
-      s += std::string("(") + set->variants[value].name + ")";
-  }
+  if (tuning.claim.has_value()) s += *tuning.claim ? " claim=1" : " claim=0";
+  if (!tuning.variant.empty()) s += " variant=" + tuning.variant;
+  for (const auto& [key, value] : tuning.params) s += " " + key + "=" + std::to_string(value);
   return s;
 }
 

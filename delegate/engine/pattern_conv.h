@@ -7,14 +7,15 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace tfpconv {
 
-// Instruction sets. The values are stable codes: a tuned plan records the instruction set its
-// kernel parameters were measured on as the tuned key "isa" with this value (scalar = 0, avx2 = 1,
-// avx512 = 2, neon = 3). Never renumber them; add new ones at the end.
+// Instruction sets. Plans name them by IsaName ("scalar", "avx2", "avx512", "neon"); the values are
+// the stable codes version 1 plans (tfpconv 0.1) used in their tuned key "isa" (scalar = 0,
+// avx2 = 1, avx512 = 2, neon = 3). Never renumber them; add new ones at the end.
 enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 
 inline int64_t IsaCode(Isa isa) { return static_cast<int64_t>(isa); }
@@ -23,6 +24,10 @@ bool IsaFromCode(int64_t code, Isa* isa);
 const char* IsaName(Isa isa);
 // Parses "scalar", "avx2", "avx512", "neon"; returns false for anything else.
 bool ParseIsa(const std::string& name, Isa* isa);
+// The kernel variants of an instruction set compiled into this build, by their stable names, in
+// the order version 1 plans indexed them ("variant" = a position in this list); empty when the
+// instruction set is not compiled in.
+std::vector<std::string> VariantNames(Isa isa);
 bool IsaSupported(Isa isa);  // compiled in and supported by this CPU (runtime detection)
 Isa BestIsa();
 
@@ -55,14 +60,31 @@ struct ConvShape {
   float act_min = -3.402823466e+38f, act_max = 3.402823466e+38f;  // fused activation clamp
 };
 
-// One layer's decoded, already verified plan (see converter/tfpconv_plan.fbs, ConvPlan).
+// One tuned decision for the instruction set a layer runs with (converter/tfpconv_plan.fbs, Tuning:
+// the glue picks the plan's Tuning whose isa is the one the engine runs with). Default-constructed:
+// not tuned, the engine's defaults and default claim policy apply.
+struct KernelTuning {
+  // The tuner's verdict on this instruction set (absent: not measured): false when TFLite's own
+  // kernel was faster (see WorthClaiming).
+  std::optional<bool> claim;
+  // The kernel variant by its stable name (kernels::Variant::name, e.g. "r8v1"); empty: default.
+  std::string variant;
+  // Further kernel parameters: "tile_oc", "tile_ic" (absent: defaults; unknown keys are ignored).
+  std::map<std::string, int64_t> params;
+};
+
+inline bool operator==(const KernelTuning& a, const KernelTuning& b) {
+  return a.claim == b.claim && a.variant == b.variant && a.params == b.params;
+}
+inline bool operator!=(const KernelTuning& a, const KernelTuning& b) { return !(a == b); }
+
+// One layer's decoded, already verified plan (see converter/tfpconv_plan.fbs, PatternConv).
 struct PatternPlan {
   std::vector<uint16_t> library;      // 9-bit masks, bit 3*row+col, 4 bits each, centre set
   std::vector<int8_t> codes;          // out_c * in_c, row-major (out, in); -1 = kernel pruned
   std::vector<int32_t> filter_order;  // permutation of output channels, execution order
-  std::vector<int32_t> group_offsets; // groups of filter_order; [0, ..., out_c]
-  std::map<std::string, int64_t> tuned;  // tuned parameters (see TuningCandidates); unknown keys
-                                         // are ignored
+  std::vector<int32_t> group_offsets; // groups of filter_order; [0, ..., out_c], rising strictly
+  KernelTuning tuning;                // tuned for the instruction set Create runs with, if any
 };
 
 // A convolution with its weights packed for execution. Created once per shape, immutable after,
@@ -74,11 +96,10 @@ class PatternConv {
   // *error when the plan does not fit the shape or weights (a non-zero outside a kernel's
   // pattern, a wrong code count, ...).
   //
-  // The plan's tuned kernel parameters ("variant", "tile_oc", "tile_ic") are used only when they
-  // were tuned for `isa` (tuned "isa" equal to IsaCode(isa), or no "isa" key) and fit the shape;
-  // otherwise, e.g. a plan tuned on another CPU or a variant narrower than a resized input, the
-  // engine's defaults run instead and *note (when not null) says why. Tuned values never make
-  // Create fail.
+  // plan.tuning (the caller's pick for `isa`) is used when its variant is one of `isa`'s and its
+  // parameters fit the shape; otherwise, e.g. a variant this build lacks or one narrower than a
+  // resized input, the engine's defaults run instead and *note (when not null) says why. Tuned
+  // values never make Create fail.
   static std::unique_ptr<PatternConv> Create(const ConvShape& shape, const float* weights,
                                              const float* bias, const PatternPlan& plan, Isa isa,
                                              std::string* error, std::string* note = nullptr);
@@ -86,23 +107,23 @@ class PatternConv {
   virtual void Run(const float* input, float* output, ThreadPool* pool) const = 0;
   virtual size_t packed_weight_bytes() const = 0;
   virtual Isa isa() const = 0;
-  // The kernel parameters it runs with, as tuned keys ("isa", "variant", "tile_oc", "tile_ic").
-  virtual std::map<std::string, int64_t> kernel_params() const = 0;
+  // The kernel parameters it runs with: the variant's name and "tile_oc", "tile_ic" (claim unset).
+  virtual KernelTuning kernel_params() const = 0;
 };
 
 // Whether the engine is expected to beat TFLite's dense kernel on this layer (the delegate leaves
-// it to TFLite otherwise, saying why in *reason). The plan's tuned "claim" key decides when present
-// (the convert-time tuner measured both); else a layer with fewer than 4 input channels (an RGB
-// input layer: few kernels per output, so the layout transforms dominate) is left to TFLite.
+// it to TFLite otherwise, saying why in *reason). plan.tuning.claim decides when set (the
+// convert-time tuner measured both on this instruction set); else a layer with fewer than 4 input
+// channels (an RGB input layer: few kernels per output, so the layout transforms dominate) is left
+// to TFLite.
 bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string* reason);
 
-// Tuning hooks for a convert-time auto-tuner: the PatternPlan.tuned maps worth timing for this
-// shape on this instruction set (keys "isa" = IsaCode(isa), "variant" = an index into that
-// instruction set's own variant table, "tile_oc", "tile_ic"; absent keys take the engine's
-// defaults), and a one-line description of one for logs (the instruction set it runs on, then
-// every key, "isa" and "variant" by name).
-std::vector<std::map<std::string, int64_t>> TuningCandidates(const ConvShape& shape, Isa isa);
-std::string DescribeTuning(const std::map<std::string, int64_t>& tuned, Isa isa);
+// Tuning hooks for a convert-time auto-tuner: the kernel tunings worth timing for this shape on
+// this instruction set (variant by name, params "tile_oc" and "tile_ic"; claim unset), and a
+// one-line description of one for logs: the instruction set's name, then "claim=0|1" when set,
+// "variant=<name>" when set, then every parameter as key=value in key order.
+std::vector<KernelTuning> TuningCandidates(const ConvShape& shape, Isa isa);
+std::string DescribeTuning(const KernelTuning& tuning, Isa isa);
 
 // Dense direct convolution, the reference the kernels are tested against.
 void ReferenceConv(const ConvShape& shape, const float* weights, const float* bias,

@@ -139,11 +139,17 @@ std::string DescribeShape(const ConvShape& s) {
   return text;
 }
 
-// "avx2 tile_ic=20 tile_oc=32 variant=3(r8v1)": what the engine runs a claimed node with.
+// "avx2 variant=r8v1 tile_ic=20 tile_oc=32": what the engine runs a claimed node with.
 std::string DescribeKernel(const PatternConv& conv) {
-  std::map<std::string, int64_t> params = conv.kernel_params();
-  params.erase("isa");  // DescribeTuning starts with the instruction set's name
-  return DescribeTuning(params, conv.isa());
+  return DescribeTuning(conv.kernel_params(), conv.isa());
+}
+
+// The node's plan entry when it needs a feature (or kind) this delegate lacks, else nullptr.
+const PlannedOp* EntryMissingFeature(const ModelPlan* plan, int node_index, const tfl::Node& node) {
+  if (plan == nullptr || node.delegate != nullptr) return nullptr;
+  std::string why_not;
+  const PlannedOp* op = FindPlannedOp(*plan, 0, static_cast<uint32_t>(node_index), &why_not);
+  return op != nullptr && !op->missing_feature.name.empty() ? op : nullptr;
 }
 
 tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
@@ -176,6 +182,13 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
         node == nullptr || registration == nullptr) {
       continue;
     }
+    // An operator of any type whose plan needs what this delegate lacks: one warning, and the rest
+    // of the model still runs on the delegate.
+    if (const PlannedOp* op = EntryMissingFeature(have_plan ? &plan : nullptr, node_index, *node)) {
+      log.Log(kTfpconvLogWarning, "node %d: %s; left to TFLite", node_index,
+              DescribeMissingFeature(op->missing_feature).c_str());
+      continue;
+    }
     ClaimedConv claimed;
     std::string reason;
     Verdict verdict;
@@ -206,6 +219,9 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
       case Verdict::kNoPlan:
         ++left_without_plan;
         log.Log(kTfpconvLogInfo, "declined CONV_2D node %d: %s", node_index, reason.c_str());
+        break;
+      case Verdict::kMissingFeature:
+        log.Log(kTfpconvLogWarning, "node %d: %s; left to TFLite", node_index, reason.c_str());
         break;
       case Verdict::kPlanMismatch:
         log.Log(kTfpconvLogWarning, "declined CONV_2D node %d: %s", node_index, reason.c_str());
@@ -360,8 +376,13 @@ int TfpconvDelegateTuningCandidates(int in_h, int in_w, int in_c, int out_c, int
     return -1;
   std::string text;
   for (const auto& candidate : tfpconv::TuningCandidates(shape, chosen)) {
-    for (const auto& [key, value] : candidate) text += key + "=" + std::to_string(value) + " ";
-    text.back() = '\n';
+    text += std::string("isa=") + tfpconv::IsaName(chosen);
+    if (!candidate.variant.empty()) text += " variant=" + candidate.variant;
+    for (const char* key : {"tile_oc", "tile_ic"}) {
+      const auto found = candidate.params.find(key);
+      if (found != candidate.params.end()) text += std::string(" ") + key + "=" + std::to_string(found->second);
+    }
+    text += '\n';
   }
   if (buffer != nullptr && capacity > 0) {
     const size_t n = std::min(text.size(), static_cast<size_t>(capacity - 1));

@@ -55,7 +55,7 @@ std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, Cl
 }
 
 // Checks the plan entry of the node against the live filter. Returns the reason it does not fit.
-std::string PlanMismatch(tfl::Context* context, const PlannedConv& planned, const ClaimedConv& claimed) {
+std::string PlanMismatch(tfl::Context* context, const PlannedOp& planned, const ClaimedConv& claimed) {
   if (planned.weight_tensor_index != claimed.filter_tensor) {
     return "stale plan: it names weight tensor " + std::to_string(planned.weight_tensor_index) +
            ", the node's filter is tensor " + std::to_string(claimed.filter_tensor);
@@ -85,14 +85,27 @@ Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& n
     *reason = "no usable tfpconv plan";
     return Verdict::kNoPlan;
   }
-  bool missing = false;
-  const PlannedConv* planned =
-      FindPlannedConv(*plan, 0, static_cast<uint32_t>(node_index), reason, &missing);
-  if (planned == nullptr) return missing ? Verdict::kNotPlanned : Verdict::kPlanMismatch;
+  const PlannedOp* planned = FindPlannedOp(*plan, 0, static_cast<uint32_t>(node_index), reason);
+  if (planned == nullptr) return Verdict::kNotPlanned;
+  if (!planned->missing_feature.name.empty()) {
+    *reason = DescribeMissingFeature(planned->missing_feature);
+    return Verdict::kMissingFeature;
+  }
+  if (!planned->error.empty()) {
+    *reason = "its plan entry is invalid: " + planned->error;
+    return Verdict::kPlanMismatch;
+  }
+  if (planned->kind != PlannedOpKind::kPatternConv) {
+    *reason = "its plan entry is not a pattern convolution";
+    return Verdict::kPlanMismatch;
+  }
   *reason = PlanMismatch(context, *planned, *claimed);
   if (!reason->empty()) return Verdict::kPlanMismatch;
 
   claimed->pattern = planned->pattern;
+  // The decision tuned on the instruction set we run with; none: the defaults and default policy
+  // (a plan tuned on x86 says nothing about an ARM phone).
+  claimed->pattern.tuning = KernelTuningFor(*planned, isa);
   if (!claim_all && !WorthClaiming(claimed->shape, claimed->pattern, reason))
     return Verdict::kNotWorthIt;
   const tfl::Tensor* filter = TensorAt(context, claimed->filter_tensor);
@@ -104,6 +117,14 @@ Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& n
   if (claimed->conv == nullptr) {
     *reason = "the engine rejected the plan: " + error;
     return Verdict::kPlanMismatch;
+  }
+  if (claimed->tuning_note.empty() && !planned->tunings.empty() &&
+      TuningFor(*planned, isa) == nullptr) {
+    std::string tuned_isas;
+    for (const PlannedTuning& tuning : planned->tunings)
+      tuned_isas += (tuned_isas.empty() ? "" : ", ") + tuning.isa;
+    claimed->tuning_note = "tuned for " + tuned_isas + ", running " + IsaName(isa) +
+                           ": the engine's defaults run instead";
   }
   return Verdict::kClaimed;
 }

@@ -36,6 +36,7 @@ enum class Verdict {
   kNoPlan,       // a supported CONV_2D, but the model has no usable plan at all
   kNotPlanned,   // the plan has no entry for this node (the converter skipped it)
   kNotWorthIt,   // planned, but TFLite's own kernel is (measured or expected to be) faster
+  kMissingFeature,  // the node's plan entry needs a feature (or kind) this delegate lacks
   kPlanMismatch, // the node's plan entry is invalid, ambiguous, stale or rejected by the engine
 };
 

@@ -1,11 +1,13 @@
 // Reads and verifies the tfpconv plan (the "tfpconv" model metadata entry, converter/tfpconv_plan.fbs)
 // into plain structures. Nothing here trusts the bytes: a FlatBuffers Verifier pass first, then
-// bounds and consistency checks of every planned convolution.
+// bounds and consistency checks of every planned operator. Schema versions 1 (tfpconv 0.1:
+// Plan.convs) and 2 (Plan.ops) are read into the same representation.
 #ifndef TFPCONV_SRC_PLAN_READER_H_
 #define TFPCONV_SRC_PLAN_READER_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -13,20 +15,57 @@
 
 namespace tfpconv {
 
-// The schema major version this reader understands.
-constexpr uint32_t kPlanSchemaVersion = 1;
+// The schema major versions this reader understands.
+constexpr uint32_t kPlanSchemaVersionMin = 1;
+constexpr uint32_t kPlanSchemaVersion = 2;
 
-struct PlannedConv {
+// The plan features (OpPlan.requires) this delegate has. An operator that requires any other is
+// declined (left to TFLite) with a warning naming the feature; the rest of the model still runs.
+const std::vector<std::string>& KnownPlanFeatures();
+bool IsKnownPlanFeature(const std::string& name);
+
+// The feature of the pattern-convolution kind (the only kind this delegate runs).
+constexpr char kPatternConvFeature[] = "pattern_conv";
+
+struct PlanFeature {
+  std::string name;   // empty: none
+  std::string since;  // the tfpconv version that introduced it (may be empty)
+};
+
+// One tuned decision (fb::Tuning; a version 1 plan's tuned keys become one).
+struct PlannedTuning {
+  // The instruction set measured (a name ParseIsa knows; tunings for unknown names are dropped).
+  // Empty only for a version 1 plan whose tuned keys had no "isa": it applies to every one.
+  std::string isa;
+  std::string cpu;
+  bool claim = true;
+  std::string variant;                    // empty: the engine's default
+  std::map<std::string, int64_t> params;  // "tile_oc", "tile_ic", ...
+};
+
+enum class PlannedOpKind { kUnknown, kPatternConv };
+
+struct PlannedOp {
   uint32_t subgraph_index = 0;
   uint32_t operator_index = 0;
   int32_t weight_tensor_index = -1;
   uint32_t weight_checksum = 0;  // CRC-32 (see crc32.h) of the weight tensor's bytes
   uint64_t weight_bytes = 0;
+  PlannedOpKind kind = PlannedOpKind::kUnknown;
+  std::vector<PlanFeature> required_features;  // OpPlan.requires
+  // kPatternConv: the kernel shape's channel counts and the pattern data (pattern.tuning is left
+  // default: the glue fills it from `tunings` for the instruction set it runs with).
   int out_channels = 0;
   int in_channels = 0;
   PatternPlan pattern;
-  // Empty when the entry is usable; otherwise why it is not (the rest may be partly filled).
+  std::vector<PlannedTuning> tunings;
+  // Empty when the entry is valid; otherwise why it is not (the rest may be partly filled).
   std::string error;
+  // Set (name non-empty) when the operator needs a feature this delegate lacks (or is of a kind it
+  // does not know, then named "kind_<union type>"); the entry is then not checked further.
+  PlanFeature missing_feature;
+
+  bool usable() const { return error.empty() && missing_feature.name.empty(); }
 };
 
 struct SkippedNote {
@@ -39,19 +78,31 @@ struct SkippedNote {
 struct ModelPlan {
   uint32_t schema_version = 0;
   std::string producer;
-  std::vector<PlannedConv> convs;
+  std::vector<PlannedOp> ops;
   std::vector<SkippedNote> skipped;
 };
 
 // Parses a plan buffer. Returns false, with *error saying why, when the buffer as a whole is unusable
-// (not a verified tfpconv plan, wrong schema major version). A malformed individual ConvPlan does not
-// fail the call: its PlannedConv carries the error instead.
+// (not a verified tfpconv plan, unsupported schema version). A malformed individual operator plan
+// does not fail the call: its PlannedOp carries the error (or the missing feature) instead. The
+// same (subgraph, operator) in several entries (ops, or an op and a skipped note) makes all those
+// ops invalid.
 bool ReadPlan(const void* data, size_t size, ModelPlan* plan, std::string* error);
 
-// The usable entry for an operator, or nullptr with *why_not set (no entry, ambiguous, or broken).
-// *missing tells the first case (the converter did not plan the operator) from the others.
-const PlannedConv* FindPlannedConv(const ModelPlan& plan, uint32_t subgraph_index,
-                                   uint32_t operator_index, std::string* why_not, bool* missing);
+// The plan's entry for an operator (usable or not), or nullptr when it has none; then *why_not
+// says so (and the converter's reason when it skipped the operator).
+const PlannedOp* FindPlannedOp(const ModelPlan& plan, uint32_t subgraph_index,
+                               uint32_t operator_index, std::string* why_not);
+
+// The tuning of `op` for instruction set `isa`: the one named `isa`, else (version 1 plans) an
+// untagged one; nullptr when none applies.
+const PlannedTuning* TuningFor(const PlannedOp& op, Isa isa);
+
+// The engine's tuning for `op` on `isa` (TuningFor as a KernelTuning; default when none applies).
+KernelTuning KernelTuningFor(const PlannedOp& op, Isa isa);
+
+// "needs plan feature 'x' (tfpconv 0.3.0 or newer)".
+std::string DescribeMissingFeature(const PlanFeature& feature);
 
 }  // namespace tfpconv
 

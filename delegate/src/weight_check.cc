@@ -8,7 +8,7 @@
 
 namespace tfpconv {
 
-bool CheckWeightsAgainstPlan(const PlannedConv& conv, const void* weights, size_t bytes,
+bool CheckWeightsAgainstPlan(const PlannedOp& conv, const void* weights, size_t bytes,
                              std::string* error) {
   if (weights == nullptr) {
     *error = "the filter tensor has no data";

@@ -12,7 +12,7 @@ namespace tfpconv {
 
 // `weights`: the filter tensor's data, OHWI float32, `bytes` long. Returns false with *error when the
 // plan is stale (size or checksum differ) or does not describe the weights (a stray non-zero).
-bool CheckWeightsAgainstPlan(const PlannedConv& conv, const void* weights, size_t bytes,
+bool CheckWeightsAgainstPlan(const PlannedOp& conv, const void* weights, size_t bytes,
                              std::string* error);
 
 }  // namespace tfpconv

@@ -11,6 +11,7 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "conv_geometry.h"
@@ -559,8 +560,9 @@ TEST_F(DelegateGraphTest, LeavesLayersToTfliteWhereTfliteIsFaster) {
     for (size_t i = 0; i < spec_.filters.size(); ++i)
       convs.push_back(SpecFor(spec_.filters[i], static_cast<uint32_t>(chain.nodes[i]),
                               chain.filter_tensors[i]));
-    if (claim0 >= 0) convs[0].tuned = {{"claim", claim0}};
-    if (claim2 >= 0) convs[2].tuned = {{"claim", claim2}};
+    const std::string here = IsaName(BestIsa());
+    if (claim0 >= 0) convs[0].tunings = {{here, "", claim0 != 0, "", {}}};
+    if (claim2 >= 0) convs[2].tunings = {{here, "", claim2 != 0, "", {}}};
     return BuildPlan(convs);
   };
   const auto claimed = [&] {
@@ -669,17 +671,19 @@ TEST_F(DelegateGraphTest, TwoThreadsGiveTheSameBitsAsOne) {
   EXPECT_EQ(outputs[0], outputs[1]);
 }
 
-// Tuned parameters are per instruction set: a plan tuned on another CPU (another "isa") runs with
-// the engine's defaults, still delegated; so does a tuned variant that is out of range.
+// Tuned decisions are per instruction set: a plan tuned on another CPU (another "isa"), even one
+// that measured TFLite faster there, runs with the engine's defaults and default claim policy, still
+// delegated; so does a tuned variant this build does not have.
 TEST_F(DelegateGraphTest, PlanTunedForAnotherIsaStillRuns) {
-  const int64_t here = IsaCode(BestIsa());
-  for (int64_t isa : {(here + 1) % 4, here}) {
+  const std::string here = IsaName(BestIsa());
+  const std::string other = here == "neon" ? "avx2" : "neon";
+  for (const std::string& isa : {other, here}) {
     Chain chain = BuildChain(spec_);
     std::vector<ConvPlanSpec> convs;
     for (size_t i = 0; i < spec_.filters.size(); ++i) {
       convs.push_back(SpecFor(spec_.filters[i], static_cast<uint32_t>(chain.nodes[i]),
                               chain.filter_tensors[i]));
-      convs.back().tuned = {{"claim", 1}, {"isa", isa}, {"variant", 99}, {"tile_oc", 4}};
+      convs.back().tunings = {{isa, "some cpu", /*claim=*/isa == here, "r99v9", {{"tile_oc", 4}}}};
     }
     chain.graph->SetMetadata(BuildPlan(convs));
     ::testing::internal::CaptureStderr();
@@ -688,11 +692,57 @@ TEST_F(DelegateGraphTest, PlanTunedForAnotherIsaStillRuns) {
     ASSERT_EQ(status, tfl::kOk) << log;
     EXPECT_EQ(Claimed(), chain.nodes) << log;
     EXPECT_NE(log.find("plan's tuned parameters not used: " +
-                       std::string(isa == here ? "tuned variant 99 is out of range" : "tuned for ")),
+                       (isa == here ? "tuned variant 'r99v9' is not one of this build's " + here
+                                    : "tuned for " + other + ", running " + here)),
               std::string::npos)
         << log;
     RunAndCompare(&chain, spec_.input_dims, 42);
   }
+}
+
+// tfpconv 0.1 plans (schema version 1) still run; their integer tuned keys are tagged with an
+// instruction set code and apply only there.
+TEST_F(DelegateGraphTest, RunsVersion1Plans) {
+  const int64_t here = IsaCode(BestIsa());
+  Chain chain = BuildChain(spec_);
+  std::vector<ConvPlanSpec> convs;
+  for (size_t i = 0; i < spec_.filters.size(); ++i) {
+    convs.push_back(SpecFor(spec_.filters[i], static_cast<uint32_t>(chain.nodes[i]),
+                            chain.filter_tensors[i]));
+  }
+  convs[0].tuned = {{"claim", 1}, {"isa", here}, {"variant", 1}, {"tile_oc", 8}};
+  convs[1].tuned = {{"claim", 0}, {"isa", (here + 1) % 4}, {"variant", 0}};  // another set: ignored
+  chain.graph->SetMetadata(BuildPlan(convs, {}, 1));
+  ::testing::internal::CaptureStderr();
+  const tfl::Status status = chain.graph->Apply(delegate_);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_EQ(status, tfl::kOk) << log;
+  EXPECT_EQ(Claimed(), chain.nodes) << log;
+  RunAndCompare(&chain, spec_.input_dims, 45);
+}
+
+// An operator whose plan needs a feature this delegate lacks is declined with one warning; the rest
+// of the model still runs on the delegate.
+TEST_F(DelegateGraphTest, UnknownPlanFeatureDeclinesOnlyThatNode) {
+  Chain chain = BuildChain(spec_);
+  std::vector<ConvPlanSpec> convs;
+  for (size_t i = 0; i < spec_.filters.size(); ++i) {
+    convs.push_back(SpecFor(spec_.filters[i], static_cast<uint32_t>(chain.nodes[i]),
+                            chain.filter_tensors[i]));
+  }
+  convs[0].requires_features.push_back({"unified_weights", "0.3.0"});
+  chain.graph->SetMetadata(BuildPlan(convs));
+  ::testing::internal::CaptureStderr();
+  const tfl::Status status = chain.graph->Apply(delegate_);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_EQ(status, tfl::kOk) << log;
+  EXPECT_EQ(Claimed(), std::vector<int>(chain.nodes.begin() + 1, chain.nodes.end())) << log;
+  EXPECT_NE(log.find("tfpconv warning: node " + std::to_string(chain.nodes[0]) +
+                     ": needs plan feature 'unified_weights' (tfpconv 0.3.0 or newer); left to "
+                     "TFLite\n"),
+            std::string::npos)
+      << log;
+  RunAndCompare(&chain, spec_.input_dims, 46);
 }
 
 // A whole-row variant tuned for the model's input size is too narrow after the input grows: the
@@ -712,7 +762,7 @@ TEST_F(DelegateGraphTest, TunedVariantTooNarrowAfterAResizeFallsBackToTheDefault
     convs.push_back(SpecFor(spec_.filters[i], static_cast<uint32_t>(chain.nodes[i]),
                             chain.filter_tensors[i]));
   }
-  convs[0].tuned = {{"isa", IsaCode(BestIsa())}, {"variant", narrowest}};
+  convs[0].tunings = {{IsaName(BestIsa()), "", true, set.variants[narrowest].name, {}}};
   chain.graph->SetMetadata(BuildPlan(convs));
   ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
   RunAndCompare(&chain, spec_.input_dims, 43);
@@ -721,7 +771,10 @@ TEST_F(DelegateGraphTest, TunedVariantTooNarrowAfterAResizeFallsBackToTheDefault
   ::testing::internal::CaptureStderr();
   RunAndCompare(&chain, wide, 44);
   const std::string log = ::testing::internal::GetCapturedStderr();
-  EXPECT_NE(log.find("plan's tuned parameters not used: tuned variant"), std::string::npos) << log;
+  EXPECT_NE(log.find("plan's tuned parameters not used: tuned variant " +
+                     std::string(set.variants[narrowest].name)),
+            std::string::npos)
+      << log;
   EXPECT_NE(log.find("narrower than the layer"), std::string::npos) << log;
   EXPECT_EQ(log.find("dense reference"), std::string::npos) << log;
 }
@@ -770,6 +823,43 @@ TEST(DelegateApi, PluginEntryPointsParseOptions) {
   TfLiteDelegate* defaults = TfpconvDelegateCreate(nullptr);
   ASSERT_NE(defaults, nullptr);
   TfpconvDelegateDelete(defaults);
+}
+
+// The tuner's candidates, one per line: "isa=<name> variant=<name> tile_oc=<n> tile_ic=<n>".
+TEST(DelegateApi, TuningCandidatesNameIsaAndVariant) {
+  const int length = TfpconvDelegateTuningCandidates(14, 12, 20, 24, 1, 1, 1, nullptr, nullptr, 0);
+  ASSERT_GT(length, 0);
+  std::vector<char> buffer(static_cast<size_t>(length) + 1);
+  ASSERT_EQ(TfpconvDelegateTuningCandidates(14, 12, 20, 24, 1, 1, 1, "auto", buffer.data(),
+                                            length + 1),
+            length);
+  const std::string text(buffer.data());
+  ASSERT_EQ(text.size(), static_cast<size_t>(length));
+  ASSERT_EQ(text.back(), '\n');
+  const std::string isa = IsaName(BestIsa());
+  const std::vector<std::string> variants = VariantNames(BestIsa());
+  size_t lines = 0;
+  for (size_t start = 0; start < text.size(); ++lines) {
+    const size_t end = text.find('\n', start);
+    const std::string line = text.substr(start, end - start);
+    start = end + 1;
+    char variant[64] = {0}, isa_name[64] = {0};
+    int tile_oc = 0, tile_ic = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "isa=%63s variant=%63s tile_oc=%d tile_ic=%d", isa_name,
+                          variant, &tile_oc, &tile_ic),
+              4)
+        << line;
+    EXPECT_EQ(isa_name, isa) << line;
+    EXPECT_NE(std::find(variants.begin(), variants.end(), std::string(variant)), variants.end())
+        << line;
+    EXPECT_GT(tile_oc, 0);
+    EXPECT_GT(tile_ic, 0);
+  }
+  EXPECT_GT(lines, 0u);
+  EXPECT_EQ(TfpconvDelegateTuningCandidates(14, 12, 20, 24, 1, 1, 1, "mips", nullptr, 0), -1);
+  std::vector<char> scalar(4096);
+  ASSERT_GT(TfpconvDelegateTuningCandidates(14, 12, 20, 24, 2, 2, 2, "scalar", scalar.data(), 4096), 0);
+  EXPECT_EQ(std::string(scalar.data()).rfind("isa=scalar variant=", 0), 0u) << scalar.data();
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ constexpr size_t kMaxKernels = 4096;         // out_c * in_c
 constexpr double kMaxMultiplyAdds = 1.5e6;   // of the dense reference
 constexpr double kTolerance = 1e-4;          // relative to the largest reference output
 
-[[noreturn]] void Fail(const PlannedConv& conv, const ConvShape& s, Isa isa, const std::string& what) {
+[[noreturn]] void Fail(const PlannedOp& conv, const ConvShape& s, Isa isa, const std::string& what) {
   std::fprintf(stderr,
                "plan fuzz: operator %u, kernel %dx3x3x%d, input %dx%d stride %dx%d on %s: %s\n",
                conv.operator_index, s.out_c, s.in_c, s.in_h, s.in_w, s.stride_h, s.stride_w,
@@ -32,7 +32,7 @@ constexpr double kTolerance = 1e-4;          // relative to the largest referenc
 
 // A small layer of the entry's kernel shape; its geometry (1..9 square-ish input, stride, padding,
 // activation) comes from the entry's bytes, so the fuzzer explores it too.
-bool SmallLayer(const PlannedConv& conv, ConvShape* shape) {
+bool SmallLayer(const PlannedOp& conv, ConvShape* shape) {
   uint32_t pick = conv.weight_checksum ^ (conv.operator_index * 2654435761u);
   const auto take = [&](uint32_t n) {
     const uint32_t v = pick % n;
@@ -53,7 +53,7 @@ bool SmallLayer(const PlannedConv& conv, ConvShape* shape) {
 }
 
 // OHWI weights that follow the entry's codes: a non-zero at every kept tap, zero elsewhere.
-std::vector<float> WeightsFollowingPlan(const PlannedConv& conv, std::mt19937* rng) {
+std::vector<float> WeightsFollowingPlan(const PlannedOp& conv, std::mt19937* rng) {
   const int out_c = conv.out_channels, in_c = conv.in_channels;
   std::uniform_real_distribution<float> value(0.25f, 1.0f);
   const float scale = 1.0f / std::sqrt(4.0f * float(in_c));
@@ -74,7 +74,7 @@ std::vector<float> WeightsFollowingPlan(const PlannedConv& conv, std::mt19937* r
 
 // Runs an entry the reader accepted on a small layer, on the scalar and the best instruction set,
 // against ReferenceConv. A plan the reader accepts must be run exactly: anything else aborts.
-void RunAgainstReference(const PlannedConv& conv) {
+void RunAgainstReference(const PlannedOp& conv) {
   ConvShape shape;
   if (size_t(conv.out_channels) * conv.in_channels > kMaxKernels || !SmallLayer(conv, &shape)) return;
   std::mt19937 rng(conv.weight_checksum);
@@ -91,7 +91,9 @@ void RunAgainstReference(const PlannedConv& conv) {
 
   for (Isa isa : {Isa::kScalar, BestIsa()}) {
     std::string error;
-    auto engine = PatternConv::Create(shape, weights.data(), bias.data(), conv.pattern, isa, &error);
+    PatternPlan pattern = conv.pattern;
+    pattern.tuning = KernelTuningFor(conv, isa);  // as the delegate applies it
+    auto engine = PatternConv::Create(shape, weights.data(), bias.data(), pattern, isa, &error);
     if (engine == nullptr)
       Fail(conv, shape, isa, "the engine rejected a plan the reader accepted: " + error);
     std::fill(got.begin(), got.end(), -12345.0f);
@@ -113,16 +115,16 @@ int FuzzPlanReader(const uint8_t* data, size_t size) {
   std::string error;
   if (!ReadPlan(data, size, &plan, &error)) return 0;
   int ran = 0;
-  for (const PlannedConv& conv : plan.convs) {
+  for (const PlannedOp& op : plan.ops) {
     std::string why;
-    bool missing = false;
-    const PlannedConv* found =
-        FindPlannedConv(plan, conv.subgraph_index, conv.operator_index, &why, &missing);
-    if (!conv.error.empty() || conv.weight_bytes > (1u << 22)) continue;
-    std::vector<float> zeros(conv.weight_bytes / sizeof(float));
-    CheckWeightsAgainstPlan(conv, zeros.data(), conv.weight_bytes, &error);
-    if (found != &conv) continue;  // ambiguous: the delegate would not use it
-    RunAgainstReference(conv);
+    const PlannedOp* found = FindPlannedOp(plan, op.subgraph_index, op.operator_index, &why);
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) TuningFor(op, isa);
+    if (!op.usable() || op.kind != PlannedOpKind::kPatternConv || op.weight_bytes > (1u << 22))
+      continue;
+    std::vector<float> zeros(op.weight_bytes / sizeof(float));
+    CheckWeightsAgainstPlan(op, zeros.data(), op.weight_bytes, &error);
+    if (found != &op) continue;  // not the entry the delegate would use
+    RunAgainstReference(op);
     ++ran;
   }
   return ran;
@@ -133,13 +135,22 @@ std::vector<std::vector<uint8_t>> PlanSeeds() {
   const PrunedFilter wide = MakePrunedFilter(9, 4, 0.6, 2);
   const PrunedFilter deep = MakePrunedFilter(20, 17, 0.5, 3);
   ConvPlanSpec tuned = SpecFor(deep, 4, 9);
-  tuned.tuned = {{"claim", 1}, {"isa", IsaCode(BestIsa())}, {"variant", 2}, {"tile_oc", 8},
-                 {"tile_ic", 5}};
+  const std::vector<std::string> variants = VariantNames(BestIsa());
+  tuned.tunings = {{IsaName(BestIsa()), "test cpu", true, variants.size() > 2 ? variants[2] : "",
+                    {{"tile_oc", 8}, {"tile_ic", 5}}},
+                   {"neon", "", false, "r8v2", {{"tile_oc", 16}}}};
+  ConvPlanSpec tuned_v1 = SpecFor(deep, 4, 9);
+  tuned_v1.tuned = {{"claim", 1}, {"isa", IsaCode(BestIsa())}, {"variant", 2}, {"tile_oc", 8},
+                    {"tile_ic", 5}};
+  ConvPlanSpec future = SpecFor(wide, 3, 6);
+  future.requires_features.push_back({"unified_weights", "0.3.0"});
   return {
       BuildPlan({SpecFor(small, 0, 1)}),
       BuildPlan({SpecFor(small, 0, 1), SpecFor(wide, 2, 5)}, {{1, "not 3x3"}}),
       BuildPlan({}, {{0, "no pattern"}}),
       BuildPlan({tuned}),
+      BuildPlan({tuned_v1, SpecFor(small, 0, 1)}, {{1, "not 3x3"}}, 1),
+      BuildPlan({future, SpecFor(small, 0, 1)}),
   };
 }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <random>
 
 #include "crc32.h"
@@ -32,8 +33,8 @@ class PlanReaderTest : public ::testing::Test {
     ModelPlan plan;
     std::string error;
     EXPECT_TRUE(ReadPlan(bytes.data(), bytes.size(), &plan, &error)) << error;
-    EXPECT_EQ(plan.convs.size(), 1u);
-    return plan.convs.empty() ? "missing" : plan.convs[0].error;
+    EXPECT_EQ(plan.ops.size(), 1u);
+    return plan.ops.empty() ? "missing" : plan.ops[0].error;
   }
 
   PrunedFilter filter_;
@@ -41,15 +42,22 @@ class PlanReaderTest : public ::testing::Test {
 };
 
 TEST_F(PlanReaderTest, ReadsAValidPlan) {
-  const std::vector<uint8_t> bytes = BuildPlan({spec_}, {{4, "1x1 kernel"}});
+  ConvPlanSpec spec = spec_;
+  spec.tunings = {{"avx2", "AMD EPYC", false, "r8v1", {{"tile_oc", 8}, {"unknown_key", 1}}},
+                  {"riscv_v", "", true, "x", {}}};  // an unknown instruction set: ignored
+  const std::vector<uint8_t> bytes = BuildPlan({spec}, {{4, "1x1 kernel"}});
   ModelPlan plan;
   std::string error;
   ASSERT_TRUE(ReadPlan(bytes.data(), bytes.size(), &plan, &error)) << error;
-  EXPECT_EQ(plan.schema_version, 1u);
+  EXPECT_EQ(plan.schema_version, 2u);
   EXPECT_EQ(plan.producer, "tfpconv tests");
-  ASSERT_EQ(plan.convs.size(), 1u);
-  const PlannedConv& conv = plan.convs[0];
+  ASSERT_EQ(plan.ops.size(), 1u);
+  const PlannedOp& conv = plan.ops[0];
   EXPECT_EQ(conv.error, "");
+  EXPECT_TRUE(conv.usable());
+  EXPECT_EQ(conv.kind, PlannedOpKind::kPatternConv);
+  ASSERT_EQ(conv.required_features.size(), 1u);
+  EXPECT_EQ(conv.required_features[0].name, "pattern_conv");
   EXPECT_EQ(conv.operator_index, 2u);
   EXPECT_EQ(conv.weight_tensor_index, 7);
   EXPECT_EQ(conv.out_channels, 5);
@@ -58,15 +66,22 @@ TEST_F(PlanReaderTest, ReadsAValidPlan) {
   EXPECT_EQ(conv.pattern.library, filter_.library);
   EXPECT_EQ(conv.pattern.filter_order, spec_.filter_order);
   EXPECT_EQ(conv.pattern.group_offsets, spec_.group_offsets);
-  EXPECT_EQ(conv.pattern.tuned.at("tile_oc"), 8);
+  ASSERT_EQ(conv.tunings.size(), 1u);
+  EXPECT_EQ(conv.tunings[0].isa, "avx2");
+  EXPECT_EQ(conv.tunings[0].cpu, "AMD EPYC");
+  EXPECT_FALSE(conv.tunings[0].claim);
+  EXPECT_EQ(conv.tunings[0].variant, "r8v1");
+  EXPECT_EQ(conv.tunings[0].params.at("tile_oc"), 8);
+  EXPECT_EQ(TuningFor(conv, Isa::kAvx2), &conv.tunings[0]);
+  EXPECT_EQ(TuningFor(conv, Isa::kNeon), nullptr);
+  EXPECT_FALSE(KernelTuningFor(conv, Isa::kNeon).claim.has_value());
+  EXPECT_EQ(KernelTuningFor(conv, Isa::kAvx2).variant, "r8v1");
 
   std::string why;
-  bool missing = false;
-  EXPECT_EQ(FindPlannedConv(plan, 0, 2, &why, &missing), &plan.convs[0]);
-  EXPECT_EQ(FindPlannedConv(plan, 0, 4, &why, &missing), nullptr);
-  EXPECT_TRUE(missing);
+  EXPECT_EQ(FindPlannedOp(plan, 0, 2, &why), &plan.ops[0]);
+  EXPECT_EQ(FindPlannedOp(plan, 0, 4, &why), nullptr);
   EXPECT_NE(why.find("1x1 kernel"), std::string::npos);
-  EXPECT_EQ(FindPlannedConv(plan, 1, 2, &why, &missing), nullptr);
+  EXPECT_EQ(FindPlannedOp(plan, 1, 2, &why), nullptr);
 
   EXPECT_TRUE(CheckWeightsAgainstPlan(conv, filter_.weights.data(), filter_.weights.size() * 4, &error))
       << error;
@@ -79,7 +94,7 @@ TEST_F(PlanReaderTest, ReadsFromAnUnalignedBuffer) {
   ModelPlan plan;
   std::string error;
   ASSERT_TRUE(ReadPlan(shifted.data() + 1, bytes.size(), &plan, &error)) << error;
-  EXPECT_EQ(plan.convs.at(0).error, "");
+  EXPECT_EQ(plan.ops.at(0).error, "");
 }
 
 TEST_F(PlanReaderTest, RejectsWhatIsNotAPlan) {
@@ -91,9 +106,13 @@ TEST_F(PlanReaderTest, RejectsWhatIsNotAPlan) {
   const std::vector<uint8_t> no_identifier = BuildPlan({spec_}, {}, 1, false);
   EXPECT_FALSE(ReadPlan(no_identifier.data(), no_identifier.size(), &plan, &error));
   EXPECT_NE(error.find("identifier"), std::string::npos) << error;
-  const std::vector<uint8_t> future = BuildPlan({spec_}, {}, 2);
-  EXPECT_FALSE(ReadPlan(future.data(), future.size(), &plan, &error));
-  EXPECT_NE(error.find("version 2"), std::string::npos) << error;
+  for (uint32_t version : {0u, 3u}) {
+    const std::vector<uint8_t> other = BuildPlan({spec_}, {}, version);
+    EXPECT_FALSE(ReadPlan(other.data(), other.size(), &plan, &error));
+    EXPECT_NE(error.find("version " + std::to_string(version)), std::string::npos) << error;
+    EXPECT_NE(error.find("convert the model again"), std::string::npos) << error;
+    EXPECT_NE(error.find("update the delegate"), std::string::npos) << error;
+  }
 }
 
 TEST_F(PlanReaderTest, EveryTruncationIsRejectedOrHarmless) {
@@ -102,7 +121,11 @@ TEST_F(PlanReaderTest, EveryTruncationIsRejectedOrHarmless) {
     std::vector<uint8_t> prefix(bytes.begin(), bytes.begin() + size);
     ModelPlan plan;
     std::string error;
-    EXPECT_FALSE(ReadPlan(prefix.data(), prefix.size(), &plan, &error)) << "size " << size;
+    if (!ReadPlan(prefix.data(), prefix.size(), &plan, &error)) continue;
+    // Only the alignment padding after the first-written object (at the end) may go unnoticed.
+    EXPECT_GT(size + 8, bytes.size()) << "size " << size;
+    ASSERT_EQ(plan.ops.size(), 2u);
+    for (const PlannedOp& op : plan.ops) EXPECT_TRUE(op.usable()) << op.error;
   }
 }
 
@@ -116,8 +139,8 @@ TEST_F(PlanReaderTest, RandomCorruptionNeverCrashes) {
     ModelPlan plan;
     std::string error;
     if (!ReadPlan(corrupt.data(), corrupt.size(), &plan, &error)) continue;
-    for (const PlannedConv& conv : plan.convs) {
-      if (!conv.error.empty()) continue;
+    for (const PlannedOp& conv : plan.ops) {
+      if (!conv.usable()) continue;
       // A usable entry is internally consistent: checking weights against it is safe.
       std::vector<float> zeros(conv.weight_bytes / sizeof(float));
       CheckWeightsAgainstPlan(conv, zeros.data(), conv.weight_bytes, &error);
@@ -146,7 +169,14 @@ TEST_F(PlanReaderTest, ReportsEachInconsistencyOfAConvPlan) {
   EXPECT_NE(ConvError([](ConvPlanSpec* s) { s->group_offsets = {1, 5}; }), "");
   EXPECT_NE(ConvError([](ConvPlanSpec* s) { s->group_offsets = {0, 4}; }), "");
   EXPECT_NE(ConvError([](ConvPlanSpec* s) { s->group_offsets = {5}; }), "");
-  EXPECT_EQ(ConvError([](ConvPlanSpec* s) { s->group_offsets = {0, 2, 2, 5}; }), "");
+  // Equal neighbours (an empty group) are invalid too, as in the Python reader.
+  EXPECT_NE(ConvError([](ConvPlanSpec* s) { s->group_offsets = {0, 2, 2, 5}; }), "");
+  EXPECT_NE(ConvError([](ConvPlanSpec* s) { s->library[1] = s->library[0]; }), "");  // repeated
+  EXPECT_NE(ConvError([](ConvPlanSpec* s) { s->kind_type = 0; }), "");  // no kind
+  EXPECT_NE(ConvError([](ConvPlanSpec* s) { s->tunings = {{"", "", true, "", {}}}; }), "");
+  // What is not an error: a tuning for an unknown instruction set, an unknown variant name.
+  EXPECT_EQ(ConvError([](ConvPlanSpec* s) { s->tunings = {{"mips", "", true, "", {}}}; }), "");
+  EXPECT_EQ(ConvError([](ConvPlanSpec* s) { s->tunings = {{"avx2", "", true, "r99v9", {}}}; }), "");
   EXPECT_NE(ConvError([](ConvPlanSpec* s) { s->kernel_shape = {5, 5, 5, 3}; }), "");
   EXPECT_NE(ConvError([](ConvPlanSpec* s) { s->kernel_shape = {5, 3, 3}; }), "");
   EXPECT_NE(ConvError([](ConvPlanSpec* s) { s->kernel_shape = {-5, 3, 3, -3}; }), "");
@@ -156,14 +186,20 @@ TEST_F(PlanReaderTest, ReportsEachInconsistencyOfAConvPlan) {
 }
 
 TEST_F(PlanReaderTest, DuplicateEntriesAreAmbiguous) {
-  const std::vector<uint8_t> bytes = BuildPlan({spec_, spec_});
-  ModelPlan plan;
-  std::string error;
-  ASSERT_TRUE(ReadPlan(bytes.data(), bytes.size(), &plan, &error));
-  bool missing = true;
-  EXPECT_EQ(FindPlannedConv(plan, 0, 2, &error, &missing), nullptr);
-  EXPECT_FALSE(missing);
-  EXPECT_NE(error.find("several"), std::string::npos);
+  for (const std::vector<uint8_t>& bytes :
+       {BuildPlan({spec_, spec_, SpecFor(filter_, 3, 9)}),
+        BuildPlan({spec_, SpecFor(filter_, 3, 9)}, {{2, "also skipped"}})}) {
+    ModelPlan plan;
+    std::string error;
+    ASSERT_TRUE(ReadPlan(bytes.data(), bytes.size(), &plan, &error));
+    for (const PlannedOp& op : plan.ops) {
+      if (op.operator_index == 2) {
+        EXPECT_NE(op.error.find("several"), std::string::npos) << op.error;
+      } else {
+        EXPECT_TRUE(op.usable()) << op.error;
+      }
+    }
+  }
 }
 
 TEST_F(PlanReaderTest, WeightCheckCatchesStaleAndForeignWeights) {
@@ -171,7 +207,7 @@ TEST_F(PlanReaderTest, WeightCheckCatchesStaleAndForeignWeights) {
   ModelPlan plan;
   std::string error;
   ASSERT_TRUE(ReadPlan(bytes.data(), bytes.size(), &plan, &error));
-  PlannedConv conv = plan.convs.at(0);
+  PlannedOp conv = plan.ops.at(0);
   std::vector<float> weights = filter_.weights;
   const size_t size = weights.size() * sizeof(float);
 
@@ -198,6 +234,74 @@ TEST_F(PlanReaderTest, WeightCheckCatchesStaleAndForeignWeights) {
   conv.weight_checksum = Crc32(weights.data(), size);
   EXPECT_FALSE(CheckWeightsAgainstPlan(conv, weights.data(), size, &error));
   EXPECT_NE(error.find("outside its pattern"), std::string::npos) << error;
+}
+
+
+// tfpconv 0.1 plans (schema version 1, Plan.convs, integer tuned keys) still load, as pattern
+// convolutions requiring "pattern_conv" with their tuned keys as one tuning.
+TEST_F(PlanReaderTest, ReadsVersion1Plans) {
+  ConvPlanSpec tagged = spec_;
+  const std::vector<std::string> avx2 = VariantNames(Isa::kAvx2);
+  tagged.tuned = {{"isa", 1}, {"claim", 0}, {"variant", 1}, {"tile_oc", 16}, {"tile_ic", 4}};
+  ConvPlanSpec untagged = SpecFor(filter_, 3, 9);
+  untagged.tuned = {{"claim", 1}, {"tile_oc", 8}, {"variant", 0}};
+  ConvPlanSpec unknown_isa = SpecFor(filter_, 5, 11);
+  unknown_isa.tuned = {{"isa", 9}, {"variant", 1}};
+  const std::vector<uint8_t> bytes =
+      BuildPlan({tagged, untagged, unknown_isa}, {{4, "1x1 kernel"}}, 1);
+  ModelPlan plan;
+  std::string error;
+  ASSERT_TRUE(ReadPlan(bytes.data(), bytes.size(), &plan, &error)) << error;
+  EXPECT_EQ(plan.schema_version, 1u);
+  ASSERT_EQ(plan.ops.size(), 3u);
+  for (const PlannedOp& op : plan.ops) {
+    EXPECT_TRUE(op.usable()) << op.error;
+    EXPECT_EQ(op.kind, PlannedOpKind::kPatternConv);
+    ASSERT_EQ(op.required_features.size(), 1u);
+    EXPECT_EQ(op.required_features[0].name, "pattern_conv");
+    EXPECT_EQ(op.pattern.codes, filter_.codes);
+  }
+  ASSERT_EQ(plan.ops[0].tunings.size(), 1u);
+  const PlannedTuning& t = plan.ops[0].tunings[0];
+  EXPECT_EQ(t.isa, "avx2");
+  EXPECT_FALSE(t.claim);
+  EXPECT_EQ(t.variant, avx2.size() > 1 ? avx2[1] : "");  // empty where avx2 is not compiled in
+  EXPECT_EQ(t.params, (std::map<std::string, int64_t>{{"tile_ic", 4}, {"tile_oc", 16}}));
+  EXPECT_EQ(TuningFor(plan.ops[0], Isa::kNeon), nullptr);
+  // Untagged keys apply to every instruction set, without the (per-set) variant index.
+  ASSERT_EQ(plan.ops[1].tunings.size(), 1u);
+  EXPECT_EQ(plan.ops[1].tunings[0].isa, "");
+  EXPECT_TRUE(plan.ops[1].tunings[0].claim);
+  EXPECT_EQ(plan.ops[1].tunings[0].variant, "");
+  EXPECT_EQ(TuningFor(plan.ops[1], Isa::kNeon), &plan.ops[1].tunings[0]);
+  EXPECT_TRUE(plan.ops[2].tunings.empty());
+  std::string why;
+  EXPECT_EQ(FindPlannedOp(plan, 0, 4, &why), nullptr);
+  EXPECT_NE(why.find("1x1 kernel"), std::string::npos);
+}
+
+// An operator that requires a feature this delegate lacks, or is of a kind it does not know, is
+// declined (not invalid), naming the feature; the other operators stay usable.
+TEST_F(PlanReaderTest, UnknownFeaturesAndKindsDeclineOnlyTheirOperator) {
+  ConvPlanSpec future = SpecFor(filter_, 3, 9);
+  future.requires_features.push_back({"unified_weights", "0.3.0"});
+  future.codes.clear();  // whatever the data: it may follow rules this reader does not know
+  ConvPlanSpec new_kind = SpecFor(filter_, 5, 11);
+  new_kind.kind_type = 7;
+  const std::vector<uint8_t> bytes = BuildPlan({spec_, future, new_kind});
+  ModelPlan plan;
+  std::string error;
+  ASSERT_TRUE(ReadPlan(bytes.data(), bytes.size(), &plan, &error)) << error;
+  ASSERT_EQ(plan.ops.size(), 3u);
+  EXPECT_TRUE(plan.ops[0].usable());
+  EXPECT_EQ(plan.ops[1].error, "");
+  EXPECT_EQ(plan.ops[1].missing_feature.name, "unified_weights");
+  EXPECT_EQ(DescribeMissingFeature(plan.ops[1].missing_feature),
+            "needs plan feature 'unified_weights' (tfpconv 0.3.0 or newer)");
+  EXPECT_EQ(plan.ops[2].error, "");
+  EXPECT_EQ(plan.ops[2].kind, PlannedOpKind::kUnknown);
+  EXPECT_EQ(plan.ops[2].missing_feature.name, "kind_7");
+  EXPECT_EQ(KnownPlanFeatures(), std::vector<std::string>{"pattern_conv"});
 }
 
 }  // namespace

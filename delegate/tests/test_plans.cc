@@ -68,7 +68,6 @@ ConvPlanSpec SpecFor(const PrunedFilter& filter, uint32_t operator_index, int32_
   for (int o = 0; o < filter.out_c; ++o) spec.filter_order.push_back(o);
   for (int g = 0; g < filter.out_c; g += 8) spec.group_offsets.push_back(g);
   spec.group_offsets.push_back(filter.out_c);
-  spec.tuned = {{"tile_oc", 8}, {"unknown_key", 1}};
   return spec;
 }
 
@@ -77,25 +76,59 @@ std::vector<uint8_t> BuildPlan(const std::vector<ConvPlanSpec>& convs,
                                bool with_identifier) {
   flatbuffers::FlatBufferBuilder builder;
   builder.ForceDefaults(true);
-  std::vector<flatbuffers::Offset<fb::ConvPlan>> conv_offsets;
-  for (const ConvPlanSpec& spec : convs) {
-    std::vector<flatbuffers::Offset<fb::TunedParam>> tuned;
-    for (const auto& entry : spec.tuned) {
-      tuned.push_back(fb::CreateTunedParamDirect(builder, entry.first.c_str(), entry.second));
+  const auto params_of = [&](const std::vector<std::pair<std::string, int64_t>>& entries) {
+    std::vector<flatbuffers::Offset<fb::TunedParam>> params;
+    for (const auto& entry : entries) {
+      params.push_back(fb::CreateTunedParamDirect(builder, entry.first.c_str(), entry.second));
     }
-    conv_offsets.push_back(fb::CreateConvPlanDirect(
-        builder, spec.subgraph_index, spec.operator_index, spec.weight_tensor_index,
+    return params;
+  };
+  std::vector<flatbuffers::Offset<fb::ConvPlan>> conv_offsets;
+  std::vector<flatbuffers::Offset<fb::OpPlan>> op_offsets;
+  for (const ConvPlanSpec& spec : convs) {
+    if (schema_version == 1) {
+      const auto tuned = params_of(spec.tuned);
+      conv_offsets.push_back(fb::CreateConvPlanDirect(
+          builder, spec.subgraph_index, spec.operator_index, spec.weight_tensor_index,
+          static_cast<fb::ChecksumKind>(spec.checksum_kind), spec.weight_checksum,
+          spec.weight_bytes, &spec.kernel_shape, &spec.library, &spec.codes, &spec.filter_order,
+          &spec.group_offsets, &tuned));
+      continue;
+    }
+    std::vector<flatbuffers::Offset<fb::Feature>> features;
+    for (const FeatureSpec& feature : spec.requires_features) {
+      features.push_back(fb::CreateFeatureDirect(builder, feature.name.c_str(),
+                                                 feature.since.c_str()));
+    }
+    std::vector<flatbuffers::Offset<fb::Tuning>> tunings;
+    for (const TuningSpec& tuning : spec.tunings) {
+      const auto params = params_of(tuning.params);
+      tunings.push_back(fb::CreateTuningDirect(builder, tuning.isa.c_str(), tuning.cpu.c_str(),
+                                               tuning.claim, tuning.variant.c_str(), &params));
+    }
+    flatbuffers::Offset<void> kind;
+    if (spec.kind_type != 0) {
+      kind = fb::CreatePatternConvDirect(builder, &spec.kernel_shape, &spec.library, &spec.codes,
+                                         &spec.filter_order, &spec.group_offsets)
+                 .Union();
+    } else {
+      // NONE with a value: the (required) field must be present to pass the Verifier.
+      kind = fb::CreateFeatureDirect(builder, "none").Union();
+    }
+    op_offsets.push_back(fb::CreateOpPlanDirect(
+        builder, spec.subgraph_index, spec.operator_index, &features, spec.weight_tensor_index,
         static_cast<fb::ChecksumKind>(spec.checksum_kind), spec.weight_checksum, spec.weight_bytes,
-        &spec.kernel_shape, &spec.library, &spec.codes, &spec.filter_order, &spec.group_offsets,
-        &tuned));
+        static_cast<fb::OpKind>(spec.kind_type), kind, &tunings));
   }
   std::vector<flatbuffers::Offset<fb::SkippedOp>> skipped_offsets;
   for (const SkippedSpec& spec : skipped) {
     skipped_offsets.push_back(
         fb::CreateSkippedOpDirect(builder, 0, spec.operator_index, "CONV_2D", spec.reason.c_str()));
   }
-  auto plan = fb::CreatePlanDirect(builder, schema_version, "tfpconv tests", &conv_offsets,
-                                   &skipped_offsets);
+  const std::string producer = schema_version == 1 ? "tfpconv 0.1.0 tests" : "tfpconv tests";
+  auto plan = fb::CreatePlanDirect(builder, schema_version, producer.c_str(),
+                                   schema_version == 1 ? &conv_offsets : nullptr, &skipped_offsets,
+                                   schema_version == 1 ? nullptr : &op_offsets);
   if (with_identifier) {
     fb::FinishPlanBuffer(builder, plan);
   } else {

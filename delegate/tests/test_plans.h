@@ -27,7 +27,24 @@ struct PrunedFilter {
 // Every kernel gets a random library pattern; a `pruned_fraction` of them are zeroed whole.
 PrunedFilter MakePrunedFilter(int out_c, int in_c, double pruned_fraction, uint32_t seed);
 
-// All fields of one ConvPlan table, explicit so that tests can break any of them.
+// A plan feature (OpPlan.requires).
+struct FeatureSpec {
+  std::string name;
+  std::string since;
+};
+
+// One Tuning table (version 2).
+struct TuningSpec {
+  std::string isa;
+  std::string cpu;
+  bool claim = true;
+  std::string variant;
+  std::vector<std::pair<std::string, int64_t>> params;
+};
+
+// All fields of one planned pattern convolution, explicit so that tests can break any of them.
+// Version 2 plans write it as an OpPlan with a PatternConv kind (requires, kind_type, tunings);
+// version 1 plans as a ConvPlan (tuned).
 struct ConvPlanSpec {
   uint32_t subgraph_index = 0;
   uint32_t operator_index = 0;
@@ -40,10 +57,17 @@ struct ConvPlanSpec {
   std::vector<int8_t> codes;
   std::vector<int32_t> filter_order;
   std::vector<int32_t> group_offsets;
+  // Version 2 only.
+  std::vector<FeatureSpec> requires_features = {{"pattern_conv", "0.1.0"}};
+  // The OpKind union type written (1 = PatternConv; another value: a kind this delegate does not
+  // know, still written with a PatternConv table); 0 = NONE, no kind table.
+  uint8_t kind_type = 1;
+  std::vector<TuningSpec> tunings;
+  // Version 1 only: integer tuned keys.
   std::vector<std::pair<std::string, int64_t>> tuned;
 };
 
-// A valid spec for `filter` (identity filter order, groups of 8, CRC of the weights).
+// A valid spec for `filter` (identity filter order, groups of 8, CRC of the weights, no tunings).
 ConvPlanSpec SpecFor(const PrunedFilter& filter, uint32_t operator_index, int32_t weight_tensor_index);
 
 struct SkippedSpec {
@@ -51,9 +75,10 @@ struct SkippedSpec {
   std::string reason;
 };
 
+// Schema version 1 writes Plan.convs, any other version Plan.ops.
 std::vector<uint8_t> BuildPlan(const std::vector<ConvPlanSpec>& convs,
                                const std::vector<SkippedSpec>& skipped = {},
-                               uint32_t schema_version = 1, bool with_identifier = true);
+                               uint32_t schema_version = 2, bool with_identifier = true);
 
 }  // namespace testing
 }  // namespace tfpconv

@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
     const double pixels = double(L.hw) * L.hw;
     const double nz_gflop = 2.0 * l.kept_kernels * 4 * pixels * 1e-9;
     const double dense_gflop = 2.0 * 9 * L.in_c * L.out_c * pixels * 1e-9;
-    std::vector<std::map<std::string, int64_t>> tunings = {{}};
+    std::vector<KernelTuning> tunings = {KernelTuning{}};
     if (sweep) {
       const auto c = TuningCandidates(l.shape, isa);
       tunings.insert(tunings.end(), c.begin(), c.end());
@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
     double best = 1e30;
     for (const auto& tuned : tunings) {
       PatternPlan plan = l.plan;
-      plan.tuned = tuned;
+      plan.tuning = tuned;
       std::string error;
       auto conv = PatternConv::Create(l.shape, l.weights.data(), l.bias.data(), plan, isa, &error);
       if (!conv) {
@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
       const Timing t = Time(*conv, l.input, &out, &pool, min_ms);
       best = std::min(best, t.cpu_ms);
       std::printf("%-8s %-40s %8.2f %8.2f %11.1f %11.1f %13.1f\n", L.name,
-                  tuned.empty() ? "default" : DescribeTuning(tuned, isa).c_str(), t.wall_ms,
+                  tuned == KernelTuning{} ? "default" : DescribeTuning(tuned, isa).c_str(), t.wall_ms,
                   t.cpu_ms, nz_gflop / t.wall_ms * 1e3, nz_gflop / t.cpu_ms * 1e3,
                   dense_gflop / t.cpu_ms * 1e3);
       std::fflush(stdout);

@@ -66,7 +66,8 @@ std::string Describe(const ConvShape& s, const PatternPlan& plan) {
                   std::to_string(s.out_c) + " stride " + std::to_string(s.stride_h) + "," +
                   std::to_string(s.stride_w) + " pad " + std::to_string(s.pad_top) + "," +
                   std::to_string(s.pad_left);
-  for (const auto& [k, v] : plan.tuned) d += " " + k + "=" + std::to_string(v);
+  if (!plan.tuning.variant.empty()) d += " variant=" + plan.tuning.variant;
+  for (const auto& [k, v] : plan.tuning.params) d += " " + k + "=" + std::to_string(v);
   return d;
 }
 
@@ -97,20 +98,17 @@ class VariantTest : public ::testing::TestWithParam<VariantParam> {
   // variant narrower than the layer is not used: the engine's defaults run, with a note.
   void Check(const RandomLayer& l, int tile_oc, int tile_ic) {
     PatternPlan plan = l.plan;
-    plan.tuned = {{"isa", IsaCode(GetParam().isa)},
-                  {"variant", GetParam().variant},
-                  {"tile_oc", tile_oc},
-                  {"tile_ic", tile_ic}};
+    plan.tuning = KernelTuning{std::nullopt, Variant().name, {{"tile_oc", tile_oc}, {"tile_ic", tile_ic}}};
     std::string note;
     auto conv = CreateConv(l, GetParam().isa, plan, &note);
     ASSERT_NE(conv, nullptr);
     if (!Fits(l.shape)) {
       EXPECT_NE(note.find("narrower"), std::string::npos) << note;
-      EXPECT_NE(conv->kernel_params().at("variant"), GetParam().variant);
+      EXPECT_NE(conv->kernel_params().variant, Variant().name);
     } else {
       ++checked_;
       EXPECT_EQ(note, "");
-      EXPECT_EQ(conv->kernel_params(), plan.tuned);
+      EXPECT_EQ(conv->kernel_params(), plan.tuning);
     }
     const auto got = RunEngine(l, GetParam().isa, plan, nullptr);
     EXPECT_LE(MaxRelError(got, Reference(l)), kTolerance) << Describe(l.shape, plan);
@@ -251,7 +249,7 @@ TEST_P(VariantTest, NanPropagatesThroughTheActivationClamp) {
     opt.groups = 1;
     RandomLayer l = MakeRandomLayer(s, opt, ++seed);
     PatternPlan plan = l.plan;
-    plan.tuned = {{"variant", GetParam().variant}, {"tile_oc", 64}, {"tile_ic", s.in_c}};
+    plan.tuning = KernelTuning{std::nullopt, Variant().name, {{"tile_oc", 64}, {"tile_ic", s.in_c}}};
     const RandomLayer clean = l;
 
     // NaN inputs: NaN outputs where a kept tap reads them, the reference's values elsewhere.
@@ -285,7 +283,7 @@ TEST_P(VariantTest, FullyPrunedLayerGivesClampedBias) {
   Check(l, 4, 3);
   if (!Fits(s)) return;
   PatternPlan plan = l.plan;
-  plan.tuned = {{"variant", GetParam().variant}};
+  plan.tuning.variant = Variant().name;
   const auto got = RunEngine(l, GetParam().isa, plan, nullptr);
   for (size_t i = 0; i < got.size(); ++i)
     ASSERT_EQ(got[i], std::min(std::max(l.bias[i % s.out_c], -0.25f), 0.5f));
@@ -363,7 +361,7 @@ TEST(PatternConv, TuningCandidatesAllWork) {
   ASSERT_FALSE(candidates.empty());
   for (const auto& tuned : candidates) {
     PatternPlan plan = l.plan;
-    plan.tuned = tuned;
+    plan.tuning = tuned;
     EXPECT_LE(MaxRelError(RunEngine(l, BestIsa(), plan, nullptr), want), kTolerance)
         << DescribeTuning(tuned, BestIsa());
   }
@@ -410,7 +408,7 @@ TEST(PatternConv, RejectsInconsistentPlans) {
   bad.group_offsets.back() = 4;
   EXPECT_EQ(create(bad, l.weights), nullptr);
   bad = l.plan;
-  bad.tuned["unknown_key"] = 3;  // ignored
+  bad.tuning.params["unknown_key"] = 3;  // ignored
   EXPECT_NE(create(bad, l.weights), nullptr) << error;
 }
 
@@ -421,49 +419,44 @@ std::vector<Isa> SupportedIsas() {
   return out;
 }
 
-// Variant indices are per instruction set (index 5 is r3v4 on AVX2, r8v2 on AVX-512): parameters
-// tuned on another one are not applied, whatever they say; "claim" is not the engine's business.
-TEST(PatternConv, ParamsTunedForAnotherIsaRunTheDefaults) {
+// Variants are named: a name this instruction set's table lacks (one of another set's variants, or
+// none at all) runs the defaults with a note, never fails; "claim" is not the engine's business.
+TEST(PatternConv, VariantNamesOfAnotherIsaRunTheDefaults) {
   const RandomLayer l = MakeRandomLayer(MakeShape(1, 12, 14, 20, 24, 1, true), {}, 23);
   const auto want = Reference(l);
   for (Isa isa : SupportedIsas()) {
     const auto defaults = CreateConv(l, isa, l.plan)->kernel_params();
-    const int variants = KernelSetFor(isa)->num_variants;
-    for (int64_t code : {0, 1, 2, 3, 9}) {
-      if (code == IsaCode(isa)) continue;
-      for (int64_t variant : {int64_t{0}, int64_t{5}, int64_t{variants - 1}, int64_t{99}}) {
-        PatternPlan plan = l.plan;
-        plan.tuned = {{"isa", code}, {"variant", variant}, {"tile_oc", 3}, {"tile_ic", 2},
-                      {"claim", 1}};
-        std::string note;
-        auto conv = CreateConv(l, isa, plan, &note);
-        ASSERT_NE(conv, nullptr);
-        EXPECT_EQ(conv->kernel_params(), defaults) << DescribeTuning(plan.tuned, isa);
-        EXPECT_NE(note.find("tuned for "), std::string::npos) << note;
-        EXPECT_NE(note.find(std::string("running ") + IsaName(isa)), std::string::npos) << note;
-        std::vector<float> got(want.size());
-        conv->Run(l.input.data(), got.data(), nullptr);
-        EXPECT_LE(MaxRelError(got, want), kTolerance) << DescribeTuning(plan.tuned, isa);
-      }
-    }
-    // Tuned for this one (or untagged, as plans before the tag were): applied as they are.
-    for (bool tagged : {true, false}) {
+    const std::vector<std::string> own = VariantNames(isa);
+    for (const std::string& name : {std::string("r3v4"), std::string("r4v4"),
+                                    std::string("r99v9"), std::string("R8V1")}) {
+      if (std::find(own.begin(), own.end(), name) != own.end()) continue;
       PatternPlan plan = l.plan;
-      plan.tuned = {{"variant", 1}, {"tile_oc", 3}, {"tile_ic", 2}};
-      if (tagged) plan.tuned["isa"] = IsaCode(isa);
-      std::string note = "unset";
+      plan.tuning = KernelTuning{true, name, {{"tile_oc", 3}, {"tile_ic", 2}}};
+      std::string note;
       auto conv = CreateConv(l, isa, plan, &note);
       ASSERT_NE(conv, nullptr);
-      EXPECT_EQ(note, "");
-      EXPECT_EQ(conv->kernel_params(),
-                (std::map<std::string, int64_t>{
-                    {"isa", IsaCode(isa)}, {"variant", 1}, {"tile_oc", 3}, {"tile_ic", 2}}));
+      EXPECT_EQ(conv->kernel_params(), defaults) << DescribeTuning(plan.tuning, isa);
+      EXPECT_NE(note.find("tuned variant '" + name + "' is not one of this build's " +
+                          IsaName(isa) + " variants"),
+                std::string::npos)
+          << note;
+      std::vector<float> got(want.size());
+      conv->Run(l.input.data(), got.data(), nullptr);
+      EXPECT_LE(MaxRelError(got, want), kTolerance) << DescribeTuning(plan.tuning, isa);
     }
+    // One of its own: applied as it is.
+    PatternPlan plan = l.plan;
+    plan.tuning = KernelTuning{std::nullopt, own.at(1), {{"tile_oc", 3}, {"tile_ic", 2}}};
+    std::string note = "unset";
+    auto conv = CreateConv(l, isa, plan, &note);
+    ASSERT_NE(conv, nullptr);
+    EXPECT_EQ(note, "");
+    EXPECT_EQ(conv->kernel_params(), plan.tuning);
   }
 }
 
-// A tuned variant that does not fit the layer (a whole-row variant after the input grew) or is out
-// of range falls back to the defaults for the new shape instead of failing.
+// A tuned variant that does not fit the layer (a whole-row variant after the input grew) or a tile
+// out of range falls back to the defaults for the new shape instead of failing.
 TEST(PatternConv, TunedVariantThatNoLongerFitsFallsBackToTheDefaults) {
   const RandomLayer small = MakeRandomLayer(MakeShape(1, 4, 4, 12, 10, 1, true), {}, 31);
   const RandomLayer wide = MakeRandomLayer(MakeShape(1, 20, 70, 12, 10, 1, true), {}, 32);
@@ -473,21 +466,21 @@ TEST(PatternConv, TunedVariantThatNoLongerFitsFallsBackToTheDefaults) {
     for (int v = 0; v < set.num_variants && whole_row < 0; ++v)
       if (set.variants[v].whole_rows) whole_row = v;
     ASSERT_GE(whole_row, 0) << IsaName(isa);
-    for (int64_t variant : {int64_t{whole_row}, int64_t{set.num_variants}, int64_t{-1}}) {
+    const std::string name = set.variants[whole_row].name;
+    for (int64_t tile_oc : {int64_t{8}, int64_t{0}}) {
       PatternPlan plan = wide.plan;
-      plan.tuned = {{"isa", IsaCode(isa)}, {"variant", variant}, {"tile_oc", 8}};
+      plan.tuning = KernelTuning{std::nullopt, tile_oc > 0 ? name : "", {{"tile_oc", tile_oc}}};
       std::string note;
-      if (variant == whole_row) {
+      if (tile_oc > 0) {
         PatternPlan small_plan = small.plan;
-        small_plan.tuned = plan.tuned;
-        EXPECT_EQ(CreateConv(small, isa, small_plan, &note)->kernel_params().at("variant"), variant);
+        small_plan.tuning = plan.tuning;
+        EXPECT_EQ(CreateConv(small, isa, small_plan, &note)->kernel_params().variant, name);
         EXPECT_EQ(note, "");
       }
       auto conv = CreateConv(wide, isa, plan, &note);
       ASSERT_NE(conv, nullptr);
       EXPECT_EQ(conv->kernel_params(), CreateConv(wide, isa, wide.plan)->kernel_params());
-      EXPECT_NE(note.find(variant == whole_row ? "narrower" : "out of range"), std::string::npos)
-          << note;
+      EXPECT_NE(note.find(tile_oc > 0 ? "narrower" : "out of range"), std::string::npos) << note;
       std::vector<float> got(Reference(wide).size());
       conv->Run(wide.input.data(), got.data(), nullptr);
       EXPECT_LE(MaxRelError(got, Reference(wide)), kTolerance) << IsaName(isa);
@@ -495,25 +488,49 @@ TEST(PatternConv, TunedVariantThatNoLongerFitsFallsBackToTheDefaults) {
   }
 }
 
-TEST(PatternConv, TuningCandidatesAreTaggedAndDescribedByIsa) {
+TEST(PatternConv, TuningCandidatesAreNamedAndDescribed) {
   const ConvShape s = MakeShape(1, 12, 14, 20, 24, 1, true);
   for (Isa isa : SupportedIsas()) {
     const auto candidates = TuningCandidates(s, isa);
     ASSERT_FALSE(candidates.empty());
-    for (const auto& tuned : candidates) EXPECT_EQ(tuned.at("isa"), IsaCode(isa));
+    const std::vector<std::string> own = VariantNames(isa);
+    for (const auto& tuned : candidates) {
+      EXPECT_NE(std::find(own.begin(), own.end(), tuned.variant), own.end()) << tuned.variant;
+      EXPECT_FALSE(tuned.claim.has_value());
+      EXPECT_EQ(tuned.params.count("tile_oc"), 1u);
+      EXPECT_EQ(tuned.params.count("tile_ic"), 1u);
+    }
     const std::string text = DescribeTuning(candidates[0], isa);
-    EXPECT_NE(text.find(std::string("isa=") + IsaName(isa)), std::string::npos) << text;
+    EXPECT_EQ(text.rfind(std::string(IsaName(isa)) + " variant=" + candidates[0].variant + " ", 0),
+              0u)
+        << text;
   }
-  // Another instruction set's variant is named from that set's table.
-  const std::map<std::string, int64_t> avx512 = {{"isa", IsaCode(Isa::kAvx512)}, {"variant", 5}};
-  if (CompiledKernelSetFor(Isa::kAvx512) != nullptr) {
-    EXPECT_EQ(DescribeTuning(avx512, Isa::kScalar), "scalar isa=avx512 variant=5(r8v2)");
+  EXPECT_EQ(DescribeTuning(KernelTuning{false, "r8v2", {{"tile_ic", 4}, {"tile_oc", 16}}},
+                           Isa::kScalar),
+            "scalar claim=0 variant=r8v2 tile_ic=4 tile_oc=16");
+  EXPECT_EQ(DescribeTuning(KernelTuning{}, Isa::kNeon), "neon");
+}
+
+TEST(Isa, VariantNamesAreStableAndUnique) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+    const std::vector<std::string> names = VariantNames(isa);
+    const kernels::KernelSet* set = CompiledKernelSetFor(isa);
+    ASSERT_EQ(names.size(), set != nullptr ? size_t(set->num_variants) : 0u);
+    for (size_t i = 0; i < names.size(); ++i) {
+      EXPECT_EQ(names[i], set->variants[i].name);
+      EXPECT_EQ(std::count(names.begin(), names.end(), names[i]), 1) << names[i];
+    }
   }
-  EXPECT_EQ(DescribeTuning({{"isa", 9}}, Isa::kScalar), "scalar isa=unknown isa code 9");
+  // Version 1 plans name variants by their index: the first ones must keep their places.
+  const std::vector<std::string> avx2 = VariantNames(Isa::kAvx2);
+  if (!avx2.empty()) {
+    EXPECT_EQ(avx2.at(0), "r4v2-pattern");
+    EXPECT_EQ(avx2.at(1), "r4v2");
+  }
 }
 
 TEST(Isa, StableCodes) {
-  // Stored in tuned plans: these numbers must never change.
+  // Stored in version 1 tuned plans: these numbers must never change.
   EXPECT_EQ(IsaCode(Isa::kScalar), 0);
   EXPECT_EQ(IsaCode(Isa::kAvx2), 1);
   EXPECT_EQ(IsaCode(Isa::kAvx512), 2);

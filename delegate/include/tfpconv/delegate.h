@@ -77,8 +77,11 @@ TFPCONV_EXPORT size_t TfpconvDelegatePackedWeightBytes(const struct TfLiteDelega
 /* For tfpconv.convert(tune=True): the sets of tuned kernel parameters worth timing for one 3x3
  * CONV_2D (NHWC input in_h x in_w x in_c, out_c filters, strides, padding 1 = SAME or 2 = VALID)
  * on instruction set `isa` (NULL or "auto": the best this CPU supports), one set per line, as
- * "key=value key=value ..." (keys "isa", the instruction set's stable code, "variant", "tile_oc",
- * "tile_ic"; see delegate/engine/pattern_conv.h). Writes at most `capacity` bytes, NUL included,
+ * "isa=<name> variant=<name> tile_oc=<n> tile_ic=<n>": the instruction set's name ("scalar",
+ * "avx2", "avx512", "neon"), the kernel variant's stable name (e.g. "r8v1"), and integer kernel
+ * parameters; a key left out takes the engine's default (see delegate/engine/pattern_conv.h). The
+ * tuner stores the winner as a plan Tuning {isa, variant, params: tile_oc, tile_ic} and its claim
+ * verdict (converter/tfpconv_plan.fbs). Writes at most `capacity` bytes, NUL included,
  * to `buffer` (may be NULL) and returns the length of the whole text, or -1 for an invalid shape
  * or instruction set. */
 TFPCONV_EXPORT int TfpconvDelegateTuningCandidates(int in_h, int in_w, int in_c, int out_c,

@@ -1,0 +1,1 @@
+"""Datasets and reference models for examples, tests and benchmarks."""

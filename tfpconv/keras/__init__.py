@@ -1,0 +1,1 @@
+"""The Keras side: pruning callbacks, one-shot pruning, summary, layer selection, Keras 2/3."""

@@ -1,0 +1,128 @@
+"""Pattern + connectivity projection of a Keras model's 3x3 convolutions (shared by the one-shot
+``prune_patterns`` and the training callbacks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tfpconv.keras import compat as _compat
+from tfpconv.keras.layer_selection import LayerFilter, first_conv_layer, select_prunable_layers
+from tfpconv.keras.summary import PruningSummary, summary
+from tfpconv.sparsity import patterns
+from tfpconv.sparsity.allocation import check_allocation, layer_fractions
+
+
+@dataclass
+class LayerTarget:
+    """One layer to prune, and whether connectivity pruning applies to it."""
+
+    layer: Any
+    connectivity_enabled: bool
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    def kernel(self) -> np.ndarray:
+        return _compat.read(self.layer.kernel)
+
+    @property
+    def channels(self) -> tuple[int, int]:
+        """``(in_channels, out_channels)``: the layer has ``in * out`` kernels."""
+        shape = tuple(self.layer.kernel.shape)
+        return int(shape[2]), int(shape[3])
+
+
+def layer_targets(
+    model: Any, layers: LayerFilter = None, first_layer_connectivity: bool = False
+) -> list[LayerTarget]:
+    """The layers to prune, in model order. The model's first convolution, when it is one of them
+    (it sees the input image: few input channels, where removing whole kernels hurts most), gets
+    pattern pruning only unless asked otherwise; behind a stem of another kernel size (ResNet's
+    7x7) every 3x3 layer gets both."""
+    selected = select_prunable_layers(model, layers)
+    first = first_conv_layer(model)
+    return [
+        LayerTarget(layer, connectivity_enabled=first_layer_connectivity or layer is not first)
+        for layer in selected
+    ]
+
+
+def layer_connectivities(
+    targets: Sequence[LayerTarget], connectivity: float, allocation: str = "uniform"
+) -> list[float]:
+    """Per target, the fraction of kernels to remove: ``connectivity`` of the kernels of the
+    connectivity-enabled targets together, split by ``allocation`` (see
+    :mod:`tfpconv.allocation`); 0 for the others."""
+    enabled = [t for t in targets if t.connectivity_enabled]
+    fractions = iter(layer_fractions([t.channels for t in enabled], connectivity, allocation))
+    return [next(fractions) if t.connectivity_enabled else 0.0 for t in targets]
+
+
+def resolve_library(
+    targets: Sequence[LayerTarget], num_patterns: int, library: Sequence[int] | None
+) -> np.ndarray:
+    """The given library (validated) or the ``num_patterns`` most frequent top-4 masks."""
+    if library is not None:
+        return patterns.check_library(library)
+    return patterns.select_library([t.kernel() for t in targets], num_patterns)
+
+
+def prune_patterns(
+    model: Any,
+    num_patterns: int = 8,
+    connectivity: float = 0.0,
+    layers: LayerFilter = None,
+    *,
+    library: Sequence[int] | None = None,
+    first_layer_connectivity: bool = False,
+    connectivity_allocation: str = "uniform",
+    print_fn: Any = None,
+) -> PruningSummary:
+    """Project a trained model's 3x3 convolutions onto pattern + connectivity sparsity, in place.
+
+    Every selected kernel keeps the 4 weights of the library pattern that preserves the most of
+    its squared norm; then, per layer, the ``connectivity`` fraction of kernels with the smallest
+    norm is removed whole (with ``connectivity_allocation="erdos_renyi"`` the fraction varies by
+    layer, the same share of all kernels going in total). Fine-tune afterwards with
+    :class:`tfpconv.callbacks.PatternPruning` to recover accuracy: it selects the same library
+    from the projected weights, and its hard phase keeps the masks.
+
+    Args:
+      model: a built Keras 3 or tf_keras model.
+      num_patterns: library size K in 1..56.
+      connectivity: fraction of kernels removed, in [0, 1): per layer with the uniform
+        allocation, over the layers together with another.
+      layers: None (all 3x3 Conv2D), a list of layer names, or a predicate on layers.
+      library: the pattern library as 9-bit masks, to use instead of choosing one.
+      first_layer_connectivity: also remove kernels from the model's first convolution (see
+        :class:`tfpconv.callbacks.PatternPruning`).
+      connectivity_allocation: ``"uniform"`` (the same fraction in every layer) or
+        ``"erdos_renyi"`` (wide layers lose more kernels; see :mod:`tfpconv.allocation`).
+      print_fn: where to print the resulting summary table (None: don't print).
+
+    Returns:
+      The per-layer :class:`~tfpconv.report.PruningSummary` after pruning.
+
+    Example::
+
+        report = tfpconv.prune_patterns(model, num_patterns=8, connectivity=0.5)
+        print(report.compression)
+    """
+    patterns.check_num_patterns(num_patterns)
+    patterns.check_connectivity(connectivity)
+    check_allocation(connectivity_allocation)
+    targets = layer_targets(model, layers, first_layer_connectivity)
+    chosen = resolve_library(targets, num_patterns, library)
+    fractions = layer_connectivities(targets, connectivity, connectivity_allocation)
+    for target, fraction in zip(targets, fractions, strict=True):
+        projected, _ = patterns.project(target.kernel(), chosen, fraction)
+        _compat.assign(target.layer.kernel, projected)
+    result = summary(model, print_fn=print_fn, library=chosen)
+    pruned = {t.name for t in targets}
+    result.layers = [stats for stats in result.layers if stats.name in pruned]
+    return result

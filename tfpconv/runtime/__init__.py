@@ -1,0 +1,1 @@
+"""The delegate from Python: the library, the interpreter, timing, benchmarking and tuning."""

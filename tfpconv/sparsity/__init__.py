@@ -1,0 +1,1 @@
+"""The sparsity math, NumPy only: constraint sets, projections, allocation, schedules, ADMM."""

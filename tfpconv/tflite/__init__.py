@@ -1,0 +1,1 @@
+"""Conversion to .tflite: the front end, planning, the plan codec, file editing and inspection."""
