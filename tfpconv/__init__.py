@@ -47,6 +47,7 @@ _MODULES = {
         for name in ("sparsity", "keras", "tflite", "runtime", "data", "cli")
     },
     "callbacks": "tfpconv.keras.callbacks",
+    "channels": "tfpconv.keras.channels",
     "datasets": "tfpconv.data.datasets",
     "models": "tfpconv.data.models",
     "patterns": "tfpconv.sparsity.patterns",

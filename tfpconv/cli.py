@@ -48,11 +48,12 @@ class Command:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from tfpconv.runtime.machine import TableMismatchError
     from tfpconv.tflite.errors import ConversionError
     from tfpconv.tflite.model_file import TFLiteModelError
     from tfpconv.tflite.plan import PlanError
 
-    return (ConversionError, PlanError, TFLiteModelError, OSError)
+    return (ConversionError, PlanError, TFLiteModelError, TableMismatchError, OSError)
 
 
 def _import_tensorflow_quietly() -> None:
@@ -337,6 +338,52 @@ def _run_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- latency-table -----------------------------------------------------------------------------
+
+
+def _latency_table_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a Keras model file (.keras, .h5) with static input sizes")
+    parser.add_argument("-o", "--output", required=True, help="the table (JSON) to write")
+    parser.add_argument(
+        "--threads", type=_positive_int, default=1, help="thread count to measure (default 1)"
+    )
+    parser.add_argument(
+        "--extend",
+        action="store_true",
+        help="keep the shapes already in OUTPUT (measured on this machine) and add the missing",
+    )
+
+
+def _run_latency_table(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from tfpconv.tflite.files import check_output_path
+
+    check_output_path(args.output)
+    _import_tensorflow_quietly()
+    from tfpconv.runtime.latency_table import LatencyTable, measure_table
+    from tfpconv.tflite.frontend import load_keras_file
+
+    model = load_keras_file(Path(args.model), None)
+    table = None
+    if args.extend and Path(args.output).exists():
+        table = LatencyTable.load(args.output, threads=args.threads)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("measuring", total=None)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        table = measure_table(model, threads=args.threads, table=table, progress=progress)
+    table.save(args.output)
+    print(
+        f"wrote {args.output}: {len(table.shapes)} convolution shapes, overhead of "
+        f"{model.name!r} {table.overhead_ms[model.name]:.3f} ms ({table.machine['cpu']}, "
+        f"{table.machine['isa']}, {args.threads} thread(s))"
+    )
+    return EXIT_OK
+
+
 #: The subcommands, in help order. Add new ones here.
 COMMANDS: list[Command] = [
     Command(
@@ -356,6 +403,12 @@ COMMANDS: list[Command] = [
         "time a converted model with TFLite's XNNPACK and with the tfpconv delegate",
         _bench_arguments,
         _run_bench,
+    ),
+    Command(
+        "latency-table",
+        "measure the per-layer latency table of a Keras model on this machine (for the search)",
+        _latency_table_arguments,
+        _run_latency_table,
     ),
 ]
 

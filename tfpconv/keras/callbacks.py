@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpconv.keras import compat as _compat
+from tfpconv.keras import distributed as _distributed
 from tfpconv.keras.layer_selection import LayerFilter, left_alone
 from tfpconv.keras.one_shot import LayerTarget, layer_connectivities, layer_targets, resolve_library
 from tfpconv.keras.schedules import Connectivity, ConnectivitySchedule
@@ -72,6 +73,13 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
     N-th optimizer step (the steps in between move pruned weights freely), and ``update_every`` and
     connectivity schedules count those calls, not steps. The callback warns about it; the trained
     model is still exactly pattern-sparse, as the masks are applied again when ``fit`` ends.
+
+    Under ``tf.distribute`` it supports no strategy, ``OneDeviceStrategy``, ``MirroredStrategy``
+    and ``MultiWorkerMirroredStrategy`` (tf_keras models: Keras 3 cannot train on several workers
+    itself). Across workers the library, codes, masks and ADMM state are computed on every worker
+    and replaced by worker 0's (a collective broadcast), so all workers prune identically. Other
+    strategies (``ParameterServerStrategy``, ``CentralStorageStrategy``, ``TPUStrategy``) are
+    refused with a ValueError when ``fit`` starts (see :mod:`tfpconv.keras.distributed`).
 
     Args:
       num_patterns: library size K, 1..56 (8 is PCONV's choice).
@@ -161,12 +169,16 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self.codes: dict[str, np.ndarray] = {}
         self._targets: list[LayerTarget] = []
         self._phase = "idle"
+        self._sync = _distributed.Synchronizer(None)
 
     # -- phases --------------------------------------------------------------------------------
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not _compat.is_tf_keras_object(self.model):
             _compat.check_backend()
+        strategy = _distributed.model_strategy(self.model)
+        _distributed.check_strategy(strategy, f"tfpconv.callbacks.{type(self).__name__}")
+        self._sync = _distributed.Synchronizer(strategy)
         self._epochs = int(self.params.get("epochs") or 1)
         self._steps_per_epoch = self.params.get("steps")
         self._hard_start_epoch = self._resolve_pruning_epochs()
@@ -183,7 +195,8 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
     def _start(self) -> None:
         """Find the layers, choose the library and begin the first phase."""
         self._targets = layer_targets(self.model, self.layers, self.first_layer_connectivity)
-        self.library = resolve_library(self._targets, self.num_patterns, self._given_library)
+        library = resolve_library(self._targets, self.num_patterns, self._given_library)
+        (self.library,) = self._sync.from_first_worker([library])
         self._say(
             f"tfpconv: pruning {len(self._targets)} layers, library "
             + " ".join(patterns.format_mask(int(mask)) for mask in self.library)
@@ -201,7 +214,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
                 ADMMState.start(t.kernel(), projection)
                 for t, projection in zip(self._targets, self._projections(), strict=True)
             ]
-            self._pull_targets = [self._constant(state.target()) for state in self._admm]
+            self._share_admm_state()
         else:
             self._phase = "magnitude"
             self._project_now()
@@ -308,20 +321,39 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
                 self._targets, self._admm, self._projections(), strict=True
             ):
                 state.update(target.kernel(), projection)
-            self._pull_targets = [self._constant(state.target()) for state in self._admm]
+            self._share_admm_state()
             self._rho = min(self._rho * self.rho_growth, self.rho_max)
         elif self._phase == "magnitude":
             self._project_now()
 
+    def _share_admm_state(self) -> None:
+        """Give every worker worker 0's Z and U, then set the pull targets Z - U from them."""
+        shared = self._sync.from_first_worker(
+            [array for state in self._admm for array in (state.z, state.u)]
+        )
+        for index, state in enumerate(self._admm):
+            state.z, state.u = shared[2 * index], shared[2 * index + 1]
+        self._pull_targets = [self._constant(state.target()) for state in self._admm]
+
     def _project_now(self) -> None:
-        for target, projection in zip(self._targets, self._projections(), strict=True):
-            _compat.assign(target.layer.kernel, projection(target.kernel()))
+        projected = [
+            projection(target.kernel())
+            for target, projection in zip(self._targets, self._projections(), strict=True)
+        ]
+        projected = self._sync.from_first_worker(projected)
+        for target, weights in zip(self._targets, projected, strict=True):
+            _compat.assign(target.layer.kernel, weights)
 
     def _enter_hard_phase(self) -> None:
         final = self._final_connectivity()
         self._masks = []
-        for target, fraction in zip(self._targets, self._fractions(final), strict=True):
-            projected, codes = patterns.project(target.kernel(), self.library, fraction)
+        results = [
+            patterns.project(target.kernel(), self.library, fraction)
+            for target, fraction in zip(self._targets, self._fractions(final), strict=True)
+        ]
+        shared = self._sync.from_first_worker([a for result in results for a in result])
+        for index, target in enumerate(self._targets):
+            projected, codes = shared[2 * index], shared[2 * index + 1]
             _compat.assign(target.layer.kernel, projected)
             self.codes[target.name] = codes
             mask = patterns.projection_mask(codes, self.library)

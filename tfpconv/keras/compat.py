@@ -72,7 +72,7 @@ def tf_variable(variable: Any) -> tf.Variable:
 
 def read(variable: Any) -> np.ndarray:
     """A weight's current value as a NumPy array."""
-    return np.asarray(tf_variable(variable).numpy())
+    return to_numpy(tf_variable(variable))
 
 
 def assign(variable: Any, value: Any) -> None:
@@ -80,12 +80,26 @@ def assign(variable: Any, value: Any) -> None:
     tf_variable(variable).assign(tf.cast(value, tf_variable(variable).dtype))
 
 
+def to_numpy(value: Any) -> np.ndarray:
+    """A tensor's or variable's value as a NumPy array.
+
+    Goes through ``.numpy()`` where there is one: a distributed variable (the optimizer's learning
+    rate and step counter under ``tf.distribute`` strategies) is a ``tf.Variable`` whose
+    ``__array__`` does not give an array, but whose ``.numpy()`` reads this replica's copy (the
+    copies are equal: the strategy keeps them in sync).
+    """
+    numpy = getattr(value, "numpy", None)
+    if callable(numpy):
+        return np.asarray(numpy())
+    return np.asarray(value)
+
+
 def learning_rate(optimizer: Any) -> float:
     """The optimizer's current learning rate, schedules evaluated at its current step."""
     lr = optimizer.learning_rate
-    if callable(lr) and not isinstance(lr, (tf.Variable, tf.Tensor)):
+    if callable(lr) and not isinstance(lr, (tf.Variable, tf.Tensor)) and not hasattr(lr, "numpy"):
         lr = lr(optimizer.iterations)
-    return float(np.asarray(lr))
+    return float(to_numpy(lr))
 
 
 def layer_output_shape(layer: Any) -> tuple[int | None, ...] | None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +75,7 @@ def resolve_library(
 def prune_patterns(
     model: Any,
     num_patterns: int = 8,
-    connectivity: float = 0.0,
+    connectivity: float | Mapping[str, float] = 0.0,
     layers: LayerFilter = None,
     *,
     library: Sequence[int] | None = None,
@@ -96,7 +96,8 @@ def prune_patterns(
       model: a built Keras 3 or tf_keras model.
       num_patterns: library size K in 1..56.
       connectivity: fraction of kernels removed, in [0, 1): per layer with the uniform
-        allocation, over the layers together with another.
+        allocation, over the layers together with another; or per layer, a mapping from layer
+        name to fraction (layers not named lose no kernels; the allocation does not apply).
       layers: None (all 3x3 Conv2D), a list of layer names, or a predicate on layers.
       library: the pattern library as 9-bit masks, to use instead of choosing one.
       first_layer_connectivity: also remove kernels from the model's first convolution (see
@@ -114,11 +115,21 @@ def prune_patterns(
         print(report.compression)
     """
     patterns.check_num_patterns(num_patterns)
-    patterns.check_connectivity(connectivity)
     check_allocation(connectivity_allocation)
     targets = layer_targets(model, layers, first_layer_connectivity)
     chosen = resolve_library(targets, num_patterns, library)
-    fractions = layer_connectivities(targets, connectivity, connectivity_allocation)
+    if isinstance(connectivity, Mapping):
+        unknown = sorted(set(connectivity) - {t.name for t in targets})
+        if unknown:
+            raise ValueError(
+                f"connectivity names layers that are not pruned 3x3 convolutions: {unknown}"
+            )
+        for value in connectivity.values():
+            patterns.check_connectivity(value)
+        fractions = [float(connectivity.get(t.name, 0.0)) for t in targets]
+    else:
+        patterns.check_connectivity(connectivity)
+        fractions = layer_connectivities(targets, connectivity, connectivity_allocation)
     for target, fraction in zip(targets, fractions, strict=True):
         projected, _ = patterns.project(target.kernel(), chosen, fraction)
         _compat.assign(target.layer.kernel, projected)

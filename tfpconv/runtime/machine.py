@@ -7,6 +7,10 @@ import platform
 from pathlib import Path
 
 
+class TableMismatchError(ValueError):
+    """A measurement table (e.g. a latency table) was made on another machine or set-up."""
+
+
 @functools.cache
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what the platform module knows."""

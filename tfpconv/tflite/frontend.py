@@ -37,7 +37,7 @@ def _is_tf_keras_model(model: Any) -> bool:
     return isinstance(model, tf_keras.Model)
 
 
-def _load_keras_file(path: Path, custom_objects: Mapping[str, Any] | None) -> Any:
+def load_keras_file(path: Path, custom_objects: Mapping[str, Any] | None) -> Any:
     """Load a .keras / .h5 file with Keras 3, else with tf_keras (Keras 2)."""
     errors = []
     try:
@@ -164,7 +164,7 @@ def _path_to_tflite(
         _no_tf_options(options, "a .tflite model")
         return path.read_bytes(), str(path)
     if path.suffix.lower() in KERAS_SUFFIXES:
-        keras_model = _load_keras_file(path, custom_objects)
+        keras_model = load_keras_file(path, custom_objects)
         import tensorflow as tf
 
         return (

@@ -339,6 +339,26 @@ class TFLiteModel:
         entry.buffer = self._append_buffer(payload)
         self.model.metadata.append(entry)
 
+    def set_tensor_data(self, subgraph_index: int, tensor_index: int, data: bytes) -> None:
+        """Replace the bytes of a constant tensor with as many new ones (e.g. pruned weights).
+
+        Raises:
+          TFLiteModelError: the tensor has no constant data, or ``data`` has another length.
+        """
+        old = self.tensor_data(subgraph_index, tensor_index)
+        if old is None or len(old) != len(data):
+            raise TFLiteModelError(
+                f"{self.source}: tensor {tensor_index} of subgraph {subgraph_index} holds "
+                f"{0 if old is None else len(old)} constant bytes, not {len(data)}"
+            )
+        tensor = self.tensor(subgraph_index, tensor_index)
+        payload = np.frombuffer(bytes(data), dtype=np.uint8)
+        users = sum(t.buffer == tensor.buffer for sg in self.model.subgraphs for t in sg.tensors)
+        if users == 1:
+            self.model.buffers[tensor.buffer] = schema.BufferT(data=payload)
+        else:
+            tensor.buffer = self._append_buffer(payload)
+
     def _append_buffer(self, payload: np.ndarray) -> int:
         self.model.buffers.append(schema.BufferT(data=payload))
         return len(self.model.buffers) - 1

@@ -1,0 +1,116 @@
+"""The latency model: tables measured through the runtime, interpolation, files, the CLI.
+
+Timing figures are noisy here, so the tests check structure and only a loose sanity bound on
+predictions; the accuracy of the model (median error) is measured by benchmarks/latency_model.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+import tfpconv  # noqa: E402
+from tfpconv.keras.candidates import build_candidate  # noqa: E402
+from tfpconv.runtime import latency_table as lt  # noqa: E402
+from tfpconv.runtime.machine import TableMismatchError  # noqa: E402
+from tfpconv.tflite.conversion import convert_model  # noqa: E402
+
+
+def test_grid_interpolates_exactly_at_and_linearly_between_points():
+    grid = lt.ShapeGrid(
+        in_channels=[8, 16],
+        out_channels=[4, 12],
+        connectivities=[0.0, 0.5],
+        ms=[[[1.0, 3.0], [2.0, 6.0]], [[0.5, 1.5], [1.0, 3.0]]],
+    )
+    assert grid.at(16, 12, 0.0) == 6.0 and grid.at(8, 4, 0.5) == 0.5
+    assert grid.at(12, 4, 0.0) == pytest.approx(1.5)
+    assert grid.at(8, 8, 0.0) == pytest.approx(2.0)
+    assert grid.at(16, 12, 0.25) == pytest.approx(4.5)
+    assert grid.at(64, 64, 0.9) == 3.0  # clamped to the grid
+
+
+@pytest.fixture(scope="module")
+def small():
+    model = tfpconv.models.small_vgg((24, 24, 3), widths=(16, 32), name="small")
+    table = lt.measure_table(model)
+    return model, table
+
+
+def test_measured_table_covers_every_convolution(small):
+    model, table = small
+    sites = lt.conv_sites(model)
+    assert [s.layer for s in sites] == ["conv1_1", "conv1_2", "conv2_1", "conv2_2"]
+    assert {s.key for s in sites} == set(table.shapes) == {"24x24_k3_s1_same", "12x12_k3_s1_same"}
+    first = table.shapes["24x24_k3_s1_same"]
+    # The grid spans the channel counts of every layer of the shape, RGB input included.
+    assert 3 in first.in_channels and 16 in first.in_channels and 16 in first.out_channels
+    assert first.connectivities == list(lt.CONNECTIVITIES)
+    assert np.all(np.asarray(first.ms) > 0)
+    assert table.machine["threads"] == 1 and table.machine["cpu"]
+    # The overhead closes the gap: the dense full-width model is predicted as measured.
+    measured = table.overhead_ms["small"] + sum(
+        table.conv_ms(s, s.in_channels, s.out_channels, 0.0) for s in sites
+    )
+    assert table.predict(model) == pytest.approx(measured)
+
+
+def test_predictions_of_candidates_are_sane(small):
+    model, table = small
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        widths = {
+            g.name: float(rng.choice([0.25, 0.5, 1.0]))
+            for g in tfpconv.channels.groups(model)
+            if g.prunable
+        }
+        connectivity = {
+            s.layer: float(rng.choice([0.0, 0.5, 0.9])) for s in lt.conv_sites(model)[1:]
+        }
+        predicted = table.predict(model, widths, connectivity)
+        measured = lt.measured_latency(convert_model(build_candidate(model, widths, connectivity)))
+        assert predicted > 0
+        assert measured / 4 < predicted < measured * 4, (predicted, measured)
+
+
+def test_table_files_round_trip_and_refuse_other_machines(small, tmp_path: Path):
+    _, table = small
+    path = tmp_path / "table.json"
+    table.save(path)
+    again = lt.LatencyTable.load(path)
+    assert again.shapes.keys() == table.shapes.keys() and again.overhead_ms == table.overhead_ms
+    data = json.loads(path.read_text())
+    data["machine"]["cpu"] = "Some Other CPU 9000"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    with pytest.raises(TableMismatchError, match="Some Other CPU 9000.*--force"):
+        lt.LatencyTable.load(other)
+    assert lt.LatencyTable.load(other, force=True).machine["cpu"] == "Some Other CPU 9000"
+    with pytest.raises(TableMismatchError, match="threads"):
+        lt.LatencyTable.load(path, threads=2)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a tfpconv latency table"):
+        lt.LatencyTable.load(tmp_path / "bad.json")
+
+
+def test_cli_measures_a_table(tmp_path: Path, capsys):
+    model = tfpconv.models.small_vgg((12, 12, 1), widths=(8, 16), name="tiny")
+    model.save(tmp_path / "tiny.keras")
+    out = tmp_path / "tiny.json"
+    assert tfpconv.cli.main(["latency-table", str(tmp_path / "tiny.keras"), "-o", str(out)]) == 0
+    assert "2 convolution shapes" in capsys.readouterr().out
+    assert "tiny" in lt.LatencyTable.load(out).overhead_ms
+
+
+def test_per_layer_connectivity_in_prune_patterns():
+    model = tfpconv.models.small_vgg((16, 16, 3), widths=(8, 16), name="m")
+    report = tfpconv.prune_patterns(model, connectivity={"conv1_2": 0.5, "conv2_2": 0.75})
+    kept = {s.name: s.kernels_kept / s.kernels for s in report.layers}
+    assert kept["conv1_1"] == 1.0 and kept["conv2_1"] == 1.0
+    assert kept["conv1_2"] == 0.5 and kept["conv2_2"] == 0.25
+    with pytest.raises(ValueError, match="not pruned 3x3 convolutions: \\['nope'\\]"):
+        tfpconv.prune_patterns(model, connectivity={"nope": 0.5})

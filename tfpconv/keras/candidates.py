@@ -1,0 +1,25 @@
+"""A pruning candidate as a model: channel surgery, then pattern + connectivity projection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tfpconv.keras import channels
+from tfpconv.keras.one_shot import prune_patterns
+
+__all__ = ["build_candidate"]
+
+
+def build_candidate(
+    model: Any,
+    widths: channels.Widths = 1.0,
+    connectivity: float | Mapping[str, float] = 0.0,
+    num_patterns: int = 8,
+) -> Any:
+    """A new model: ``model`` channel-pruned to ``widths`` (:func:`tfpconv.channels.prune`), its 3x3
+    convolutions then projected onto ``num_patterns`` patterns with ``connectivity`` (one fraction
+    for every layer but the first, or per layer name). The original model is left as it is."""
+    smaller = channels.prune(model, widths)
+    prune_patterns(smaller, num_patterns=num_patterns, connectivity=connectivity)
+    return smaller

@@ -1,0 +1,349 @@
+"""A latency model measured through the deployed runtime: per-layer tables, interpolated and summed.
+
+For every convolution shape of a model (input size, kernel, stride, padding) the table holds the
+latency of a one-layer model over a grid of input / output channel counts and, for 3x3 layers, of
+pattern connectivities (8 patterns), each timed as the deployed runtime runs it: the tfpconv
+delegate where it claims the layer (its default claim policy), TFLite's XNNPACK otherwise. A
+candidate's latency (channel widths per group, connectivity per convolution) is predicted without
+building it: interpolation in the table per convolution, summed, plus a per-model overhead measured
+once (everything that is not a convolution: pooling, adds, the classifier, the interpreter).
+
+Tables are JSON files that record the CPU model, instruction set, thread count and versions they
+were measured with; :func:`LatencyTable.load` refuses a table of another machine unless forced.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfpconv._version import __version__
+from tfpconv.keras import channels
+from tfpconv.runtime.delegate import tuning_candidates
+from tfpconv.runtime.interpreter import Interpreter
+from tfpconv.runtime.machine import TableMismatchError, cpu_model
+from tfpconv.runtime.timing import interleaved_latencies
+from tfpconv.sparsity import patterns
+from tfpconv.tflite.conversion import convert_model
+from tfpconv.tflite.files import write_atomic
+from tfpconv.tflite.model_file import TFLiteModel
+from tfpconv.tflite.planner import embed_plan
+
+__all__ = [
+    "CONNECTIVITIES",
+    "WIDTH_FRACTIONS",
+    "ConvSite",
+    "LatencyTable",
+    "TableMismatchError",
+    "conv_sites",
+    "measure_table",
+    "measured_latency",
+]
+
+TABLE_FORMAT = 1
+#: Connectivities measured for pattern-prunable 3x3 convolutions (8 patterns).
+CONNECTIVITIES = (0.0, 0.5, 0.72, 0.9)
+#: Channel counts measured, as fractions of the layer's full width.
+WIDTH_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+NUM_PATTERNS = 8
+
+
+@dataclass(frozen=True)
+class ConvSite:
+    """One convolution of a model, as the latency table sees it."""
+
+    layer: str
+    height: int
+    width: int
+    kernel: int
+    stride: int
+    padding: str
+    in_channels: int
+    out_channels: int
+
+    @property
+    def pattern(self) -> bool:
+        """A 3x3 convolution: pattern pruning applies."""
+        return self.kernel == 3
+
+    @property
+    def key(self) -> str:
+        return f"{self.height}x{self.width}_k{self.kernel}_s{self.stride}_{self.padding}"
+
+
+def conv_sites(model: Any) -> list[ConvSite]:
+    """The plain Conv2D layers of a Keras model (static input sizes), in model order."""
+    sites = []
+    for layer in model.layers:
+        if type(layer).__name__ != "Conv2D" or layer.get_config().get("groups", 1) != 1:
+            continue
+        config = layer.get_config()
+        kernel, stride = config["kernel_size"], config["strides"]
+        if kernel[0] != kernel[1] or stride[0] != stride[1] or config["dilation_rate"] != (1, 1):
+            continue
+        _, height, width, in_channels = (
+            int(d) if d is not None else -1 for d in tuple(layer.input.shape)
+        )
+        sites.append(
+            ConvSite(
+                layer.name,
+                height,
+                width,
+                int(kernel[0]),
+                int(stride[0]),
+                config["padding"],
+                in_channels,
+                int(config["filters"]),
+            )
+        )
+    return sites
+
+
+def _grid(full: int) -> list[int]:
+    return sorted({max(1, math.floor(f * full + 0.5)) for f in WIDTH_FRACTIONS})
+
+
+@dataclass
+class ShapeGrid:
+    """Milliseconds of one convolution shape: ``ms[connectivity][in][out]``."""
+
+    in_channels: list[int]
+    out_channels: list[int]
+    connectivities: list[float]
+    ms: list[list[list[float]]]
+
+    def at(self, in_channels: float, out_channels: float, connectivity: float) -> float:
+        """Bilinear in the channel counts, linear in connectivity (clamped to the grid)."""
+        per_connectivity = []
+        for plane in np.asarray(self.ms, dtype=np.float64):
+            along_out = [np.interp(out_channels, self.out_channels, row) for row in plane]
+            per_connectivity.append(np.interp(in_channels, self.in_channels, along_out))
+        return float(np.interp(connectivity, self.connectivities, per_connectivity))
+
+
+def _machine(threads: int) -> dict[str, Any]:
+    candidates = tuning_candidates((8, 8, 8), 8)
+    return {
+        "cpu": cpu_model(),
+        "isa": candidates[0].isa if candidates else "unknown",
+        "threads": threads,
+        "tfpconv": __version__,
+        "ai_edge_litert": importlib.metadata.version("ai-edge-litert"),
+    }
+
+
+@dataclass
+class LatencyTable:
+    """Per-shape grids and per-model overheads, with the machine they were measured on."""
+
+    machine: dict[str, Any]
+    shapes: dict[str, ShapeGrid] = field(default_factory=dict)
+    overhead_ms: dict[str, float] = field(default_factory=dict)
+
+    # -- prediction --------------------------------------------------------------------------
+
+    def conv_ms(self, site: ConvSite, in_channels: int, out_channels: int, c: float) -> float:
+        """Predicted milliseconds of one convolution at these channel counts and connectivity."""
+        grid = self.shapes.get(site.key)
+        if grid is None:
+            raise KeyError(f"the table has no entry for {site.key} (layer {site.layer!r})")
+        return grid.at(in_channels, out_channels, c if site.pattern else 0.0)
+
+    def predict(
+        self,
+        model: Any,
+        widths: channels.Widths = 1.0,
+        connectivity: float | Mapping[str, float] = 0.0,
+    ) -> float:
+        """Predicted end-to-end milliseconds of ``model`` channel-pruned to ``widths`` (see
+        :func:`tfpconv.channels.plan`) with the 3x3 convolutions pattern-pruned at
+        ``connectivity`` (one value, or per layer name; absent layers: 0)."""
+        if model.name not in self.overhead_ms:
+            raise KeyError(
+                f"the table has no overhead for model {model.name!r}; measure it with "
+                "measure_table(model)"
+            )
+        decision = channels.plan(model, widths)
+        total = self.overhead_ms[model.name]
+        for site in conv_sites(model):
+            cin = int(decision.input_keep(site.layer).sum())
+            group = next(g for g in decision.groups if site.layer in g.producers)
+            cout = len(decision.kept[group.name])
+            c = (
+                connectivity.get(site.layer, 0.0)
+                if isinstance(connectivity, Mapping)
+                else connectivity
+            )
+            total += self.conv_ms(site, cin, cout, c)
+        return total
+
+    # -- files -------------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": TABLE_FORMAT,
+                "machine": self.machine,
+                "shapes": {key: asdict(grid) for key, grid in sorted(self.shapes.items())},
+                "overhead_ms": self.overhead_ms,
+            },
+            indent=1,
+        )
+
+    def save(self, path: str | Path) -> None:
+        write_atomic(path, (self.to_json() + "\n").encode())
+
+    @classmethod
+    def load(
+        cls, path: str | Path, threads: int | None = None, force: bool = False
+    ) -> LatencyTable:
+        """Read a table; unless ``force``, refuse one measured on another CPU, instruction set,
+        thread count (when ``threads`` is given) or tfpconv version.
+
+        Raises:
+          FileNotFoundError; ValueError for a file that is not a table; TableMismatchError.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            table = cls(
+                machine=dict(data["machine"]),
+                shapes={k: ShapeGrid(**v) for k, v in data["shapes"].items()},
+                overhead_ms={k: float(v) for k, v in data["overhead_ms"].items()},
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a tfpconv latency table ({err})") from None
+        if not force:
+            here = _machine(threads if threads is not None else table.machine.get("threads", 1))
+            for key in ("cpu", "isa", "threads", "tfpconv"):
+                if table.machine.get(key) != here[key]:
+                    raise TableMismatchError(
+                        f"{path}: measured with {key} {table.machine.get(key)!r}, this machine "
+                        f"has {here[key]!r}; measure a table here (`tfpconv latency-table`) or "
+                        "pass force=True (--force) to use it anyway"
+                    )
+        return table
+
+
+def _one_conv_model(site: ConvSite, in_channels: int, out_channels: int, seed: int) -> bytes:
+    import keras  # only here: the one-layer models are built with Keras
+
+    layer = keras.layers.Conv2D(
+        out_channels, site.kernel, strides=site.stride, padding=site.padding, name="conv"
+    )
+    model = keras.Sequential(
+        [keras.Input((site.height, site.width, in_channels), batch_size=1), layer]
+    )
+    rng = np.random.default_rng(seed)
+    layer.set_weights(
+        [
+            rng.standard_normal(layer.kernel.shape).astype(np.float32),
+            np.zeros(out_channels, np.float32),
+        ]
+    )
+    return convert_model(model)
+
+
+def _with_connectivity(data: bytes, connectivity: float, seed: int) -> bytes:
+    """The one-layer model with its filter pattern-pruned at ``connectivity`` and planned again."""
+    model = TFLiteModel.from_bytes(data)
+    conv = next(ref for ref in model.operators() if ref.name == "CONV_2D")
+    filter_index = int(conv.op.inputs[1])
+    ohwi = np.frombuffer(model.tensor_data(0, filter_index), np.float32).reshape(
+        tuple(int(d) for d in model.tensor(0, filter_index).shape)
+    )
+    hwio = np.transpose(ohwi, (1, 2, 3, 0))
+    library = patterns.select_library([hwio], NUM_PATTERNS)
+    projected, _ = patterns.project(hwio, library, connectivity)
+    model.set_tensor_data(0, filter_index, np.transpose(projected, (3, 0, 1, 2)).tobytes())
+    planned, _ = embed_plan(model.to_bytes())
+    return planned
+
+
+def _time_models(models: Sequence[bytes], threads: int, runs: int) -> list[float]:
+    interpreters = []
+    for data in models:
+        interpreter = Interpreter(model_content=data, num_threads=threads)
+        interpreter.allocate_tensors()
+        interpreters.append(interpreter)
+    return [float(np.median(t)) for t in interleaved_latencies(interpreters, runs)]
+
+
+def _runs_for(ms: float, budget_ms: float = 300.0) -> int:
+    return int(np.clip(budget_ms / max(ms, 1e-3), 5, 60))
+
+
+def measure_grid(
+    site: ConvSite, ins: Sequence[int], outs: Sequence[int], threads: int = 1, seed: int = 0
+) -> ShapeGrid:
+    """Time one convolution shape over a grid of channel counts (and connectivities)."""
+    connectivities = list(CONNECTIVITIES) if site.pattern else [0.0]
+    ms = np.zeros((len(connectivities), len(ins), len(outs)))
+    for i, cin in enumerate(ins):
+        for o, cout in enumerate(outs):
+            dense = _one_conv_model(site, cin, cout, seed)
+            variants = [
+                _with_connectivity(dense, c, seed) if site.pattern else dense
+                for c in connectivities
+            ]
+            probe = _time_models(variants[:1], threads, 3)[0]
+            ms[:, i, o] = _time_models(variants, threads, _runs_for(probe))
+    return ShapeGrid(list(ins), list(outs), connectivities, ms.tolist())
+
+
+def measured_latency(data: bytes, threads: int = 1, runs: int | None = None) -> float:
+    """Median milliseconds of a converted model as deployed (tfpconv.Interpreter, defaults)."""
+    probe = _time_models([data], threads, 3)[0]
+    return _time_models([data], threads, runs or _runs_for(probe, 1000.0))[0]
+
+
+def measure_table(
+    model: Any,
+    threads: int = 1,
+    table: LatencyTable | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> LatencyTable:
+    """Measure (or complete) the latency table of a Keras model on this machine.
+
+    Shapes already in ``table`` are not measured again (the cache). The model's overhead is its
+    measured end-to-end latency (dense, full width) minus the table's prediction of its
+    convolutions.
+
+    Args:
+      model: a functional or Sequential Keras model with static input sizes.
+      threads: the thread count the table is for.
+      table: an existing table of this machine to extend.
+      progress: called as ``progress(done, total, what)`` before each step (the CLI draws a
+        progress bar with it).
+    """
+    table = table or LatencyTable(machine=_machine(threads))
+    if table.machine.get("threads") != threads:
+        raise TableMismatchError(
+            f"the table was measured with {table.machine.get('threads')} thread(s), not {threads}"
+        )
+    sites = conv_sites(model)
+    # One grid per shape, over the channel counts of every layer of that shape.
+    todo: dict[str, tuple[ConvSite, set[int], set[int]]] = {}
+    for site in sites:
+        if site.key not in table.shapes:
+            _, ins, outs = todo.setdefault(site.key, (site, set(), set()))
+            ins.update(_grid(site.in_channels))
+            outs.update(_grid(site.out_channels))
+    say = progress or (lambda _done, _total, _what: None)
+    for done, (key, (site, ins, outs)) in enumerate(todo.items()):
+        say(done, len(todo) + 1, f"{key}: {len(ins)}x{len(outs)} channel counts")
+        table.shapes[key] = measure_grid(site, sorted(ins), sorted(outs), threads)
+    say(len(todo), len(todo) + 1, f"{model.name}: end to end, for the overhead")
+    measured = measured_latency(convert_model(model), threads)
+    table.overhead_ms[model.name] = 0.0
+    predicted = table.predict(model)
+    table.overhead_ms[model.name] = measured - predicted
+    say(len(todo) + 1, len(todo) + 1, "done")
+    return table
