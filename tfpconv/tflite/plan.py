@@ -538,12 +538,19 @@ def _pack_feature(builder: flatbuffers.Builder, feature: Feature) -> int:
     return fb_feature.FeatureEnd(builder)
 
 
+def pattern_vectors(builder: flatbuffers.Builder, conv: PatternConvPlan) -> tuple[int, ...]:
+    """The vectors of a pattern convolution: kernel shape, library, codes, order, offsets."""
+    return (
+        builder.CreateNumpyVector(np.asarray(conv.kernel_shape, dtype="<i4")),
+        builder.CreateNumpyVector(np.asarray(conv.library, dtype="<u2")),
+        builder.CreateNumpyVector(conv.codes.astype(np.int8).ravel()),
+        builder.CreateNumpyVector(np.asarray(conv.filter_order, dtype="<i4")),
+        builder.CreateNumpyVector(np.asarray(conv.group_offsets, dtype="<i4")),
+    )
+
+
 def _pack_pattern_conv(builder: flatbuffers.Builder, conv: PatternConvPlan) -> int:
-    shape = builder.CreateNumpyVector(np.asarray(conv.kernel_shape, dtype="<i4"))
-    library = builder.CreateNumpyVector(np.asarray(conv.library, dtype="<u2"))
-    codes = builder.CreateNumpyVector(conv.codes.astype(np.int8).ravel())
-    order = builder.CreateNumpyVector(np.asarray(conv.filter_order, dtype="<i4"))
-    offsets = builder.CreateNumpyVector(np.asarray(conv.group_offsets, dtype="<i4"))
+    shape, library, codes, order, offsets = pattern_vectors(builder, conv)
     fb_pattern.PatternConvStart(builder)
     fb_pattern.PatternConvAddKernelShape(builder, shape)
     fb_pattern.PatternConvAddLibrary(builder, library)
