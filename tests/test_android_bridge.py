@@ -58,7 +58,14 @@ HOST_CHECKS = [
     "no_leak",
 ]
 LEAK_CYCLES = 20000
-APP_KOTLIN_SOURCES = ["DemoMath.kt", "MainActivity.kt", "ModelRunner.kt", "TfpconvDelegate.kt"]
+APP_KOTLIN_SOURCES = [
+    "DemoMath.kt",
+    "LatencyTableActivity.kt",
+    "LatencyTableLogic.kt",
+    "MainActivity.kt",
+    "ModelRunner.kt",
+    "TfpconvDelegate.kt",
+]
 DELEGATE_CHECKS = [
     "create_and_close",
     "defaults_and_overloads",
@@ -674,7 +681,7 @@ def test_resources_are_well_formed_and_consistent():
         ET.parse(path)  # raises on malformed XML
     manifest = ET.parse(APP_MAIN / "AndroidManifest.xml").getroot()
     activities = [a.get(ANDROID_NS + "name") for a in manifest.iter("activity")]
-    assert activities == [".MainActivity"]
+    assert activities == [".MainActivity", ".LatencyTableActivity"]
     assert (JAVA_PKG / "MainActivity.kt").is_file()
 
     kotlin = "".join(p.read_text() for p in JAVA_PKG.glob("*.kt"))

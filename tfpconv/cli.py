@@ -343,7 +343,9 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 def _latency_table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a Keras model file (.keras, .h5) with static input sizes")
-    parser.add_argument("-o", "--output", required=True, help="the table (JSON) to write")
+    parser.add_argument(
+        "-o", "--output", help="the table (JSON) to write (not with --export-models)"
+    )
     parser.add_argument(
         "--threads", type=_positive_int, default=1, help="thread count to measure (default 1)"
     )
@@ -352,6 +354,48 @@ def _latency_table_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the shapes already in OUTPUT (measured on this machine) and add the missing",
     )
+    phone = parser.add_argument_group(
+        "tables for a phone (the Android demo app's latency-table mode; see android_demo/README.md)"
+    )
+    phone.add_argument(
+        "--export-models",
+        metavar="DIR",
+        help="write the one-layer models, the full model and manifest.json to DIR instead of "
+        "measuring",
+    )
+    phone.add_argument(
+        "--from-device",
+        metavar="TIMINGS",
+        help="assemble the table from the timings.json the app wrote (needs --manifest)",
+    )
+    phone.add_argument(
+        "--manifest", metavar="DIR", help="the folder (or manifest.json) --export-models wrote"
+    )
+
+
+def _latency_table_mode(args: argparse.Namespace) -> str:
+    """'export', 'device' or 'measure'; argument combinations that make no sense are errors."""
+    if args.export_models and args.from_device:
+        raise _LatencyTableUsage("--export-models and --from-device exclude each other")
+    if args.export_models:
+        if args.output or args.extend:
+            raise _LatencyTableUsage("--export-models writes no table: drop -o / --extend")
+        return "export"
+    if not args.output:
+        raise _LatencyTableUsage("the table to write is missing: -o TABLE.json")
+    if args.from_device:
+        if not args.manifest:
+            raise _LatencyTableUsage("--from-device needs --manifest DIR (the exported folder)")
+        if args.extend:
+            raise _LatencyTableUsage("--extend is for tables measured here, not --from-device")
+        return "device"
+    if args.manifest:
+        raise _LatencyTableUsage("--manifest goes with --from-device")
+    return "measure"
+
+
+class _LatencyTableUsage(Exception):
+    pass
 
 
 def _run_latency_table(args: argparse.Namespace) -> int:
@@ -359,9 +403,20 @@ def _run_latency_table(args: argparse.Namespace) -> int:
 
     from tfpconv.tflite.files import check_output_path
 
-    check_output_path(args.output)
+    try:
+        mode = _latency_table_mode(args)
+    except _LatencyTableUsage as err:
+        print(f"tfpconv latency-table: error: {err}", file=sys.stderr)
+        return 2
+    if mode != "export":
+        check_output_path(args.output)
     _import_tensorflow_quietly()
-    from tfpconv.runtime.latency_table import LatencyTable, measure_table
+    from tfpconv.runtime.latency_table import (
+        LatencyTable,
+        export_table_models,
+        measure_table,
+        table_from_device,
+    )
     from tfpconv.tflite.frontend import load_keras_file
 
     model = load_keras_file(Path(args.model), None)
@@ -374,12 +429,31 @@ def _run_latency_table(args: argparse.Namespace) -> int:
         def progress(done: int, total: int, what: str) -> None:
             bar.update(task, completed=done, total=total, description=what)
 
-        table = measure_table(model, threads=args.threads, table=table, progress=progress)
+        if mode == "export":
+            manifest = export_table_models(
+                model, args.export_models, threads=args.threads, progress=progress
+            )
+        elif mode == "device":
+            try:
+                table = table_from_device(args.manifest, args.from_device, model, progress)
+            except ValueError as err:
+                print(f"tfpconv: error: {_error_text(err)}", file=sys.stderr)
+                return EXIT_ERROR
+        else:
+            table = measure_table(model, threads=args.threads, table=table, progress=progress)
+    if mode == "export":
+        entries = json.loads(manifest.read_text())["entries"]
+        print(
+            f"wrote {manifest}: {len(entries)} one-layer models and the full model of "
+            f"{model.name!r} for {args.threads} thread(s); time them on the phone "
+            "(android_demo/README.md), then --from-device"
+        )
+        return EXIT_OK
     table.save(args.output)
     print(
         f"wrote {args.output}: {len(table.shapes)} convolution shapes, overhead of "
         f"{model.name!r} {table.overhead_ms[model.name]:.3f} ms ({table.machine['cpu']}, "
-        f"{table.machine['isa']}, {args.threads} thread(s))"
+        f"{table.machine['isa']}, {table.machine['threads']} thread(s))"
     )
     return EXIT_OK
 

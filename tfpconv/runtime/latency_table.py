@@ -10,6 +10,12 @@ once (everything that is not a convolution: pooling, adds, the classifier, the i
 
 Tables are JSON files that record the CPU model, instruction set, thread count and versions they
 were measured with; :func:`LatencyTable.load` refuses a table of another machine unless forced.
+
+For a phone the same table is made in three steps: :func:`export_table_models` writes the one-layer
+models the host would time (and the full model, for the overhead) with a ``manifest.json``; the
+Android demo app's latency-table mode times them there as the host does and writes
+``timings.json``; :func:`table_from_device` assembles the table from it along the same code path
+as :func:`measure_table`.
 """
 
 from __future__ import annotations
@@ -43,8 +49,10 @@ __all__ = [
     "LatencyTable",
     "TableMismatchError",
     "conv_sites",
+    "export_table_models",
     "measure_table",
     "measured_latency",
+    "table_from_device",
 ]
 
 TABLE_FORMAT = 1
@@ -53,6 +61,24 @@ CONNECTIVITIES = (0.0, 0.5, 0.72, 0.9)
 #: Channel counts measured, as fractions of the layer's full width.
 WIDTH_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 NUM_PATTERNS = 8
+
+#: How a model is timed, on the host and on a phone (written into the device manifest): warm-up
+#: invokes per interpreter, probe runs of the first variant, time budgets for one grid point's
+#: variants and for the full model, and the bounds on the number of timed runs.
+WARMUP_RUNS = 2
+PROBE_RUNS = 3
+GRID_BUDGET_MS = 300.0
+MODEL_BUDGET_MS = 1000.0
+MIN_RUNS = 5
+MAX_RUNS = 60
+
+#: Files exchanged with the phone (the Android demo app's latency-table mode).
+MANIFEST_FORMAT = 1
+MANIFEST_KIND = "tfpconv-latency-manifest"
+MANIFEST_FILE = "manifest.json"
+TIMINGS_FORMAT = 1
+TIMINGS_KIND = "tfpconv-latency-timings"
+FULL_MODEL_FILE = "full_model.tflite"
 
 
 @dataclass(frozen=True)
@@ -273,35 +299,94 @@ def _time_models(models: Sequence[bytes], threads: int, runs: int) -> list[float
         interpreter = Interpreter(model_content=data, num_threads=threads)
         interpreter.allocate_tensors()
         interpreters.append(interpreter)
-    return [float(np.median(t)) for t in interleaved_latencies(interpreters, runs)]
+    return [float(np.median(t)) for t in interleaved_latencies(interpreters, runs, WARMUP_RUNS)]
 
 
-def _runs_for(ms: float, budget_ms: float = 300.0) -> int:
-    return int(np.clip(budget_ms / max(ms, 1e-3), 5, 60))
+def _runs_for(ms: float, budget_ms: float = GRID_BUDGET_MS) -> int:
+    return int(np.clip(budget_ms / max(ms, 1e-3), MIN_RUNS, MAX_RUNS))
+
+
+def _connectivities(site: ConvSite) -> list[float]:
+    return list(CONNECTIVITIES) if site.pattern else [0.0]
+
+
+def _grid_variants(site: ConvSite, cin: int, cout: int, seed: int) -> list[bytes]:
+    """The one-layer models of one grid point, one per connectivity of the shape."""
+    dense = _one_conv_model(site, cin, cout, seed)
+    return [
+        _with_connectivity(dense, c, seed) if site.pattern else dense for c in _connectivities(site)
+    ]
+
+
+def _fill_grid(
+    site: ConvSite,
+    ins: Sequence[int],
+    outs: Sequence[int],
+    ms_of: Callable[[int, int], Sequence[float]],
+) -> ShapeGrid:
+    """The grid of one shape from ``ms_of(in, out)``: milliseconds per connectivity."""
+    connectivities = _connectivities(site)
+    ms = np.zeros((len(connectivities), len(ins), len(outs)))
+    for i, cin in enumerate(ins):
+        for o, cout in enumerate(outs):
+            ms[:, i, o] = ms_of(cin, cout)
+    return ShapeGrid(list(ins), list(outs), connectivities, ms.tolist())
 
 
 def measure_grid(
     site: ConvSite, ins: Sequence[int], outs: Sequence[int], threads: int = 1, seed: int = 0
 ) -> ShapeGrid:
     """Time one convolution shape over a grid of channel counts (and connectivities)."""
-    connectivities = list(CONNECTIVITIES) if site.pattern else [0.0]
-    ms = np.zeros((len(connectivities), len(ins), len(outs)))
-    for i, cin in enumerate(ins):
-        for o, cout in enumerate(outs):
-            dense = _one_conv_model(site, cin, cout, seed)
-            variants = [
-                _with_connectivity(dense, c, seed) if site.pattern else dense
-                for c in connectivities
-            ]
-            probe = _time_models(variants[:1], threads, 3)[0]
-            ms[:, i, o] = _time_models(variants, threads, _runs_for(probe))
-    return ShapeGrid(list(ins), list(outs), connectivities, ms.tolist())
+
+    def ms_of(cin: int, cout: int) -> list[float]:
+        variants = _grid_variants(site, cin, cout, seed)
+        probe = _time_models(variants[:1], threads, PROBE_RUNS)[0]
+        return _time_models(variants, threads, _runs_for(probe))
+
+    return _fill_grid(site, ins, outs, ms_of)
 
 
 def measured_latency(data: bytes, threads: int = 1, runs: int | None = None) -> float:
     """Median milliseconds of a converted model as deployed (tfpconv.Interpreter, defaults)."""
-    probe = _time_models([data], threads, 3)[0]
-    return _time_models([data], threads, runs or _runs_for(probe, 1000.0))[0]
+    probe = _time_models([data], threads, PROBE_RUNS)[0]
+    return _time_models([data], threads, runs or _runs_for(probe, MODEL_BUDGET_MS))[0]
+
+
+def _missing_grids(
+    model: Any, table: LatencyTable
+) -> dict[str, tuple[ConvSite, list[int], list[int]]]:
+    """One grid per shape not yet in ``table``, over the channel counts of every layer of that
+    shape (in model order)."""
+    todo: dict[str, tuple[ConvSite, set[int], set[int]]] = {}
+    for site in conv_sites(model):
+        if site.key not in table.shapes:
+            _, ins, outs = todo.setdefault(site.key, (site, set(), set()))
+            ins.update(_grid(site.in_channels))
+            outs.update(_grid(site.out_channels))
+    return {key: (site, sorted(ins), sorted(outs)) for key, (site, ins, outs) in todo.items()}
+
+
+def _assemble_table(
+    model: Any,
+    table: LatencyTable,
+    grid_of: Callable[[ConvSite, list[int], list[int]], ShapeGrid],
+    model_ms: Callable[[], float],
+    progress: Callable[[int, int, str], None] | None,
+) -> LatencyTable:
+    """Fill the missing shapes of ``table`` with ``grid_of`` and set the model's overhead from its
+    end-to-end milliseconds ``model_ms()``: one path for tables timed here and on a phone."""
+    todo = _missing_grids(model, table)
+    say = progress or (lambda _done, _total, _what: None)
+    for done, (key, (site, ins, outs)) in enumerate(todo.items()):
+        say(done, len(todo) + 1, f"{key}: {len(ins)}x{len(outs)} channel counts")
+        table.shapes[key] = grid_of(site, ins, outs)
+    say(len(todo), len(todo) + 1, f"{model.name}: end to end, for the overhead")
+    measured = model_ms()
+    table.overhead_ms[model.name] = 0.0
+    predicted = table.predict(model)
+    table.overhead_ms[model.name] = measured - predicted
+    say(len(todo) + 1, len(todo) + 1, "done")
+    return table
 
 
 def measure_table(
@@ -328,22 +413,195 @@ def measure_table(
         raise TableMismatchError(
             f"the table was measured with {table.machine.get('threads')} thread(s), not {threads}"
         )
-    sites = conv_sites(model)
-    # One grid per shape, over the channel counts of every layer of that shape.
-    todo: dict[str, tuple[ConvSite, set[int], set[int]]] = {}
-    for site in sites:
-        if site.key not in table.shapes:
-            _, ins, outs = todo.setdefault(site.key, (site, set(), set()))
-            ins.update(_grid(site.in_channels))
-            outs.update(_grid(site.out_channels))
+    return _assemble_table(
+        model,
+        table,
+        lambda site, ins, outs: measure_grid(site, ins, outs, threads),
+        lambda: measured_latency(convert_model(model), threads),
+        progress,
+    )
+
+
+# -- tables measured on a phone ------------------------------------------------------------------
+
+
+def _model_file_name(site: ConvSite, cin: int, cout: int, connectivity: float) -> str:
+    return f"{site.key}_i{cin}_o{cout}_c{round(connectivity * 100):03d}.tflite"
+
+
+def export_table_models(
+    model: Any,
+    out_dir: str | Path,
+    threads: int = 1,
+    seed: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Path:
+    """Write the models :func:`measure_table` would time for ``model`` into ``out_dir``, for timing
+    on another device (the Android demo app's latency-table mode), and ``manifest.json``.
+
+    The same grid as :func:`measure_table` (every shape, its channel counts, the connectivities of
+    3x3 shapes): one .tflite per grid point and connectivity, with the same weights and tfpconv
+    plan, plus the model's full conversion (``full_model.tflite``, for the overhead). The manifest
+    lists them with the thread count and the timing schedule the host uses; entries of one
+    ``group`` (a grid point's connectivities) are timed interleaved.
+
+    Returns:
+      The manifest's path.
+    """
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = _missing_grids(model, LatencyTable(machine={}))
+    total = sum(len(ins) * len(outs) for _, ins, outs in todo.values()) + 1
     say = progress or (lambda _done, _total, _what: None)
-    for done, (key, (site, ins, outs)) in enumerate(todo.items()):
-        say(done, len(todo) + 1, f"{key}: {len(ins)}x{len(outs)} channel counts")
-        table.shapes[key] = measure_grid(site, sorted(ins), sorted(outs), threads)
-    say(len(todo), len(todo) + 1, f"{model.name}: end to end, for the overhead")
-    measured = measured_latency(convert_model(model), threads)
-    table.overhead_ms[model.name] = 0.0
-    predicted = table.predict(model)
-    table.overhead_ms[model.name] = measured - predicted
-    say(len(todo) + 1, len(todo) + 1, "done")
-    return table
+    shapes: dict[str, Any] = {}
+    entries: list[dict[str, Any]] = []
+    group = 0
+    for key, (site, ins, outs) in todo.items():
+        shapes[key] = {
+            "height": site.height,
+            "width": site.width,
+            "kernel": site.kernel,
+            "stride": site.stride,
+            "padding": site.padding,
+            "in_channels": ins,
+            "out_channels": outs,
+            "connectivities": _connectivities(site),
+        }
+        for cin in ins:
+            for cout in outs:
+                say(group, total, f"{key}: {cin} -> {cout} channels")
+                variants = _grid_variants(site, cin, cout, seed)
+                for connectivity, data in zip(_connectivities(site), variants, strict=True):
+                    name = _model_file_name(site, cin, cout, connectivity)
+                    write_atomic(out / name, data)
+                    entries.append(
+                        {
+                            "group": group,
+                            "key": key,
+                            "in_channels": cin,
+                            "out_channels": cout,
+                            "connectivity": connectivity,
+                            "file": name,
+                        }
+                    )
+                group += 1
+    say(group, total, f"{model.name}: the full model, for the overhead")
+    write_atomic(out / FULL_MODEL_FILE, convert_model(model))
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "kind": MANIFEST_KIND,
+        "model": model.name,
+        "threads": threads,
+        "tfpconv": __version__,
+        "schedule": {
+            "warmup": WARMUP_RUNS,
+            "probe_runs": PROBE_RUNS,
+            "grid_budget_ms": GRID_BUDGET_MS,
+            "model_budget_ms": MODEL_BUDGET_MS,
+            "min_runs": MIN_RUNS,
+            "max_runs": MAX_RUNS,
+        },
+        "shapes": shapes,
+        "entries": entries,
+        "full_model": {"file": FULL_MODEL_FILE},
+    }
+    path = out / MANIFEST_FILE
+    write_atomic(path, (json.dumps(manifest, indent=1) + "\n").encode())
+    say(total, total, "done")
+    return path
+
+
+def _read_json(path: Path, kind: str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a {what} ({err})") from None
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        raise ValueError(f'{path}: not a {what} (no "kind": "{kind}")')
+    return data
+
+
+def _device_machine(reported: Mapping[str, Any], threads: int, version: str) -> dict[str, Any]:
+    """The table's machine: what the phone reported, with the keys LatencyTable.load compares."""
+    machine = dict(reported)
+    for key in ("cpu", "isa"):
+        if not isinstance(machine.get(key), str) or not machine[key]:
+            raise ValueError(f"the device timings have no machine {key!r}")
+    if machine.setdefault("threads", threads) != threads:
+        raise ValueError(
+            f"the device timed with {machine['threads']} thread(s), the manifest says {threads}"
+        )
+    machine.setdefault("tfpconv", version)
+    return machine
+
+
+def table_from_device(
+    manifest: str | Path,
+    timings: str | Path,
+    model: Any,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> LatencyTable:
+    """The latency table of ``model`` from a phone's timings of :func:`export_table_models`' files.
+
+    Args:
+      manifest: the exported folder or its ``manifest.json``.
+      timings: the ``timings.json`` the Android demo app wrote.
+      model: the Keras model the files were exported for.
+
+    The grids and the overhead are assembled as :func:`measure_table` assembles what it times here;
+    the table's machine is what the phone reported (CPU / SoC, ISA, threads, app and tfpconv
+    versions), so :meth:`LatencyTable.load` on another machine needs ``force=True``.
+
+    Raises:
+      FileNotFoundError; ValueError for files that are not a manifest / timings of this model, or
+      timings that miss an entry.
+    """
+    manifest_path = Path(manifest)
+    if manifest_path.is_dir():
+        manifest_path = manifest_path / MANIFEST_FILE
+    spec = _read_json(manifest_path, MANIFEST_KIND, "tfpconv latency manifest")
+    timed = _read_json(Path(timings), TIMINGS_KIND, "tfpconv device timings file")
+    if spec.get("format") != MANIFEST_FORMAT or timed.get("format") != TIMINGS_FORMAT:
+        raise ValueError(
+            f"unsupported formats: manifest {spec.get('format')}, timings {timed.get('format')}"
+        )
+    for data, path in ((spec, manifest_path), (timed, Path(timings))):
+        if data.get("model") != model.name:
+            raise ValueError(f"{path} is for model {data.get('model')!r}, not {model.name!r}")
+    threads = int(spec["threads"])
+    machine = _device_machine(timed.get("machine") or {}, threads, spec.get("tfpconv", ""))
+    by_file = {str(e["file"]): e for e in timed.get("entries", []) if isinstance(e, Mapping)}
+    ms: dict[tuple[str, int, int, float], float] = {}
+    for entry in spec["entries"]:
+        got = by_file.get(entry["file"])
+        if got is None:
+            raise ValueError(f"{timings}: no timing of {entry['file']}")
+        value = float(got["median_ms"])
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{timings}: bad median_ms {value} for {entry['file']}")
+        point = (entry["key"], int(entry["in_channels"]), int(entry["out_channels"]))
+        if (got.get("key"), got.get("in_channels"), got.get("out_channels")) != point:
+            raise ValueError(f"{timings}: {entry['file']} is not the manifest's {point}")
+        ms[(*point, float(entry["connectivity"]))] = value
+    full = (timed.get("full_model") or {}).get("median_ms")
+    if full is None or not math.isfinite(float(full)) or float(full) <= 0:
+        raise ValueError(f"{timings}: no timing of the full model")
+
+    def grid_of(site: ConvSite, ins: list[int], outs: list[int]) -> ShapeGrid:
+        exported = spec["shapes"].get(site.key)
+        if exported is None or (exported["in_channels"], exported["out_channels"]) != (ins, outs):
+            raise ValueError(
+                f"{manifest_path}: exported for another model (shape {site.key} differs); "
+                "export it again with export_table_models"
+            )
+        return _fill_grid(
+            site,
+            ins,
+            outs,
+            lambda cin, cout: [ms[(site.key, cin, cout, c)] for c in _connectivities(site)],
+        )
+
+    table = LatencyTable(machine=machine)
+    return _assemble_table(model, table, grid_of, lambda: float(full), progress)

@@ -1,6 +1,6 @@
 // Compile-only signature of the Android SDK class named below, taken from its public API reference
-// (android-34); only the members MainActivity.kt uses, without the SDK's nullability annotations
-// (which Kotlin reads as warnings only). Host tests only (tests/test_android_bridge.py): the app
+// (android-34); only the members the app's Kotlin uses, without the SDK's nullability annotations
+// (which Kotlin reads as warnings only). Host tests only (tests/test_android_*.py): the app
 // compiles against the real android.jar. Like android.jar's own stubs, every body throws.
 package android.view;
 
@@ -28,6 +28,10 @@ public class View {
   }
 
   public void setEnabled(boolean enabled) {
+    throw new RuntimeException("compile-only signature");
+  }
+
+  public void setPadding(int left, int top, int right, int bottom) {
     throw new RuntimeException("compile-only signature");
   }
 }

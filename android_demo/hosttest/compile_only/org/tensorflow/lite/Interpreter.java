@@ -6,6 +6,7 @@
 package org.tensorflow.lite;
 
 import java.nio.ByteBuffer;
+import java.util.Map;
 
 public final class Interpreter implements InterpreterApi {
   public static class Options extends InterpreterApi.Options {
@@ -28,6 +29,21 @@ public final class Interpreter implements InterpreterApi {
 
   @Override
   public void run(Object input, Object output) {
+    throw new UnsupportedOperationException("compile-only signature");
+  }
+
+  @Override
+  public void runForMultipleInputsOutputs(Object[] inputs, Map<Integer, Object> outputs) {
+    throw new UnsupportedOperationException("compile-only signature");
+  }
+
+  @Override
+  public int getInputTensorCount() {
+    throw new UnsupportedOperationException("compile-only signature");
+  }
+
+  @Override
+  public int getOutputTensorCount() {
     throw new UnsupportedOperationException("compile-only signature");
   }
 

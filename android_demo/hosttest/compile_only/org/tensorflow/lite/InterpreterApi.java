@@ -4,6 +4,8 @@
 // runs a model.
 package org.tensorflow.lite;
 
+import java.util.Map;
+
 public interface InterpreterApi extends AutoCloseable {
   /** InterpreterApi.Options: its setters return InterpreterApi.Options. */
   class Options {
@@ -19,6 +21,12 @@ public interface InterpreterApi extends AutoCloseable {
   }
 
   void run(Object input, Object output);
+
+  void runForMultipleInputsOutputs(Object[] inputs, Map<Integer, Object> outputs);
+
+  int getInputTensorCount();
+
+  int getOutputTensorCount();
 
   Tensor getInputTensor(int inputIndex);
 
