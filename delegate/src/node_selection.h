@@ -27,6 +27,7 @@ struct ClaimedConv {
   ConvShape shape;                    // geometry when it was selected
   std::unique_ptr<PatternConv> conv;  // the engine's convolution for `shape`
   std::string tuning_note;            // why the plan's tuned parameters were not used, if so
+  std::string shape_note;             // why `shape` is a stand-in for a size known only later
 };
 
 enum class Verdict {
