@@ -41,14 +41,6 @@ std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, Cl
   if (!IsFloatTensorOfRank(input, 4) || !IsFloatTensorOfRank(output, 4)) {
     return "input or output is not a float32 NHWC tensor";
   }
-  // A dynamic-sized tensor gets its shape only while the graph runs (e.g. after a RESHAPE whose
-  // shape is computed): nothing can be planned or packed for it now.
-  if (input->allocation_type == tfl::kDynamic || output->allocation_type == tfl::kDynamic) {
-    return "input or output is a dynamic-sized tensor (shape known only at run time)";
-  }
-  for (int d = 0; d < 4; ++d) {
-    if (input->dims->data[d] <= 0) return "input shape is not known yet (a dimension is 0)";
-  }
   if (!IsFloatTensorOfRank(filter, 4) || !IsConstantFloat(filter)) {
     return "filter is not a constant dense float32 tensor";
   }
@@ -62,6 +54,14 @@ std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, Cl
     if (!IsFloatTensorOfRank(bias, 1) || !IsConstantFloat(bias) || bias->dims->data[0] != f[0]) {
       return "bias is not a constant float32 vector of out_channels";
     }
+  }
+  // A dynamic-sized tensor gets its shape only while the graph runs (e.g. after a RESHAPE whose
+  // shape is computed): nothing can be planned or packed for it now.
+  if (input->allocation_type == tfl::kDynamic || output->allocation_type == tfl::kDynamic) {
+    return "input or output is a dynamic-sized tensor (shape known only at run time)";
+  }
+  for (int d = 0; d < 4; ++d) {
+    if (input->dims->data[d] <= 0) return "input shape is not known yet (a dimension is 0)";
   }
   const int* in = input->dims->data;
   std::string error;
