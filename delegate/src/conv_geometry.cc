@@ -74,4 +74,10 @@ bool SameConvShape(const ConvShape& a, const ConvShape& b) {
          a.act_min == b.act_min && a.act_max == b.act_max;
 }
 
+int TfliteOutputSize(tfl::Padding padding, int in, int stride) {
+  if (stride <= 0) return -1;
+  // C++ division truncates toward zero, as in TFLite's ComputeOutSize.
+  return padding == tfl::kPaddingSame ? (in + stride - 1) / stride : (in + stride - kKernelSize) / stride;
+}
+
 }  // namespace tfpconv

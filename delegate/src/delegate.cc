@@ -201,8 +201,9 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
     }
     switch (verdict) {
       case Verdict::kClaimed:
-        log.Log(kTfpconvLogInfo, "claimed CONV_2D node %d (%s, %s)", node_index,
-                DescribeShape(claimed.shape).c_str(), DescribeKernel(*claimed.conv).c_str());
+        log.Log(kTfpconvLogInfo, "claimed CONV_2D node %d (%s, %s%s%s)", node_index,
+                DescribeShape(claimed.shape).c_str(), DescribeKernel(*claimed.conv).c_str(),
+                claimed.shape_note.empty() ? "" : "; ", claimed.shape_note.c_str());
         if (!claimed.tuning_note.empty()) {
           log.Log(kTfpconvLogInfo, "node %d: plan's tuned parameters not used: %s", node_index,
                   claimed.tuning_note.c_str());
@@ -269,11 +270,16 @@ tfl::Status DelegatePrepare(tfl::Context* context, tfl::Delegate* delegate) {
 }  // namespace
 
 DelegateState::DelegateState(const DelegateSettings& delegate_settings)
-    : settings(delegate_settings), logger(delegate_settings.log_level) {
+    : settings(delegate_settings),
+      logger(delegate_settings.log_level, delegate_settings.log_callback,
+             delegate_settings.log_user_data) {
   isa = ResolveIsa(settings.isa, logger);
   delegate.data_ = this;
   delegate.Prepare = DelegatePrepare;
-  delegate.flags = 0;  // static shapes: TFLite re-applies the delegate after an input resize
+  // The partition kernels follow shape changes themselves (Prepare re-resolves every convolution's
+  // shape, resizes the outputs and re-packs): TFLite then accepts graphs with dynamic-sized tensors
+  // (Flatten's dynamic batch, EfficientNet) and keeps the delegate across input resizes.
+  delegate.flags = tfl::kDelegateFlagsAllowDynamicTensors;
 }
 
 ThreadPool* DelegateState::pool() {
@@ -305,6 +311,8 @@ TfpconvDelegateOptions TfpconvDelegateOptionsDefault(void) {
   options.log_level = kTfpconvLogWarning;
   options.isa = nullptr;
   options.claim_all = 0;
+  options.log_callback = nullptr;
+  options.log_user_data = nullptr;
   return options;
 }
 

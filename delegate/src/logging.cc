@@ -22,6 +22,10 @@ void Logger::Log(TfpconvLogLevel level, const char* format, ...) const {
   va_start(args, format);
   std::vsnprintf(message, sizeof(message), format, args);
   va_end(args);
+  if (callback_ != nullptr) {
+    callback_(level, message, user_data_);
+    return;
+  }
   // One fprintf per line keeps lines whole when several threads log.
   std::fprintf(stderr, "tfpconv %s: %s\n", LogLevelName(level), message);
 }

@@ -1,5 +1,7 @@
 #include "node_selection.h"
 
+#include <algorithm>
+
 #include "conv_geometry.h"
 #include "tensor_util.h"
 #include "weight_check.h"
@@ -11,6 +13,13 @@ bool IsConstantFloat(const tfl::Tensor* tensor) {
   return tensor != nullptr && tensor->type == tfl::kFloat32 &&
          tensor->allocation_type == tfl::kMmapRo && tensor->data != nullptr &&
          tensor->sparsity == nullptr;
+}
+
+// Whether the model leaves the height or width of an NHWC tensor open (a -1 in its signature).
+bool SpatialSizeOpen(const tfl::Tensor* tensor) {
+  const tfl::IntArray* signature = tensor->dims_signature;
+  return signature != nullptr && signature->size == 4 &&
+         (signature->data[1] < 0 || signature->data[2] < 0);
 }
 
 // Checks the op itself (no plan involved). Fills the tensor indices and params of *claimed.
@@ -46,10 +55,26 @@ std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, Cl
       return "bias is not a constant float32 vector of out_channels";
     }
   }
+  // A dynamic-sized tensor gets its shape only while the graph runs (e.g. after a RESHAPE whose
+  // shape is computed): nothing can be planned or packed for it now.
+  if (input->allocation_type == tfl::kDynamic || output->allocation_type == tfl::kDynamic) {
+    return "input or output is a dynamic-sized tensor (shape known only at run time)";
+  }
+  for (int d = 0; d < 4; ++d) {
+    if (input->dims->data[d] <= 0) return "input shape is not known yet (a dimension is 0)";
+  }
   const int* in = input->dims->data;
   std::string error;
   if (!ResolveConvShape(claimed->params, in[0], in[1], in[2], in[3], f[0], &claimed->shape, &error)) {
-    return error;
+    // A height or width the model leaves open (-1 in the shape signature) has a placeholder size
+    // in the file, often 1, too small for a VALID 3x3 convolution. The partition kernel packs for
+    // the real size once TFLite has it; the plan is checked against a 3x3 stand-in now.
+    if (!SpatialSizeOpen(input) ||
+        !ResolveConvShape(claimed->params, in[0], std::max(in[1], kKernelSize),
+                          std::max(in[2], kKernelSize), in[3], f[0], &claimed->shape, &error)) {
+      return error;
+    }
+    claimed->shape_note = "input height/width known only at run time";
   }
   return std::string();
 }

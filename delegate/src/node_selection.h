@@ -1,6 +1,6 @@
 // Node selection: decides, node by node, whether the delegate runs a CONV_2D. A node is claimed only
 // when the op is supported (float32 NHWC, constant 3x3 filter, SAME/VALID, stride 1 or 2, fused
-// NONE/RELU/RELU6), the plan has a valid entry for it that matches the live weights, the engine
+// NONE/RELU/RELU6; input and output not dynamic-sized, the input's shape known), the plan has a valid entry for it that matches the live weights, the engine
 // expects to be faster than TFLite on it, and the engine accepts it. Everything else is declined
 // with the reason.
 #ifndef TFPCONV_SRC_NODE_SELECTION_H_
@@ -27,6 +27,7 @@ struct ClaimedConv {
   ConvShape shape;                    // geometry when it was selected
   std::unique_ptr<PatternConv> conv;  // the engine's convolution for `shape`
   std::string tuning_note;            // why the plan's tuned parameters were not used, if so
+  std::string shape_note;             // why `shape` is a stand-in for a size known only later
 };
 
 enum class Verdict {

@@ -60,6 +60,8 @@ DelegateSettings SettingsFromOptions(const TfpconvDelegateOptions* options) {
   settings.log_level = static_cast<TfpconvLogLevel>(level);
   if (options->isa != nullptr && options->isa[0] != '\0') settings.isa = options->isa;
   settings.claim_all = options->claim_all != 0;
+  settings.log_callback = options->log_callback;
+  settings.log_user_data = options->log_user_data;
   return settings;
 }
 

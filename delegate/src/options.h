@@ -13,6 +13,8 @@ struct DelegateSettings {
   TfpconvLogLevel log_level = kTfpconvLogWarning;
   std::string isa = "auto";  // "auto" or an engine ISA name
   bool claim_all = false;    // claim every planned node the engine runs, faster or not
+  TfpconvLogCallback log_callback = nullptr;  // null: log lines go to stderr
+  void* log_user_data = nullptr;
 };
 
 // Copies `options` (NULL means the defaults), clamping num_threads to >= 1.

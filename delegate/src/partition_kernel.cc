@@ -1,5 +1,6 @@
 #include "partition_kernel.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <set>
 
@@ -96,9 +97,23 @@ bool PartitionKernel::PrepareStep(tfl::Context* context, Step* step) {
   ConvShape shape;
   std::string error;
   if (!ResolveConvShape(conv.params, in[0], in[1], in[2], in[3], conv.shape.out_c, &shape, &error)) {
-    state_->logger.Log(kTfpconvLogError, "node %d: %s", conv.node_index, error.c_str());
-    return false;
+    // An input with no elements (batch 0) or too small for VALID: TFLite's kernel gives an empty
+    // output, so does the partition. Sizes TFLite refuses fail here too.
+    const int out[4] = {in[0], TfliteOutputSize(conv.params.padding, in[1], conv.params.stride_height),
+                        TfliteOutputSize(conv.params.padding, in[2], conv.params.stride_width),
+                        conv.shape.out_c};
+    if (std::min({out[0], out[1], out[2]}) < 0 || in[1] < 0 || in[2] < 0) {
+      state_->logger.Log(kTfpconvLogError, "node %d: %s", conv.node_index, error.c_str());
+      return false;
+    }
+    step->empty = true;
+    if (!SetOutputDims(context, conv.output_tensor, out)) {
+      state_->logger.Log(kTfpconvLogError, "node %d: cannot resize the output tensor", conv.node_index);
+      return false;
+    }
+    return true;
   }
+  step->empty = false;
   const bool shape_changed = !SameConvShape(shape, conv.shape);
   if (shape_changed || (conv.conv == nullptr && !step->use_reference)) {
     conv.shape = shape;
@@ -147,6 +162,7 @@ tfl::Status PartitionKernel::Invoke(tfl::Context* context) {
   ThreadPool* pool = state_->pool();
   for (Step& step : steps_) {
     const ClaimedConv& conv = step.conv;
+    if (step.empty) continue;
     const float* input = TensorData(context, conv.input_tensor);
     float* output = TensorData(context, conv.output_tensor);
     if (input == nullptr || output == nullptr) {

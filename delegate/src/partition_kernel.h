@@ -29,6 +29,7 @@ class PartitionKernel {
   struct Step {
     ClaimedConv conv;
     bool use_reference = false;  // the engine rejected the current shape: dense reference instead
+    bool empty = false;          // the current shape has no output element (batch 0, ...)
   };
   struct OwnedTensor {
     int dims[4] = {0, 0, 0, 0};

@@ -18,6 +18,9 @@ enum BuiltinOperator : int32_t { kBuiltinConv2d = 3, kBuiltinDelegate = 51 };
 enum Padding : int { kPaddingUnknown = 0, kPaddingSame = 1, kPaddingValid = 2 };
 enum FusedActivation : int { kActNone = 0, kActRelu = 1, kActReluN1To1 = 2, kActRelu6 = 3 };
 constexpr int kOptionalTensor = -1;
+// TfLiteDelegateFlags: the delegate kernels handle tensors resized after delegation (TFLite then
+// neither refuses graphs with dynamic-sized tensors nor re-applies the delegate after a resize).
+constexpr int64_t kDelegateFlagsAllowDynamicTensors = 1;
 
 struct IntArray {
   int size;

@@ -119,6 +119,8 @@ static_assert(SameValue(tfl::kMmapRo, kTfLiteMmapRo) && SameValue(tfl::kArenaRw,
 static_assert(SameValue(tfl::kBuiltinConv2d, kTfLiteBuiltinConv2d), "CONV_2D");
 static_assert(SameValue(tfl::kBuiltinDelegate, kTfLiteBuiltinDelegate), "DELEGATE");
 static_assert(tfl::kOptionalTensor == kTfLiteOptionalTensor, "optional tensor");
+static_assert(tfl::kDelegateFlagsAllowDynamicTensors == kTfLiteDelegateFlagsAllowDynamicTensors,
+              "TfLiteDelegateFlags");
 static_assert(sizeof(tfl::Status) == sizeof(TfLiteStatus), "TfLiteStatus size");
 static_assert(sizeof(tfl::Type) == sizeof(TfLiteType), "TfLiteType size");
 

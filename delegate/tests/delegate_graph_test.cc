@@ -77,7 +77,10 @@ class FakeGraph {
       std::free(params->output_tensors);
       std::free(params);
     }
-    for (tfl::Tensor& tensor : tensors_) std::free(tensor.dims);
+    for (tfl::Tensor& tensor : tensors_) {
+      std::free(tensor.dims);
+      std::free(const_cast<tfl::IntArray*>(tensor.dims_signature));
+    }
     std::free(plan_cache_);
   }
 
@@ -136,6 +139,11 @@ class FakeGraph {
     buffers_[tensor] = values;
     tensors_[tensor].data = buffers_[tensor].data();
   }
+  // The shape signature of the model file (-1: a dimension the model leaves open).
+  void SetSignature(int tensor, const std::vector<int>& signature) {
+    std::free(const_cast<tfl::IntArray*>(tensors_[tensor].dims_signature));
+    tensors_[tensor].dims_signature = NewIntArray(signature);
+  }
   void SetType(int tensor, tfl::Type type) { tensors_[tensor].type = type; }
   void SetAllocation(int tensor, tfl::AllocationType allocation) {
     tensors_[tensor].allocation_type = allocation;
@@ -157,6 +165,13 @@ class FakeGraph {
   // delegate sees propagated shapes.
   tfl::Status Apply(TfLiteDelegate* delegate) {
     if (!AllocateTensors()) return tfl::kError;
+    auto* d = reinterpret_cast<tfl::Delegate*>(delegate);
+    return d->Prepare(&context_, d);
+  }
+
+  // Like TFLite for a delegate that allows dynamic tensors (the tfpconv delegate): the delegate
+  // sees the shapes as the model file gives them; the graph is prepared afterwards.
+  tfl::Status ApplyUnprepared(TfLiteDelegate* delegate) {
     auto* d = reinterpret_cast<tfl::Delegate*>(delegate);
     return d->Prepare(&context_, d);
   }
@@ -596,10 +611,11 @@ class DeclinedNodeTest : public DelegateGraphTest {
     bias_ = filter_ + 1;  // spec_ gives the first convolution a bias
   }
 
-  void ExpectFirstNodeDeclined(const std::string& reason) {
+  void ExpectFirstNodeDeclined(const std::string& reason, bool prepared = true) {
     chain_.graph->SetMetadata(PlanFor(spec_, chain_));
     ::testing::internal::CaptureStderr();
-    const tfl::Status status = chain_.graph->Apply(delegate_);
+    const tfl::Status status =
+        prepared ? chain_.graph->Apply(delegate_) : chain_.graph->ApplyUnprepared(delegate_);
     const std::string log = ::testing::internal::GetCapturedStderr();
     ASSERT_EQ(status, tfl::kOk) << log;
     EXPECT_EQ(Claimed(), std::vector<int>{chain_.nodes[1]});
@@ -799,6 +815,150 @@ TEST_F(DelegateGraphTest, OnlyThePrimarySubgraphIsDelegated) {
   primary.graph->set_primary(true);
   ASSERT_EQ(primary.graph->Apply(delegate_), tfl::kOk);
   EXPECT_EQ(primary.graph->delegate_nodes(), 1);
+}
+
+// -- graphs with dynamic-sized tensors (Flatten under a dynamic batch, EfficientNet, resizes) --------
+
+TEST_F(DelegateGraphTest, AllowsDynamicTensorsSoTfliteKeepsItAcrossResizes) {
+  const auto* delegate = reinterpret_cast<const tfl::Delegate*>(delegate_);
+  EXPECT_NE(delegate->flags & tfl::kDelegateFlagsAllowDynamicTensors, 0);
+}
+
+// Applied before the graph is prepared (what TFLite does with the flag): the partition kernel
+// resolves the real shapes in its own Prepare and follows every later resize.
+TEST_F(DelegateGraphTest, AppliedBeforeShapesArePropagatedFollowsEveryResize) {
+  Chain chain = BuildChain(spec_);
+  // The shapes the converter writes into the file (batch 1), not propagated by the fake runtime.
+  chain.graph->SetDims(chain.filter_tensors[1] - 1, {1, 9, 7, 6});
+  chain.graph->SetDims(chain.output, {1, 4, 5, 3});
+  chain.graph->SetMetadata(PlanFor(spec_, chain));
+  ASSERT_EQ(chain.graph->ApplyUnprepared(delegate_), tfl::kOk);
+  EXPECT_EQ(Claimed(), chain.nodes);
+  EXPECT_EQ(chain.graph->delegate_nodes(), 1);
+  RunAndCompare(&chain, spec_.input_dims, 50);
+  for (const std::vector<int>& dims : {std::vector<int>{4, 9, 7, 5}, std::vector<int>{1, 9, 7, 5},
+                                       std::vector<int>{3, 14, 10, 5}}) {
+    chain.graph->SetDims(chain.input, dims);
+    RunAndCompare(&chain, dims, 51);
+  }
+}
+
+// Height and width left open by the model (-1 in the signature): the file's placeholder 1x1 is too
+// small for the VALID convolution, which is still claimed and packed once the real size is known.
+TEST_F(DelegateGraphTest, ClaimsConvsWhoseHeightAndWidthAreKnownOnlyAtRunTime) {
+  spec_.input_dims = {1, 1, 1, 5};
+  Chain chain = BuildChain(spec_);
+  chain.graph->SetSignature(chain.input, {-1, -1, -1, 5});
+  chain.graph->SetSignature(chain.filter_tensors[1] - 1, {-1, -1, -1, 6});  // the internal tensor
+  chain.graph->SetMetadata(PlanFor(spec_, chain));
+  ::testing::internal::CaptureStderr();
+  ASSERT_EQ(chain.graph->ApplyUnprepared(delegate_), tfl::kOk);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(Claimed(), chain.nodes) << log;
+  EXPECT_NE(log.find("input height/width known only at run time"), std::string::npos) << log;
+  for (const std::vector<int>& dims : {std::vector<int>{1, 9, 7, 5}, std::vector<int>{2, 6, 11, 5}}) {
+    chain.graph->SetDims(chain.input, dims);
+    RunAndCompare(&chain, dims, 52);
+  }
+}
+
+// Without an open signature an unusable placeholder shape is declined as before.
+TEST_F(DeclinedNodeTest, InputTooSmallWithAFixedSignature) {
+  chain_.graph->SetDims(chain_.input, {1, 9, 1, 5});
+  chain_.graph->ConvParamsOf(chain_.nodes[0])->padding = tfl::kPaddingValid;
+  chain_.graph->SetSignature(chain_.input, {1, 9, 1, 5});
+  chain_.graph->SetMetadata(PlanFor(spec_, chain_));
+  ::testing::internal::CaptureStderr();
+  ASSERT_EQ(chain_.graph->ApplyUnprepared(delegate_), tfl::kOk);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(chain_.graph->RunsOnTflite(chain_.nodes[0]));
+  EXPECT_NE(log.find("declined CONV_2D node " + std::to_string(chain_.nodes[0]) +
+                     ": input 9x1 gives an empty output"),
+            std::string::npos)
+      << log;
+}
+
+TEST_F(DeclinedNodeTest, InputThatIsADynamicSizedTensor) {
+  chain_.graph->SetAllocation(chain_.input, tfl::kDynamic);  // e.g. a RESHAPE to a computed shape
+  ExpectFirstNodeDeclined("input or output is a dynamic-sized tensor (shape known only at run time)");
+}
+
+TEST_F(DeclinedNodeTest, InputShapeNotKnownYet) {
+  chain_.graph->SetDims(chain_.input, {1, 0, 7, 5});
+  chain_.graph->SetDims(bias_ + 1, {1, 9, 7, 6});  // the second convolution's input, as in a file
+  ExpectFirstNodeDeclined("input shape is not known yet (a dimension is 0)", /*prepared=*/false);
+}
+
+// Inputs that leave a convolution nothing to compute (batch 0; narrower than a VALID 3x3): TFLite's
+// kernels give empty outputs, so does the partition; then it runs normally again.
+TEST_F(DelegateGraphTest, EmptyOutputsAfterAResizeDoNotFail) {
+  Chain chain = BuildChain(spec_);
+  chain.graph->SetMetadata(PlanFor(spec_, chain));
+  ASSERT_EQ(chain.graph->Apply(delegate_), tfl::kOk);
+  ASSERT_EQ(chain.graph->delegate_nodes(), 1);
+  RunAndCompare(&chain, spec_.input_dims, 53);
+  chain.graph->SetDims(chain.input, {0, 9, 7, 5});
+  ASSERT_TRUE(chain.graph->AllocateTensors());
+  ASSERT_TRUE(chain.graph->Invoke());
+  EXPECT_EQ(chain.graph->Dims(chain.output), (std::vector<int>{0, 4, 5, 3}));
+  chain.graph->SetDims(chain.input, {1, 9, 2, 5});  // the second (VALID) convolution: width 0
+  ASSERT_TRUE(chain.graph->AllocateTensors());
+  ASSERT_TRUE(chain.graph->Invoke());
+  EXPECT_EQ(chain.graph->Dims(chain.output), (std::vector<int>{1, 4, 0, 3}));
+  chain.graph->SetDims(chain.input, spec_.input_dims);
+  RunAndCompare(&chain, spec_.input_dims, 54);
+}
+
+// -- the log callback ----------------------------------------------------------------------------------
+
+struct LogLine {
+  TfpconvLogLevel level;
+  std::string message;
+};
+
+void CollectLogLine(TfpconvLogLevel level, const char* message, void* user_data) {
+  static_cast<std::vector<LogLine>*>(user_data)->push_back({level, message});
+}
+
+TEST_F(DelegateGraphTest, LogCallbackReceivesTheLinesInsteadOfStderr) {
+  for (TfpconvLogLevel log_level : {kTfpconvLogInfo, kTfpconvLogWarning}) {
+    std::vector<LogLine> lines;
+    TfpconvDelegateOptions options = TfpconvDelegateOptionsDefault();
+    EXPECT_EQ(options.log_callback, nullptr);
+    EXPECT_EQ(options.log_user_data, nullptr);
+    options.log_level = log_level;
+    options.claim_all = 1;
+    options.isa = "mips";  // a warning at creation
+    options.log_callback = CollectLogLine;
+    options.log_user_data = &lines;
+    ::testing::internal::CaptureStderr();
+    TfLiteDelegate* delegate = TfpconvDelegateCreate(&options);
+    ASSERT_NE(delegate, nullptr);
+    Chain chain = BuildChain(spec_);
+    std::vector<ConvPlanSpec> convs = {
+        SpecFor(spec_.filters[0], chain.nodes[0], chain.filter_tensors[0]),
+        SpecFor(spec_.filters[1], chain.nodes[1], chain.filter_tensors[1])};
+    convs[0].weight_checksum ^= 1u;  // stale: a warning naming node 0
+    chain.graph->SetMetadata(BuildPlan(convs));
+    ASSERT_EQ(chain.graph->Apply(delegate), tfl::kOk);
+    TfpconvDelegateDelete(delegate);
+    EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+
+    const auto has = [&](TfpconvLogLevel level, const std::string& start) {
+      return std::any_of(lines.begin(), lines.end(), [&](const LogLine& line) {
+        return line.level == level && line.message.rfind(start, 0) == 0;
+      });
+    };
+    EXPECT_TRUE(has(kTfpconvLogWarning, "unknown isa 'mips'"));
+    EXPECT_TRUE(has(kTfpconvLogWarning, "declined CONV_2D node " + std::to_string(chain.nodes[0])));
+    EXPECT_EQ(has(kTfpconvLogInfo, "claimed CONV_2D node " + std::to_string(chain.nodes[1])),
+              log_level == kTfpconvLogInfo);
+    for (const LogLine& line : lines) {
+      EXPECT_LE(line.level, log_level) << line.message;
+      EXPECT_EQ(line.message.find('\n'), std::string::npos) << line.message;
+      EXPECT_EQ(line.message.find("tfpconv "), std::string::npos) << line.message;  // no prefix
+    }
+  }
 }
 
 TEST(DelegateApi, PluginEntryPointsParseOptions) {

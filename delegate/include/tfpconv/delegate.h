@@ -34,6 +34,12 @@ typedef enum TfpconvLogLevel {
   kTfpconvLogVerbose = 3,
 } TfpconvLogLevel;
 
+/* Receives each log line of the delegate (at or above the options' log_level): its level and the
+ * message, one line without the "tfpconv <level>: " prefix or a newline; `message` is valid only
+ * during the call. Called on the thread that logs (the one applying the delegate or running the
+ * interpreter); interpreters on several threads sharing one delegate call it concurrently. */
+typedef void (*TfpconvLogCallback)(TfpconvLogLevel level, const char* message, void* user_data);
+
 typedef struct TfpconvDelegateOptions {
   /* Threads for the convolution kernels; values < 1 mean 1. */
   int num_threads;
@@ -45,6 +51,13 @@ typedef struct TfpconvDelegateOptions {
    * TFLite (the plan's convert-time tuning decides, else layers with fewer than 4 input channels
    * stay with TFLite). Non-zero: claim every planned convolution the engine can run. */
   int claim_all;
+  /* Where log lines go: NULL (default) writes "tfpconv <level>: message" lines to stderr; otherwise
+   * each line goes to log_callback(level, message, log_user_data) instead (e.g. Android's
+   * __android_log_print, where stderr is lost). The callback must stay callable as long as the
+   * delegate exists. Start from TfpconvDelegateOptionsDefault(); code built against a header
+   * without these two fields must be recompiled. */
+  TfpconvLogCallback log_callback;
+  void* log_user_data;
 } TfpconvDelegateOptions;
 
 TFPCONV_EXPORT TfpconvDelegateOptions TfpconvDelegateOptionsDefault(void);

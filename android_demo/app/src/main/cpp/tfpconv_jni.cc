@@ -3,7 +3,13 @@
 // The native TfLiteDelegate* travels through Java as a jlong handle; TFLite's Android Interpreter
 // takes it back from org.tensorflow.lite.Delegate#getNativeHandle() and applies it with
 // ModifyGraphWithDelegate. Nothing here knows TFLite's structs: only delegate.h is used.
+// On Android the delegate's log lines go to logcat (tag "tfpconv") through the options' log
+// callback, since Android discards stderr; elsewhere (the host tests) they stay on stderr.
 #include <jni.h>
+
+#if defined(__ANDROID__)
+#include <android/log.h>
+#endif
 
 #include <cstdint>
 #include <new>
@@ -30,6 +36,22 @@ TfpconvLogLevel ClampLogLevel(jint level) {
   return static_cast<TfpconvLogLevel>(level);
 }
 
+#if defined(__ANDROID__)
+int AndroidPriority(TfpconvLogLevel level) {
+  switch (level) {
+    case kTfpconvLogError: return ANDROID_LOG_ERROR;
+    case kTfpconvLogWarning: return ANDROID_LOG_WARN;
+    case kTfpconvLogInfo: return ANDROID_LOG_INFO;
+    case kTfpconvLogVerbose: return ANDROID_LOG_VERBOSE;
+  }
+  return ANDROID_LOG_INFO;
+}
+
+void LogToLogcat(TfpconvLogLevel level, const char* message, void*) {
+  __android_log_print(AndroidPriority(level), "tfpconv", "%s", message);
+}
+#endif
+
 void ThrowOutOfMemory(JNIEnv* env, const char* what) {
   if (env->ExceptionCheck()) return;  // keep the exception already pending
   jclass error = env->FindClass("java/lang/OutOfMemoryError");
@@ -48,6 +70,9 @@ JNIEXPORT jlong JNICALL Java_com_tfpconv_demo_NativeBridge_nativeCreate(JNIEnv* 
     TfpconvDelegateOptions options = TfpconvDelegateOptionsDefault();
     options.num_threads = static_cast<int>(num_threads);  // the delegate treats < 1 as 1
     options.log_level = ClampLogLevel(log_level);
+#if defined(__ANDROID__)
+    options.log_callback = LogToLogcat;
+#endif
     std::string isa_name;  // the delegate copies it; it only has to live through the call
     if (isa != nullptr) {
       const char* chars = env->GetStringUTFChars(isa, nullptr);

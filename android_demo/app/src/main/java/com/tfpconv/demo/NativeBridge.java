@@ -17,7 +17,10 @@ public final class NativeBridge {
   /** Name of the native library (libtfpconv_jni.so). */
   public static final String LIBRARY = "tfpconv_jni";
 
-  /** Log levels of the delegate (TfpconvLogLevel); its messages go to the process's stderr. */
+  /**
+   * Log levels of the delegate (TfpconvLogLevel); on Android its messages go to logcat under the
+   * tag "tfpconv" (elsewhere to the process's stderr).
+   */
   public static final int LOG_ERROR = 0;
   public static final int LOG_WARNING = 1;
   public static final int LOG_INFO = 2;
