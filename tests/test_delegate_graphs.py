@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
-import tfpconv  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter as PlainInterpreter  # noqa: E402
+
+import tfpconv  # noqa: E402
 from tfpconv.runtime.delegate import claimed_nodes  # noqa: E402
 
 RTOL = 1e-4
@@ -49,7 +50,11 @@ def interpreters(model_bytes, runtime):
     tf = pytest.importorskip("tensorflow")
     delegate = tf.lite.experimental.load_delegate(tfpconv.delegate_path(), {"claim": "all"})
     delegated = tf.lite.Interpreter(model_content=model_bytes, experimental_delegates=[delegate])
-    return tf.lite.Interpreter(model_content=model_bytes), delegated, lambda: claimed_nodes(delegate)
+    return (
+        tf.lite.Interpreter(model_content=model_bytes),
+        delegated,
+        lambda: claimed_nodes(delegate),
+    )
 
 
 def run(interpreter, inputs):
@@ -149,7 +154,9 @@ def test_resize_to_batch_4_then_allocate_tensors(flatten_bytes, runtime):
     for batch in (4, 1, 3):
         inputs = random_inputs((batch, 12, 12, 6), batch)
         for interpreter in (plain, delegated):
-            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], inputs.shape)
+            interpreter.resize_tensor_input(
+                interpreter.get_input_details()[0]["index"], inputs.shape
+            )
             interpreter.allocate_tensors()
         outputs = run(delegated, inputs)
         assert outputs[0].shape == (batch, 7)
