@@ -2,10 +2,11 @@
 
 For each model (VGG-16 at 32x32, ResNet-18 at 224x224 by default) the latency table is measured on
 this machine (``tfpconv.runtime.latency_table``, cached in ``benchmarks/results/tables/``), then
-random candidates are drawn -- a keep ratio per channel group from {0.25, 0.5, 0.75, 1} and a
-connectivity per 3x3 convolution from {0, 0.5, 0.72, 0.9} (8 patterns; the first convolution
-keeps its kernels) -- built for real (channel surgery + pattern projection), converted, and timed
-as deployed (``tfpconv.Interpreter``, one thread, medians). Writes
+random candidates are drawn (``latency_table.random_candidate``: a keep ratio per channel group
+from {0.25, 0.5, 0.75, 1}, a connectivity per 3x3 convolution from {0, 0.5, 0.72, 0.9}, 8 patterns,
+the first convolution keeps its kernels; another seed than the table's calibration), built for
+real (channel surgery + pattern projection), converted, and timed as deployed
+(``tfpconv.Interpreter``, one thread, medians). Writes
 ``benchmarks/results/latency_model.{json,md}`` with every candidate and the median absolute error
 (target: <= 10%).
 
@@ -38,18 +39,7 @@ MODELS = {
     "vgg16_32": lambda: tfpconv.models.vgg16((32, 32, 3), num_classes=10),
     "resnet18": lambda: tfpconv.models.resnet18((224, 224, 3)),
 }
-RATIOS = (0.25, 0.5, 0.75, 1.0)
-CONNECTIVITIES = (0.0, 0.5, 0.72, 0.9)
 TARGET = 0.10
-
-
-def random_candidate(model, rng):
-    widths = {
-        g.name: float(rng.choice(RATIOS)) for g in tfpconv.channels.groups(model) if g.prunable
-    }
-    sites = [s for s in lt.conv_sites(model) if s.pattern]
-    connectivity = {s.layer: float(rng.choice(CONNECTIVITIES)) for s in sites[1:]}
-    return widths, connectivity
 
 
 def table_for(name, model, table_dir: Path, say) -> lt.LatencyTable:
@@ -96,7 +86,7 @@ def main() -> None:
             rng = np.random.default_rng(args.seed)
             rows = []
             for i in range(args.candidates):
-                widths, connectivity = random_candidate(model, rng)
+                widths, connectivity = lt.random_candidate(model, rng)
                 predicted = table.predict(model, widths, connectivity)
                 data = convert_model(build_candidate(model, widths, connectivity))
                 measured = lt.measured_latency(data)

@@ -6,6 +6,7 @@ predictions; the accuracy of the model (median error) is measured by benchmarks/
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def test_grid_interpolates_exactly_at_and_linearly_between_points():
 @pytest.fixture(scope="module")
 def small():
     model = tfpconv.models.small_vgg((24, 24, 3), widths=(16, 32), name="small")
-    table = lt.measure_table(model)
+    table = lt.measure_table(model, calibration=3)
     return model, table
 
 
@@ -52,11 +53,27 @@ def test_measured_table_covers_every_convolution(small):
     assert first.connectivities == list(lt.CONNECTIVITIES)
     assert np.all(np.asarray(first.ms) > 0)
     assert table.machine["threads"] == 1 and table.machine["cpu"]
-    # The overhead closes the gap: the dense full-width model is predicted as measured.
-    measured = table.overhead_ms["small"] + sum(
-        table.conv_ms(s, s.in_channels, s.out_channels, 0.0) for s in sites
+    # Prediction = overhead + scale x the table's convolutions, both calibrated on the model.
+    convs = sum(table.conv_ms(s, s.in_channels, s.out_channels, 0.0) for s in sites)
+    assert table.convs_ms(model) == pytest.approx(convs)
+    assert 0.2 <= table.scale["small"] <= 5.0
+    assert table.predict(model) == pytest.approx(
+        table.overhead_ms["small"] + table.scale["small"] * convs
     )
-    assert table.predict(model) == pytest.approx(measured)
+
+
+def test_calibration_fits_overhead_and_scale_by_least_squares(small):
+    model, table = small
+    points = [(1.0, 0.0, 5.0), ({"conv1_1": 0.5}, 0.0, 4.0), (0.5, 0.5, 2.0), (0.25, 0.9, 1.5)]
+    table = copy.deepcopy(table)  # the fixture's own calibration stays for the other tests
+    fitted = lt._assemble_table(model, table, None, lambda: points, None)  # every shape is known
+    summed = np.array([table.convs_ms(model, w, c) for w, c, _ in points])
+    scale, overhead = np.polyfit(summed, [ms for *_, ms in points], 1)
+    assert fitted.scale["small"] == pytest.approx(float(np.clip(scale, 0.2, 5.0)))
+    if 0.2 < scale < 5.0:
+        assert fitted.overhead_ms["small"] == pytest.approx(overhead)
+    one = lt._assemble_table(model, copy.deepcopy(table), None, lambda: points[:1], None)
+    assert one.scale["small"] == 1.0 and one.overhead_ms["small"] == pytest.approx(5.0 - summed[0])
 
 
 def test_predictions_of_candidates_are_sane(small):

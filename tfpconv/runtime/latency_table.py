@@ -172,6 +172,8 @@ class LatencyTable:
     machine: dict[str, Any]
     shapes: dict[str, ShapeGrid] = field(default_factory=dict)
     overhead_ms: dict[str, float] = field(default_factory=dict)
+    #: Per model, the factor on the summed convolution times (1 where not calibrated).
+    scale: dict[str, float] = field(default_factory=dict)
 
     # -- prediction --------------------------------------------------------------------------
 
@@ -196,8 +198,19 @@ class LatencyTable:
                 f"the table has no overhead for model {model.name!r}; measure it with "
                 "measure_table(model)"
             )
+        return self.overhead_ms[model.name] + self.scale.get(model.name, 1.0) * self.convs_ms(
+            model, widths, connectivity
+        )
+
+    def convs_ms(
+        self,
+        model: Any,
+        widths: channels.Widths = 1.0,
+        connectivity: float | Mapping[str, float] = 0.0,
+    ) -> float:
+        """The table's milliseconds of the model's convolutions, summed (no overhead, no scale)."""
         decision = channels.plan(model, widths)
-        total = self.overhead_ms[model.name]
+        total = 0.0
         for site in conv_sites(model):
             cin = int(decision.input_keep(site.layer).sum())
             group = next(g for g in decision.groups if site.layer in g.producers)
@@ -219,6 +232,7 @@ class LatencyTable:
                 "machine": self.machine,
                 "shapes": {key: asdict(grid) for key, grid in sorted(self.shapes.items())},
                 "overhead_ms": self.overhead_ms,
+                "scale": self.scale,
             },
             indent=1,
         )
@@ -243,6 +257,7 @@ class LatencyTable:
                 machine=dict(data["machine"]),
                 shapes={k: ShapeGrid(**v) for k, v in data["shapes"].items()},
                 overhead_ms={k: float(v) for k, v in data["overhead_ms"].items()},
+                scale={k: float(v) for k, v in data.get("scale", {}).items()},
             )
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: not a tfpconv latency table ({err})") from None
@@ -366,27 +381,64 @@ def _missing_grids(
     return {key: (site, sorted(ins), sorted(outs)) for key, (site, ins, outs) in todo.items()}
 
 
+#: A calibration point: channel widths, connectivity, and the measured end-to-end milliseconds.
+Calibration = tuple[channels.Widths, "float | Mapping[str, float]", float]
+
+
 def _assemble_table(
     model: Any,
     table: LatencyTable,
     grid_of: Callable[[ConvSite, list[int], list[int]], ShapeGrid],
-    model_ms: Callable[[], float],
+    calibration_of: Callable[[], list[Calibration]],
     progress: Callable[[int, int, str], None] | None,
 ) -> LatencyTable:
-    """Fill the missing shapes of ``table`` with ``grid_of`` and set the model's overhead from its
-    end-to-end milliseconds ``model_ms()``: one path for tables timed here and on a phone."""
+    """Fill the missing shapes of ``table`` with ``grid_of``, then calibrate the model's overhead
+    (and, with several points, the scale of the summed convolutions) from measured models: one
+    path for tables timed here and on a phone."""
     todo = _missing_grids(model, table)
     say = progress or (lambda _done, _total, _what: None)
     for done, (key, (site, ins, outs)) in enumerate(todo.items()):
         say(done, len(todo) + 1, f"{key}: {len(ins)}x{len(outs)} channel counts")
         table.shapes[key] = grid_of(site, ins, outs)
     say(len(todo), len(todo) + 1, f"{model.name}: end to end, for the overhead")
-    measured = model_ms()
-    table.overhead_ms[model.name] = 0.0
-    predicted = table.predict(model)
-    table.overhead_ms[model.name] = measured - predicted
+    points = calibration_of()
+    summed = np.array([table.convs_ms(model, w, c) for w, c, _ in points])
+    measured = np.array([ms for _, _, ms in points])
+    scale = 1.0
+    if len(points) > 2 and np.ptp(summed) > 0:
+        # One-layer models each pay what a whole model pays once (invoke, layout changes at
+        # partition boundaries): the sum over-counts in proportion, fitted by least squares.
+        scale, _ = np.polyfit(summed, measured, 1)
+        scale = float(np.clip(scale, 0.2, 5.0))
+    table.scale[model.name] = scale
+    table.overhead_ms[model.name] = float(np.mean(measured - scale * summed))
     say(len(todo) + 1, len(todo) + 1, "done")
     return table
+
+
+def random_candidate(
+    model: Any, rng: np.random.Generator
+) -> tuple[dict[str, float], dict[str, float]]:
+    """A random candidate: a keep ratio per prunable channel group from {0.25, 0.5, 0.75, 1}, and
+    a connectivity per 3x3 convolution but the first from {0, 0.5, 0.72, 0.9}."""
+    widths = {
+        g.name: float(rng.choice(WIDTH_FRACTIONS)) for g in channels.groups(model) if g.prunable
+    }
+    sites = [s for s in conv_sites(model) if s.pattern]
+    connectivity = {s.layer: float(rng.choice(CONNECTIVITIES)) for s in sites[1:]}
+    return widths, connectivity
+
+
+def _host_calibration(model: Any, threads: int, count: int, seed: int) -> list[Calibration]:
+    from tfpconv.keras.candidates import build_candidate  # the keras side, for real candidates
+
+    points: list[Calibration] = [(1.0, 0.0, measured_latency(convert_model(model), threads))]
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        widths, connectivity = random_candidate(model, rng)
+        data = convert_model(build_candidate(model, widths, connectivity))
+        points.append((widths, connectivity, measured_latency(data, threads)))
+    return points
 
 
 def measure_table(
@@ -394,12 +446,15 @@ def measure_table(
     threads: int = 1,
     table: LatencyTable | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    calibration: int = 6,
 ) -> LatencyTable:
     """Measure (or complete) the latency table of a Keras model on this machine.
 
-    Shapes already in ``table`` are not measured again (the cache). The model's overhead is its
-    measured end-to-end latency (dense, full width) minus the table's prediction of its
-    convolutions.
+    Shapes already in ``table`` are not measured again (the cache). Then the model itself and
+    ``calibration`` random candidates of it (fixed seed) are built and timed end to end: a least
+    squares fit of measured = overhead + scale x (summed table times) gives the model's overhead
+    and scale (one-layer models each pay costs a whole model pays once). ``calibration=0`` uses
+    the full model alone (scale 1).
 
     Args:
       model: a functional or Sequential Keras model with static input sizes.
@@ -417,7 +472,7 @@ def measure_table(
         model,
         table,
         lambda site, ins, outs: measure_grid(site, ins, outs, threads),
-        lambda: measured_latency(convert_model(model), threads),
+        lambda: _host_calibration(model, threads, calibration, seed=12345),
         progress,
     )
 
@@ -604,4 +659,4 @@ def table_from_device(
         )
 
     table = LatencyTable(machine=machine)
-    return _assemble_table(model, table, grid_of, lambda: float(full), progress)
+    return _assemble_table(model, table, grid_of, lambda: [(1.0, 0.0, float(full))], progress)
