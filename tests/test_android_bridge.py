@@ -302,15 +302,17 @@ def _write_r_java(directory: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def app_kotlin_build(host_build, java_home, tmp_path_factory) -> Path:
-    """All the app's Kotlin compiled by kotlinc against the compile-only TFLite / Android signatures
-    (hosttest/compile_only), the generated R and the app's NativeBridge (compiled in host_build)."""
+def compile_app_kotlin(
+    out: Path, java_home: Path, check: str, bridge_classes: Path | None = None
+) -> Path:
+    """All the app's Kotlin plus ``hosttest/kotlin/<check>``, compiled by kotlinc against the
+    compile-only TFLite / Android signatures (hosttest/compile_only), the generated R and the app's
+    NativeBridge (from ``bridge_classes``, else compiled here); returns the jar."""
     kotlinc = shutil.which("kotlinc")
     if kotlinc is None:
         pytest.skip("kotlinc not installed (Debian: apt-get install kotlin)")
-    out = tmp_path_factory.mktemp("app_kotlin")
     api_classes = out / "api"
+    bridge = [] if bridge_classes is not None else [JAVA_PKG / "NativeBridge.java"]
     _run(
         [
             java_home / "bin" / "javac",
@@ -322,8 +324,10 @@ def app_kotlin_build(host_build, java_home, tmp_path_factory) -> Path:
             api_classes,
             *sorted(COMPILE_ONLY.rglob("*.java")),
             _write_r_java(out / "generated"),
+            *bridge,
         ]
     )
+    classpath = [*([bridge_classes] if bridge_classes is not None else []), api_classes]
     jar = out / "app_kotlin.jar"
     _run(
         [
@@ -332,15 +336,23 @@ def app_kotlin_build(host_build, java_home, tmp_path_factory) -> Path:
             "1.8",
             "-Werror",
             "-cp",
-            f"{host_build / 'classes'}{os.pathsep}{api_classes}",
+            os.pathsep.join(str(c) for c in classpath),
             *(JAVA_PKG / name for name in APP_KOTLIN_SOURCES),
-            HOSTTEST / "kotlin" / "TfpconvDelegateCheck.kt",
+            HOSTTEST / "kotlin" / check,
             "-include-runtime",
             "-d",
             jar,
         ],
         timeout=900,
     )
+    return jar
+
+
+@pytest.fixture(scope="module")
+def app_kotlin_build(host_build, java_home, tmp_path_factory) -> Path:
+    """The app's Kotlin with TfpconvDelegateCheck.kt, against host_build's NativeBridge."""
+    out = tmp_path_factory.mktemp("app_kotlin")
+    compile_app_kotlin(out, java_home, "TfpconvDelegateCheck.kt", host_build / "classes")
     return out
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,12 +22,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 from test_android_bridge import (  # noqa: E402
-    COMPILE_ONLY,
-    HOSTTEST,
-    JAVA_PKG,
     _java_home,
     _run,
-    _write_r_java,
+    compile_app_kotlin,
 )
 
 import tfpconv  # noqa: E402
@@ -244,45 +240,12 @@ def test_cli_export_and_from_device(exported, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def kotlin_build(tmp_path_factory) -> Path:
-    """All the app's Kotlin (the latency-table mode included) + LatencyTableCheck.kt, compiled by
-    kotlinc against the compile-only TFLite / Android signatures, R and the app's NativeBridge."""
-    kotlinc = shutil.which("kotlinc")
+    """All the app's Kotlin (the latency-table mode included) + LatencyTableCheck.kt."""
     java_home = _java_home()
-    if kotlinc is None or java_home is None:
-        pytest.skip("kotlinc or a JDK missing (apt-get install kotlin openjdk-17-jdk-headless)")
+    if java_home is None:
+        pytest.skip("no JDK (apt-get install openjdk-17-jdk-headless)")
     out = tmp_path_factory.mktemp("latency_kotlin")
-    api = out / "api"
-    _run(
-        [
-            java_home / "bin" / "javac",
-            "--release",
-            "17",
-            "-Xlint:all",
-            "-Werror",
-            "-d",
-            api,
-            *sorted(COMPILE_ONLY.rglob("*.java")),
-            _write_r_java(out / "generated"),
-            JAVA_PKG / "NativeBridge.java",
-        ]
-    )
-    jar = out / "latency.jar"
-    _run(
-        [
-            kotlinc,
-            "-jvm-target",
-            "1.8",
-            "-Werror",
-            "-cp",
-            api,
-            *sorted(JAVA_PKG.glob("*.kt")),
-            HOSTTEST / "kotlin" / "LatencyTableCheck.kt",
-            "-include-runtime",
-            "-d",
-            jar,
-        ],
-        timeout=900,
-    )
+    compile_app_kotlin(out, java_home, "LatencyTableCheck.kt").rename(out / "latency.jar")
     return out
 
 
