@@ -147,8 +147,13 @@ def tune_model(
     budget_ms: float = 150.0,
     isa: str | None = None,
     progress: Callable[[str], None] | None = None,
+    whole_model_timer: WholeModelTimer | None = None,
 ) -> tuple[bytes, list[LayerTuning]]:
     """Tunes every planned convolution of a converted model; returns the re-planned bytes.
+
+    Each layer is tuned alone first; then the whole model is timed against plain TFLite, and
+    claimed layers are left to TFLite, least gain first, until the model with the plan is faster
+    (or no layer is claimed): the plan never makes the model slower as measured here.
 
     Args:
       data: a .tflite model written by ``tfpconv.convert``.
@@ -156,7 +161,9 @@ def tune_model(
       budget_ms: about how long each candidate is timed.
       isa: instruction set to tune (None: the best this CPU supports).
       progress: called with a line per layer as it is tuned.
+      whole_model_timer: how the whole model is timed (default :func:`whole_model_ms`).
     """
+    whole_model_timer = whole_model_timer or whole_model_ms
     model = TFLiteModel.from_bytes(data)
     plan: Plan = read_plan(data)
     results = []
@@ -179,4 +186,56 @@ def tune_model(
                 f"{verdict} [{result.candidates} candidates, {time.perf_counter() - start:.1f} s]"
             )
     model.set_metadata(METADATA_NAME, plan.to_bytes())
-    return model.to_bytes(), results
+    data = _never_slower(model, plan, results, threads, isa, whole_model_timer, progress)
+    return data, results
+
+
+#: Times a whole model: ``(data, threads, isa) -> (plain TFLite ms, with the delegate ms)``.
+WholeModelTimer = Callable[[bytes, int, "str | None"], tuple[float, float]]
+
+
+def whole_model_ms(data: bytes, threads: int, isa: str | None) -> tuple[float, float]:
+    """Median milliseconds of the model on plain TFLite and with the delegate, interleaved."""
+    plain = Interpreter(model_content=data, num_threads=threads, use_delegate=False)
+    plain.allocate_tensors()
+    fast = _delegated(data, threads, isa)
+    probe = interleaved_latencies([plain, fast], 2, warmup=1)
+    runs = _runs_for(float(np.median(probe[0]) + np.median(probe[1])), 2000.0, 5, 25)
+    plain_ms, fast_ms = interleaved_latencies([plain, fast], runs, warmup=1)
+    return float(np.median(plain_ms)), float(np.median(fast_ms))
+
+
+def _never_slower(
+    model: TFLiteModel,
+    plan: Plan,
+    results: list[LayerTuning],
+    threads: int,
+    isa: str | None,
+    timer: WholeModelTimer,
+    progress: Callable[[str], None] | None,
+) -> bytes:
+    """The whole model with the tuned plan must beat plain TFLite: partition boundaries, layout
+    changes and the split of XNNPACK's graph cost time that no single layer shows. While it does
+    not, the claimed layer that gained least on its own is left to TFLite, and the model is timed
+    again; in the end every layer may be left to TFLite (the plain model's speed)."""
+    say = progress or (lambda _line: None)
+    by_gain = sorted(
+        (r for r in results if r.claimed),
+        key=lambda r: (r.xnnpack_ms - r.best_ms, r.operator_index),
+    )
+    convs = {conv.operator_index: conv for conv in plan.convs}
+    while True:
+        data = model.to_bytes()
+        plain_ms, ms = timer(data, threads, isa)
+        say(
+            f"whole model: XNNPACK {plain_ms:.3f} ms, with the plan {ms:.3f} ms "
+            f"({plain_ms / max(ms, 1e-9):.2f}x), {len(by_gain)} layer(s) on the delegate"
+        )
+        if not by_gain or ms * CLAIM_MARGIN < plain_ms:
+            return data
+        result = by_gain.pop(0)
+        result.tuning = Tuning(result.tuning.isa, result.tuning.cpu, claim=False)
+        conv = convs[result.operator_index]
+        conv.tunings = [t for t in conv.tunings if t.isa != result.tuning.isa] + [result.tuning]
+        model.set_metadata(METADATA_NAME, plan.to_bytes())
+        say(f"leaving operator {result.operator_index} to TFLite: the whole model is not faster")
