@@ -200,7 +200,7 @@ def whole_model_ms(data: bytes, threads: int, isa: str | None) -> tuple[float, f
     plain.allocate_tensors()
     fast = _delegated(data, threads, isa)
     probe = interleaved_latencies([plain, fast], 2, warmup=1)
-    runs = _runs_for(float(np.median(probe[0]) + np.median(probe[1])), 2000.0, 5, 25)
+    runs = _runs_for(float(np.median(probe[0]) + np.median(probe[1])), 3000.0, 5, 300)
     plain_ms, fast_ms = interleaved_latencies([plain, fast], runs, warmup=1)
     return float(np.median(plain_ms)), float(np.median(fast_ms))
 
