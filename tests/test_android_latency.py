@@ -18,6 +18,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
@@ -61,9 +62,11 @@ def exported(tmp_path_factory):
     return model, out, manifest
 
 
-def _synthetic_timings(manifest_path: Path) -> dict:
+def _synthetic_timings(manifest_path: Path, model=None) -> dict:
+    """Timings as the fake timer gives them; with ``model``, calibration candidates timed exactly
+    as an uncalibrated table of the grid predicts them (so the fit gives scale 1)."""
     spec = json.loads(manifest_path.read_text())
-    return {
+    timings = {
         "format": lt.TIMINGS_FORMAT,
         "kind": lt.TIMINGS_KIND,
         "model": spec["model"],
@@ -84,11 +87,27 @@ def _synthetic_timings(manifest_path: Path) -> dict:
             for e in spec["entries"]
         ],
         "full_model": {"file": spec["full_model"]["file"], "median_ms": FULL_MODEL_MS},
+        "calibration": [],
     }
+    if model is not None:
+        bare = {**spec, "calibration": []}
+        bare_path = manifest_path.parent / "bare_manifest.json"
+        bare_path.write_text(json.dumps(bare))
+        timings_path = manifest_path.parent / "bare_timings.json"
+        timings_path.write_text(json.dumps(timings))
+        uncalibrated = lt.table_from_device(bare_path, timings_path, model)
+        timings["calibration"] = [
+            {
+                "file": c["file"],
+                "median_ms": uncalibrated.predict(model, c["widths"], c["connectivity"]),
+            }
+            for c in spec["calibration"]
+        ]
+    return timings
 
 
-def _check_table(table: lt.LatencyTable, model) -> None:
-    """The table has the host's grid layout, the fake's values and the overhead rule."""
+def _check_grids(table: lt.LatencyTable, model) -> None:
+    """The table has the host's grid layout and the fake's values."""
     expected = lt._missing_grids(model, lt.LatencyTable(machine={}))
     # (a table read back from its file has its shapes in sorted order)
     assert sorted(table.shapes) == sorted(expected)
@@ -101,6 +120,12 @@ def _check_table(table: lt.LatencyTable, model) -> None:
             for i, cin in enumerate(ins):
                 for o, cout in enumerate(outs):
                     assert grid.ms[c_index][i][o] == pytest.approx(_fake_ms(key, cin, cout, c))
+
+
+def _check_table(table: lt.LatencyTable, model) -> None:
+    """The grids, and the overhead rule of timings that the grid explains exactly (scale 1)."""
+    _check_grids(table, model)
+    assert table.scale[model.name] == pytest.approx(1.0)
     convs = sum(table.conv_ms(s, s.in_channels, s.out_channels, 0.0) for s in lt.conv_sites(model))
     assert table.overhead_ms[model.name] == pytest.approx(FULL_MODEL_MS - convs)
     assert table.predict(model) == pytest.approx(FULL_MODEL_MS)
@@ -145,12 +170,17 @@ def test_export_writes_the_host_grid(exported):
         if e["key"].startswith(("8x8_k3", "4x4_k3")) and e["connectivity"] > 0:
             assert len(tfpconv.read_plan(data).convs) == 1, e["file"]
     assert (out / spec["full_model"]["file"]).read_bytes()[4:8] == b"TFL3"
+    # The calibration candidates measure_table times here, for the phone to time as well.
+    assert len(spec["calibration"]) == lt.CALIBRATION_CANDIDATES
+    for candidate in spec["calibration"]:
+        assert (out / candidate["file"]).read_bytes()[4:8] == b"TFL3"
+        assert candidate["widths"] and isinstance(candidate["connectivity"], dict)
 
 
 def test_table_from_synthetic_device_timings(exported, tmp_path):
     model, out, manifest = exported
     timings = tmp_path / "timings.json"
-    timings.write_text(json.dumps(_synthetic_timings(manifest)))
+    timings.write_text(json.dumps(_synthetic_timings(manifest, model)))
     table = lt.table_from_device(out, timings, model)
     _check_table(table, model)
     assert table.machine["cpu"] == "Fake SoC (Fake Phone)" and table.machine["isa"] == "neon"
@@ -168,8 +198,9 @@ def test_table_from_synthetic_device_timings(exported, tmp_path):
 
 def test_table_from_device_rejects_bad_timings(exported, tmp_path):
     model, out, manifest = exported
-    good = _synthetic_timings(manifest)
+    good = _synthetic_timings(manifest, model)
     cases = {
+        "no timing of calibration model": lambda d: d["calibration"].pop(),
         "no timing of": lambda d: d["entries"].pop(),
         "bad median_ms": lambda d: d["entries"][0].update(median_ms=-1.0),
         "not the manifest": lambda d: d["entries"][0].update(in_channels=99),
@@ -200,7 +231,7 @@ def test_cli_export_and_from_device(exported, tmp_path, capsys):
     model, out, manifest = exported
     model.save(tmp_path / "tiny.keras")
     timings = tmp_path / "timings.json"
-    timings.write_text(json.dumps(_synthetic_timings(manifest)))
+    timings.write_text(json.dumps(_synthetic_timings(manifest, model)))
     table = tmp_path / "table.json"
     argv = ["latency-table", str(tmp_path / "tiny.keras"), "-o", str(table)]
     assert tfpconv.cli.main([*argv, "--from-device", str(timings), "--manifest", str(out)]) == 0
@@ -287,9 +318,21 @@ def test_latency_mode_on_the_jvm_feeds_table_from_device(kotlin_build, exported,
         assert entry["runs"] == lt._runs_for(entry["probe_ms"])
     assert data["full_model"]["runs"] == lt._runs_for(FULL_MODEL_MS, lt.MODEL_BUDGET_MS)
     table = lt.table_from_device(out, timings, model)
-    _check_table(table, model)
+    _check_grids(table, model)
+    # The calibration is the host's least-squares fit of the phone's whole-model timings.
+    spec = json.loads(manifest.read_text())
+    points = [(1.0, 0.0, data["full_model"]["median_ms"])] + [
+        (c["widths"], c["connectivity"], t["median_ms"])
+        for c, t in zip(spec["calibration"], data["calibration"], strict=True)
+    ]
+    summed = np.array([table.convs_ms(model, w, c) for w, c, _ in points])
+    measured = np.array([ms for *_, ms in points])
+    scale = float(np.clip(np.polyfit(summed, measured, 1)[0], 0.2, 5.0))
+    assert table.scale[model.name] == pytest.approx(scale)
+    assert table.overhead_ms[model.name] == pytest.approx(float(np.mean(measured - scale * summed)))
     assert table.machine["isa"] == "neon" and table.machine["app"] == "0.1.0"
     assert table.machine["tflite"] == "2.16.1" and table.machine["threads"] == 2
     path = tmp_path / "table.json"
     table.save(path)
-    assert lt.LatencyTable.load(path, force=True).predict(model) == pytest.approx(FULL_MODEL_MS)
+    loaded = lt.LatencyTable.load(path, force=True)
+    assert loaded.predict(model) == pytest.approx(table.predict(model))

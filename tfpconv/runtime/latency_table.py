@@ -429,16 +429,32 @@ def random_candidate(
     return widths, connectivity
 
 
-def _host_calibration(model: Any, threads: int, count: int, seed: int) -> list[Calibration]:
+#: The seed of the calibration candidates (another than benchmarks/latency_model.py's).
+CALIBRATION_SEED = 12345
+#: Calibration candidates per model, besides the model itself.
+CALIBRATION_CANDIDATES = 6
+
+
+def _calibration_models(
+    model: Any, count: int, seed: int = CALIBRATION_SEED
+) -> list[tuple[Any, Any, bytes]]:
+    """The model itself (full widths, dense) and ``count`` random candidates, converted."""
     from tfpconv.keras.candidates import build_candidate  # the keras side, for real candidates
 
-    points: list[Calibration] = [(1.0, 0.0, measured_latency(convert_model(model), threads))]
+    models: list[tuple[Any, Any, bytes]] = [(1.0, 0.0, convert_model(model))]
     rng = np.random.default_rng(seed)
     for _ in range(count):
         widths, connectivity = random_candidate(model, rng)
-        data = convert_model(build_candidate(model, widths, connectivity))
-        points.append((widths, connectivity, measured_latency(data, threads)))
-    return points
+        models.append(
+            (widths, connectivity, convert_model(build_candidate(model, widths, connectivity)))
+        )
+    return models
+
+
+def _host_calibration(model: Any, threads: int, count: int) -> list[Calibration]:
+    return [
+        (w, c, measured_latency(data, threads)) for w, c, data in _calibration_models(model, count)
+    ]
 
 
 def measure_table(
@@ -446,7 +462,7 @@ def measure_table(
     threads: int = 1,
     table: LatencyTable | None = None,
     progress: Callable[[int, int, str], None] | None = None,
-    calibration: int = 6,
+    calibration: int = CALIBRATION_CANDIDATES,
 ) -> LatencyTable:
     """Measure (or complete) the latency table of a Keras model on this machine.
 
@@ -472,7 +488,7 @@ def measure_table(
         model,
         table,
         lambda site, ins, outs: measure_grid(site, ins, outs, threads),
-        lambda: _host_calibration(model, threads, calibration, seed=12345),
+        lambda: _host_calibration(model, threads, calibration),
         progress,
     )
 
@@ -490,9 +506,14 @@ def export_table_models(
     threads: int = 1,
     seed: int = 0,
     progress: Callable[[int, int, str], None] | None = None,
+    calibration: int = CALIBRATION_CANDIDATES,
 ) -> Path:
     """Write the models :func:`measure_table` would time for ``model`` into ``out_dir``, for timing
     on another device (the Android demo app's latency-table mode), and ``manifest.json``.
+
+    Besides the grid and the full model, ``calibration`` random candidates of the model
+    (``calibration_N.tflite``, the same ones :func:`measure_table` times) are exported, so that a
+    table from the phone is calibrated like one measured here.
 
     The same grid as :func:`measure_table` (every shape, its channel counts, the connectivities of
     3x3 shapes): one .tflite per grid point and connectivity, with the same weights and tfpconv
@@ -542,8 +563,14 @@ def export_table_models(
                         }
                     )
                 group += 1
-    say(group, total, f"{model.name}: the full model, for the overhead")
-    write_atomic(out / FULL_MODEL_FILE, convert_model(model))
+    say(group, total, f"{model.name}: the full model and calibration candidates")
+    (_, _, full), *candidates = _calibration_models(model, calibration)
+    write_atomic(out / FULL_MODEL_FILE, full)
+    calibration_entries = []
+    for index, (widths, connectivity, data) in enumerate(candidates, start=1):
+        name = f"calibration_{index}.tflite"
+        write_atomic(out / name, data)
+        calibration_entries.append({"file": name, "widths": widths, "connectivity": connectivity})
     manifest = {
         "format": MANIFEST_FORMAT,
         "kind": MANIFEST_KIND,
@@ -561,6 +588,7 @@ def export_table_models(
         "shapes": shapes,
         "entries": entries,
         "full_model": {"file": FULL_MODEL_FILE},
+        "calibration": calibration_entries,
     }
     path = out / MANIFEST_FILE
     write_atomic(path, (json.dumps(manifest, indent=1) + "\n").encode())
@@ -643,6 +671,19 @@ def table_from_device(
     full = (timed.get("full_model") or {}).get("median_ms")
     if full is None or not math.isfinite(float(full)) or float(full) <= 0:
         raise ValueError(f"{timings}: no timing of the full model")
+    points: list[Calibration] = [(1.0, 0.0, float(full))]
+    timed_calibration = {
+        str(t.get("file")): t.get("median_ms")
+        for t in timed.get("calibration", [])
+        if isinstance(t, Mapping)
+    }
+    for candidate in spec.get("calibration", []):
+        value = timed_calibration.get(candidate["file"])
+        if value is None:
+            raise ValueError(f"{timings}: no timing of calibration model {candidate['file']}")
+        if not math.isfinite(float(value)) or float(value) <= 0:
+            raise ValueError(f"{timings}: bad median_ms {value} for {candidate['file']}")
+        points.append((candidate["widths"], candidate["connectivity"], float(value)))
 
     def grid_of(site: ConvSite, ins: list[int], outs: list[int]) -> ShapeGrid:
         exported = spec["shapes"].get(site.key)
@@ -659,4 +700,4 @@ def table_from_device(
         )
 
     table = LatencyTable(machine=machine)
-    return _assemble_table(model, table, grid_of, lambda: [(1.0, 0.0, float(full))], progress)
+    return _assemble_table(model, table, grid_of, lambda: points, progress)

@@ -56,7 +56,9 @@ class FakeLoader(private val dir: File, private val manifest: LatencyManifest) :
         val bytes = File(dir, file).readBytes()
         expect(bytes.size > 8 && String(bytes, 4, 4, Charsets.US_ASCII) == "TFL3", "$file is not a .tflite")
         val entry = byFile[file]
-        expect(entry != null || file == manifest.fullModelFile, "$file is not in the manifest")
+        expect(
+            entry != null || file == manifest.fullModelFile || file in manifest.calibrationFiles,
+            "$file is not in the manifest")
         val ns = Math.round(fakeMs(entry) * 1e6)
         open++
         maxOpen = Math.max(maxOpen, open)
@@ -184,10 +186,16 @@ fun main(args: Array<String>) {
             }
         }
         val fullRuns = s.runsFor(FULL_MODEL_MS, s.modelBudgetMs)
-        expect(loader.invokes.size == at + s.warmup * 2 + s.probeRuns + fullRuns, "full model invokes")
+        val wholeModels = 1 + manifest.calibrationFiles.size
+        expect(manifest.calibrationFiles.isNotEmpty(), "calibration candidates exported")
+        expect(
+            loader.invokes.size == at + wholeModels * (s.warmup * 2 + s.probeRuns + fullRuns),
+            "full model and calibration invokes")
         expect(result.fullModel.runs == fullRuns && result.fullModel.medianMs == FULL_MODEL_MS, "full model")
+        expect(result.calibration.map { it.file } == manifest.calibrationFiles, "calibration in order")
+        expect(result.calibration.all { it.medianMs == FULL_MODEL_MS }, "calibration medians")
         expect(result.entries.map { it.file } == manifest.entries.map { it.file }, "entries in order")
-        val total = manifest.groups().size + 1
+        val total = manifest.groups().size + wholeModels
         expect(progress.size == total + 1, "progress lines ${progress.size}")
         expect(progress.last().startsWith("$total/$total (100%)"), progress.last())
     }

@@ -305,7 +305,9 @@ class LatencyManifest(
     val tfpconvVersion: String,
     val schedule: RunSchedule,
     val entries: List<ManifestEntry>,
-    val fullModelFile: String
+    val fullModelFile: String,
+    /** Random candidates of the model, timed whole like it, for the table's calibration. */
+    val calibrationFiles: List<String> = emptyList()
 ) {
     /** The entries by group, groups in manifest order. */
     fun groups(): List<List<ManifestEntry>> {
@@ -363,9 +365,18 @@ class LatencyManifest(
             val files = entries.map { it.file }
             require(files.toSet().size == files.size) { "$where: a file is listed twice" }
             val full = checkFileName(root.obj("full_model", where).string("file", where), where)
+            val calibration = (root["calibration"] as? List<*> ?: emptyList<Any?>()).mapIndexed {
+                index, item ->
+                val cw = "$where calibration $index"
+                @Suppress("UNCHECKED_CAST")
+                val c = item as? Map<String, Any?> ?: throw IllegalArgumentException("$cw: not an object")
+                checkFileName(c.string("file", cw), cw)
+            }
+            val all = files + full + calibration
+            require(all.toSet().size == all.size) { "$where: a file is listed twice" }
             return LatencyManifest(
                 root.string("model", where), threads, (root["tfpconv"] as? String) ?: "",
-                schedule, entries, full)
+                schedule, entries, full, calibration)
         }
     }
 }
@@ -427,7 +438,7 @@ class LatencyTableRun(private val manifest: LatencyManifest, private val loader:
 
     fun run(): DeviceTimings {
         val groups = manifest.groups()
-        val total = groups.size + 1
+        val total = groups.size + 1 + manifest.calibrationFiles.size
         val timings = ArrayList<FileTiming>()
         for ((index, group) in groups.withIndex()) {
             if (cancelled()) throw InterruptedException("latency table run cancelled")
@@ -438,8 +449,13 @@ class LatencyTableRun(private val manifest: LatencyManifest, private val loader:
         if (cancelled()) throw InterruptedException("latency table run cancelled")
         progress(groups.size, total, "${manifest.model}: the full model, for the overhead")
         val full = timeGroup(listOf(manifest.fullModelFile), schedule.modelBudgetMs)[0]
+        val calibration = manifest.calibrationFiles.mapIndexed { index, file ->
+            if (cancelled()) throw InterruptedException("latency table run cancelled")
+            progress(groups.size + 1 + index, total, "${manifest.model}: calibration candidate ${index + 1}")
+            timeGroup(listOf(file), schedule.modelBudgetMs)[0]
+        }
         progress(total, total, "done")
-        return DeviceTimings(manifest, timings, full)
+        return DeviceTimings(manifest, timings, full, calibration)
     }
 
     /** The models of [files], probed and then timed interleaved; a timing per file, in order. */
@@ -522,7 +538,8 @@ class DeviceInfo(
 class DeviceTimings(
     val manifest: LatencyManifest,
     val entries: List<FileTiming>,
-    val fullModel: FileTiming
+    val fullModel: FileTiming,
+    val calibration: List<FileTiming> = emptyList()
 ) {
     /**
      * The table's "machine": cpu, isa, threads, tfpconv (the exporting version, whose plans were
@@ -563,16 +580,19 @@ class DeviceTimings(
             "machine" to machine,
             "schedule" to manifest.schedule.toMap(),
             "entries" to rows,
-            "full_model" to linkedMapOf<String, Any?>(
-                "file" to fullModel.file,
-                "median_ms" to fullModel.medianMs,
-                "probe_ms" to fullModel.probeMs,
-                "runs" to fullModel.runs,
-                "claimed_nodes" to fullModel.claimedNodes
-            )
+            "full_model" to wholeModel(fullModel),
+            "calibration" to calibration.map { wholeModel(it) }
         )
         return Json.write(root) + "\n"
     }
+
+    private fun wholeModel(t: FileTiming): Map<String, Any?> = linkedMapOf(
+        "file" to t.file,
+        "median_ms" to t.medianMs,
+        "probe_ms" to t.probeMs,
+        "runs" to t.runs,
+        "claimed_nodes" to t.claimedNodes
+    )
 
     companion object {
         const val FILE = "timings.json"
