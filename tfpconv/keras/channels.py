@@ -210,10 +210,8 @@ class _Analysis:
                     np.concatenate([m.index for m in inputs]),
                 )
             ]
-        if kind == "Flatten" and len(inputs[0].group) * _positions(layer, outputs[0]) == _last_dim(
-            outputs[0].shape
-        ):
-            repeat = _positions(layer, outputs[0])
+        repeat = _positions(layer) if kind == "Flatten" else -1
+        if repeat > 0 and len(inputs[0].group) * repeat == _last_dim(outputs[0].shape):
             return [_Map(np.tile(inputs[0].group, repeat), np.tile(inputs[0].index, repeat))]
         for channel_map in inputs:
             self._freeze_map(
@@ -272,7 +270,7 @@ def _acts_on_last_axis(layer: Any, config: Mapping[str, Any]) -> bool:
     return axis in (-1, rank - 1)
 
 
-def _positions(layer: Any, output: Any) -> int:
+def _positions(layer: Any) -> int:
     """Spatial positions flattened together (Flatten on channels-last input)."""
     shape = tuple(layer.input.shape)[1:]
     if any(d is None for d in shape):

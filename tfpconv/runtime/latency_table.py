@@ -34,6 +34,7 @@ from tfpconv._version import __version__
 from tfpconv.keras import channels
 from tfpconv.runtime.delegate import tuning_candidates
 from tfpconv.runtime.interpreter import Interpreter
+from tfpconv.runtime.layer_models import conv_model
 from tfpconv.runtime.machine import TableMismatchError, cpu_model
 from tfpconv.runtime.timing import interleaved_latencies
 from tfpconv.sparsity import patterns
@@ -274,25 +275,18 @@ class LatencyTable:
 
 
 def _one_conv_model(site: ConvSite, in_channels: int, out_channels: int, seed: int) -> bytes:
-    import keras  # only here: the one-layer models are built with Keras
-
-    layer = keras.layers.Conv2D(
-        out_channels, site.kernel, strides=site.stride, padding=site.padding, name="conv"
-    )
-    model = keras.Sequential(
-        [keras.Input((site.height, site.width, in_channels), batch_size=1), layer]
-    )
     rng = np.random.default_rng(seed)
-    layer.set_weights(
-        [
-            rng.standard_normal(layer.kernel.shape).astype(np.float32),
-            np.zeros(out_channels, np.float32),
-        ]
+    kernel = rng.standard_normal((site.kernel, site.kernel, in_channels, out_channels))
+    return conv_model(
+        (site.height, site.width, in_channels),
+        kernel.astype(np.float32),
+        np.zeros(out_channels, np.float32),
+        strides=site.stride,
+        padding=site.padding,
     )
-    return convert_model(model)
 
 
-def _with_connectivity(data: bytes, connectivity: float, seed: int) -> bytes:
+def _with_connectivity(data: bytes, connectivity: float) -> bytes:
     """The one-layer model with its filter pattern-pruned at ``connectivity`` and planned again."""
     model = TFLiteModel.from_bytes(data)
     conv = next(ref for ref in model.operators() if ref.name == "CONV_2D")
@@ -328,9 +322,7 @@ def _connectivities(site: ConvSite) -> list[float]:
 def _grid_variants(site: ConvSite, cin: int, cout: int, seed: int) -> list[bytes]:
     """The one-layer models of one grid point, one per connectivity of the shape."""
     dense = _one_conv_model(site, cin, cout, seed)
-    return [
-        _with_connectivity(dense, c, seed) if site.pattern else dense for c in _connectivities(site)
-    ]
+    return [_with_connectivity(dense, c) if site.pattern else dense for c in _connectivities(site)]
 
 
 def _fill_grid(
