@@ -13,6 +13,8 @@ APT_PACKAGES=(
   # offline Bazel build, aarch64 cross build + emulation, sanitizers, JNI host test
   bazel-bootstrap g++-aarch64-linux-gnu qemu-user clang libclang-rt-14-dev
   openjdk-17-jdk-headless kotlin
+  # a real database server for the distributed search tests (scripts/postgres.sh starts one)
+  postgresql
 )
 # npm fetches TFLite's official C headers for the ABI layout test. Machines with NodeSource's nodejs
 # already have it (and Debian's npm package conflicts with that nodejs): install it only if absent.

@@ -453,3 +453,30 @@ def test_fashion_mnist_is_the_real_data_set(tmp_path):
     assert np.bincount(y_test).tolist() == [1000] * 10
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         tfpconv.datasets.fashion_mnist(tmp_path)
+
+
+@pytest.mark.parametrize("method", ["admm", "magnitude"])
+def test_connectivity_per_layer_name(method):
+    model = build(sequential_model)
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(
+        8, {"c2": 0.75, "c3": 0.5}, method=method, update_every=2, verbose=0
+    )
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
+    removed = {
+        name: int((callback.codes[name] == patterns.PRUNED).sum()) for name in callback.codes
+    }
+    # c2 has 8x12 kernels, c3 6x10; c1 is not named, so it loses none.
+    assert removed == {
+        "c1": 0,
+        "c2": patterns.num_to_prune(96, 0.75),
+        "c3": patterns.num_to_prune(60, 0.5),
+    }
+
+
+def test_connectivity_per_layer_refuses_unknown_layers():
+    model = build(sequential_model)
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(8, {"c5x5": 0.5}, verbose=0)
+    with pytest.raises(ValueError, match="c5x5"):
+        model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -84,7 +84,9 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
     Args:
       num_patterns: library size K, 1..56 (8 is PCONV's choice).
       connectivity: fraction of 3x3 kernels removed in [0, 1) (per layer, or over the layers
-        together with a non-uniform ``connectivity_allocation``); or a callable
+        together with a non-uniform ``connectivity_allocation``); or per layer, a mapping from
+        layer name to fraction (layers not named lose no kernels; the allocation does not apply;
+        with ``method="magnitude"`` every layer follows the ramp in proportion); or a callable
         ``step -> fraction``; or, with tf_keras, a tensorflow-model-optimization schedule such as
         ``tfmot.sparsity.keras.PolynomialDecay`` (``step`` counts training batches of this fit).
         The hard phase uses its value at the last training step.
@@ -111,7 +113,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
     def __init__(
         self,
         num_patterns: int = 8,
-        connectivity: Connectivity = 0.0,
+        connectivity: Connectivity | Mapping[str, float] = 0.0,
         method: str = "admm",
         *,
         library: Sequence[int] | None = None,
@@ -148,6 +150,14 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
                 f"rho_growth={rho_growth}, rho_max={rho_max}"
             )
         self.num_patterns = num_patterns
+        #: Per layer name, the final fraction of kernels removed (None: ``connectivity`` is
+        #: model-wide). The schedule then runs to the largest of them and scales the others.
+        self.per_layer: dict[str, float] | None = None
+        if isinstance(connectivity, Mapping):
+            for value in connectivity.values():
+                patterns.check_connectivity(value)
+            self.per_layer = {str(k): float(v) for k, v in connectivity.items()}
+            connectivity = max(self.per_layer.values(), default=0.0)
         self.connectivity = ConnectivitySchedule(connectivity)
         self.method = method
         self.layers = layers
@@ -195,6 +205,13 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
     def _start(self) -> None:
         """Find the layers, choose the library and begin the first phase."""
         self._targets = layer_targets(self.model, self.layers, self.first_layer_connectivity)
+        if self.per_layer is not None:
+            unknown = sorted(set(self.per_layer) - {t.name for t in self._targets})
+            if unknown:
+                raise ValueError(
+                    f"tfpconv.callbacks.PatternPruning: connectivity names layers that are not "
+                    f"pruned 3x3 convolutions of {self.model.name!r}: {unknown}"
+                )
         library = resolve_library(self._targets, self.num_patterns, self._given_library)
         (self.library,) = self._sync.from_first_worker([library])
         self._say(
@@ -305,6 +322,10 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
 
     def _fractions(self, connectivity: float) -> list[float]:
         """Per target, the fraction of kernels removed at the model-wide ``connectivity``."""
+        if self.per_layer is not None:
+            peak = self.connectivity.constant or 0.0
+            share = connectivity / peak if peak > 0 else 0.0
+            return [self.per_layer.get(t.name, 0.0) * share for t in self._targets]
         return layer_connectivities(self._targets, connectivity, self.connectivity_allocation)
 
     def _projections(self) -> list[Any]:
@@ -363,7 +384,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self._say(
             f"tfpconv: hard phase from step {self._step}: masks fixed (connectivity {final:g})"
         )
-        if self.connectivity_allocation != "uniform":
+        if self.connectivity_allocation != "uniform" and self.per_layer is None:
             split = ", ".join(
                 f"{t.name} {fraction:.2f}"
                 for t, fraction in zip(self._targets, self._fractions(final), strict=True)
