@@ -44,7 +44,7 @@ _EXPORTS = {
 _MODULES = {
     **{
         name: f"tfpconv.{name}"
-        for name in ("sparsity", "keras", "tflite", "runtime", "data", "cli")
+        for name in ("sparsity", "keras", "tflite", "runtime", "search", "data", "cli")
     },
     "callbacks": "tfpconv.keras.callbacks",
     "channels": "tfpconv.keras.channels",

@@ -458,6 +458,101 @@ def _run_latency_table(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- search --------------------------------------------------------------------------------------
+
+
+def _search_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="the trained Keras model file (.keras, .h5)")
+    parser.add_argument("--table", required=True, help="its latency table (tfpconv latency-table)")
+    parser.add_argument(
+        "--data",
+        default="fashion-mnist",
+        help="training data: 'fashion-mnist' or an .npz with arrays x and y (a validation split "
+        "is held out of it; the test set is never used)",
+    )
+    parser.add_argument(
+        "--images", type=_positive_int, default=None, help="use only the first N images"
+    )
+    parser.add_argument("--trials", type=_positive_int, default=60, help="candidates in all")
+    parser.add_argument(
+        "--anchors-ms", type=float, nargs="+", help="latency targets (default: three, spread)"
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="optuna storage: a journal file (default OUTPUT/search.journal) or a database URL "
+        "(postgresql://user@host/db) shared by workers",
+    )
+    parser.add_argument("--study", default=None, help="study name (default jcw-MODELNAME)")
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="only evaluate candidates for the study in --storage (start any number of these)",
+    )
+    parser.add_argument(
+        "--finetune-steps", type=int, default=100, help="fine-tuning steps per candidate"
+    )
+    parser.add_argument("--population", type=_positive_int, default=12, help="NSGA-II population")
+    parser.add_argument("-o", "--output", default="search", help="folder for the front files")
+    parser.add_argument(
+        "--force-table", action="store_true", help="use a table measured on another machine"
+    )
+
+
+def _search_data(spec: str, images: int | None) -> tuple[Any, Any]:
+    import numpy as np
+
+    from tfpconv.data.datasets import fashion_mnist
+
+    if spec == "fashion-mnist":
+        (x, y), _ = fashion_mnist()
+    else:
+        try:
+            with np.load(spec) as arrays:
+                x, y = arrays["x"], arrays["y"]
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(f"{spec}: not an .npz with arrays x and y ({err})") from None
+    return (x[:images], y[:images]) if images else (x, y)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    _import_tensorflow_quietly()
+    import tfpconv.search as search
+    from tfpconv.runtime.latency_table import LatencyTable
+    from tfpconv.tflite.frontend import load_keras_file
+
+    model = load_keras_file(Path(args.model), None)
+    try:
+        table = LatencyTable.load(args.table, force=args.force_table)
+        x, y = _search_data(args.data, args.images)
+    except ValueError as err:
+        print(f"tfpconv search: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    output = Path(args.output)
+    storage = args.storage or str(output / "search.journal")
+    estimator = search.AccuracyEstimator(model, x, y, finetune_steps=args.finetune_steps)
+    with Progress() as bar:
+        task = bar.add_task("searching", total=args.trials)
+        front = search.search(
+            model, x, y, table, args.trials, anchors_ms=args.anchors_ms, storage=storage,
+            study_name=args.study, population_size=args.population, worker=args.worker,
+            estimator=estimator, threads=table.machine.get("threads", 1),
+            progress=lambda done, total: bar.update(task, completed=done),
+        )  # fmt: skip
+    if front is None:
+        print(f"worker done: the study in {storage} holds {args.trials} candidates")
+        return EXIT_OK
+    output.mkdir(parents=True, exist_ok=True)
+    front.save(output / "front.json")
+    (output / "front.md").write_text(front.markdown() + "\n")
+    front.plot(output / "front.png", title=f"tfpconv search: {model.name}")
+    print(front.markdown())
+    print(f"wrote {output}/front.json, front.md and front.png ({len(front.entries)} candidates)")
+    return EXIT_OK
+
+
 #: The subcommands, in help order. Add new ones here.
 COMMANDS: list[Command] = [
     Command(
@@ -483,6 +578,12 @@ COMMANDS: list[Command] = [
         "measure the per-layer latency table of a Keras model on this machine (for the search)",
         _latency_table_arguments,
         _run_latency_table,
+    ),
+    Command(
+        "search",
+        "search per-layer channel widths and connectivities for several latency budgets (JCW)",
+        _search_arguments,
+        _run_search,
     ),
 ]
 

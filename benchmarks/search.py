@@ -1,0 +1,178 @@
+"""JCW search vs uniform channel-only and pattern-only pruning at three latency budgets.
+
+Fashion-MNIST (the first ``--images`` training images; the test set only for the final scores), a
+VGG-style network (widths ``--widths``, two 3x3 convolutions per stage, BatchNorm), trained dense
+for ``--epochs`` epochs. The latency table is measured here with the delegate; the search runs
+``--trials`` candidates (short fine-tunes scored on a held-out validation split). Budgets are
+fractions of the dense model's measured latency. Per budget three models are fine-tuned with the
+same budget (``--finetune-epochs``) and scored on the test set, their converted ``.tflite`` timed
+as deployed (tfpconv.Interpreter, one thread):
+
+- searched: the most accurate front candidate within the budget (``tfpconv.search.select``);
+- channel pruning only: the widest uniform keep ratio (0.1 grid) within the budget;
+- patterns + connectivity only: the lowest uniform connectivity (0.1 grid) within the budget.
+
+Writes ``benchmarks/results/search.{json,md,png}``.
+
+    python3 benchmarks/search.py                 # about 15 minutes on 2 cores
+    python3 benchmarks/search.py --trials 80 --images 30000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfpconv  # noqa: E402
+import tfpconv.search as search  # noqa: E402
+from tfpconv.runtime import latency_table as lt  # noqa: E402
+from tfpconv.runtime.machine import cpu_model  # noqa: E402
+from tfpconv.tflite.conversion import convert_model  # noqa: E402
+from tfpconv.tflite.files import write_atomic  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def say(message: str) -> None:
+    print(time.strftime("%H:%M:%S"), message, flush=True)
+
+
+def compiled(model, learning_rate):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def finetune(model, candidate, x, y, x_test, y_test, args):
+    """The candidate fine-tuned as a user would: materialize, fit with the pruning callback."""
+    small, callbacks = search.materialize(model, candidate, verbose=0)
+    compiled(small, args.finetune_lr)
+    small.fit(x, y, batch_size=128, epochs=args.finetune_epochs, callbacks=callbacks, verbose=0)
+    accuracy = float(small.evaluate(x_test, y_test, verbose=0)[1])
+    return accuracy, lt.measured_latency(convert_model(small))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=12000)
+    parser.add_argument("--widths", type=int, nargs=3, default=[32, 64, 128])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--finetune-steps", type=int, default=60)
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--finetune-lr", type=float, default=5e-4)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.35, 0.2])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    started = time.time()
+    keras.utils.set_random_seed(0)
+    (x, y), (x_test, y_test) = tfpconv.datasets.fashion_mnist()
+    x, y = x[: args.images], y[: args.images]
+
+    model = tfpconv.models.small_vgg(widths=tuple(args.widths), name="fmnist_vgg")
+    say(f"training the dense model for {args.epochs} epochs on {len(x)} images")
+    compiled(model, 1e-3).fit(x, y, batch_size=128, epochs=args.epochs, verbose=0)
+    dense_accuracy = float(model.evaluate(x_test, y_test, verbose=0)[1])
+    dense_ms = lt.measured_latency(convert_model(model))
+    say(f"dense: {100 * dense_accuracy:.2f}% test, {dense_ms:.3f} ms")
+
+    say("measuring the latency table")
+    table = lt.measure_table(model)
+    budgets_ms = [f * dense_ms for f in args.budgets]
+    estimator = search.AccuracyEstimator(model, x, y, finetune_steps=args.finetune_steps)
+    space = search.SearchSpace.of(model)
+    storage = args.out / "search.journal"
+    storage.unlink(missing_ok=True)
+    search_started = time.time()
+    front = search.search(
+        model, x, y, table, args.trials, anchors_ms=budgets_ms, storage=storage,
+        population_size=args.population, estimator=estimator, space=space,
+        progress=lambda done, total: say(f"search {done}/{total}"),
+    )  # fmt: skip
+    search_seconds = time.time() - search_started
+    storage.unlink(missing_ok=True)
+    say(f"search: {len(front.entries)} front candidates in {search_seconds:.0f} s")
+
+    def uniform_latency(candidate):
+        return lt.measured_latency(convert_model(estimator.build(candidate)))
+
+    rows = []
+    for fraction, budget in zip(args.budgets, budgets_ms, strict=True):
+        picks = {}
+        try:
+            picks["searched"] = search.select(front, budget).candidate
+        except ValueError as err:
+            say(f"budget {budget:.3f} ms: {err}")
+        for ratio in np.arange(1.0, 0.25, -0.1):
+            candidate = space.uniform(width=round(float(ratio), 1))
+            if uniform_latency(candidate) <= budget:
+                picks["channel pruning only"] = candidate
+                break
+        for connectivity in np.arange(0.0, 0.95, 0.1):
+            candidate = space.uniform(connectivity=round(float(connectivity), 1))
+            if uniform_latency(candidate) <= budget:
+                picks["patterns + connectivity only"] = candidate
+                break
+        for method, candidate in picks.items():
+            accuracy, ms = finetune(model, candidate, x, y, x_test, y_test, args)
+            rows.append(
+                {
+                    "budget_fraction": fraction, "budget_ms": budget, "method": method,
+                    "test_accuracy": accuracy, "measured_ms": ms,
+                    "widths": candidate.widths, "connectivity": candidate.connectivity,
+                }
+            )  # fmt: skip
+            say(f"budget {fraction:g}: {method}: {100 * accuracy:.2f}%, {ms:.3f} ms")
+
+    result = {
+        "machine": {**table.machine, "platform": platform.platform(), "cpu_model": cpu_model()},
+        "settings": vars(args) | {"out": str(args.out)},
+        "dense": {"test_accuracy": dense_accuracy, "measured_ms": dense_ms},
+        "search": {
+            "candidates": args.trials,
+            "workers": 1,
+            "seconds": search_seconds,
+            "front": json.loads(front.to_json()),
+        },  # fmt: skip
+        "rows": rows,
+        "total_seconds": time.time() - started,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.out / "search.json", (json.dumps(result, indent=1) + "\n").encode())
+    front.plot(args.out / "search.png", title="JCW search, Fashion-MNIST VGG (validation)")
+    lines = [
+        "# JCW search vs uniform baselines (Fashion-MNIST)",
+        "",
+        f"CPU: {table.machine['cpu']} ({table.machine['isa']}), 1 thread. Dense: "
+        f"{100 * dense_accuracy:.2f}% test, {dense_ms:.3f} ms. Search: {args.trials} candidates, "
+        f"1 worker, {search_seconds:.0f} s. Fine-tune per model: {args.finetune_epochs} epochs.",
+        "",
+        "| budget | method | test accuracy | measured ms | within budget |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['budget_fraction']:g} x dense ({row['budget_ms']:.3f} ms) | {row['method']} "
+            f"| {100 * row['test_accuracy']:.2f}% | {row['measured_ms']:.3f} | "
+            f"{'yes' if row['measured_ms'] <= row['budget_ms'] else 'no'} |"
+        )
+    lines += ["", "## Front (validation accuracy after the short fine-tune)", "", front.markdown()]
+    write_atomic(args.out / "search.md", ("\n".join(lines) + "\n").encode())
+    say(f"wrote {args.out}/search.{{json,md,png}} in {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

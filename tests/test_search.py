@@ -1,0 +1,276 @@
+"""tfpconv.search: the genome, JCW's anchor selection, the front, and real searches on a tiny
+model with a measured latency table, embedded (journal file) and on a real PostgreSQL server with
+two worker processes, one of them killed mid-candidate."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+optuna = pytest.importorskip("optuna")
+
+import tfpconv  # noqa: E402
+import tfpconv.search as search  # noqa: E402
+from tfpconv.runtime import latency_table as lt  # noqa: E402
+from tfpconv.search.selection import AnchorSelection  # noqa: E402
+from tfpconv.search.study import open_storage  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def residual_model():
+    inputs = keras.Input((16, 16, 3))
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    b = keras.layers.Conv2D(8, 3, padding="same", name="res")(a)
+    x = keras.layers.Add()([a, b])
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="down")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="wide")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="head")(x))
+
+
+def test_space_bounds_protect_first_residual_and_strided_layers():
+    space = search.SearchSpace.of(residual_model())
+    # stem and res are joined by Add (one group, protected); the classifier is not a width gene.
+    assert space.width_genes["stem"][0] == 0.5 and space.width_genes["down"][0] == 0.3
+    assert set(space.width_genes) == {"stem", "down", "wide"}
+    assert all(genes[-1] == 1.0 for genes in space.width_genes.values())
+    # the first convolution keeps its kernels; the strided one loses at most 0.7
+    assert set(space.connectivity_genes) == {"res", "down", "wide"}
+    assert space.connectivity_genes["down"][-1] == 0.7
+    assert space.connectivity_genes["wide"] == [round(0.1 * i, 2) for i in range(10)]
+    assert space.uniform(width=0.1).widths == {"stem": 0.5, "down": 0.3, "wide": 0.3}
+    candidate = space.smallest
+    assert search.Candidate.from_params(candidate.to_params()) == candidate
+    with pytest.raises(ValueError, match="min_width"):
+        search.SearchSpace.of(residual_model(), min_width=0.0)
+
+
+def _trial(number, latency, accuracy):
+    trial = optuna.trial.create_trial(values=[latency, accuracy], params={}, distributions={})
+    trial.number = number
+    return trial
+
+
+def test_anchor_selection_keeps_the_most_accurate_within_each_anchor():
+    trials = [
+        _trial(0, 1.0, 0.50),
+        _trial(1, 1.0, 0.60),  # best within 1.5 ms
+        _trial(2, 2.0, 0.70),
+        _trial(3, 2.5, 0.80),  # best within 3 ms
+        _trial(4, 4.0, 0.95),  # the most accurate overall: over both anchors
+        _trial(5, 3.0, 0.75),
+    ]
+    selection = AnchorSelection([3.0, 1.5], population_size=4)
+    chosen = [t.number for t in selection(None, trials)]
+    # round robin over the anchors (ascending): 1.5 -> 1, 3.0 -> 3, 1.5 -> 0, 3.0 -> 5
+    assert chosen == [1, 3, 0, 5]
+    # NSGA-II's crowding would keep the 0.95 trial; an anchor with nothing in reach takes the
+    # fastest above it.
+    assert [t.number for t in AnchorSelection([0.5], 2)(None, trials)] == [1, 0]
+    with pytest.raises(ValueError, match="anchors"):
+        AnchorSelection([], 4)
+
+
+def test_front_select_save_load_and_plot(tmp_path):
+    entries = [
+        search.FrontEntry(search.Candidate({"a": 0.5}, {"b": 0.9}), 1.0, 0.80, 10, 5, 0.9),
+        search.FrontEntry(search.Candidate({"a": 1.0}, {"b": 0.5}), 2.0, 0.90, 20, 9, 2.2),
+    ]
+    front = search.Front(entries, {"channel pruning only": entries[:1]}, [1.5], 3.0)
+    assert search.select(front, 1.0).accuracy == 0.80  # measured 0.9 ms fits, 2.2 does not
+    assert search.select(front, 2.2).accuracy == 0.90
+    with pytest.raises(ValueError, match="fastest takes 0.900 ms"):
+        search.select(front, 0.5)
+    front.save(tmp_path / "front.json")
+    again = search.Front.load(tmp_path / "front.json")
+    assert again == front
+    front.plot(tmp_path / "front.png")
+    assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 1.000 | 0.900 | 80.00% |" in front.markdown()
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a tfpconv search front"):
+        search.Front.load(tmp_path / "bad.json")
+
+
+def tiny_data(n=160):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 12, 12, 1)).astype("float32")
+    return x, (x.mean(axis=(1, 2, 3)) > 0).astype("int64")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A trained tiny model and its latency table measured here, both also on disk."""
+    model = tfpconv.models.small_vgg((12, 12, 1), widths=(8, 16), name="tiny")
+    x, y = tiny_data()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=1, verbose=0)
+    table = lt.measure_table(model, calibration=2)
+    directory = tmp_path_factory.mktemp("tiny")
+    model.save(directory / "tiny.keras")
+    table.save(directory / "table.json")
+    return model, table, directory
+
+
+def tiny_estimator(model):
+    x, y = tiny_data()
+    return search.AccuracyEstimator(
+        model, x, y, finetune_steps=2, batch_size=32, calibration_batches=2
+    )
+
+
+def test_estimator_scores_a_candidate_on_held_out_images(tiny):
+    model, _, _ = tiny
+    estimator = tiny_estimator(model)
+    assert len(estimator.x_val) == 32 and len(estimator.x_train) == 128
+    space = search.SearchSpace.of(model)
+    full = estimator.evaluate(space.uniform())
+    small = estimator.evaluate(space.smallest)
+    assert 0.0 <= small.accuracy <= 1.0 and 0.0 <= full.accuracy <= 1.0
+    assert small.flops < full.flops / 4 and small.weights < full.weights / 4
+    built = estimator.build(space.smallest)
+    assert built.get_layer("conv2_2").kernel.shape[-1] == round(0.3 * 16)
+
+
+def test_search_embedded_finds_a_front_caches_genomes_and_resumes(tiny, tmp_path):
+    model, table, _ = tiny
+    estimator = tiny_estimator(model)
+    seen = []
+    front = search.search(
+        model, *tiny_data(), table, trials=8, storage=tmp_path / "s.journal",
+        population_size=4, estimator=estimator, progress=lambda d, t: seen.append((d, t)),
+    )  # fmt: skip
+    assert seen[-1] == (8, 8)
+    assert front.entries and len(front.anchors_ms) == 3
+    assert sorted(e.predicted_ms for e in front.entries) == [e.predicted_ms for e in front.entries]
+    space = search.SearchSpace.of(model)
+    for entry in front.entries:
+        for name, value in entry.candidate.widths.items():
+            assert value in space.width_genes[name]
+        assert entry.measured_ms > 0 and entry.flops > 0
+    # No entry is dominated by another (a Pareto front).
+    for a in front.entries:
+        assert not any(
+            b.predicted_ms <= a.predicted_ms and b.accuracy > a.accuracy for b in front.entries
+        )
+    assert set(front.baselines) == {"channel pruning only", "patterns + connectivity only"}
+    # Resuming: the same storage and name continue the same study up to the new total.
+    search.search(
+        model, *tiny_data(), table, trials=10, storage=tmp_path / "s.journal",
+        population_size=4, estimator=estimator, worker=True,
+    )  # fmt: skip
+    study = optuna.load_study(study_name="jcw-tiny", storage=open_storage(tmp_path / "s.journal"))
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(completed) == 10
+    by_genome = {}
+    for trial in completed:
+        key = tuple(sorted(trial.params.items()))
+        if key in by_genome:  # a repeated genome reuses the first evaluation
+            assert trial.user_attrs["cached_from"] == by_genome[key].number
+            assert trial.values == by_genome[key].values
+        else:
+            by_genome[key] = trial
+
+
+def test_materialize_prunes_channels_and_returns_the_pruning_callback(tiny):
+    model, _, _ = tiny
+    candidate = search.SearchSpace.of(model).smallest
+    small, callbacks = search.materialize(model, candidate, verbose=0)
+    x, y = tiny_data()
+    small.compile("adam", "sparse_categorical_crossentropy")
+    small.fit(x, y, epochs=2, batch_size=32, callbacks=callbacks, verbose=0)
+    codes = callbacks[0].codes
+    assert set(codes) == {"conv1_1", *candidate.connectivity}
+    for name, connectivity in candidate.connectivity.items():
+        removed = (codes[name] == tfpconv.patterns.PRUNED).mean()
+        assert removed == pytest.approx(connectivity, abs=0.1)
+
+
+@pytest.fixture
+def postgres():
+    if shutil.which("runuser") is None or not any(Path("/usr/lib/postgresql").glob("*/bin")):
+        pytest.fail("PostgreSQL is not installed: run scripts/setup.sh")
+    # Not under pytest's tmp_path: as root the server runs as the postgres user, who must reach it.
+    data = Path(tempfile.mkdtemp(prefix="tfpconv-pg-"))
+    port = str(56000 + os.getpid() % 1000)
+    url = subprocess.run(
+        ["bash", str(ROOT / "scripts/postgres.sh"), "start", str(data), port],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    yield url
+    subprocess.run(["bash", str(ROOT / "scripts/postgres.sh"), "stop", str(data)], check=True)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def _worker(url, directory, trials, pause=0.0):
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tests/search_worker.py"), url,
+         str(directory / "table.json"), str(directory / "tiny.keras"), str(trials), str(pause)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_two_workers_share_a_study_on_postgresql_and_survive_a_kill(tiny, postgres):
+    _, _, directory = tiny
+    storage = open_storage(postgres)
+    # A worker that pauses in every candidate is killed while it evaluates one.
+    doomed = _worker(postgres, directory, 6, pause=60)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        names = [s.study_name for s in storage.get_all_studies()]
+        if "shared" in names:
+            study = optuna.load_study(study_name="shared", storage=storage)
+            if any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
+                break
+        time.sleep(0.5)
+    else:
+        doomed.kill()
+        pytest.fail("the first worker never started a trial:\n" + doomed.communicate()[0])
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    killed = next(t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING)
+    # Two fresh workers finish the study together; the killed candidate is evaluated again.
+    workers = [_worker(postgres, directory, 6) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), "\n".join(outputs)
+    study = optuna.load_study(study_name="shared", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 6
+    assert study.trials[killed.number].state == optuna.trial.TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retried and retried[0].params == killed.params
+    assert len({t.user_attrs.get("worker") for t in study.trials if "worker" in t.user_attrs}) == 2
+
+
+def test_cli_search_writes_the_front_table_and_plot(tiny, tmp_path, capsys):
+    from tfpconv.cli import main
+
+    _, _, directory = tiny
+    x, y = tiny_data()
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    args = [
+        "search", str(directory / "tiny.keras"), "--table", str(directory / "table.json"),
+        "--data", str(tmp_path / "data.npz"), "--trials", "4", "--population", "4",
+        "--finetune-steps", "1", "-o", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| predicted ms | measured ms |" in out and "front.png" in out
+    front = search.Front.load(tmp_path / "out/front.json")
+    assert front.entries and (tmp_path / "out/front.png").is_file()
+    assert (tmp_path / "out/search.journal").is_file()
+    # Bad data names the file.
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    assert main([*args[:4], "--data", str(tmp_path / "bad.npz"), *args[6:]]) != 0
+    assert "bad.npz" in capsys.readouterr().err
