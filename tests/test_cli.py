@@ -303,7 +303,13 @@ def test_usage_errors_exit_2(capsys) -> None:
 
 
 def test_commands_are_extensible() -> None:
-    assert [c.name for c in COMMANDS] == ["convert", "inspect", "bench", "latency-table"]
+    assert [c.name for c in COMMANDS] == [
+        "convert",
+        "inspect",
+        "bench",
+        "latency-table",
+        "search",
+    ]
     assert all(callable(c.add_arguments) and callable(c.run) for c in COMMANDS)
 
 
