@@ -117,11 +117,11 @@ def search(
     if baselines:
         front.baselines = {
             "channel pruning only": baseline(
-                model, space, table, estimator,
+                model, table, estimator,
                 [space.uniform(width=r) for r in CHANNEL_RATIOS], measure, threads,
             ),
             "patterns + connectivity only": baseline(
-                model, space, table, estimator,
+                model, table, estimator,
                 [space.uniform(connectivity=c) for c in CONNECTIVITIES], measure, threads,
             ),
         }  # fmt: skip

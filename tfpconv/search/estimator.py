@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
 
 from tfpconv.keras import compat
@@ -118,12 +119,9 @@ class AccuracyEstimator:
         """Build, fine-tune and score one candidate."""
         model = self.build(candidate)
         if self.finetune_steps > 0:
-            import keras
-
-            if compat.is_tf_keras_object(model):
-                keras = compat.tf_keras_module()
+            flavour = compat.tf_keras_module() if compat.is_tf_keras_object(model) else keras
             model.compile(
-                optimizer=keras.optimizers.Adam(self.learning_rate),
+                optimizer=flavour.optimizers.Adam(self.learning_rate),
                 loss="sparse_categorical_crossentropy",
                 metrics=["accuracy"],
             )

@@ -8,7 +8,6 @@ model's first convolution keeps all its kernels (few input channels, as in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +32,6 @@ class Candidate:
 
     widths: dict[str, float] = field(default_factory=dict)
     connectivity: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        """A canonical string of the genome (the cache key)."""
-        return json.dumps({"w": self.widths, "c": self.connectivity}, sort_keys=True)
 
     def to_params(self) -> dict[str, float]:
         return {**{f"w:{k}": v for k, v in self.widths.items()},

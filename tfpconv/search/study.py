@@ -8,7 +8,6 @@ marked failed after ``grace_period`` seconds and its candidate evaluated again b
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import warnings
@@ -31,8 +30,6 @@ from tfpconv.search.space import Candidate, SearchSpace
 from tfpconv.tflite.conversion import convert_model
 
 __all__ = ["default_anchors", "open_study", "run", "front_of"]
-
-log = logging.getLogger("tfpconv")
 
 DIRECTIONS = ["minimize", "maximize"]  # latency (ms, predicted by the table), accuracy
 
@@ -65,13 +62,9 @@ def open_study(
     storage: Any, study_name: str, anchors_ms: Sequence[float], population_size: int, seed: int
 ) -> optuna.Study:
     """Create the study or join it; the anchors are the study's (the first worker sets them)."""
-    probe = (
-        optuna.load_study(study_name=study_name, storage=storage)
-        if _exists(storage, study_name)
-        else None
-    )
-    if probe is not None and "anchors_ms" in probe.user_attrs:
-        anchors_ms = probe.user_attrs["anchors_ms"]
+    known = {s.study_name: s for s in storage.get_all_studies()}
+    if study_name in known:
+        anchors_ms = known[study_name].user_attrs.get("anchors_ms", anchors_ms)
     with warnings.catch_warnings():  # the selection hook is marked experimental in optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.NSGAIISampler(
@@ -91,8 +84,13 @@ def open_study(
     return study
 
 
-def _exists(storage: Any, study_name: str) -> bool:
-    return any(s.study_name == study_name for s in storage.get_all_studies())
+def _completed(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def _measured_ms(estimator: AccuracyEstimator, candidate: Candidate, threads: int) -> float:
+    """The candidate built (no fine-tune: latency does not depend on it), converted and timed."""
+    return measured_latency(convert_model(estimator.build(candidate)), threads)
 
 
 def _cached(study: optuna.Study, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
@@ -134,26 +132,16 @@ def run(
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if progress is not None:
-            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            progress(min(done, trials), trials)
+            progress(min(_completed(study), trials), trials)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if done >= trials:
+    if _completed(study) >= trials:
         return
     study.optimize(
         objective,
         callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE,)), report],
         catch=(),
     )
-
-
-def entry_of(
-    candidate: Candidate, predicted: float, accuracy: float, flops: int, weights: int,
-    trial: int | None = None,
-) -> FrontEntry:  # fmt: skip
-    return FrontEntry(candidate, float(predicted), float(accuracy), int(flops), int(weights),
-                      trial=trial)  # fmt: skip
 
 
 def front_of(
@@ -169,13 +157,14 @@ def front_of(
     entries = []
     for trial in sorted(study.best_trials, key=lambda t: t.values[0]):
         candidate = Candidate.from_params(trial.params)
-        entry = entry_of(
-            candidate, trial.values[0], trial.values[1],
-            trial.user_attrs.get("flops", 0), trial.user_attrs.get("weights", 0), trial.number,
+        entries.append(
+            FrontEntry(
+                candidate, float(trial.values[0]), float(trial.values[1]),
+                int(trial.user_attrs.get("flops", 0)), int(trial.user_attrs.get("weights", 0)),
+                measured_ms=_measured_ms(estimator, candidate, threads) if measure else None,
+                trial=trial.number,
+            )
         )  # fmt: skip
-        if measure:
-            entry.measured_ms = measured_latency(convert_model(estimator.build(candidate)), threads)
-        entries.append(entry)
     return Front(
         entries,
         anchors_ms=list(study.user_attrs.get("anchors_ms", [])),
@@ -185,7 +174,6 @@ def front_of(
 
 def baseline(
     model: Any,
-    space: SearchSpace,
     table: LatencyTable,
     estimator: AccuracyEstimator,
     candidates: Sequence[Candidate],
@@ -196,11 +184,11 @@ def baseline(
     entries = []
     for candidate in candidates:
         evaluation = estimator.evaluate(candidate)
-        entry = entry_of(
-            candidate, table.predict(model, candidate.widths, candidate.connectivity),
-            evaluation.accuracy, evaluation.flops, evaluation.weights,
+        entries.append(
+            FrontEntry(
+                candidate, table.predict(model, candidate.widths, candidate.connectivity),
+                evaluation.accuracy, evaluation.flops, evaluation.weights,
+                measured_ms=_measured_ms(estimator, candidate, threads) if measure else None,
+            )
         )  # fmt: skip
-        if measure:
-            entry.measured_ms = measured_latency(convert_model(estimator.build(candidate)), threads)
-        entries.append(entry)
     return entries
