@@ -175,7 +175,7 @@ def test_search_embedded_finds_a_front_caches_genomes_and_resumes(tiny, tmp_path
     assert len(completed) == 10
     by_genome = {}
     for trial in completed:
-        key = tuple(sorted(trial.params.items()))
+        key = tuple(sorted(search.Candidate.from_params(trial.params).to_params().items()))
         if key in by_genome:  # a repeated genome reuses the first evaluation
             assert trial.user_attrs["cached_from"] == by_genome[key].number
             assert trial.values == by_genome[key].values

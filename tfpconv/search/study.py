@@ -94,9 +94,9 @@ def _measured_ms(estimator: AccuracyEstimator, candidate: Candidate, threads: in
 
 
 def _cached(study: optuna.Study, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
-    params = candidate.to_params()
+    # Compared as candidates: optuna keeps the raw floats of its 0.1 grid (0.30000000000000004).
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if trial.params == params:
+        if Candidate.from_params(trial.params) == candidate:
             return trial
     return None
 
