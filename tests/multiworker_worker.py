@@ -83,7 +83,9 @@ def main(flavour: str, method: str, output: str) -> None:
 
     callbacks = []
     if method != "none":
-        pruning = tfpconv.callbacks.PatternPruning(4, 0.5, method=method, update_every=2, verbose=0)
+        pruning = tfpconv.callbacks.PatternPruning(
+            4, 0.5, method=method, update_every=2, first_layer="patterns", verbose=0
+        )
         callbacks = [pruning, Recorder()]
     model.fit(data, epochs=EPOCHS, steps_per_epoch=STEPS, callbacks=callbacks, verbose=0)
     result = {f"weight_{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}

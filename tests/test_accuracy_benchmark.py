@@ -69,3 +69,41 @@ def test_variants_run_separately_merge_into_one_table(tmp_path):
     assert "pruning_epochs: 1 there, None now" in other.stderr
     assert "Epoch 1/" not in other.stdout  # refused before training
     assert len(json.loads((tmp_path / "accuracy.json").read_text())["results"]) == 2
+
+
+def run_short_benchmark(*args):
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "accuracy_short.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_short_budget_protocol_reports_seeds_and_merges(tmp_path):
+    tiny = ["--epochs", "2", "--train-size", "256", "--widths", "8", "16", "16"]
+    out = ["--out", str(tmp_path), "--checkpoints", str(tmp_path / "ckpt"), "--merge"]
+    first = run_short_benchmark(
+        *tiny, "--networks", "plain", "--seeds", "0", "1", "--variants", "dense", "default", *out
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_short_benchmark(
+        *tiny, "--networks", "plain", "--seeds", "1", "--variants", "admm", *out
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "dense training" not in second.stdout  # the seed's checkpoint was reused
+    results = json.loads((tmp_path / "accuracy_short.json").read_text())["results"]
+    assert sorted((r["seed"], r["variant"]) for r in results) == [
+        (0, "default"), (0, "dense"), (1, "admm"), (1, "default"), (1, "dense"),
+    ]  # fmt: skip
+    by_key = {(r["seed"], r["variant"]): r for r in results}
+    assert by_key[(0, "dense")]["compression_3x3"] == 1.0
+    assert 6.0 < by_key[(0, "default")]["compression_3x3"] < 9.0
+    table = (tmp_path / "accuracy_short.md").read_text()
+    mean = 100 * (by_key[(0, "dense")]["test_accuracy"] + by_key[(1, "dense")]["test_accuracy"]) / 2
+    assert f"| plain | dense | 2 | 1.00x | {mean:.2f} ± " in table
+    assert "| plain | admm | 1 |" in table
+
+    other = run_short_benchmark("--epochs", "1", *tiny[2:], "--seeds", "0", *out)
+    assert other.returncode != 0 and "other settings" in other.stderr

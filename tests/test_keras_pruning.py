@@ -7,6 +7,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 import tfpconv  # noqa: E402
+from tfpconv.keras.one_shot import layer_connectivities, layer_targets  # noqa: E402
 from tfpconv.sparsity import patterns  # noqa: E402
 from tfpconv.sparsity.allocation import layer_fractions  # noqa: E402
 
@@ -88,19 +89,33 @@ def build(model_fn):
     return model
 
 
-def assert_pattern_sparse(model, num_patterns, connectivity, first_layer_connectivity=False):
-    """Every prunable conv is exactly pattern-sparse with the right kernel count removed."""
+def assert_pattern_sparse(
+    model, num_patterns, connectivity, first_layer="dense", allocation="erdos_renyi"
+):
+    """Every pruned conv is exactly pattern-sparse with the right kernel count removed (split
+    over the layers by ``allocation``); a first layer left dense is no pattern layer."""
+    targets = layer_targets(model, None, first_layer)
+    fractions = dict(
+        zip(
+            [t.name for t in targets],
+            layer_connectivities(targets, connectivity, allocation),
+            strict=True,
+        )
+    )
     prunable, _ = tfpconv.keras.layer_selection.find_conv_layers(model)
     assert prunable
     used = set()
-    for index, layer in enumerate(prunable):
+    for layer in prunable:
         kernel = layer.kernel.numpy()
         codes = patterns.classify_kernels(kernel)
+        if layer.name not in fractions:
+            assert first_layer == "dense" and (codes == patterns.NOT_A_PATTERN).any(), layer.name
+            continue
         assert (codes != patterns.NOT_A_PATTERN).all(), layer.name
         kept = codes != patterns.PRUNED
         assert (np.count_nonzero(kernel, axis=(0, 1))[kept] == 4).all(), layer.name
-        fraction = connectivity if (index > 0 or first_layer_connectivity) else 0.0
-        assert (~kept).sum() == patterns.num_to_prune(codes.size, fraction), layer.name
+        expected = patterns.num_to_prune(codes.size, fractions[layer.name])
+        assert (~kept).sum() == expected, layer.name
         used |= set(codes[kept].tolist())
     assert len(used) <= num_patterns
 
@@ -113,7 +128,9 @@ def assert_pattern_sparse(model, num_patterns, connectivity, first_layer_connect
 def test_admm_training_ends_exactly_pattern_sparse(model_fn):
     model = build(model_fn)
     x, y = data()
-    callback = tfpconv.callbacks.PatternPruning(num_patterns=4, connectivity=0.5, verbose=0)
+    callback = tfpconv.callbacks.PatternPruning(
+        num_patterns=4, connectivity=0.5, method="admm", verbose=0
+    )
     history = model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
     assert_pattern_sparse(model, 4, 0.5)
     assert len(callback.library) == 4
@@ -127,7 +144,10 @@ def test_admm_training_ends_exactly_pattern_sparse(model_fn):
 def test_admm_pulls_weights_towards_the_constraint_set():
     model = build(sequential_model)
     x, y = data()
-    callback = tfpconv.callbacks.PatternPruning(8, 0.5, rho=50.0, pruning_epochs=4, verbose=0)
+    # A callable schedule holds the target at 0.5 from the start (a constant one ramps up).
+    callback = tfpconv.callbacks.PatternPruning(
+        8, lambda step: 0.5, method="admm", rho=50.0, pruning_epochs=4, verbose=0
+    )
     history = model.fit(x, y, batch_size=8, epochs=5, callbacks=[callback], verbose=0)
     gaps = history.history["pconv_gap"][:4]
     assert gaps[-1] < gaps[0]
@@ -155,7 +175,12 @@ def test_first_layer_connectivity_can_be_enabled_and_layers_selected():
     model = build(sequential_model)
     x, y = data()
     callback = tfpconv.callbacks.PatternPruning(
-        8, 0.5, layers=["c1", "c3"], first_layer_connectivity=True, verbose=0
+        8,
+        0.5,
+        layers=["c1", "c3"],
+        first_layer="full",
+        connectivity_allocation="uniform",
+        verbose=0,
     )
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
     assert set(callback.codes) == {"c1", "c3"}
@@ -176,21 +201,20 @@ def test_erdos_renyi_allocation_splits_the_target_over_the_layers(method, capsys
     fractions = layer_fractions([(8, 12), (6, 10)], 0.6, "erdos_renyi")
     assert fractions[0] > 0.6 > fractions[1]  # c2 has the lower (in + out) / (in * out)
     assert (
-        f"kernels removed per layer (erdos_renyi): c1 0.00, c2 {fractions[0]:.2f}, "
+        f"kernels removed per layer (erdos_renyi): c2 {fractions[0]:.2f}, "
         f"c3 {fractions[1]:.2f}" in capsys.readouterr().out
     )
     removed = {
         name: int((callback.codes[name] == patterns.PRUNED).sum()) for name in callback.codes
     }
     assert removed == {
-        "c1": 0,
         "c2": patterns.num_to_prune(96, fractions[0]),
         "c3": patterns.num_to_prune(60, fractions[1]),
     }
     assert abs(removed["c2"] + removed["c3"] - 0.6 * 156) <= 1
-    for layer in tfpconv.keras.layer_selection.find_conv_layers(model)[0]:
-        codes = patterns.classify_kernels(layer.kernel.numpy())
-        assert (codes == patterns.PRUNED).sum() == removed[layer.name]
+    for name, count in removed.items():
+        codes = patterns.classify_kernels(model.get_layer(name).kernel.numpy())
+        assert (codes == patterns.PRUNED).sum() == count
 
     one_shot = build(sequential_model)
     report = tfpconv.prune_patterns(
@@ -250,7 +274,7 @@ def test_prune_patterns_one_shot_and_summary():
     report = tfpconv.prune_patterns(model, num_patterns=8, connectivity=0.72)
     assert [s.name for s in report.layers] == ["c1", "c2", "c3"]
     assert all(s.pattern_conforming for s in report.layers)
-    assert_pattern_sparse(model, 8, 0.72)
+    assert_pattern_sparse(model, 8, 0.72, first_layer="patterns", allocation="uniform")
     lines = []
     full = tfpconv.summary(model, print_fn=lines.append)
     assert "c5x5" in full.skipped and "5x5" in full.skipped["c5x5"]
@@ -350,12 +374,19 @@ def test_fine_tuning_a_one_shot_pruned_model_keeps_its_library(method):
         def on_train_begin(self, logs=None):
             seen_at_start.update({n: model.get_layer(n).kernel.numpy() for n in projected})
 
-    callback = tfpconv.callbacks.PatternPruning(8, 0.72, method=method, verbose=0)
+    callback = tfpconv.callbacks.PatternPruning(  # the one-shot defaults, to keep its masks
+        8,
+        0.72,
+        method=method,
+        first_layer="patterns",
+        connectivity_allocation="uniform",
+        verbose=0,
+    )
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback, RecordKernels()], verbose=0)
     assert sorted(callback.library.tolist()) == sorted(report.library)
     for name, kernel in projected.items():  # the start of training moved no weight
         np.testing.assert_array_equal(seen_at_start[name], kernel, err_msg=name)
-    assert_pattern_sparse(model, 8, 0.72)
+    assert_pattern_sparse(model, 8, 0.72, first_layer="patterns", allocation="uniform")
 
 
 @pytest.mark.parametrize("pruning_epochs", [1, 0])
@@ -367,7 +398,7 @@ def test_a_subclassed_model_never_called_before_fit_is_pruned(pruning_epochs):
     callback = tfpconv.callbacks.PatternPruning(4, 0.5, pruning_epochs=pruning_epochs, verbose=0)
     history = model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
     assert_pattern_sparse(model, 4, 0.5)
-    assert len(callback.codes) == 3
+    assert len(callback.codes) == 2  # the stem is the first convolution, left dense
     assert history.history["pconv_gap"][-1] == 0.0
 
 
@@ -420,12 +451,46 @@ def test_summary_of_a_subclassed_model_counts_flops():
 def test_verbose_start_reports_the_convolutions_left_alone(capsys):
     model = build(sequential_model)
     x, y = data(n=16)
-    callback = tfpconv.callbacks.PatternPruning(8, 0.5, layers=["c1", "c3"], verbose=1)
+    callback = tfpconv.callbacks.PatternPruning(8, 0.5, layers=["c3"], verbose=1)
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
     out = capsys.readouterr().out
-    assert "tfpconv: pruning 2 layers" in out
+    assert "tfpconv: pruning 1 layers" in out
     assert "left alone (kernel 5x5, only 3x3 is pruned): c5x5" in out
     assert "left alone (not selected by the layers filter): c2" in out
+    assert "left alone (the model's first convolution, first_layer='dense'): c1" in out
+
+
+def test_naming_the_first_convolution_needs_first_layer_patterns():
+    model = build(sequential_model)
+    x, y = data(n=16)
+    callback = tfpconv.callbacks.PatternPruning(8, 0.5, layers=["c1", "c3"], verbose=0)
+    with pytest.raises(ValueError, match="'c1', the model's first convolution.*first_layer="):
+        model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
+    with pytest.raises(ValueError, match="unknown first_layer 'none'"):
+        tfpconv.callbacks.PatternPruning(8, 0.5, first_layer="none")
+    callback = tfpconv.callbacks.PatternPruning(
+        8, 0.5, layers=["c1", "c3"], first_layer="patterns", verbose=0
+    )
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
+    assert set(callback.codes) == {"c1", "c3"}
+    assert (callback.codes["c1"] == patterns.PRUNED).sum() == 0  # patterns only
+
+
+def test_updates_spread_over_the_pruning_phase_and_rho_reaches_its_maximum():
+    model = build(sequential_model)
+    x, y = data(n=128)
+    callback = tfpconv.callbacks.PatternPruning(
+        8, 0.5, method="admm", pruning_epochs=2, rho_max=40.0, verbose=0
+    )
+    updates = []
+    update = callback._update
+    callback._update = lambda: (updates.append(callback._step), update())
+    history = model.fit(x, y, batch_size=4, epochs=3, callbacks=[callback], verbose=0)
+    # 32 steps per epoch, 64 in the pruning phase: an update every 2 steps.
+    assert updates == list(range(2, 65, 2))
+    assert history.history["pconv_rho"] == [pytest.approx(40.0 ** (16 / 24)), 40.0]
+    ramp = history.history["pconv_connectivity"]
+    assert ramp[0] < 0.5 and ramp[1:] == [pytest.approx(0.5)] * 2
 
 
 def test_steps_per_execution_above_one_warns_and_still_ends_pattern_sparse():
@@ -466,9 +531,8 @@ def test_connectivity_per_layer_name(method):
     removed = {
         name: int((callback.codes[name] == patterns.PRUNED).sum()) for name in callback.codes
     }
-    # c2 has 8x12 kernels, c3 6x10; c1 is not named, so it loses none.
+    # c2 has 8x12 kernels, c3 6x10; c1, the first convolution, is left dense.
     assert removed == {
-        "c1": 0,
         "c2": patterns.num_to_prune(96, 0.75),
         "c3": patterns.num_to_prune(60, 0.5),
     }
@@ -480,3 +544,36 @@ def test_connectivity_per_layer_refuses_unknown_layers():
     callback = tfpconv.callbacks.PatternPruning(8, {"c5x5": 0.5}, verbose=0)
     with pytest.raises(ValueError, match="c5x5"):
         model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
+
+
+def test_the_hard_phase_decays_a_plain_learning_rate_and_gives_it_back():
+    model = build(sequential_model)  # Adam(1e-2)
+    x, y = data(n=64)
+    seen = []
+
+    class RecordLearningRate(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(float(self.model.optimizer.learning_rate))
+
+    callback = tfpconv.callbacks.PatternPruning(8, 0.5, pruning_epochs=1, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=3, callbacks=[callback, RecordLearningRate()], verbose=0)
+    pruning, hard = seen[:8], seen[8:]
+    assert pruning == [pytest.approx(1e-2)] * 8
+    assert all(a > b for a, b in zip(hard, hard[1:], strict=False))
+    assert hard[0] < 1e-2 and hard[-1] < 1e-3
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-2)  # given back
+
+    seen.clear()
+    model = build(sequential_model)
+    callback = tfpconv.callbacks.PatternPruning(8, 0.5, hard_phase_lr=None, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=[callback, RecordLearningRate()], verbose=0)
+    assert seen == [pytest.approx(1e-2)] * 16
+
+    seen.clear()
+    model = build(sequential_model)
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, 1, 0.9)
+    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy")
+    callback = tfpconv.callbacks.PatternPruning(8, 0.5, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=[callback, RecordLearningRate()], verbose=0)
+    assert seen == [pytest.approx(1e-2 * 0.9**step) for step in range(1, 17)]
+    assert_pattern_sparse(model, 8, 0.5)

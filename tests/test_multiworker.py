@@ -160,7 +160,7 @@ ONE_PROCESS_SCRIPT = textwrap.dedent(
                 ])
                 model.compile(k.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
             callback = tfpconv.callbacks.PatternPruning(4, 0.5, method=method, update_every=2,
-                                                        verbose=0)
+                                                        first_layer="patterns", verbose=0)
             model.fit(x, y, batch_size=8, epochs=2, callbacks=[callback], verbose=0)
             for layer in (model.get_layer("c1"), model.get_layer("c2")):
                 copies = [v.numpy() for v in compat.tf_variable(layer.kernel).values]

@@ -209,6 +209,16 @@ def test_admm_rounds_drive_the_gap_to_zero():
     np.testing.assert_allclose(state.z, project(state.z))
 
 
+def test_a_growing_rho_keeps_the_unscaled_dual():
+    rng = np.random.default_rng(3)
+    state = admm.ADMMState(z=rng.normal(size=(3, 3, 2, 2)), u=rng.normal(size=(3, 3, 2, 2)))
+    rho, dual = 2.0, 2.0 * state.u
+    state.rescale_penalty(4.0)  # rho 2 -> 8
+    np.testing.assert_allclose(8.0 * state.u, dual)
+    # The pull target Z - U moves towards Z: the larger rho pulls harder, not further.
+    assert np.linalg.norm(state.target() - state.z) < np.linalg.norm(dual / rho)
+
+
 def test_penalty_step_is_the_exact_proximal_step():
     w, t = np.array([1.0, -2.0]), np.array([0.0, 0.0])
     np.testing.assert_allclose(admm.penalty_step(w, t, 1.0), [0.5, -1.0])

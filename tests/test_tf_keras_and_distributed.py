@@ -13,6 +13,7 @@ tfmot = pytest.importorskip("tensorflow_model_optimization")
 
 import tfpconv  # noqa: E402
 from tfpconv.sparsity import patterns  # noqa: E402
+from tfpconv.sparsity.allocation import layer_fractions  # noqa: E402
 
 
 def tf_keras_model():
@@ -35,15 +36,24 @@ def data(n=48):
     return x, rng.integers(0, 3, size=n)
 
 
-def check_sparse(model, connectivity):
+def check_sparse(model, connectivity, one_shot=False):
+    """The callback's defaults: k1, the first convolution, left dense, the erdos_renyi split;
+    ``prune_patterns``' (``one_shot``): patterns only in k1, the same fraction elsewhere."""
     prunable, skipped = tfpconv.keras.layer_selection.find_conv_layers(model)
     assert [layer.name for layer in prunable] == ["k1", "k2", "k3"]
     assert [s.name for s in skipped] == ["dw"]
-    for index, layer in enumerate(prunable):
+    first = patterns.classify_kernels(prunable[0].kernel.numpy())
+    if one_shot:
+        assert (first >= 0).all()
+        fractions = [connectivity] * 2
+    else:
+        assert (first == patterns.NOT_A_PATTERN).any()
+        # k2 has 8x12 kernels, k3 12x10
+        fractions = layer_fractions([(8, 12), (12, 10)], connectivity, "erdos_renyi")
+    for layer, fraction in zip(prunable[1:], fractions, strict=True):
         codes = patterns.classify_kernels(layer.kernel.numpy())
         assert (codes != patterns.NOT_A_PATTERN).all()
-        expected = patterns.num_to_prune(codes.size, connectivity if index else 0.0)
-        assert (codes == patterns.PRUNED).sum() == expected
+        assert (codes == patterns.PRUNED).sum() == patterns.num_to_prune(codes.size, fraction)
 
 
 def test_tf_keras_model_trains_into_pattern_sparsity_and_reloads(tmp_path):
@@ -81,7 +91,7 @@ def test_prune_patterns_on_a_tf_keras_model():
     model = tf_keras_model()
     report = tfpconv.prune_patterns(model, 8, 0.72)
     assert report.compression > 5
-    check_sparse(model, 0.72)
+    check_sparse(model, 0.72, one_shot=True)
 
 
 class TfKerasSubclassed(tf_keras.Model):
@@ -102,7 +112,7 @@ def test_an_unbuilt_tf_keras_subclassed_model_is_pruned_and_summarised():
     x, y = data(n=32)
     callback = tfpconv.callbacks.PatternPruning(4, 0.5, verbose=0)
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
-    assert set(callback.codes) == {"s1", "s2"}
+    assert set(callback.codes) == {"s2"}  # s1, the first convolution, is left dense
     codes = patterns.classify_kernels(model.body.kernel.numpy())
     assert (codes != patterns.NOT_A_PATTERN).all()
     assert (codes == patterns.PRUNED).sum() == patterns.num_to_prune(64, 0.5)

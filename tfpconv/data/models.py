@@ -15,22 +15,25 @@ def small_vgg(
     dropout: float = 0.3,
     bn_momentum: float = 0.9,
     name: str = "small_vgg",
+    batch_norm: bool = True,
 ) -> keras.Model:
     """A VGG-style CNN: stages of 3x3 conv + BN + ReLU, 2x2 max-pool, then a small classifier.
 
     Six 3x3 convolutions to prune. ``bn_momentum`` 0.9 lets BatchNorm's inference statistics
     follow within a few dozen steps (short runs, and the jump when pruning masks are fixed).
+    With ``batch_norm=False`` the convolutions carry a bias instead.
     """
     inputs = keras.Input(tuple(input_shape), name="image")
     x = inputs
     for stage, width in enumerate(widths):
         for i in range(convs_per_stage):
             x = keras.layers.Conv2D(
-                width, 3, padding="same", use_bias=False, name=f"conv{stage + 1}_{i + 1}"
+                width, 3, padding="same", use_bias=not batch_norm, name=f"conv{stage + 1}_{i + 1}"
             )(x)
-            x = keras.layers.BatchNormalization(
-                momentum=bn_momentum, name=f"bn{stage + 1}_{i + 1}"
-            )(x)
+            if batch_norm:
+                x = keras.layers.BatchNormalization(
+                    momentum=bn_momentum, name=f"bn{stage + 1}_{i + 1}"
+                )(x)
             x = keras.layers.ReLU(name=f"relu{stage + 1}_{i + 1}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{stage + 1}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)

@@ -23,7 +23,14 @@ import tensorflow as tf
 from tfpconv.keras import compat as _compat
 from tfpconv.keras import distributed as _distributed
 from tfpconv.keras.layer_selection import LayerFilter, left_alone
-from tfpconv.keras.one_shot import LayerTarget, layer_connectivities, layer_targets, resolve_library
+from tfpconv.keras.one_shot import (
+    LayerTarget,
+    check_first_layer,
+    exempt_first_layer,
+    layer_connectivities,
+    layer_targets,
+    resolve_library,
+)
 from tfpconv.keras.schedules import Connectivity, ConnectivitySchedule
 from tfpconv.sparsity import patterns
 from tfpconv.sparsity.admm import ADMMState
@@ -31,6 +38,12 @@ from tfpconv.sparsity.allocation import check_allocation
 from tfpconv.sparsity.schedules import cubic_ramp
 
 METHODS = ("admm", "magnitude")
+#: Projections (magnitude) or ADMM rounds per pruning phase when ``update_every`` is not given.
+UPDATES_PER_PHASE = 32
+#: The connectivity ramp reaches its final value at this fraction of the pruning phase.
+RAMP_END = 0.75
+#: Learning-rate schedules for the hard phase (None: the optimizer's own, untouched).
+HARD_PHASE_LR = ("cosine", None)
 
 
 class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
@@ -39,21 +52,32 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
     Training runs in two phases:
 
     1. **Pruning phase** (the first ``pruning_epochs`` epochs; by default half of ``fit``'s
-       epochs, rounded up, leaving at least one epoch for phase 2).
+       epochs, rounded up, leaving at least one epoch for phase 2). A constant connectivity
+       rises along a cubic ramp from 0 to its final value at three quarters of the phase;
+       ``update_every`` steps apart (default: 32 updates spread over the phase):
 
-       - ``method="admm"``: ADMM with ``Z = project(W + U)`` and ``U += W - Z`` every
-         ``update_every`` steps (default: at the end of every epoch), ``rho`` multiplied by
-         ``rho_growth`` at each update up to ``rho_max``. After every optimizer step the weights
-         take the exact proximal step of the penalty ``rho/2 ||W - Z + U||^2`` with the
-         optimizer's current learning rate ``lr``: ``W <- (W + lr*rho*(Z - U)) / (1 + lr*rho)``
-         (the same as adding the penalty to the loss under SGD, and stable for any ``rho``).
-       - ``method="magnitude"``: no ADMM; the weights are projected onto the constraints at every
-         update, the connectivity rising along a cubic ramp to its final value at three quarters
-         of the phase.
+       - ``method="magnitude"`` (the default): the weights are projected onto the constraints
+         at every update.
+       - ``method="admm"``: ADMM with ``Z = project(W + U)`` and ``U += W - Z`` at every update,
+         ``rho`` multiplied by ``rho_growth`` (default: the factor that reaches ``rho_max`` at
+         the end of the ramp) with ``U`` rescaled to keep the dual. After every optimizer step
+         the weights take the exact proximal step of the penalty ``rho/2 ||W - Z + U||^2`` with
+         the optimizer's current learning rate ``lr``:
+         ``W <- (W + lr*rho*(Z - U)) / (1 + lr*rho)`` (the same as adding the penalty to the
+         loss under SGD, and stable for any ``rho``).
 
     2. **Hard phase** (the remaining epochs): the weights are projected once more, the masks are
        fixed and re-applied after every optimizer step, so when ``fit`` returns every pruned
-       kernel is exactly one library pattern or all zeros (also if training stops early).
+       kernel is exactly one library pattern or all zeros (also if training stops early). With
+       ``hard_phase_lr="cosine"`` (the default) a plain learning rate falls from its value to 0
+       along a half cosine over the phase, and is given back when ``fit`` ends; an optimizer
+       built on a ``LearningRateSchedule`` keeps its schedule.
+
+    The defaults are the best recipe measured on short fine-tuning budgets (prune a trained
+    network in as many epochs as it trained; ``benchmarks/accuracy_short.py``): magnitude
+    projection beat ADMM there, spreading the updates over the phase, leaving the first
+    convolution dense, the Erdős–Rényi split and the hard-phase cosine each added accuracy. See
+    ``benchmarks/results/accuracy_short.md`` for the figures.
 
     The pattern library is chosen from the weights when training starts (the ``num_patterns`` most
     frequent top-4-magnitude masks over all pruned layers; removed kernels do not vote, so a model
@@ -90,22 +114,28 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         ``step -> fraction``; or, with tf_keras, a tensorflow-model-optimization schedule such as
         ``tfmot.sparsity.keras.PolynomialDecay`` (``step`` counts training batches of this fit).
         The hard phase uses its value at the last training step.
-      method: ``"admm"`` or ``"magnitude"``.
+      method: ``"magnitude"`` or ``"admm"``.
       library: the pattern library to use, as 9-bit masks (e.g. ``[0b000111010, ...]``),
         instead of choosing it from the weights.
       layers: None (every 3x3 Conv2D), a list of layer names, or a predicate on layers.
-      first_layer_connectivity: also remove whole kernels of the model's first convolution when
-        it is a pruned 3x3 layer (off by default: with few input channels it has few kernels to
-        lose; a 3x3 layer behind a stem of another size, as in ResNet, is not exempt).
+      first_layer: what the model's first convolution gets when it is a 3x3 layer: ``"dense"``
+        (the default: left alone; it sees the image, has few weights to save and each matters),
+        ``"patterns"`` (patterns only; ``tfpconv.prune_patterns``' default) or ``"full"``
+        (patterns and connectivity). A 3x3 layer behind a stem of another size, as in ResNet,
+        is pruned like the others.
       connectivity_allocation: how the connectivity target is split over the layers:
-        ``"uniform"`` removes that fraction from every layer; ``"erdos_renyi"`` removes that
-        fraction of all their kernels together, keeping each layer's kernel density proportional
-        to ``(in + out) / (in * out)``, so wide layers lose more and narrow ones fewer (see
-        :mod:`tfpconv.allocation`).
+        ``"erdos_renyi"`` (the default) removes that fraction of all their kernels together,
+        keeping each layer's kernel density proportional to ``(in + out) / (in * out)``, so wide
+        layers lose more and narrow ones fewer (see :mod:`tfpconv.allocation`); ``"uniform"``
+        removes that fraction from every layer.
       pruning_epochs: length of the pruning phase in epochs (0 = project at once, then only the
         hard phase).
-      update_every: steps between ADMM updates / magnitude projections; None = once per epoch.
-      rho, rho_growth, rho_max: the ADMM penalty schedule.
+      update_every: steps between ADMM updates / magnitude projections; None spreads
+        :data:`UPDATES_PER_PHASE` of them over the pruning phase (once per epoch while the
+        number of steps per epoch is not known yet).
+      rho, rho_growth, rho_max: the ADMM penalty schedule (``rho_growth=None``: reach
+        ``rho_max`` at the end of the ramp).
+      hard_phase_lr: ``"cosine"`` or None (leave the learning rate to the optimizer).
       verbose: 1 prints the chosen library, the convolutions left alone (with the reason) and the
         phase change; 0 is silent.
     """
@@ -114,17 +144,18 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self,
         num_patterns: int = 8,
         connectivity: Connectivity | Mapping[str, float] = 0.0,
-        method: str = "admm",
+        method: str = "magnitude",
         *,
         library: Sequence[int] | None = None,
         layers: LayerFilter = None,
-        first_layer_connectivity: bool = False,
-        connectivity_allocation: str = "uniform",
+        first_layer: str = "dense",
+        connectivity_allocation: str = "erdos_renyi",
         pruning_epochs: int | None = None,
         update_every: int | None = None,
         rho: float = 1.0,
-        rho_growth: float = 2.0,
+        rho_growth: float | None = None,
         rho_max: float = 100.0,
+        hard_phase_lr: str | None = "cosine",
         verbose: int = 1,
     ) -> None:
         super().__init__()
@@ -134,6 +165,9 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         if library is not None:
             patterns.check_library(library)
         check_allocation(connectivity_allocation)
+        check_first_layer(first_layer)
+        if hard_phase_lr not in HARD_PHASE_LR:
+            raise ValueError(f"unknown hard_phase_lr {hard_phase_lr!r}; use 'cosine' or None")
         if pruning_epochs is not None and (
             not isinstance(pruning_epochs, int) or pruning_epochs < 0
         ):
@@ -144,7 +178,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             raise ValueError(
                 f"update_every must be a positive number of steps, got {update_every!r}"
             )
-        if not (rho > 0 and rho_growth >= 1 and rho_max >= rho):
+        if not (rho > 0 and (rho_growth is None or rho_growth >= 1) and rho_max >= rho):
             raise ValueError(
                 f"need rho > 0, rho_growth >= 1 and rho_max >= rho; got rho={rho}, "
                 f"rho_growth={rho_growth}, rho_max={rho_max}"
@@ -161,16 +195,15 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self.connectivity = ConnectivitySchedule(connectivity)
         self.method = method
         self.layers = layers
-        self.first_layer_connectivity = first_layer_connectivity
+        self.first_layer = first_layer
         self.connectivity_allocation = connectivity_allocation
         self.pruning_epochs = pruning_epochs
         self.update_every = update_every
-        self.rho_initial, self.rho_growth, self.rho_max = (
-            float(rho),
-            float(rho_growth),
-            float(rho_max),
-        )
+        self.rho_initial, self.rho_max = float(rho), float(rho_max)
+        self.rho_growth = None if rho_growth is None else float(rho_growth)
+        self.hard_phase_lr = hard_phase_lr
         self.verbose = verbose
+        self._lr_decay: tuple[float, int, int] | None = None
         self._given_library = library
         #: The pattern library in use (9-bit masks), set when training starts.
         self.library: np.ndarray | None = None
@@ -195,6 +228,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self._step = 0
         self._rho = self.rho_initial
         self._ramp = None
+        self._lr_decay = None
         self.codes = {}
         self._warn_about_steps_per_execution()
         if self.model.built:
@@ -204,7 +238,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
 
     def _start(self) -> None:
         """Find the layers, choose the library and begin the first phase."""
-        self._targets = layer_targets(self.model, self.layers, self.first_layer_connectivity)
+        self._targets = layer_targets(self.model, self.layers, self.first_layer)
         if self.per_layer is not None:
             unknown = sorted(set(self.per_layer) - {t.name for t in self._targets})
             if unknown:
@@ -219,8 +253,12 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             + " ".join(patterns.format_mask(int(mask)) for mask in self.library)
         )
         by_reason: dict[str, list[str]] = {}
+        exempt = exempt_first_layer(self.model, self.first_layer)
         for layer in left_alone(self.model, [t.layer for t in self._targets]):
-            by_reason.setdefault(layer.reason, []).append(layer.name)
+            reason = layer.reason
+            if exempt is not None and layer.name == exempt.name:
+                reason = "the model's first convolution, first_layer='dense'"
+            by_reason.setdefault(reason, []).append(layer.name)
         for reason, names in by_reason.items():
             self._say(f"tfpconv: left alone ({reason}): {', '.join(names)}")
         if self._hard_start_epoch == 0:
@@ -275,6 +313,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             for target, mask in zip(self._targets, self._masks, strict=True):
                 variable = _compat.tf_variable(target.layer.kernel)
                 variable.assign(variable * mask)
+            self._decay_learning_rate()
             return
         if self._phase == "admm":
             strength = _compat.learning_rate(self.model.optimizer) * self._rho
@@ -282,13 +321,15 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
                 variable = _compat.tf_variable(target.layer.kernel)
                 # admm.penalty_step, on the variable in place
                 variable.assign((variable + strength * pull) / (1.0 + strength))
-        if self.update_every is not None and self._step % self.update_every == 0:
+        interval = self._update_interval()
+        if interval is not None and self._step % interval == 0:
             self._update()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        once_per_epoch = self._update_interval() is None
         if self._steps_per_epoch is None:
             self._steps_per_epoch = max(self._step // (epoch + 1), 1)
-        if self._phase in ("admm", "magnitude") and self.update_every is None:
+        if self._phase in ("admm", "magnitude") and once_per_epoch:
             self._update()
         if logs is not None and self._phase != "unbuilt":
             logs.update(self._metrics())
@@ -300,19 +341,49 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             for target, mask in zip(self._targets, self._masks, strict=True):
                 variable = _compat.tf_variable(target.layer.kernel)
                 variable.assign(variable * mask)
+        if self._lr_decay is not None:  # the user's optimizer gets its learning rate back
+            _compat.set_learning_rate(self.model.optimizer, self._lr_decay[0])
+            self._lr_decay = None
         self._phase = "done"
 
     # -- projections ---------------------------------------------------------------------------
 
+    def _phase_steps(self) -> int | None:
+        """Training steps in the pruning phase, once the steps per epoch are known."""
+        if self._steps_per_epoch is None:
+            return None
+        return self._hard_start_epoch * self._steps_per_epoch
+
+    def _update_interval(self) -> int | None:
+        """Steps between updates: ``update_every``, else :data:`UPDATES_PER_PHASE` spread over
+        the pruning phase; None while the phase length is unknown (an update per epoch)."""
+        if self.update_every is not None:
+            return self.update_every
+        steps = self._phase_steps()
+        return None if steps is None else max(round(steps / UPDATES_PER_PHASE), 1)
+
     def _current_connectivity(self) -> float:
-        if self.method == "magnitude" and self.connectivity.constant is not None:
+        if self.connectivity.constant is not None:
             if self._ramp is None:
-                if self._steps_per_epoch is None:
+                steps = self._phase_steps()
+                if steps is None:
                     return 0.0
-                end = max(int(0.75 * self._hard_start_epoch * self._steps_per_epoch), 1)
-                self._ramp = cubic_ramp(self.connectivity.constant, 0, end)
+                self._ramp = cubic_ramp(
+                    self.connectivity.constant, 0, max(int(RAMP_END * steps), 1)
+                )
             return self._ramp(self._step)
         return self.connectivity(self._step)
+
+    def _rho_factor(self) -> float:
+        """``rho_growth``, or the factor that takes rho from its start to ``rho_max`` over the
+        updates of the connectivity ramp."""
+        if self.rho_growth is not None:
+            return self.rho_growth
+        steps, interval = self._phase_steps(), self._update_interval()
+        if steps is None or interval is None:
+            return 2.0
+        updates = max(RAMP_END * steps / interval, 1.0)
+        return (self.rho_max / self.rho_initial) ** (1.0 / updates)
 
     def _final_connectivity(self) -> float:
         if self.connectivity.constant is not None:
@@ -338,12 +409,14 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
 
     def _update(self) -> None:
         if self._phase == "admm":
+            rho = min(self._rho * self._rho_factor(), self.rho_max)
             for target, state, projection in zip(
                 self._targets, self._admm, self._projections(), strict=True
             ):
                 state.update(target.kernel(), projection)
+                state.rescale_penalty(rho / self._rho)
+            self._rho = rho
             self._share_admm_state()
-            self._rho = min(self._rho * self.rho_growth, self.rho_max)
         elif self._phase == "magnitude":
             self._project_now()
 
@@ -381,6 +454,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             self._masks.append(self._constant(mask, _compat.tf_variable(target.layer.kernel).dtype))
         self._phase = "hard"
         self._admm, self._pull_targets = [], []
+        self._start_learning_rate_decay()
         self._say(
             f"tfpconv: hard phase from step {self._step}: masks fixed (connectivity {final:g})"
         )
@@ -392,6 +466,28 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             self._say(
                 f"tfpconv: kernels removed per layer ({self.connectivity_allocation}): {split}"
             )
+
+    def _start_learning_rate_decay(self) -> None:
+        """With ``hard_phase_lr="cosine"``, let the learning rate fall from its current value to
+        0 over the remaining steps (the fine-tuning of the fixed masks converges in them)."""
+        optimizer = getattr(self.model, "optimizer", None)
+        remaining = self._epochs * (self._steps_per_epoch or 0) - self._step
+        if self.hard_phase_lr is None or optimizer is None or remaining <= 0:
+            return
+        start = _compat.learning_rate(optimizer)
+        if not _compat.set_learning_rate(optimizer, start):
+            self._say("tfpconv: the optimizer follows its own learning-rate schedule: kept")
+            return
+        self._lr_decay = (start, self._step, remaining)
+
+    def _decay_learning_rate(self) -> None:
+        if self._lr_decay is None:
+            return
+        start, first_step, span = self._lr_decay
+        progress = min((self._step - first_step) / span, 1.0)
+        _compat.set_learning_rate(
+            self.model.optimizer, start * 0.5 * (1.0 + math.cos(math.pi * progress))
+        )
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -102,6 +102,15 @@ def learning_rate(optimizer: Any) -> float:
     return float(to_numpy(lr))
 
 
+def set_learning_rate(optimizer: Any, value: float) -> bool:
+    """Set the optimizer's learning rate; False, changing nothing, when it follows a schedule."""
+    try:
+        optimizer.learning_rate = value
+    except TypeError:  # Keras 3 and tf_keras refuse to overwrite a LearningRateSchedule
+        return False
+    return True
+
+
 def layer_output_shape(layer: Any) -> tuple[int | None, ...] | None:
     """The layer's output shape: from the model graph (Sequential / functional), else computed from
     the input shape the layer was built with (subclassed models); None when neither is known."""

@@ -15,6 +15,10 @@ from tfpconv.keras.summary import PruningSummary, summary
 from tfpconv.sparsity import patterns
 from tfpconv.sparsity.allocation import check_allocation, layer_fractions
 
+#: What happens to the model's first convolution: left ``"dense"``, pattern pruning only
+#: (``"patterns"``), or patterns and connectivity like every other layer (``"full"``).
+FIRST_LAYER_MODES = ("dense", "patterns", "full")
+
 
 @dataclass
 class LayerTarget:
@@ -37,17 +41,45 @@ class LayerTarget:
         return int(shape[2]), int(shape[3])
 
 
+def check_first_layer(first_layer: str) -> None:
+    """Raise a ValueError unless ``first_layer`` is one of :data:`FIRST_LAYER_MODES`."""
+    if first_layer not in FIRST_LAYER_MODES:
+        raise ValueError(
+            f"unknown first_layer {first_layer!r}; use one of {', '.join(FIRST_LAYER_MODES)}"
+        )
+
+
+def exempt_first_layer(model: Any, first_layer: str) -> Any | None:
+    """The model's first convolution when ``first_layer="dense"`` leaves it alone, else None."""
+    check_first_layer(first_layer)
+    return first_conv_layer(model) if first_layer == "dense" else None
+
+
 def layer_targets(
-    model: Any, layers: LayerFilter = None, first_layer_connectivity: bool = False
+    model: Any, layers: LayerFilter = None, first_layer: str = "patterns"
 ) -> list[LayerTarget]:
-    """The layers to prune, in model order. The model's first convolution, when it is one of them
-    (it sees the input image: few input channels, where removing whole kernels hurts most), gets
-    pattern pruning only unless asked otherwise; behind a stem of another kernel size (ResNet's
-    7x7) every 3x3 layer gets both."""
-    selected = select_prunable_layers(model, layers)
+    """The layers to prune, in model order.
+
+    The model's first convolution sees the input image: it has few input channels, so few
+    weights to save, and each of them matters. ``first_layer`` says what it gets when it is a
+    selected 3x3 layer (see :data:`FIRST_LAYER_MODES`); behind a stem of another kernel size
+    (ResNet's 7x7) every 3x3 layer is pruned alike."""
+    exempt = exempt_first_layer(model, first_layer)
+    if exempt is not None and not callable(layers) and layers is not None and exempt.name in layers:
+        raise ValueError(
+            f"layers names {exempt.name!r}, the model's first convolution, which "
+            f"first_layer='dense' leaves alone; pass first_layer='patterns' to prune it"
+        )
+    selected = [layer for layer in select_prunable_layers(model, layers) if layer is not exempt]
+    if not selected:
+        raise ValueError(
+            f"the only 3x3 convolution to prune in {model.name!r} is its first one, "
+            f"{exempt.name!r}, which first_layer='dense' leaves alone; pass "
+            f"first_layer='patterns' to prune it"
+        )
     first = first_conv_layer(model)
     return [
-        LayerTarget(layer, connectivity_enabled=first_layer_connectivity or layer is not first)
+        LayerTarget(layer, connectivity_enabled=first_layer == "full" or layer is not first)
         for layer in selected
     ]
 
@@ -79,7 +111,7 @@ def prune_patterns(
     layers: LayerFilter = None,
     *,
     library: Sequence[int] | None = None,
-    first_layer_connectivity: bool = False,
+    first_layer: str = "patterns",
     connectivity_allocation: str = "uniform",
     print_fn: Any = None,
 ) -> PruningSummary:
@@ -100,8 +132,9 @@ def prune_patterns(
         name to fraction (layers not named lose no kernels; the allocation does not apply).
       layers: None (all 3x3 Conv2D), a list of layer names, or a predicate on layers.
       library: the pattern library as 9-bit masks, to use instead of choosing one.
-      first_layer_connectivity: also remove kernels from the model's first convolution (see
-        :class:`tfpconv.callbacks.PatternPruning`).
+      first_layer: the model's first convolution is left ``"dense"``, gets ``"patterns"`` only
+        (the default here: one-shot projection is for measuring speed) or patterns and
+        connectivity (``"full"``); see :class:`tfpconv.callbacks.PatternPruning`.
       connectivity_allocation: ``"uniform"`` (the same fraction in every layer) or
         ``"erdos_renyi"`` (wide layers lose more kernels; see :mod:`tfpconv.allocation`).
       print_fn: where to print the resulting summary table (None: don't print).
@@ -116,7 +149,7 @@ def prune_patterns(
     """
     patterns.check_num_patterns(num_patterns)
     check_allocation(connectivity_allocation)
-    targets = layer_targets(model, layers, first_layer_connectivity)
+    targets = layer_targets(model, layers, first_layer)
     chosen = resolve_library(targets, num_patterns, library)
     if isinstance(connectivity, Mapping):
         unknown = sorted(set(connectivity) - {t.name for t in targets})

@@ -133,6 +133,9 @@ def materialize(
 ) -> tuple[Any, list[Any]]:
     """The candidate ready for a full fine-tune: the channel-pruned model (weights inherited) and
     the callbacks that prune its 3x3 convolutions to the candidate's connectivities while ``fit``
-    trains (``pruning`` goes to :class:`~tfpconv.callbacks.PatternPruning`)."""
+    trains (``pruning`` goes to :class:`~tfpconv.callbacks.PatternPruning`; the first
+    convolution gets patterns, as the latency table timed it, unless ``first_layer`` says
+    otherwise)."""
     smaller = channels.prune(model, candidate.widths)
+    pruning.setdefault("first_layer", "patterns")
     return smaller, [PatternPruning(num_patterns, dict(candidate.connectivity), **pruning)]

@@ -131,6 +131,7 @@ class AccuracyEstimator:
             keep = PatternPruning(
                 self.num_patterns,
                 dict(candidate.connectivity),
+                first_layer="patterns",  # as the latency table times it
                 pruning_epochs=0,
                 verbose=0,
             )

@@ -35,6 +35,12 @@ class ADMMState:
         self.z = project(weights + self.u)
         self.u = self.u + weights - self.z
 
+    def rescale_penalty(self, factor: float) -> None:
+        """Keep the unscaled dual ``rho * U`` when rho is multiplied by ``factor``: U /= factor.
+
+        Without it a growing rho also grows the dual's pull, and W overshoots past Z."""
+        self.u = self.u / factor
+
     def target(self) -> np.ndarray:
         """Where the penalty pulls W: the minimiser of ||W - Z + U||^2, i.e. Z - U."""
         return self.z - self.u

@@ -1,0 +1,268 @@
+"""Accuracy on a short fine-tuning budget: prune a trained model in as many epochs as it trained.
+
+The protocol of a user who adds the callback to an existing training run: the narrow VGG-style
+CNN (widths 32/64/128, two 3x3 convolutions per stage), with or without BatchNorm, trains dense
+for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, learning rate
+1e-3, batch 128). From that checkpoint (weights and optimizer state) every variant trains
+``--epochs`` more epochs:
+
+- ``dense``: nothing added (the reference: the same network trained dense for twice as long);
+- ``dense-cosine``: dense, with the learning rate of the default callback's hard phase (held for
+  the first half, then a half cosine to 0), to show what that schedule alone is worth;
+- ``default``: ``PatternPruning(num_patterns=8, connectivity=0.72)`` and nothing else set (that
+  is ``method="magnitude"``);
+- ``admm``: the same with ``method="admm"``, everything else default;
+- ablations, one default reverted each (not run unless named in ``--variants``):
+  ``uniform`` (``connectivity_allocation="uniform"``), ``first-patterns``
+  (``first_layer="patterns"``), ``no-cosine`` (``hard_phase_lr=None``).
+
+Every variant runs for each seed (own initial weights and data order); the table reports the mean
+and spread (sample standard deviation) of the test accuracy over the seeds, against dense.
+
+    python3 benchmarks/accuracy_short.py                      # all of it (about 2 h on 2 cores)
+    python3 benchmarks/accuracy_short.py --seeds 0 --networks plain --variants dense default
+
+Networks, seeds and variants can run as separate processes (two single-threaded processes side by
+side train faster than one two-threaded one); each adds its results to the same files::
+
+    taskset -c 0 python3 benchmarks/accuracy_short.py --networks plain --merge &
+    taskset -c 1 python3 benchmarks/accuracy_short.py --networks batchnorm --merge; wait
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+import tfpconv  # noqa: E402
+from tfpconv.tflite.files import write_atomic  # noqa: E402
+
+NETWORKS = {"plain": False, "batchnorm": True}
+#: Callback arguments per variant (None: no callback). Only these are set: the rest is default.
+VARIANTS = {
+    "dense": None,
+    "dense-cosine": None,
+    "default": {},
+    "admm": {"method": "admm"},
+    "uniform": {"connectivity_allocation": "uniform"},
+    "first-patterns": {"first_layer": "patterns"},
+    "no-cosine": {"hard_phase_lr": None},
+}
+DEFAULT_VARIANTS = ("dense", "dense-cosine", "default", "admm")
+NUM_PATTERNS, CONNECTIVITY = 8, 0.72
+
+
+class SecondHalfCosine(keras.callbacks.Callback):
+    """Holds the learning rate for the first half of ``fit``, then lowers it along a half cosine
+    to 0, step by step: the schedule ``PatternPruning`` gives its hard phase by default."""
+
+    def on_train_begin(self, logs=None):
+        self.start = float(self.model.optimizer.learning_rate)
+        self.total = self.params["epochs"] * self.params["steps"]
+        self.step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        half = math.ceil(self.params["epochs"] / 2) * self.params["steps"]
+        progress = min(max(self.step - half, 0) / max(self.total - half, 1), 1.0)
+        self.model.optimizer.learning_rate = self.start * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def compiled_model(batch_norm: bool, widths, seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    model = tfpconv.models.small_vgg(widths=widths, batch_norm=batch_norm)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def pretrained(network: str, seed: int, data, args, workdir: Path) -> Path:
+    """The dense checkpoint every variant of ``(network, seed)`` starts from, saved once."""
+    widths = "-".join(map(str, args.widths))
+    path = (
+        workdir
+        / f"pretrained-{network}-{widths}-seed{seed}-{args.train_size}-{args.epochs}ep.keras"
+    )
+    if not path.exists():
+        (x, y), _ = data
+        model = compiled_model(NETWORKS[network], args.widths, seed)
+        print(f"\n== {network}, seed {seed}: dense training, {args.epochs} epochs", flush=True)
+        model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=2)
+        partial = path.with_suffix(".partial.keras")
+        model.save(partial)
+        os.replace(partial, path)  # a process that stops mid-save leaves no checkpoint behind
+    return path
+
+
+def run_variant(network: str, seed: int, variant: str, checkpoint: Path, data, args) -> dict:
+    (x, y), (x_test, y_test) = data
+    keras.utils.set_random_seed(seed + 1000)  # the same data order for every variant of a seed
+    model = keras.saving.load_model(checkpoint)
+    options = VARIANTS[variant]
+    callbacks = [SecondHalfCosine()] if variant == "dense-cosine" else []
+    if options is not None:
+        callbacks.append(
+            tfpconv.callbacks.PatternPruning(
+                num_patterns=NUM_PATTERNS, connectivity=CONNECTIVITY, **options
+            )
+        )
+    print(f"\n== {network}, seed {seed}, {variant}: {args.epochs} more epochs", flush=True)
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, callbacks=callbacks, verbose=2)
+    seconds = time.perf_counter() - start
+    _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
+    report = tfpconv.summary(model, print_fn=None)
+    return {
+        "network": network,
+        "seed": seed,
+        "variant": variant,
+        "test_accuracy": float(accuracy),
+        "compression_3x3": report.compression,
+        "train_seconds": seconds,
+    }
+
+
+def markdown(results: list[dict], config: dict) -> str:
+    lines = [
+        f"Fashion-MNIST ({config['train_size']} training images, the 10000 test images), small "
+        f"VGG (widths {config['widths']}), Adam 1e-3, batch {config['batch_size']}: "
+        f"{config['epochs']} epochs dense, then {config['epochs']} more per variant; pruned: "
+        f"`PatternPruning(num_patterns={NUM_PATTERNS}, connectivity={CONNECTIVITY})` with "
+        f"defaults except the method shown. Mean ± sample standard deviation over the seeds.",
+        "",
+        "| network | variant | seeds | 3x3 compression | test accuracy | vs dense (points) "
+        "| per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for network in NETWORKS:
+        rows = [r for r in results if r["network"] == network]
+        dense = {r["seed"]: r["test_accuracy"] for r in rows if r["variant"] == "dense"}
+        for variant in VARIANTS:
+            runs = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["seed"])
+            if not runs:
+                continue
+            accuracies = [100 * r["test_accuracy"] for r in runs]
+            paired = [
+                100 * (r["test_accuracy"] - dense[r["seed"]]) for r in runs if r["seed"] in dense
+            ]
+            lines.append(
+                f"| {network} | {variant} | {len(runs)} | "
+                f"{statistics.mean(r['compression_3x3'] for r in runs):.2f}x | "
+                f"{_mean_spread(accuracies)}% | {_mean_spread(paired) if paired else 'n/a'} | "
+                + ", ".join(f"{a:.2f}" for a in accuracies)
+                + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _mean_spread(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):+.2f} ± {spread:.2f}".lstrip("+")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4, help="dense epochs, then as many more")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--train-size", type=int, default=30000)
+    parser.add_argument("--widths", type=int, nargs=3, default=(32, 64, 128))
+    parser.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS))
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=list(DEFAULT_VARIANTS)
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        help="keep the dense checkpoints here, to share them between processes and reruns "
+        "(default: a temporary directory)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="add the results to those in --out (same settings; a network/seed/variant rerun "
+        "replaces its result)",
+    )
+    parser.add_argument(
+        "--table-only", action="store_true", help="rewrite the table from the JSON file in --out"
+    )
+    args = parser.parse_args()
+    config = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "train_size": args.train_size,
+        "widths": list(args.widths),
+    }
+    json_path = args.out / "accuracy_short.json"
+    if args.table_only:
+        previous = json.loads(json_path.read_text())
+        table = markdown(previous["results"], previous["config"])
+        write_atomic(args.out / "accuracy_short.md", table.encode())
+        print(table)
+        return
+    if args.merge and json_path.exists():  # fail now, not after an hour of training
+        _check_same_config(json.loads(json_path.read_text()), config, json_path)
+
+    (x, y), test = tfpconv.datasets.fashion_mnist()
+    data = ((x[: args.train_size], y[: args.train_size]), test)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tfpconv-accuracy-") as workdir:
+        checkpoints = args.checkpoints or Path(workdir)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        for network in args.networks:
+            for seed in args.seeds:
+                checkpoint = pretrained(network, seed, data, args, checkpoints)
+                for variant in args.variants:
+                    results.append(run_variant(network, seed, variant, checkpoint, data, args))
+                    print(json.dumps(results[-1]), flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / ".accuracy_short.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # merging processes read and write the files in turn
+        if args.merge and json_path.exists():
+            previous = json.loads(json_path.read_text())
+            _check_same_config(previous, config, json_path)
+            key = lambda r: (r["network"], r["seed"], r["variant"])  # noqa: E731
+            merged = {key(r): r for r in previous["results"]}
+            merged.update({key(r): r for r in results})
+            results = list(merged.values())
+        payload = {
+            "benchmark": "accuracy_short",
+            "dataset": "fashion-mnist (Debian dataset-fashion-mnist)",
+            "config": config,
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+            "results": results,
+        }
+        write_atomic(json_path, (json.dumps(payload, indent=2) + "\n").encode())
+        table = markdown(results, config)
+        write_atomic(args.out / "accuracy_short.md", table.encode())
+    print("\n" + table)
+
+
+def _check_same_config(previous: dict, config: dict, path: Path) -> None:
+    if previous["config"] != config:
+        raise SystemExit(
+            f"--merge: {path} holds results of other settings ({previous['config']}, now "
+            f"{config}); rerun with those settings, or without --merge to replace the file"
+        )
+
+
+if __name__ == "__main__":
+    main()
