@@ -36,7 +36,8 @@ def test_demo_trains_converts_and_runs_with_and_without_the_delegate(tmp_path: P
     assert re.search(r"conv\d_\d", out), "tfpconv.summary lists the pruned layers"
 
     planned = re.search(r"(\d+) convolutions planned, (\d+) skipped", out)
-    assert planned is not None and int(planned.group(1)) == 6, out[-2000:]
+    # The callback leaves the first convolution dense: TFLite keeps it.
+    assert planned is not None and planned.groups() == ("5", "1"), out[-2000:]
     assert re.search(r"plain TFLite \(XNNPACK\):\s+[\d.]+ ms / image", out)
     delegated = re.search(r"tfpconv delegate:\s+[\d.]+ ms / image .*?(\d+) of 6 convolutions", out)
     assert delegated is not None, out[-2000:]

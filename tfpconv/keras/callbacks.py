@@ -110,7 +110,7 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
       connectivity: fraction of 3x3 kernels removed in [0, 1) (per layer, or over the layers
         together with a non-uniform ``connectivity_allocation``); or per layer, a mapping from
         layer name to fraction (layers not named lose no kernels; the allocation does not apply;
-        with ``method="magnitude"`` every layer follows the ramp in proportion); or a callable
+        every layer follows the ramp in proportion); or a callable
         ``step -> fraction``; or, with tf_keras, a tensorflow-model-optimization schedule such as
         ``tfmot.sparsity.keras.PolynomialDecay`` (``step`` counts training batches of this fit).
         The hard phase uses its value at the last training step.
