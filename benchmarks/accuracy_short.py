@@ -19,7 +19,7 @@ for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, 
 Every variant runs for each seed (own initial weights and data order); the table reports the mean
 and spread (sample standard deviation) of the test accuracy over the seeds, against dense.
 
-    python3 benchmarks/accuracy_short.py                      # all of it (about 2 h on 2 cores)
+    python3 benchmarks/accuracy_short.py                      # all of it (about 70 min on 2 cores)
     python3 benchmarks/accuracy_short.py --seeds 0 --networks plain --variants dense default
 
 Networks, seeds and variants can run as separate processes (two single-threaded processes side by

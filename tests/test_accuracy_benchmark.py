@@ -22,9 +22,9 @@ TINY = [
 ]
 
 
-def run_benchmark(*args):
+def run_benchmark(*args, script="accuracy.py"):
     return subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), *args],
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         timeout=900,
@@ -72,12 +72,7 @@ def test_variants_run_separately_merge_into_one_table(tmp_path):
 
 
 def run_short_benchmark(*args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "accuracy_short.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return run_benchmark(*args, script="accuracy_short.py")
 
 
 @pytest.mark.slow

@@ -231,7 +231,8 @@ def test_two_workers_share_a_study_on_postgresql_and_survive_a_kill(tiny, postgr
         names = [s.study_name for s in storage.get_all_studies()]
         if "shared" in names:
             study = optuna.load_study(study_name="shared", storage=storage)
-            if any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
+            # Running with its genome written: the worker is inside the evaluation.
+            if any(t.state == optuna.trial.TrialState.RUNNING and t.params for t in study.trials):
                 break
         time.sleep(0.5)
     else:
@@ -239,7 +240,9 @@ def test_two_workers_share_a_study_on_postgresql_and_survive_a_kill(tiny, postgr
         pytest.fail("the first worker never started a trial:\n" + doomed.communicate()[0])
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
-    killed = next(t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING)
+    killed = next(
+        t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and t.params
+    )
     # Two fresh workers finish the study together; the killed candidate is evaluated again.
     workers = [_worker(postgres, directory, 6) for _ in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
