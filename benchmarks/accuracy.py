@@ -243,17 +243,23 @@ def main() -> None:
 
 def write_results(out: Path, results: list, config: dict) -> None:
     """``accuracy.json`` and ``accuracy.md`` in ``out``, each replaced atomically."""
+    table = markdown(results, config)
+    write_benchmark_files(out, "accuracy", results, config, table)
+    print("\n" + table)
+
+
+def write_benchmark_files(out: Path, name: str, results: list, config: dict, table: str) -> None:
+    """``<name>.json`` (settings, machine, results) and ``<name>.md`` (the table) in ``out``,
+    each replaced atomically; shared by the accuracy benchmarks."""
     payload = {
-        "benchmark": "accuracy",
+        "benchmark": name,
         "dataset": "fashion-mnist (Debian dataset-fashion-mnist)",
         "config": config,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "results": results,
     }
-    write_atomic(out / "accuracy.json", (json.dumps(payload, indent=2) + "\n").encode())
-    table = markdown(results, config)
-    write_atomic(out / "accuracy.md", table.encode())
-    print("\n" + table)
+    write_atomic(out / f"{name}.json", (json.dumps(payload, indent=2) + "\n").encode())
+    write_atomic(out / f"{name}.md", table.encode())
 
 
 if __name__ == "__main__":

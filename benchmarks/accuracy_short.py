@@ -36,7 +36,6 @@ import fcntl
 import json
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -45,8 +44,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+from accuracy import write_benchmark_files  # noqa: E402 (benchmarks/, the script's directory)
 
 import tfpconv  # noqa: E402
+from tfpconv.sparsity.schedules import half_cosine  # noqa: E402
 from tfpconv.tflite.files import write_atomic  # noqa: E402
 
 NETWORKS = {"plain": False, "batchnorm": True}
@@ -77,7 +78,7 @@ class SecondHalfCosine(keras.callbacks.Callback):
         self.step += 1
         half = math.ceil(self.params["epochs"] / 2) * self.params["steps"]
         progress = min(max(self.step - half, 0) / max(self.total - half, 1), 1.0)
-        self.model.optimizer.learning_rate = self.start * 0.5 * (1 + math.cos(math.pi * progress))
+        self.model.optimizer.learning_rate = half_cosine(self.start, progress)
 
 
 def compiled_model(batch_norm: bool, widths, seed: int) -> keras.Model:
@@ -243,16 +244,8 @@ def main() -> None:
             merged = {key(r): r for r in previous["results"]}
             merged.update({key(r): r for r in results})
             results = list(merged.values())
-        payload = {
-            "benchmark": "accuracy_short",
-            "dataset": "fashion-mnist (Debian dataset-fashion-mnist)",
-            "config": config,
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-            "results": results,
-        }
-        write_atomic(json_path, (json.dumps(payload, indent=2) + "\n").encode())
         table = markdown(results, config)
-        write_atomic(args.out / "accuracy_short.md", table.encode())
+        write_benchmark_files(args.out, "accuracy_short", results, config, table)
     print("\n" + table)
 
 

@@ -35,7 +35,7 @@ from tfpconv.keras.schedules import Connectivity, ConnectivitySchedule
 from tfpconv.sparsity import patterns
 from tfpconv.sparsity.admm import ADMMState
 from tfpconv.sparsity.allocation import check_allocation
-from tfpconv.sparsity.schedules import cubic_ramp
+from tfpconv.sparsity.schedules import cubic_ramp, half_cosine
 
 METHODS = ("admm", "magnitude")
 #: Projections (magnitude) or ADMM rounds per pruning phase when ``update_every`` is not given.
@@ -484,9 +484,8 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         if self._lr_decay is None:
             return
         start, first_step, span = self._lr_decay
-        progress = min((self._step - first_step) / span, 1.0)
         _compat.set_learning_rate(
-            self.model.optimizer, start * 0.5 * (1.0 + math.cos(math.pi * progress))
+            self.model.optimizer, half_cosine(start, (self._step - first_step) / span)
         )
 
     # -- helpers -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from tfpconv.sparsity.patterns import check_connectivity
@@ -17,3 +18,10 @@ def cubic_ramp(final: float, begin_step: int, end_step: int) -> Callable[[int], 
         return final * (1.0 - (1.0 - progress) ** 3)
 
     return ramp
+
+
+def half_cosine(start: float, progress: float) -> float:
+    """``start`` at ``progress`` 0 falling along a half cosine to 0 at ``progress`` 1 (clipped):
+    the learning rate of the callbacks' hard phase."""
+    progress = min(max(progress, 0.0), 1.0)
+    return start * 0.5 * (1.0 + math.cos(math.pi * progress))
