@@ -1,13 +1,17 @@
 """Latency benchmark: TFLite's default path (XNNPACK) vs the tfpconv delegate on pruned CNNs.
 
-For each model (VGG-16 at 32x32 and 224x224, ResNet-18 and ResNet-50 at 224x224) and each
-connectivity (0, 0.5, 0.72, all with 8 patterns): prune the model in one shot, convert it with
-``tfpconv.convert(..., tune=True)`` (``--no-tune``: engine defaults), and time both paths
-interleaved in this process (medians), per layer too. Writes ``latency.json``, ``latency.md``
-(with the issue's speed targets, met or not) and ``latency.png`` (speedup vs connectivity).
+For each model (VGG-16 at 32x32 and 224x224, ResNet-18 and ResNet-50 at 224x224), each
+connectivity (0, 0.5, 0.72, all with 8 patterns) and each connectivity allocation (uniform,
+erdos_renyi): prune the model in one shot, convert it with ``tfpconv.convert(..., tune=True)``
+(``--no-tune``: engine defaults), and time both paths interleaved in this process (medians), per
+layer too, with the effective GFLOP/s on the non-zero weights next to XNNPACK's dense GFLOP/s.
+Writes ``latency_<isa>.json``, ``latency_<isa>.md`` (with the speed targets, met or not, and the
+CPU) and ``latency_<isa>.png`` (speedup vs connectivity), ``<isa>`` being the instruction set the
+engine runs here (``avx512``, ``avx2``, ...).
 
     python3 benchmarks/latency.py                              # everything (about 40 minutes)
     python3 benchmarks/latency.py --models vgg16_32 --connectivity 0.72 --threads 1 --runs 5
+    python3 benchmarks/latency.py --targets --no-tune          # only the runs the targets need
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 import tfpconv  # noqa: E402
 from tfpconv.runtime import bench  # noqa: E402
 from tfpconv.runtime.bench_report import BenchReport, write_report  # noqa: E402
+from tfpconv.runtime.latency_table import machine_facts  # noqa: E402
 from tfpconv.tflite.files import write_atomic  # noqa: E402
 
 MODELS = {
@@ -36,33 +41,50 @@ MODELS = {
 }
 
 
-#: The issue's speed targets: (model, connectivity, what, minimum ratio).
+#: A benchmarked configuration: (model, connectivity, connectivity allocation).
+Config = tuple[str, float, str]
+
+#: The engine's speed targets (default conversion, 8 patterns): (model, connectivity, allocation,
+#: what, minimum ratio).
 TARGETS = [
-    ("vgg16_224", 0.72, "1 thread vs XNNPACK", 3.0),
-    ("resnet18", 0.72, "1 thread vs XNNPACK", 2.0),
-    ("vgg16_32", 0.72, "1 thread vs XNNPACK", 2.0),
-    ("vgg16_224", 0.0, "1 thread vs XNNPACK", 1.0),
-    ("vgg16_224", 0.72, "delegate 2 threads vs 1", 1.7),
+    ("vgg16_224", 0.72, "uniform", "1 thread vs XNNPACK", 3.5),
+    ("vgg16_224", 0.0, "uniform", "1 thread vs XNNPACK", 1.2),
+    ("resnet18", 0.72, "uniform", "1 thread vs XNNPACK", 2.5),
+    ("resnet50", 0.72, "uniform", "1 thread vs XNNPACK", 1.5),
+    ("vgg16_32", 0.72, "uniform", "1 thread vs XNNPACK", 2.5),
+    ("vgg16_224", 0.72, "uniform", "delegate 2 threads vs 1", 1.8),
+    ("vgg16_224", 0.72, "erdos_renyi", "1 thread vs XNNPACK", 2.5),
 ]
 
 
-def build_converted(name: str, connectivity: float, model_dir: Path, tune: bool) -> Path:
+def build_converted(config: Config, model_dir: Path, tune: bool) -> Path:
     """The pruned, converted model (cached on disk: conversion of VGG-16 takes a while)."""
-    suffix = "_tuned" if tune else ""
+    name, connectivity, allocation = config
+    suffix = ("_er" if allocation == "erdos_renyi" else "") + ("_tuned" if tune else "")
     path = model_dir / f"{name}_8p_c{connectivity:.2f}{suffix}.tflite"
     if not path.exists():
         keras.utils.set_random_seed(0)
         model = MODELS[name]()
-        tfpconv.prune_patterns(model, num_patterns=8, connectivity=connectivity)
+        tfpconv.prune_patterns(
+            model,
+            num_patterns=8,
+            connectivity=connectivity,
+            connectivity_allocation=allocation,
+        )
         tfpconv.convert(model, output_path=path, tune=tune)
     return path
 
 
-def target_lines(reports: dict[tuple[str, float], BenchReport]) -> list[str]:
+def label_of(config: Config) -> str:
+    name, connectivity, allocation = config
+    return f"{name} c={connectivity:.2f}" + (f" {allocation}" if allocation != "uniform" else "")
+
+
+def target_lines(reports: dict[Config, BenchReport]) -> list[str]:
     """One line per speed target whose runs are in `reports`: measured ratio and verdict."""
     lines = []
-    for name, connectivity, what, minimum in TARGETS:
-        report = reports.get((name, connectivity))
+    for name, connectivity, allocation, what, minimum in TARGETS:
+        report = reports.get((name, connectivity, allocation))
         if report is None:
             continue
         by_threads = {r.threads: r for r in report.results}
@@ -76,27 +98,27 @@ def target_lines(reports: dict[tuple[str, float], BenchReport]) -> list[str]:
             continue
         verdict = "met" if ratio >= minimum else "NOT met"
         lines.append(
-            f"| {name} | {connectivity:.2f} | {what} | >= {minimum:.1f}x | {ratio:.2f}x "
-            f"| {verdict} |"
+            f"| {name} | {connectivity:.2f} | {allocation} | {what} | >= {minimum:.1f}x "
+            f"| {ratio:.2f}x | {verdict} |"
         )
     if lines:
         lines = [
-            "| model | connectivity | ratio | target | measured | |",
-            "|---|---|---|---|---|---|",
+            "| model | connectivity | allocation | ratio | target | measured | |",
+            "|---|---|---|---|---|---|---|",
             *lines,
         ]
     return lines
 
 
-def plot(reports: dict[tuple[str, float], BenchReport], path: Path) -> None:
+def plot(reports: dict[Config, BenchReport], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for model in sorted({name for name, _ in reports}):
-        points = sorted((c, r) for (n, c), r in reports.items() if n == model)
+    for model in sorted({name for name, _, allocation in reports if allocation == "uniform"}):
+        points = sorted((c, r) for (n, c, a), r in reports.items() if n == model and a == "uniform")
         for threads in sorted({t.threads for _, r in points for t in r.results}):
             xs = [c for c, r in points for t in r.results if t.threads == threads]
             ys = [t.speedup for _, r in points for t in r.results if t.threads == threads]
@@ -117,6 +139,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--connectivity", nargs="*", type=float, default=[0.0, 0.5, 0.72])
+    parser.add_argument(
+        "--allocation",
+        nargs="*",
+        default=["uniform"],
+        choices=["uniform", "erdos_renyi"],
+        help="connectivity allocations to run (erdos_renyi: only at connectivity > 0)",
+    )
+    parser.add_argument(
+        "--targets",
+        action="store_true",
+        help="run exactly the configurations the speed targets name (overrides the lists)",
+    )
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer timing")
@@ -129,53 +163,70 @@ def main() -> None:
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     args.model_dir.mkdir(parents=True, exist_ok=True)
+    if args.targets:
+        configs = list(dict.fromkeys((m, c, a) for m, c, a, _, _ in TARGETS))
+    else:
+        configs = [
+            (name, connectivity, allocation)
+            for name in args.models
+            for connectivity in args.connectivity
+            for allocation in args.allocation
+            if allocation == "uniform" or connectivity > 0
+        ]
 
-    reports: dict[tuple[str, float], BenchReport] = {}
+    reports: dict[Config, BenchReport] = {}
     start = time.perf_counter()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns) as progress:
-        task = progress.add_task("starting", total=len(args.models) * len(args.connectivity))
-        for name in args.models:
-            for connectivity in args.connectivity:
-                label = f"{name} c={connectivity:.2f}"
-                progress.update(task, description=f"{label}: pruning + converting")
-                path = build_converted(name, connectivity, args.model_dir, not args.no_tune)
-                reports[(name, connectivity)] = bench.bench(
-                    path,
-                    threads=threads,
-                    runs=args.runs,
-                    layers=not args.no_layers,
-                    memory=not args.no_memory,
-                    progress=lambda message, lbl=label: progress.update(
-                        task, description=f"{lbl}: {message}"
-                    ),
+        task = progress.add_task("starting", total=len(configs))
+        for config in configs:
+            label = label_of(config)
+            progress.update(task, description=f"{label}: pruning + converting")
+            path = build_converted(config, args.model_dir, not args.no_tune)
+            reports[config] = bench.bench(
+                path,
+                threads=threads,
+                runs=args.runs,
+                layers=not args.no_layers,
+                memory=not args.no_memory,
+                progress=lambda message, lbl=label: progress.update(
+                    task, description=f"{lbl}: {message}"
+                ),
+            )
+            progress.advance(task)
+            for result in reports[config].results:
+                progress.console.print(
+                    f"{label}, {result.threads} thread(s): XNNPACK {result.xnnpack_ms:.2f} ms, "
+                    f"tfpconv {result.delegate_ms:.2f} ms, {result.speedup:.2f}x"
                 )
-                progress.advance(task)
-                for result in reports[(name, connectivity)].results:
-                    progress.console.print(
-                        f"{label}, {result.threads} thread(s): XNNPACK {result.xnnpack_ms:.2f} ms, "
-                        f"tfpconv {result.delegate_ms:.2f} ms, {result.speedup:.2f}x"
-                    )
-    write_report(list(reports.values()), args.out, "latency")
+    facts = machine_facts(threads=1)
+    stem = f"latency_{facts['isa']}"
+    write_report(list(reports.values()), args.out, stem)
     targets = target_lines(reports)
-    summary = summary_table(reports) + ("\n\nTargets:\n\n" + "\n".join(targets) if targets else "")
-    markdown = args.out / "latency.md"
+    conversion = "engine defaults (no tuning)" if args.no_tune else "tune=True"
+    summary = (
+        f"Machine: {facts['cpu']}, engine ISA {facts['isa']}, {os.cpu_count()} cores; "
+        f"tfpconv {facts['tfpconv']}, ai-edge-litert {facts['ai_edge_litert']}; {conversion}.\n\n"
+        + summary_table(reports)
+        + ("\n\nTargets:\n\n" + "\n".join(targets) if targets else "")
+    )
+    markdown = args.out / f"{stem}.md"
     write_atomic(markdown, f"## Summary\n\n{summary}\n\n{markdown.read_text()}".encode())
-    plot(reports, args.out / "latency.png")
-    print(f"\nwrote {args.out}/latency.{{json,md,png}} in {time.perf_counter() - start:.0f} s")
+    plot(reports, args.out / f"{stem}.png")
+    print(f"\nwrote {args.out}/{stem}.{{json,md,png}} in {time.perf_counter() - start:.0f} s")
     print(summary)
 
 
-def summary_table(reports: dict[tuple[str, float], BenchReport]) -> str:
+def summary_table(reports: dict[Config, BenchReport]) -> str:
     lines = [
-        "| model | connectivity | threads | XNNPACK ms | tfpconv ms | speedup |",
-        "|---|---|---|---|---|---|",
+        "| model | connectivity | allocation | threads | XNNPACK ms | tfpconv ms | speedup |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for (name, connectivity), report in reports.items():
+    for (name, connectivity, allocation), report in reports.items():
         for r in report.results:
             lines.append(
-                f"| {name} | {connectivity:.2f} | {r.threads} | {r.xnnpack_ms:.2f} | "
-                f"{r.delegate_ms:.2f} | {r.speedup:.2f}x |"
+                f"| {name} | {connectivity:.2f} | {allocation} | {r.threads} | "
+                f"{r.xnnpack_ms:.2f} | {r.delegate_ms:.2f} | {r.speedup:.2f}x |"
             )
     return "\n".join(lines)
 

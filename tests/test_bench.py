@@ -179,17 +179,36 @@ def test_write_report_replaces_the_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_latency_plot_replaces_the_file(tmp_path):
-    pytest.importorskip("matplotlib")
+def _latency_benchmark():
     spec = importlib.util.spec_from_file_location(
         "latency_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
     )
     latency = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(latency)
+    return latency
+
+
+def test_latency_targets_name_allocation_and_verdict():
+    latency = _latency_benchmark()
+    reports = {  # 2.0x measured (2 ms vs 1 ms), one thread
+        ("vgg16_224", 0.72, "erdos_renyi"): _small_report(),
+        ("vgg16_32", 0.72, "uniform"): _small_report(),
+    }
+    lines = latency.target_lines(reports)
+    ratio = "1 thread vs XNNPACK | >= 2.5x | 2.00x | NOT met |"
+    assert f"| vgg16_224 | 0.72 | erdos_renyi | {ratio}" in lines
+    assert f"| vgg16_32 | 0.72 | uniform | {ratio}" in lines
+    # Targets without a run (ResNet, connectivity 0, the uniform VGG-16 224 rows) are left out.
+    assert len(lines) == 2 + 2
+
+
+def test_latency_plot_replaces_the_file(tmp_path):
+    pytest.importorskip("matplotlib")
+    latency = _latency_benchmark()
     png = tmp_path / "latency.png"
     png.write_text("old\n")
     os.link(png, tmp_path / "held.png")
-    latency.plot({("vgg16_32", 0.5): _small_report()}, png)
+    latency.plot({("vgg16_32", 0.5, "uniform"): _small_report()}, png)
     assert png.read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "held.png").read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

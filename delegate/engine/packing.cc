@@ -8,8 +8,7 @@ namespace tfpconv {
 
 int WholeRowsPerTile(const ConvShape& s, int vector_floats) {
   if (vector_floats < s.out_w) return 0;
-  const int wq = s.out_w + 2 / s.stride_w;
-  return std::min(s.out_h, (vector_floats - s.out_w) / wq + 1);
+  return std::min(s.out_h, vector_floats / s.out_w);
 }
 
 Geometry MakeGeometry(const ConvShape& s, const kernels::Variant& v, int lanes) {
@@ -18,21 +17,21 @@ Geometry MakeGeometry(const ConvShape& s, const kernels::Variant& v, int lanes) 
   g.rows = v.whole_rows ? std::max(1, WholeRowsPerTile(s, vector_floats)) : v.rows;
   g.cols = v.whole_rows ? s.out_w : vector_floats;
   g.ph = std::min(s.stride_h, 3);
-  g.pw = std::min(s.stride_w, 3);
+  g.pw = 3;
   // Tile row y, tap dy reads plane row y + dy / stride: at most rows - 1 + 2 / stride.
   g.hq = g.rows + 2 / s.stride_h;
-  g.wq = g.cols + 2 / s.stride_w;
+  g.wq = g.cols;
   g.plane = ptrdiff_t{g.hq} * g.wq;
   g.channel_stride = g.plane * g.ph * g.pw;
   g.tile_stride = g.channel_stride * s.in_c + (v.whole_rows ? vector_floats : 0);
   for (int dy = 0; dy < 3; ++dy) {
     for (int dx = 0; dx < 3; ++dx) {
-      const ptrdiff_t off = ((dy % s.stride_h) * g.pw + dx % s.stride_w) * g.plane +
-                            (dy / s.stride_h) * ptrdiff_t{g.wq} + dx / s.stride_w;
+      const ptrdiff_t off =
+          ((dy % s.stride_h) * g.pw + dx) * g.plane + (dy / s.stride_h) * ptrdiff_t{g.wq};
       g.tap_off[3 * dy + dx] = static_cast<int32_t>(off);
     }
   }
-  g.acc_pitch = v.whole_rows ? g.wq : g.cols;
+  g.acc_pitch = g.cols;
   g.acc_floats = v.whole_rows ? vector_floats : g.rows * g.cols;
   g.tiles_y = (s.out_h + g.rows - 1) / g.rows;
   g.tiles_x = (s.out_w + g.cols - 1) / g.cols;
@@ -144,11 +143,21 @@ bool PackWeights(const ConvShape& s, const Geometry& geo, const float* weights,
     for (int o = 0; o < oc; ++o) p->order.push_back(o);
   std::vector<int32_t> groups = plan.group_offsets;
   if (groups.empty()) groups = {0, oc};
-  p->chunk_begin.assign(1, 0);
+  // Chunks are runs of whole groups of at most tile_oc channels (a larger group is cut into
+  // tile_oc pieces): the plan's groups are units of about equal work, often smaller than a chunk
+  // that keeps the kernels busy (16 filters against tile_oc 32).
+  auto& chunks = p->chunk_begin;
+  chunks.assign(1, 0);
   tile_oc = std::max(tile_oc, 1);
   for (size_t gi = 1; gi < groups.size(); ++gi) {
-    for (int b = groups[gi - 1]; b < groups[gi]; b += tile_oc)
-      p->chunk_begin.push_back(std::min(groups[gi], b + tile_oc));
+    const int group_begin = groups[gi - 1], group_end = groups[gi];
+    if (group_end == group_begin) continue;
+    if (chunks.size() >= 2 && group_end - chunks[chunks.size() - 2] <= tile_oc) {
+      chunks.back() = group_end;  // the group joins the chunk before it
+      continue;
+    }
+    for (int b = group_begin; b < group_end; b += tile_oc)
+      chunks.push_back(std::min(group_end, b + tile_oc));
   }
   p->position.assign(oc, 0);
   for (int j = 0; j < oc; ++j) p->position[p->order[j]] = j;

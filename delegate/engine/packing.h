@@ -14,22 +14,26 @@
 namespace tfpconv {
 
 // The input of one image, transformed tile by tile so that a tile's kernels read only its own
-// small contiguous block (one input channel of one tile is a few hundred bytes, so a block of
-// channels stays in L1 while every output channel of a chunk passes over it). For output tile
-// (ty, tx) of rows x cols pixels and channel c, the block holds ph x pw "phase planes" of
-// hq x wq floats: plane (a, b) row i column j is padded input pixel
-// (a + stride_h * (ty * rows + i), b + stride_w * (tx * cols + j)). At stride 1 that is simply the
-// zero-padded input window with its 1-pixel halo; at stride 2 even and odd rows/columns are split
-// so the inputs of consecutive output columns are contiguous. Every tap (dy, dx) of tile pixel
-// (y, x) is then at offset tap_off[3 * dy + dx] + y * wq + x from the channel's block.
+// small contiguous block (one input channel of one tile is a few kilobytes, so a block of channels
+// stays in or near L1 while every output channel of a chunk passes over it). For output tile
+// (ty, tx) of rows x cols pixels and channel c, the block holds ph x 3 planes of hq x wq floats
+// (wq = cols): plane (a, dx) row i column j is padded input pixel
+// (a + stride_h * (ty * rows + i), dx + stride_w * (tx * cols + j)). So there is one plane per tap
+// column dx (each already shifted by its dx) and, at stride 2, one per row phase (even and odd
+// rows split so the rows of consecutive output rows are contiguous). Every tap (dy, dx) of tile
+// pixel (y, x) is then at offset tap_off[3 * dy + dx] + y * wq + x from the channel's block, and
+// with cols a multiple of the vector width every vector load of a row tile starts on a vector
+// boundary: three copies of the input cost less than loads that straddle cache lines (each
+// misaligned 64-byte AVX-512 load does, and costs two).
 //
 // Whole-row variants (kernels.h) take tiles of whole output rows (cols = out_w, tiles_x = 1) and
-// compute one output channel's tile as a single run of vectors over the flattened plane: tile
-// pixel (y, x) is accumulator element y * wq + x (acc_pitch = wq), the elements with x >= out_w are
-// thrown away, and tile_stride has a tail of zeros for the last channel's overreach.
+// compute one output channel's tile as a single run of vectors over the flattened planes: tile
+// pixel (y, x) is accumulator element y * out_w + x, nothing is wasted between rows, the lanes
+// past the tile's last pixel are thrown away, and tile_stride has a tail of zeros for the last
+// channel's overreach.
 struct Geometry {
-  int ph = 1, pw = 1;  // phase planes per dimension: min(stride, 3)
-  int hq = 0, wq = 0;  // plane size: rows + 2 / stride_h, cols + 2 / stride_w
+  int ph = 1, pw = 3;  // planes: row phases min(stride_h, 3) x tap columns 3
+  int hq = 0, wq = 0;  // plane size: rows + 2 / stride_h, cols
   ptrdiff_t plane = 0, channel_stride = 0, tile_stride = 0;
   int32_t tap_off[9] = {};  // tap (dy, dx) at index 3 * dy + dx
   int rows = 1, cols = 1;   // output tile: rows x cols pixels
@@ -54,7 +58,7 @@ void TransformTile(const ConvShape& shape, const Geometry& geo, const kernels::K
 std::string ValidatePlan(const ConvShape& shape, const PatternPlan& plan);
 
 // Weights of all non-pruned kernels in execution order: for each chunk of output channels (in
-// plan.filter_order, chunks never straddle a plan group), for each block of input channels, for
+// plan.filter_order, chunks are runs of whole plan groups), for each block of input channels, for
 // each output channel of the chunk, its kernels. Pattern packing (by_pattern): grouped in runs of
 // one pattern (library order), ascending input channel within a run. Flat packing: ascending
 // input channel, tap offsets folded into each kernel.

@@ -3,6 +3,7 @@
 #include "pattern_conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "dispatch.h"
@@ -14,7 +15,7 @@ namespace {
 
 struct Params {
   int variant = 0;
-  int tile_oc = 32;
+  int tile_oc = 64;
   int tile_ic = 0;
 };
 
@@ -23,9 +24,12 @@ bool Fits(const ConvShape& s, const kernels::Variant& v, int lanes) {
   return !v.whole_rows || WholeRowsPerTile(s, v.vecs * lanes) > 0;
 }
 
-// Input channels per block such that a tile's transformed input fits in about a third of L1.
+// Input channels per block: a tile's transformed input of about 48 KiB. That is L1 on recent x86
+// cores and spills a little to L2 elsewhere; measured on VGG-16's layers (AVX-512), blocks of a
+// third of L1 left the kernels' loops too short (a task of 2 kernels pays its accumulator loads,
+// stores and loop exit as much as its work), and 48 KiB was the best of 16/32/48/64 KiB.
 int DefaultTileIc(const ConvShape& s, const kernels::Variant& v, int lanes) {
-  const size_t budget_floats = 16 * 1024 / sizeof(float);
+  const size_t budget_floats = 48 * 1024 / sizeof(float);
   const Geometry g = MakeGeometry(s, v, lanes);
   return static_cast<int>(std::max<size_t>(1, budget_floats / g.channel_stride));
 }
@@ -35,12 +39,32 @@ double LanesUsed(const ConvShape& s, const Geometry& g) {
   return double(s.out_h) * s.out_w / (double(g.tiles_y) * g.tiles_x * g.acc_floats);
 }
 
-// Defaults when the plan carries no tuned parameters: the flat variant that wastes least of its
-// vector lanes on the layer (tile edges, padding columns of whole-row tiles) and of its loads on the
-// halo of its input block, with a small bonus for more accumulators per kernel (the 4 broadcasts and
-// offsets of a kernel are shared by all of them); input-channel blocks whose transformed tile input
-// fits in about half of L1.
-Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set) {
+// The relative cost of a variant's input loads: whole-row tiles narrower than their vectors read
+// at every offset, and a misaligned vector load that straddles two cache lines costs about two
+// (it does with probability (lanes - 1) / 16 for 4-byte floats on 64-byte lines: nearly always
+// with AVX-512). Row tiles read aligned vectors only (packing.h).
+double LoadCost(const ConvShape& s, const kernels::Variant& v, int lanes) {
+  if (!v.whole_rows || s.out_w % lanes == 0) return 1.0;
+  return 1.0 + (lanes - 1) / 16.0;
+}
+
+// The fraction of the layer's kernels that the plan keeps.
+double KernelDensity(const ConvShape& s, const PatternPlan& plan) {
+  const size_t kept = size_t(std::count_if(plan.codes.begin(), plan.codes.end(),
+                                           [](int8_t code) { return code >= 0; }));
+  return double(std::max<size_t>(kept, 1)) / (double(s.out_c) * s.in_c);
+}
+
+// Defaults when the plan carries no tuned parameters: the flat variant with the most output pixels
+// per load slot, in a cost model of the kernels' loops. A kernel loads 4 taps x its tile's vectors
+// (x LoadCost) plus 4 weights and 4 offsets; a task (one output channel, one input-channel block:
+// input-channel block x density kernels) loads and stores its accumulators and leaves its loop
+// with a mispredicted branch; each tile's input is transformed once per kernel that reads it over
+// all output channels. Useful work is the tile's vector lanes that land on output pixels (tile
+// edges, rows of whole-row tiles). Input-channel blocks as DefaultTileIc says.
+Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set, double density) {
+  constexpr double kTaskOverhead = 30;  // load slots: loop exit, bookkeeping
+  constexpr int kMaxDefaultTile = 128;   // output pixels
   Params p;
   double best = -1;
   for (int i = 0; i < set.num_variants; ++i) {
@@ -48,12 +72,17 @@ Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set) {
     // The pattern-specialised loops pay a branch per pattern run; with ~28% of kernels kept and
     // L1-sized input-channel blocks the runs are short, and the flat loops measured faster.
     if (v.specialised || !Fits(s, v, set.lanes)) continue;
+    // Tiles of more than 128 pixels (r8v2, r12v1 with AVX-512) measured slower than r8v1 on every
+    // VGG-16 layer though the model prefers them: a chunk's accumulators (tile_oc x tile x 4 bytes)
+    // no longer stay in L1. The tuner still times them.
+    if (v.rows * v.vecs * set.lanes > kMaxDefaultTile) continue;
     const Geometry g = MakeGeometry(s, v, set.lanes);
-    const double lanes_used = LanesUsed(s, g);
-    const double halo = double(g.rows * g.cols) / (g.hq * g.wq);
-    const int accumulators = v.rows * v.vecs;
-    const double score =
-        lanes_used * (0.9 + 0.1 * halo) * (accumulators / (accumulators + 1.0));
+    const double vectors = v.rows * v.vecs;
+    const double kernels_per_task = std::max(1.0, DefaultTileIc(s, v, set.lanes) * density);
+    const double transform = 2.0 * g.channel_stride / set.lanes / std::max(1.0, s.out_c * density);
+    const double cost = 4 * vectors * LoadCost(s, v, set.lanes) + 8 +
+                        (2 * vectors + kTaskOverhead) / kernels_per_task + transform;
+    const double score = vectors * LanesUsed(s, g) / cost;
     if (score > best + 1e-9) {
       best = score;
       p.variant = i;
@@ -99,9 +128,10 @@ bool ApplyTuned(const KernelTuning& tuning, const ConvShape& s, Isa isa,
 }
 
 // The tuned parameters when they fit the shape, else the defaults, with *note saying why.
-Params ChooseParams(const KernelTuning& tuning, const ConvShape& s, Isa isa,
+Params ChooseParams(const PatternPlan& plan, const ConvShape& s, Isa isa,
                     const kernels::KernelSet& set, std::string* note) {
-  const Params defaults = DefaultParams(s, set);
+  const KernelTuning& tuning = plan.tuning;
+  const Params defaults = DefaultParams(s, set, KernelDensity(s, plan));
   Params p = defaults;
   std::string problem;
   if (!ApplyTuned(tuning, s, isa, set, &p, &problem)) {
@@ -109,6 +139,16 @@ Params ChooseParams(const KernelTuning& tuning, const ConvShape& s, Isa isa,
     return defaults;
   }
   return p;
+}
+
+// The start of `floats` floats in *buffer, on a 64-byte boundary (row tiles are laid out so that
+// every vector load is aligned when the tile input starts on one: a load that straddles two cache
+// lines costs twice, and with 64-byte AVX-512 vectors every misaligned load does).
+float* CacheLineAligned(std::vector<float>* buffer, size_t floats) {
+  constexpr size_t kFloats = 64 / sizeof(float);
+  if (buffer->size() < floats + kFloats) buffer->resize(floats + kFloats);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer->data());
+  return buffer->data() + ((64 - address % 64) % 64) / sizeof(float);
 }
 
 class ConvImpl final : public PatternConv {
@@ -124,14 +164,8 @@ class ConvImpl final : public PatternConv {
     if (shape.stride_h == 1 && shape.stride_w == 1 && variant_.pattern11 != nullptr) {
       fn_ = variant_.pattern11;
       by_pattern_ = true;
-    } else if (variant_.whole_rows) {
-      fn_ = variant_.flat_any;
-    } else if (shape.stride_h == 1 && shape.stride_w == 1) {
-      fn_ = variant_.flat1;
-    } else if (shape.stride_h == 2 && shape.stride_w == 2) {
-      fn_ = variant_.flat2;
     } else {
-      fn_ = variant_.flat_any;
+      fn_ = variant_.flat;
     }
   }
 
@@ -146,13 +180,27 @@ class ConvImpl final : public PatternConv {
     const size_t tiles = size_t(geo_.tiles_y) * geo_.tiles_x;
     const size_t chunks = packed_.chunk_begin.size() - 1;
     // An item transforms one tile's input into a per-thread buffer (it stays in L2) and runs a
-    // range of output-channel chunks on it. Small layers split the chunks over a few items so
-    // every thread has work, at the price of transforming a tile more than once.
+    // range of output-channel chunks on it. With several threads and few tiles the chunks are
+    // split over a few items per tile so every thread has work (at the price of transforming a
+    // tile more than once); those items accumulate into the tile's block of a shared buffer, and
+    // the last one to finish stores the tile (a store of every channel is a transpose; a store of
+    // a few channels in filter order would be a scatter).
     const size_t threads = pool != nullptr ? size_t(pool->num_threads()) : 1;
-    const size_t splits = std::min(chunks, std::max<size_t>(1, (4 * threads + tiles - 1) / tiles));
+    const size_t splits =
+        threads == 1 ? 1 : std::min(chunks, std::max<size_t>(1, (4 * threads + tiles - 1) / tiles));
+    float* shared_acc = nullptr;
+    if (splits > 1) {
+      shared_acc = CacheLineAligned(&shared_acc_, tiles * TileAccFloats());
+      if (tiles_left_size_ < tiles) {
+        tiles_left_.reset(new std::atomic<size_t>[tiles]);
+        tiles_left_size_ = tiles;
+      }
+    }
     for (int b = 0; b < s.batch; ++b) {
+      for (size_t t = 0; shared_acc != nullptr && t < tiles; ++t)
+        tiles_left_[t].store(splits, std::memory_order_relaxed);
       Job job{this, input + size_t(b) * s.in_h * s.in_w * s.in_c,
-              output + size_t(b) * s.out_h * s.out_w * s.out_c, splits};
+              output + size_t(b) * s.out_h * s.out_w * s.out_c, splits, shared_acc};
       Parallel(pool, tiles * splits, &ComputeTask, &job);
     }
   }
@@ -176,8 +224,15 @@ class ConvImpl final : public PatternConv {
     const ConvImpl* self;
     const float* image;
     float* out;
-    size_t splits;  // items per tile
+    size_t splits;      // items per tile
+    float* shared_acc;  // splits > 1: every tile's accumulators, TileAccFloats() apart
   };
+
+  // Accumulator floats of one tile, all output channels, with a vector of slack: the store reads
+  // whole vectors of a tile's last row (StoreArgs); a multiple of 16 keeps tiles cache-aligned.
+  size_t TileAccFloats() const {
+    return (size_t(shape_.out_c) * geo_.acc_floats + set_.lanes + 15) / 16 * 16;
+  }
 
   static void Parallel(ThreadPool* pool, size_t n, void (*task)(void*, size_t), void* ctx) {
     if (pool != nullptr) {
@@ -201,20 +256,21 @@ class ConvImpl final : public PatternConv {
     const size_t chunks = pw.chunk_begin.size() - 1;
     const size_t tile = item / job.splits, split = item % job.splits;
     const size_t k0 = chunks * split / job.splits, k1 = chunks * (split + 1) / job.splits;
-    const int begin = pw.chunk_begin[k0], n = pw.chunk_begin[k1] - begin;
 
-    thread_local std::vector<float> x, acc_buffer;
+    thread_local std::vector<float> x_buffer, acc_buffer;
     const float* tile_input = nullptr;
     if (pw.nonzero_kernels > 0) {
-      if (x.size() < size_t(geo_.tile_stride)) x.resize(geo_.tile_stride);
-      TransformTile(s, geo_, set_, job.image, x.data(), tile);
-      tile_input = x.data();
+      float* x = CacheLineAligned(&x_buffer, size_t(geo_.tile_stride));
+      TransformTile(s, geo_, set_, job.image, x, tile);
+      tile_input = x;
     }
-    const size_t acc_floats = size_t(n) * geo_.acc_floats;
-    if (acc_buffer.size() < acc_floats) acc_buffer.resize(acc_floats);
-    float* acc = acc_buffer.data();
+    float* acc = job.shared_acc != nullptr ? job.shared_acc + tile * TileAccFloats()
+                                           : CacheLineAligned(&acc_buffer, TileAccFloats());
     for (size_t k = k0; k < k1; ++k)
-      ComputeChunk(tile_input, acc + size_t(pw.chunk_begin[k] - begin) * geo_.acc_floats, k);
+      ComputeChunk(tile_input, acc + size_t(pw.chunk_begin[k]) * geo_.acc_floats, k);
+    // With split tiles, the last item of the tile stores it (acquire: the other items' sums).
+    if (job.shared_acc != nullptr && tiles_left_[tile].fetch_sub(1, std::memory_order_acq_rel) != 1)
+      return;
 
     // The tile's pixels that are inside the output, to NHWC with the fused activation.
     const int ty = static_cast<int>(tile / geo_.tiles_x), tx = static_cast<int>(tile % geo_.tiles_x);
@@ -225,9 +281,7 @@ class ConvImpl final : public PatternConv {
     store.acc_pitch = geo_.acc_pitch;
     store.rows = std::min(geo_.rows, s.out_h - y0);
     store.cols = std::min(geo_.cols, s.out_w - x0);
-    store.order = pw.order.data() + begin;
-    store.position = n == s.out_c ? pw.position.data() : nullptr;
-    store.n = n;
+    store.position = pw.position.data();
     store.out = job.out + (size_t(y0) * s.out_w + x0) * s.out_c;
     store.out_row = ptrdiff_t{s.out_w} * s.out_c;
     store.out_c = s.out_c;
@@ -267,6 +321,10 @@ class ConvImpl final : public PatternConv {
   bool by_pattern_ = false;
   Geometry geo_;
   PackedWeights packed_;
+  // Run's buffers for split tiles (Run is called from one thread at a time).
+  mutable std::vector<float> shared_acc_;
+  mutable std::unique_ptr<std::atomic<size_t>[]> tiles_left_;
+  mutable size_t tiles_left_size_ = 0;
 };
 
 }  // namespace
@@ -290,7 +348,7 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
   }
   *error = ValidatePlan(shape, plan);
   if (!error->empty()) return nullptr;
-  const Params params = ChooseParams(plan.tuning, shape, isa, *set, note);
+  const Params params = ChooseParams(plan, shape, isa, *set, note);
   auto conv = std::make_unique<ConvImpl>(shape, isa, *set, params);
   if (!conv->Pack(weights, bias, plan, params, error)) return nullptr;
   return conv;

@@ -155,7 +155,9 @@ class ShapeGrid:
         return float(np.interp(connectivity, self.connectivities, per_connectivity))
 
 
-def _machine(threads: int) -> dict[str, Any]:
+def machine_facts(threads: int) -> dict[str, Any]:
+    """What a latency measured here depends on: CPU model, the instruction set the engine runs,
+    threads, versions."""
     candidates = tuning_candidates((8, 8, 8), 8)
     return {
         "cpu": cpu_model(),
@@ -263,7 +265,8 @@ class LatencyTable:
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: not a tfpconv latency table ({err})") from None
         if not force:
-            here = _machine(threads if threads is not None else table.machine.get("threads", 1))
+            threads = threads if threads is not None else table.machine.get("threads", 1)
+            here = machine_facts(threads)
             for key in ("cpu", "isa", "threads", "tfpconv"):
                 if table.machine.get(key) != here[key]:
                     raise TableMismatchError(
@@ -471,7 +474,7 @@ def measure_table(
       progress: called as ``progress(done, total, what)`` before each step (the CLI draws a
         progress bar with it).
     """
-    table = table or LatencyTable(machine=_machine(threads))
+    table = table or LatencyTable(machine=machine_facts(threads))
     if table.machine.get("threads") != threads:
         raise TableMismatchError(
             f"the table was measured with {table.machine.get('threads')} thread(s), not {threads}"

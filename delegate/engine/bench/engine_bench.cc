@@ -3,6 +3,7 @@
 // to the dense-equivalent rate. Not a test: run by hand, e.g.
 //   tfpconv_engine_bench --threads=1 --keep=0.28 [--isa=avx2] [--sweep] [--layer=conv3_2]
 //                        [--input=32]   (VGG-16 at a 32x32 input: the same layers, 1/7 the size)
+//                        [--variant=r4v2] [--tile_ic=N] [--tile_oc=N]   (one tuning instead of the defaults)
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -84,7 +85,7 @@ int main(int argc, char** argv) {
   }
   ThreadPool pool(threads);
   std::printf("isa %s, %d thread(s), keep %.2f of kernels x 4/9 taps\n", IsaName(isa), threads, keep);
-  std::printf("%-8s %-40s %8s %8s %11s %11s %13s\n", "layer", "tuning", "wall ms", "cpu ms",
+  std::printf("%-8s %-50s %8s %8s %11s %11s %13s\n", "layer", "tuning", "wall ms", "cpu ms",
               "GF/s nz", "GF/s nz cpu", "dense-eq cpu");
   double vgg_ms = 0, vgg_dense_gflop = 0;
   for (size_t li = 0; li < sizeof(kVgg) / sizeof(kVgg[0]); ++li) {
@@ -93,13 +94,20 @@ int main(int argc, char** argv) {
     if (only && std::strcmp(only, L.name) != 0) continue;
     testing::LayerOptions opt;
     opt.keep = keep;
-    const testing::RandomLayer l = testing::MakeRandomLayer(
+    testing::RandomLayer l = testing::MakeRandomLayer(
         testing::MakeShape(1, L.hw, L.hw, L.in_c, L.out_c, 1, true), opt, 42 + li);
+    if (getenv("RELU")) l.shape.act_min = 0;
     std::vector<float> out(size_t(L.hw) * L.hw * L.out_c);
     const double pixels = double(L.hw) * L.hw;
     const double nz_gflop = 2.0 * l.kept_kernels * 4 * pixels * 1e-9;
     const double dense_gflop = 2.0 * 9 * L.in_c * L.out_c * pixels * 1e-9;
     std::vector<KernelTuning> tunings = {KernelTuning{}};
+    if (Arg(argc, argv, "--variant") || Arg(argc, argv, "--tile_ic") || Arg(argc, argv, "--tile_oc")) {
+      KernelTuning& t = tunings.front();
+      if (Arg(argc, argv, "--variant")) t.variant = Arg(argc, argv, "--variant");
+      if (Arg(argc, argv, "--tile_ic")) t.params["tile_ic"] = std::atoi(Arg(argc, argv, "--tile_ic"));
+      if (Arg(argc, argv, "--tile_oc")) t.params["tile_oc"] = std::atoi(Arg(argc, argv, "--tile_oc"));
+    }
     if (sweep) {
       const auto c = TuningCandidates(l.shape, isa);
       tunings.insert(tunings.end(), c.begin(), c.end());
@@ -116,8 +124,11 @@ int main(int argc, char** argv) {
       }
       const Timing t = Time(*conv, l.input, &out, &pool, min_ms);
       best = std::min(best, t.cpu_ms);
-      std::printf("%-8s %-40s %8.2f %8.2f %11.1f %11.1f %13.1f\n", L.name,
-                  tuned == KernelTuning{} ? "default" : DescribeTuning(tuned, isa).c_str(), t.wall_ms,
+      std::printf("%-8s %-50s %8.2f %8.2f %11.1f %11.1f %13.1f\n", L.name,
+                  (tuned == KernelTuning{} ? "default " + DescribeTuning(conv->kernel_params(), isa)
+                                           : DescribeTuning(tuned, isa))
+                      .c_str(),
+                  t.wall_ms,
                   t.cpu_ms, nz_gflop / t.wall_ms * 1e3, nz_gflop / t.cpu_ms * 1e3,
                   dense_gflop / t.cpu_ms * 1e3);
       std::fflush(stdout);

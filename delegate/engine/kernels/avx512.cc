@@ -21,6 +21,7 @@ struct Vec {
   static TFP_INLINE void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static TFP_INLINE V Set1(float f) { return _mm512_set1_ps(f); }
   static TFP_INLINE V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static TFP_INLINE V Add(V a, V b) { return _mm512_add_ps(a, b); }
   static TFP_INLINE V Zero() { return _mm512_setzero_ps(); }
   // b when either is NaN (the store clamp in kernel_impl.h relies on it).
   static TFP_INLINE V Min(V a, V b) { return _mm512_min_ps(a, b); }

@@ -47,7 +47,7 @@ struct TapInfo {
   static constexpr int Dy(int t) { return Bit(t) / 3; }
   static constexpr int Dx(int t) { return Bit(t) % 3; }
   static constexpr int RowShift(int t) { return Dy(t) / S; }
-  static constexpr int Key(int t) { return ((Dy(t) % S) * 3 + Dx(t) % S) * 3 + Dx(t) / S; }
+  static constexpr int Key(int t) { return (Dy(t) % S) * 3 + Dx(t); }
   static constexpr int Leader(int t) {
     for (int u = 0; u < t; ++u)
       if (Key(u) == Key(t)) return u;
@@ -104,7 +104,7 @@ template <class VT, int R, int V, int Mask, int S, int I>
 TFP_INLINE void DoOp(Acc<VT, R, V>& acc, typename VT::V& in, const typename VT::V* w,
                      const float* xc, const ptrdiff_t* key_off) {
   constexpr Op op = ScheduleOf<Mask, S, R, V>::value.ops[I];
-  constexpr int kWq = V * VT::kLanes + 2 / S;
+  constexpr int kWq = V * VT::kLanes;
   if constexpr (op.load) {
     in = VT::Load(xc + key_off[op.lead] + (op.y * kWq + op.v * VT::kLanes));
   } else {
@@ -131,7 +131,7 @@ TFP_INLINE void PatternRun(Acc<VT, R, V>& acc, const float* x, const int32_t* ta
   static_assert(4 * (R + 2) * V + 4 * R * V <= 160, "schedule too long");
   constexpr int kOps = ScheduleOf<Mask, S, R, V>::value.n;
   ptrdiff_t key_off[4];  // offset of each leader's input row 0
-  KeyOffsets<TapInfo<Mask, S>>(key_off, tap_off, V * VT::kLanes + 2 / S,
+  KeyOffsets<TapInfo<Mask, S>>(key_off, tap_off, V * VT::kLanes,
                                std::make_integer_sequence<int, 4>{});
   for (uint32_t i = 0; i < count; ++i, ++k) {
     const typename VT::V w[4] = {VT::Set1(k->w[0]), VT::Set1(k->w[1]), VT::Set1(k->w[2]),
@@ -233,18 +233,54 @@ void SpecialisedChunk(const ChunkArgs& a) {
 #undef TFP_PATTERN_CASES8
 #undef TFP_PATTERN_CASE
 
+template <class VT, int V, int... I>
+TFP_INLINE void TapRow(typename VT::V (&acc)[V], typename VT::V w, const float* p, Seq<I...>) {
+  ((acc[I] = VT::Fma(w, VT::Load(p + I * VT::kLanes), acc[I])), ...);
+}
+
+// A one-row tile of V vectors with taps t % 2 and t % 4 (kSplit 2 or 4) summed apart: V * kSplit
+// independent FMA chains instead of V, for tiles too small to hide the FMA latency otherwise.
+template <class VT, int V, int kSplit>
+TFP_INLINE void SplitTapKernels(Acc<VT, kSplit, V>& acc, const float* x, const PackedKernel* k,
+                                const PackedKernel* end) {
+  constexpr auto kRow = std::make_integer_sequence<int, V>{};
+  for (; k != end; ++k) {
+    TapRow<VT, V>(acc[0], VT::Set1(k->w[0]), x + k->off[0], kRow);
+    TapRow<VT, V>(acc[1 % kSplit], VT::Set1(k->w[1]), x + k->off[1], kRow);
+    TapRow<VT, V>(acc[2 % kSplit], VT::Set1(k->w[2]), x + k->off[2], kRow);
+    TapRow<VT, V>(acc[3 % kSplit], VT::Set1(k->w[3]), x + k->off[3], kRow);
+  }
+}
+
 template <class VT, int R, int V, int kWq>
 void FlatChunk(const ChunkArgs& a) {
   constexpr int kTile = R * V * VT::kLanes;
+  // Split taps when a one-row tile has fewer than 8 accumulators.
+  constexpr int kSplit = R > 1 || V >= 8 ? 1 : (V >= 4 ? 2 : 4);
+  constexpr int kSplitRows = kSplit == 1 ? R : kSplit;
   for (size_t j = 0; j < a.num_tasks; ++j) {
     const OcTask& task = a.tasks[j];
     if (task.kernel_begin == task.kernel_end) continue;
     float* acc_mem = a.acc + j * kTile;
-    Acc<VT, R, V> acc;
-    LoadAcc<VT, R, V>(acc, acc_mem, std::make_integer_sequence<int, R * V>{});
-    FlatKernels<VT, R, V, kWq>(acc, a.x, a.wq, a.kernels + task.kernel_begin,
-                               a.kernels + task.kernel_end);
-    StoreAcc<VT, R, V>(acc, acc_mem, std::make_integer_sequence<int, R * V>{});
+    const PackedKernel* begin = a.kernels + task.kernel_begin;
+    const PackedKernel* end = a.kernels + task.kernel_end;
+    if constexpr (kSplit == 1) {
+      Acc<VT, R, V> acc;
+      LoadAcc<VT, R, V>(acc, acc_mem, std::make_integer_sequence<int, R * V>{});
+      FlatKernels<VT, R, V, kWq>(acc, a.x, a.wq, begin, end);
+      StoreAcc<VT, R, V>(acc, acc_mem, std::make_integer_sequence<int, R * V>{});
+    } else {
+      Acc<VT, kSplitRows, V> acc;
+      for (int s = 0; s < kSplit; ++s)
+        for (int v = 0; v < V; ++v)
+          acc[s][v] = s == 0 ? VT::Load(acc_mem + v * VT::kLanes) : VT::Zero();
+      SplitTapKernels<VT, V, kSplit>(acc, a.x, begin, end);
+      for (int v = 0; v < V; ++v) {
+        typename VT::V sum = acc[0][v];
+        for (int s = 1; s < kSplit; ++s) sum = VT::Add(sum, acc[s][v]);
+        VT::Store(acc_mem + v * VT::kLanes, sum);
+      }
+    }
   }
 }
 
@@ -259,17 +295,14 @@ constexpr Variant MakeVariant(const char* name) {
                  kSpecialised,
                  /*whole_rows=*/false,
                  pattern11,
-                 &FlatChunk<VT, R, V, kCols + 2>,
-                 &FlatChunk<VT, R, V, kCols + 1>,
-                 &FlatChunk<VT, R, V, 0>};
+                 &FlatChunk<VT, R, V, kCols>};
 }
 
 // A whole-row variant: one register row of V vectors running over the flattened plane (the row
 // pitch never matters, any stride).
 template <class VT, int V>
 constexpr Variant MakeWholeRowVariant(const char* name) {
-  return Variant{name, 1, V, false, /*whole_rows=*/true, nullptr, nullptr, nullptr,
-                 &FlatChunk<VT, 1, V, 1>};
+  return Variant{name, 1, V, false, /*whole_rows=*/true, nullptr, &FlatChunk<VT, 1, V, 1>};
 }
 
 // ---- layout transforms ------------------------------------------------------------------------
@@ -324,9 +357,8 @@ void TransformTileImpl(const TransformArgs& t) {
   for (ptrdiff_t k = 0; k < t.tail; ++k) tail[k] = 0.0f;
 }
 
-// With every output channel in the tile, blocks of lanes output channels x lanes pixels are read
-// from their channels' accumulators, transposed, and stored as one vector per pixel. Otherwise (a
-// few channels of a small layer) each channel is stored on its own.
+// Blocks of lanes output channels x lanes pixels are read from their channels' accumulators,
+// transposed, and stored as one vector per pixel; channels past the last full block one by one.
 //
 // The clamp keeps a NaN accumulator NaN, as TFLite's min(max(x, lo), hi) does: VT::Max(a, b) and
 // VT::Min(a, b) return b when either is NaN (x86 maxps/minps; NEON returns NaN anyway), so the
@@ -336,38 +368,40 @@ void StoreTileImpl(const StoreArgs& s) {
   using V = typename VT::V;
   constexpr int L = VT::kLanes;
   const V lo = VT::Set1(s.lo), hi = VT::Set1(s.hi);
-  const auto clamp = [&](float v) { return v < s.lo ? s.lo : (v > s.hi ? s.hi : v); };
+  // Branch-free (maxss/minss): a ReLU's clamp would mispredict on every other value.
+  const auto clamp = [&](float v) {
+    const float low = s.lo > v ? s.lo : v;
+    return low > s.hi ? s.hi : low;
+  };
   for (int r = 0; r < s.rows; ++r) {
     const float* acc_row = s.acc + r * s.acc_pitch;
     float* out_row = s.out + r * s.out_row;
-    if (s.position == nullptr) {
-      for (int j = 0; j < s.n; ++j)
-        for (int c = 0; c < s.cols; ++c)
-          out_row[ptrdiff_t{c} * s.out_c + s.order[j]] = clamp(acc_row[j * s.acc_floats + c]);
-      continue;
-    }
     // Pixel blocks outside, channel blocks inside: the block's output is one contiguous region,
-    // written from start to end.
-    const int full_oc = s.out_c / L * L, full_cols = s.cols / L * L;
-    for (int c0 = 0; c0 < full_cols; c0 += L) {
+    // written from start to end. A last block of fewer than L pixels transposes all L (the
+    // accumulators past the tile's edge exist: StoreArgs) and stores the pixels that are there.
+    const int full_oc = s.out_c / L * L;
+    for (int c0 = 0; c0 < s.cols; c0 += L) {
       float* out_block = out_row + ptrdiff_t{c0} * s.out_c;
+      const int pixels = s.cols - c0 < L ? s.cols - c0 : L;
       for (int o0 = 0; o0 < full_oc; o0 += L) {
         V v[L];
 #pragma GCC unroll 16
         for (int k = 0; k < L; ++k)
           v[k] = VT::Load(acc_row + s.position[o0 + k] * s.acc_floats + c0);
         VT::Transpose(v);
+        if (pixels == L) {
 #pragma GCC unroll 16
-        for (int k = 0; k < L; ++k)
-          VT::Store(out_block + k * s.out_c + o0, VT::Min(hi, VT::Max(lo, v[k])));
+          for (int k = 0; k < L; ++k)
+            VT::Store(out_block + k * s.out_c + o0, VT::Min(hi, VT::Max(lo, v[k])));
+        } else {
+          for (int k = 0; k < pixels; ++k)
+            VT::Store(out_block + k * s.out_c + o0, VT::Min(hi, VT::Max(lo, v[k])));
+        }
       }
       for (int o = full_oc; o < s.out_c; ++o)
-        for (int k = 0; k < L; ++k)
+        for (int k = 0; k < pixels; ++k)
           out_block[k * s.out_c + o] = clamp(acc_row[s.position[o] * s.acc_floats + c0 + k]);
     }
-    for (int c = full_cols; c < s.cols; ++c)
-      for (int o = 0; o < s.out_c; ++o)
-        out_row[ptrdiff_t{c} * s.out_c + o] = clamp(acc_row[s.position[o] * s.acc_floats + c]);
   }
 }
 

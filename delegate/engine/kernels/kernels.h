@@ -85,21 +85,20 @@ using ChunkFn = void (*)(const ChunkArgs& args);
 
 // A register-blocking variant: a tile of `rows` output rows x `vecs` vectors of output columns.
 // pattern11 (specialised variants only, stride 1, pattern packing) has each pattern's taps at
-// compile time and loads an input vector once for every (tap, row) that needs it. The flat
-// kernels take each kernel's tap offsets from the packed data, in input-channel order, one loop
-// per output channel: flat1 / flat2 for strides 1 / 2 (row pitch known at compile time),
-// flat_any for any stride.
+// compile time and loads an input vector once for every (tap, row) that needs it. `flat` takes
+// each kernel's tap offsets from the packed data, in input-channel order, one loop per output
+// channel, any stride (the row pitch is the tile width, known at compile time).
 //
-// whole_rows variants (rows == 1, only flat_any) are for narrow layers: their tile is a run of
-// `vecs` vectors over the row-major plane of whole padded rows, so one vector may cover several
-// short output rows (a 2x2 or 7x7 output wastes few lanes; the lanes that fall on the padding
-// columns are computed and discarded).
+// whole_rows variants (rows == 1, flat only) are for narrow layers: their tile is a run of `vecs`
+// vectors over the row-major planes of whole output rows, so one vector may cover several short
+// output rows (a 4x4 output fills a 16-lane vector). With fewer than 8 accumulators they sum the
+// 4 taps of a kernel into separate accumulators, so FMA latency does not bound them.
 struct Variant {
   const char* name;
   int rows, vecs;
   bool specialised;
   bool whole_rows;
-  ChunkFn pattern11, flat1, flat2, flat_any;
+  ChunkFn pattern11, flat;
 };
 
 // The layout transforms around the kernels, per element of every input and output (they cost as
@@ -118,18 +117,18 @@ struct TransformArgs {
   float* x;
 };
 
-// Store: writes n output channels of a tile to NHWC with the activation clamp. Channel j's
-// accumulators start at acc + j * acc_floats, pixel (r, c) at r * acc_pitch + c; it goes to output
-// channel order[j] of pixel (r, c), at out + r * out_row + c * out_c + order[j]. When the tile holds
-// every output channel (n == out_c), position is order's inverse (else nullptr).
+// Store: writes a tile's output channels to NHWC with the activation clamp. Execution position
+// j's accumulators start at acc + j * acc_floats, pixel (r, c) at r * acc_pitch + c; output
+// channel o of pixel (r, c), at out + r * out_row + c * out_c + o, is execution position
+// position[o]. The store may read the accumulators of a row up to the next multiple of the vector
+// width past `cols` (lanes that fall outside the output, at most lanes - 1 floats past the last
+// position's).
 struct StoreArgs {
   const float* acc;
   ptrdiff_t acc_floats;
   int acc_pitch;
   int rows, cols;
-  const int32_t* order;
   const int32_t* position;
-  int n;
   float* out;
   ptrdiff_t out_row;
   int out_c;

@@ -16,6 +16,7 @@ struct Vec {
   static TFP_INLINE void Store(float* p, V v) { vst1q_f32(p, v); }
   static TFP_INLINE V Set1(float f) { return vdupq_n_f32(f); }
   static TFP_INLINE V Fma(V a, V b, V c) { return vfmaq_f32(c, a, b); }
+  static TFP_INLINE V Add(V a, V b) { return vaddq_f32(a, b); }
   static TFP_INLINE V Zero() { return vdupq_n_f32(0.0f); }
   // NaN when either is NaN (the store clamp in kernel_impl.h needs NaN to survive).
   static TFP_INLINE V Min(V a, V b) { return vminq_f32(a, b); }

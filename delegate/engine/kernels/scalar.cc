@@ -14,6 +14,7 @@ struct Vec {
   static TFP_INLINE void Store(float* p, V v) { *p = v; }
   static TFP_INLINE V Set1(float f) { return f; }
   static TFP_INLINE V Fma(V a, V b, V c) { return a * b + c; }
+  static TFP_INLINE V Add(V a, V b) { return a + b; }
   static TFP_INLINE V Zero() { return 0.0f; }
   // Like x86 minps / maxps: b when either is NaN (kernel_impl.h's store relies on it).
   static TFP_INLINE V Min(V a, V b) { return a < b ? a : b; }
