@@ -4,6 +4,7 @@
 //   tfpconv_engine_bench --threads=1 --keep=0.28 [--isa=avx2] [--sweep] [--layer=conv3_2]
 //                        [--input=32]   (VGG-16 at a 32x32 input: the same layers, 1/7 the size)
 //                        [--variant=r4v2] [--tile_ic=N] [--tile_oc=N]   (one tuning instead of the defaults)
+//                        [--relu]       (a fused ReLU: the store clamps at 0)
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -68,6 +69,12 @@ const char* Arg(int argc, char** argv, const char* key) {
   return nullptr;
 }
 
+bool HasFlag(int argc, char** argv, const char* flag) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], flag) == 0) return true;
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,7 +84,8 @@ int main(int argc, char** argv) {
   const double min_ms = Arg(argc, argv, "--min_ms") ? std::atof(Arg(argc, argv, "--min_ms")) : 300;
   const char* only = Arg(argc, argv, "--layer");
   const int input = Arg(argc, argv, "--input") ? std::atoi(Arg(argc, argv, "--input")) : 224;
-  const bool sweep = Arg(argc, argv, "--sweep") != nullptr || (argc > 1 && std::strcmp(argv[argc - 1], "--sweep") == 0);
+  const bool relu = HasFlag(argc, argv, "--relu");
+  const bool sweep = HasFlag(argc, argv, "--sweep");
   Isa isa = BestIsa();
   if (Arg(argc, argv, "--isa") && !ParseIsa(Arg(argc, argv, "--isa"), &isa)) {
     std::fprintf(stderr, "unknown isa\n");
@@ -96,7 +104,7 @@ int main(int argc, char** argv) {
     opt.keep = keep;
     testing::RandomLayer l = testing::MakeRandomLayer(
         testing::MakeShape(1, L.hw, L.hw, L.in_c, L.out_c, 1, true), opt, 42 + li);
-    if (getenv("RELU")) l.shape.act_min = 0;
+    if (relu) l.shape.act_min = 0;
     std::vector<float> out(size_t(L.hw) * L.hw * L.out_c);
     const double pixels = double(L.hw) * L.hw;
     const double nz_gflop = 2.0 * l.kept_kernels * 4 * pixels * 1e-9;
