@@ -31,6 +31,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The aarch64 cross build (tests run it under qemu) links pthreadpool like every other target.
+# Debian's arm64 package cannot be installed next to the amd64 one (libpthreadpool-dev is not
+# Multi-Arch: same), so its two .debs are fetched from the Debian archive apt uses, checked against
+# pinned SHA-256 sums, and unpacked into build/aarch64-deps (delegate/engine/cmake/
+# aarch64-linux-gnu.cmake looks there).
+python3 scripts/fetch_arm64_pthreadpool.py build/aarch64-deps
+
 # Debian's own python3 marks its site-packages as externally managed (PEP 668); this script is the
 # machine's set-up, so installing into it is intended.
 export PIP_BREAK_SYSTEM_PACKAGES=1

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "android_demo"
 APP_MAIN = DEMO / "app" / "src" / "main"
 CPP = APP_MAIN / "cpp"
+AARCH64_TOOLCHAIN = REPO / "delegate" / "engine" / "cmake" / "aarch64-linux-gnu.cmake"
 JAVA_PKG = APP_MAIN / "java" / "com" / "tfpconv" / "demo"
 HOSTTEST = DEMO / "hosttest"
 HOST_JAVA_PKG = HOSTTEST / "java" / "com" / "tfpconv" / "demo"
@@ -420,15 +421,8 @@ def _cross_configure(build_dir: Path, java_home: Path) -> None:
             CPP,
             "-B",
             build_dir,
-            "-DCMAKE_SYSTEM_NAME=Linux",
-            "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
-            "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc",
-            "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++",
-            "-DCMAKE_FIND_ROOT_PATH=/usr/aarch64-linux-gnu",
-            "-DCMAKE_FIND_ROOT_PATH_MODE_PROGRAM=NEVER",
-            "-DCMAKE_FIND_ROOT_PATH_MODE_LIBRARY=ONLY",
-            "-DCMAKE_FIND_ROOT_PATH_MODE_INCLUDE=ONLY",
-            "-DCMAKE_FIND_ROOT_PATH_MODE_PACKAGE=ONLY",
+            # Debian's cross compiler and sysroot, and Debian's arm64 pthreadpool
+            f"-DCMAKE_TOOLCHAIN_FILE={AARCH64_TOOLCHAIN}",
             # what Gradle's debug variant passes: the app's CMakeLists must still optimize
             "-DCMAKE_BUILD_TYPE=Debug",
             f"-DTFPCONV_JNI_INCLUDE_DIR={java_home / 'include'}",
@@ -449,8 +443,11 @@ def cross_build_dir(java_home) -> Path:
 
 
 def test_app_cmake_configures_the_delegate_for_arm64(cross_build_dir):
-    cache = (cross_build_dir / "CMakeCache.txt").read_text()
-    compiler = [line for line in cache.splitlines() if line.startswith("CMAKE_CXX_COMPILER:")]
+    # The compiler CMake detected (a toolchain file's compiler is not a cache entry).
+    detected = "".join(
+        p.read_text() for p in (cross_build_dir / "CMakeFiles").glob("*/CMakeCXXCompiler.cmake")
+    )
+    compiler = re.findall(r'set\(CMAKE_CXX_COMPILER "([^"]*)"\)', detected)
     assert compiler and compiler[0].endswith("aarch64-linux-gnu-g++"), compiler
     engine_dir = cross_build_dir / "tfpconv_delegate" / "engine"
     build_files = "".join(p.read_text(errors="replace") for p in engine_dir.rglob("build.make"))

@@ -101,6 +101,9 @@ def test_engine_aarch64_neon_under_qemu():
         "-DCMAKE_BUILD_TYPE=Release",
         "-DTFPCONV_ENGINE_BENCH=OFF",
     )
+    # The thread pool is pthreadpool here too (Debian's arm64 package, scripts/setup.sh).
+    dynamic = _run(["readelf", "-d", build / "tfpconv_engine_test"])
+    assert "libpthreadpool.so" in dynamic
     out = _run(["qemu-aarch64", "-L", AARCH64_SYSROOT, build / "tfpconv_engine_test"], timeout=900)
     _check_gtest_output(out)
     assert "neon" in out  # the NEON variants ran

@@ -6,8 +6,10 @@
 # the engine, PTHREADPOOL_INCLUDE_DIR/PTHREADPOOL_LIBRARY and CPUINFO_INCLUDE_DIR/CPUINFO_LIBRARY.
 include_guard(GLOBAL)
 
-# Native builds link the thread pool and CPU detection the tested library uses; a cross build (or
-# -DTFPCONV_REQUIRE_SYSTEM_LIBS=OFF) may do without them (std::thread pool, built-in detection).
+# Native builds link the CPU detection the tested library uses; a cross build (or
+# -DTFPCONV_REQUIRE_SYSTEM_LIBS=OFF) may do without it (built-in detection). pthreadpool is needed
+# everywhere: here it is only named with the other Debian packages a native build lacks; the
+# engine finds it for every target (engine/cmake/pthreadpool.cmake).
 if(CMAKE_CROSSCOMPILING)
   set(_tfpconv_require_default OFF)
 else()
@@ -57,12 +59,10 @@ endif()
 
 # The engine's thread pool and CPU detection (x86 only), when required.
 if(TFPCONV_REQUIRE_SYSTEM_LIBS)
-  if(NOT DEFINED TFPCONV_ENGINE_USE_PTHREADPOOL OR TFPCONV_ENGINE_USE_PTHREADPOOL)
-    find_path(PTHREADPOOL_INCLUDE_DIR pthreadpool.h)
-    find_library(PTHREADPOOL_LIBRARY pthreadpool HINTS ${_tfpconv_lib_hints})
-    if(NOT PTHREADPOOL_INCLUDE_DIR OR NOT PTHREADPOOL_LIBRARY)
-      list(APPEND _tfpconv_missing libpthreadpool-dev)
-    endif()
+  find_path(PTHREADPOOL_INCLUDE_DIR pthreadpool.h)
+  find_library(PTHREADPOOL_LIBRARY pthreadpool HINTS ${_tfpconv_lib_hints})
+  if(NOT PTHREADPOOL_INCLUDE_DIR OR NOT PTHREADPOOL_LIBRARY)
+    list(APPEND _tfpconv_missing libpthreadpool-dev)
   endif()
   if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$" AND
      (NOT DEFINED TFPCONV_ENGINE_USE_CPUINFO OR TFPCONV_ENGINE_USE_CPUINFO))
