@@ -11,8 +11,8 @@ The network (widths 32/64/128 on 28x28 images) is large enough for the delegate 
 2-core Intel Xeon with AVX-512 (2026-12-03, the callback's defaults leaving the first convolution
 dense, so to TFLite; the engine with aligned tap-column planes) the tuner measured the whole model
 2.16x faster with the plan, and the demo printed 2.19x per image (0.571 -> 0.261 ms), 90.5%
-accuracy on the first 200 test images, in 1.5 minutes. At widths 16/32/64 the layers are too small: the delegate
-measured 0.9x there, and tuning leaves to TFLite what does not pay.
+accuracy on the first 200 test images, in 1.5 minutes. At widths 16/32/64 the layers are too
+small: the delegate measured 0.9x there, and tuning leaves to TFLite what does not pay.
 
     python3 examples/demo.py [--train-size 12000] [--epochs 4] [--out runs/demo]
 """
@@ -93,11 +93,12 @@ def convert_and_run(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, 
     agree = np.mean(plain_out.argmax(1) == fast_out.argmax(1))
     max_diff = float(np.max(np.abs(plain_out - fast_out)))
     accuracy = np.mean(fast_out.argmax(1) == y_test[: len(images)])
+    on_delegate = len(delegated.delegated_nodes())
+    left = "" if on_delegate == len(plan.convs) else ", the others measured faster on TFLite"
     print(f"plain TFLite (XNNPACK):  {plain_ms:.3f} ms / image")
     print(
         f"tfpconv delegate:        {fast_ms:.3f} ms / image   ({plain_ms / fast_ms:.2f}x; "
-        f"{len(delegated.delegated_nodes())} of {len(plan.convs)} convolutions on the delegate, "
-        "the others measured faster on TFLite)"
+        f"{on_delegate} of {len(plan.convs)} convolutions on the delegate{left})"
     )
     print(
         f"predictions agree on {agree:.1%} of {len(images)} images "
