@@ -222,7 +222,9 @@ def _worker(url, directory, trials, pause=0.0):
 
 
 def test_two_workers_share_a_study_on_postgresql_and_survive_a_kill(tiny, postgres):
-    _, _, directory = tiny
+    model, _, directory = tiny
+    space = search.SearchSpace.of(model)
+    genes = len(space.width_genes) + len(space.connectivity_genes)
     storage = open_storage(postgres)
     # A worker that pauses in every candidate is killed while it evaluates one.
     doomed = _worker(postgres, directory, 6, pause=60)
@@ -231,8 +233,10 @@ def test_two_workers_share_a_study_on_postgresql_and_survive_a_kill(tiny, postgr
         names = [s.study_name for s in storage.get_all_studies()]
         if "shared" in names:
             study = optuna.load_study(study_name="shared", storage=storage)
-            # Running with its genome written: the worker is inside the evaluation.
-            if any(t.state == optuna.trial.TrialState.RUNNING and t.params for t in study.trials):
+            # Running with its whole genome written (the genes are written one by one): the
+            # worker is inside the evaluation.
+            running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+            if any(len(t.params) == genes for t in running):
                 break
         time.sleep(0.5)
     else:
@@ -241,7 +245,9 @@ def test_two_workers_share_a_study_on_postgresql_and_survive_a_kill(tiny, postgr
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
     killed = next(
-        t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and t.params
+        t
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.RUNNING and len(t.params) == genes
     )
     # Two fresh workers finish the study together; the killed candidate is evaluated again.
     workers = [_worker(postgres, directory, 6) for _ in range(2)]
