@@ -28,10 +28,13 @@ bool Fits(const ConvShape& s, const kernels::Variant& v, int lanes) {
 // cores and spills a little to L2 elsewhere; measured on VGG-16's layers (AVX-512), blocks of a
 // third of L1 left the kernels' loops too short (a task of 2 kernels pays its accumulator loads,
 // stores and loop exit as much as its work), and 48 KiB was the best of 16/32/48/64 KiB.
-int DefaultTileIc(const ConvShape& s, const kernels::Variant& v, int lanes) {
+int TileIcFor(const Geometry& g) {
   const size_t budget_floats = 48 * 1024 / sizeof(float);
-  const Geometry g = MakeGeometry(s, v, lanes);
   return static_cast<int>(std::max<size_t>(1, budget_floats / g.channel_stride));
+}
+
+int DefaultTileIc(const ConvShape& s, const kernels::Variant& v, int lanes) {
+  return TileIcFor(MakeGeometry(s, v, lanes));
 }
 
 // The fraction of the accumulator lanes that land on output pixels.
@@ -78,7 +81,7 @@ Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set, double d
     if (v.rows * v.vecs * set.lanes > kMaxDefaultTile) continue;
     const Geometry g = MakeGeometry(s, v, set.lanes);
     const double vectors = v.rows * v.vecs;
-    const double kernels_per_task = std::max(1.0, DefaultTileIc(s, v, set.lanes) * density);
+    const double kernels_per_task = std::max(1.0, TileIcFor(g) * density);
     const double transform = 2.0 * g.channel_stride / set.lanes / std::max(1.0, s.out_c * density);
     const double cost = 4 * vectors * LoadCost(s, v, set.lanes) + 8 +
                         (2 * vectors + kTaskOverhead) / kernels_per_task + transform;

@@ -265,8 +265,8 @@ class LatencyTable:
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: not a tfpconv latency table ({err})") from None
         if not force:
-            threads = threads if threads is not None else table.machine.get("threads", 1)
-            here = machine_facts(threads)
+            expected_threads = table.machine.get("threads", 1) if threads is None else threads
+            here = machine_facts(expected_threads)
             for key in ("cpu", "isa", "threads", "tfpconv"):
                 if table.machine.get(key) != here[key]:
                     raise TableMismatchError(
