@@ -14,7 +14,14 @@ for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, 
 - ``admm``: the same with ``method="admm"``, everything else default;
 - ablations, one default reverted each (not run unless named in ``--variants``):
   ``uniform`` (``connectivity_allocation="uniform"``), ``first-patterns``
-  (``first_layer="patterns"``), ``no-cosine`` (``hard_phase_lr=None``).
+  (``first_layer="patterns"``), ``no-cosine`` (``hard_phase_lr=None``);
+- weight unification (not run unless named): ``unified`` (``default`` plus ``unify=0.5``: half
+  of the kept 3x3 kernels share one magnitude) and ``head-unified`` (for the ``head`` network, a
+  2048-2048 Dense head before the classifier: ``WeightUnification(unify=0.5, prune=0.25)`` on it
+  and nothing else)::
+
+    python3 benchmarks/accuracy_short.py --networks plain --variants default unified --merge
+    python3 benchmarks/accuracy_short.py --networks head --variants dense head-unified --merge
 
 Every variant runs for each seed (own initial weights and data order); the table reports the mean
 and spread (sample standard deviation) of the test accuracy over the seeds, against dense.
@@ -50,8 +57,10 @@ import tfpconv  # noqa: E402
 from tfpconv.sparsity.schedules import half_cosine  # noqa: E402
 from tfpconv.tflite.files import write_atomic  # noqa: E402
 
-NETWORKS = {"plain": False, "batchnorm": True}
-#: Callback arguments per variant (None: no callback). Only these are set: the rest is default.
+#: Per network: BatchNorm or not, and the widths of a Dense head before the classifier.
+NETWORKS = {"plain": (False, ()), "batchnorm": (True, ()), "head": (False, (2048, 2048))}
+#: ``PatternPruning`` arguments per variant (None: no such callback). Only these are set: the rest
+#: is default.
 VARIANTS = {
     "dense": None,
     "dense-cosine": None,
@@ -60,7 +69,11 @@ VARIANTS = {
     "uniform": {"connectivity_allocation": "uniform"},
     "first-patterns": {"first_layer": "patterns"},
     "no-cosine": {"hard_phase_lr": None},
+    "unified": {"unify": 0.5},
+    "head-unified": None,
 }
+#: ``WeightUnification`` arguments of the variants that add it (the head network's fc layers).
+UNIFICATION_VARIANTS = {"head-unified": {"unify": 0.5, "prune": 0.25}}
 DEFAULT_VARIANTS = ("dense", "dense-cosine", "default", "admm")
 NUM_PATTERNS, CONNECTIVITY = 8, 0.72
 
@@ -81,9 +94,10 @@ class SecondHalfCosine(keras.callbacks.Callback):
         self.model.optimizer.learning_rate = half_cosine(self.start, progress)
 
 
-def compiled_model(batch_norm: bool, widths, seed: int) -> keras.Model:
+def compiled_model(network: str, widths, seed: int) -> keras.Model:
+    batch_norm, head = NETWORKS[network]
     keras.utils.set_random_seed(seed)
-    model = tfpconv.models.small_vgg(widths=widths, batch_norm=batch_norm)
+    model = tfpconv.models.small_vgg(widths=widths, batch_norm=batch_norm, head_widths=head)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss="sparse_categorical_crossentropy",
@@ -101,7 +115,7 @@ def pretrained(network: str, seed: int, data, args, workdir: Path) -> Path:
     )
     if not path.exists():
         (x, y), _ = data
-        model = compiled_model(NETWORKS[network], args.widths, seed)
+        model = compiled_model(network, args.widths, seed)
         print(f"\n== {network}, seed {seed}: dense training, {args.epochs} epochs", flush=True)
         model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=2)
         partial = path.with_suffix(".partial.keras")
@@ -122,6 +136,8 @@ def run_variant(network: str, seed: int, variant: str, checkpoint: Path, data, a
                 num_patterns=NUM_PATTERNS, connectivity=CONNECTIVITY, **options
             )
         )
+    if variant in UNIFICATION_VARIANTS:
+        callbacks.append(tfpconv.callbacks.WeightUnification(**UNIFICATION_VARIANTS[variant]))
     print(f"\n== {network}, seed {seed}, {variant}: {args.epochs} more epochs", flush=True)
     start = time.perf_counter()
     model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, callbacks=callbacks, verbose=2)
@@ -134,6 +150,9 @@ def run_variant(network: str, seed: int, variant: str, checkpoint: Path, data, a
         "variant": variant,
         "test_accuracy": float(accuracy),
         "compression_3x3": report.compression,
+        "kernels_unified": sum(layer.kernels_unified for layer in report.layers),
+        "unified_dense_bytes": sum(layer.dense_bytes for layer in report.unified),
+        "unified_packed_bytes": sum(layer.packed_bytes for layer in report.unified),
         "train_seconds": seconds,
     }
 
@@ -144,11 +163,14 @@ def markdown(results: list[dict], config: dict) -> str:
         f"VGG (widths {config['widths']}), Adam 1e-3, batch {config['batch_size']}: "
         f"{config['epochs']} epochs dense, then {config['epochs']} more per variant; pruned: "
         f"`PatternPruning(num_patterns={NUM_PATTERNS}, connectivity={CONNECTIVITY})` with "
-        f"defaults except the method shown. Mean ± sample standard deviation over the seeds.",
+        f"defaults except the method shown. Mean ± sample standard deviation over the seeds. "
+        "`head`: the same network without BatchNorm and a 2048-2048 Dense head; `unified`: half "
+        "of the kept 3x3 kernels unified; `head-unified`: the head unified 0.5 / pruned 0.25 "
+        "(weight bytes as the delegate packs them).",
         "",
-        "| network | variant | seeds | 3x3 compression | test accuracy | vs dense (points) "
-        "| per seed |",
-        "|---|---|---|---|---|---|---|",
+        "| network | variant | seeds | 3x3 compression | unified | test accuracy "
+        "| vs dense (points) | per seed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for network in NETWORKS:
         rows = [r for r in results if r["network"] == network]
@@ -164,11 +186,23 @@ def markdown(results: list[dict], config: dict) -> str:
             lines.append(
                 f"| {network} | {variant} | {len(runs)} | "
                 f"{statistics.mean(r['compression_3x3'] for r in runs):.2f}x | "
+                f"{_unified(runs[0])} | "
                 f"{_mean_spread(accuracies)}% | {_mean_spread(paired) if paired else 'n/a'} | "
                 + ", ".join(f"{a:.2f}" for a in accuracies)
                 + " |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _unified(run: dict) -> str:
+    """What a run unified: 3x3 kernels, and Dense bytes packed vs dense."""
+    parts = []
+    if run.get("kernels_unified"):
+        parts.append(f"{run['kernels_unified']} 3x3 kernels")
+    if run.get("unified_dense_bytes"):
+        ratio = run["unified_dense_bytes"] / max(run["unified_packed_bytes"], 1)
+        parts.append(f"head {ratio:.2f}x fewer bytes")
+    return ", ".join(parts) or "-"
 
 
 def _mean_spread(values: list[float]) -> str:

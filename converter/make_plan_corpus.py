@@ -43,6 +43,7 @@ from tfpconv.tflite.plan import (  # noqa: E402
     Plan,
     SkippedOp,
     Tuning,
+    UnifiedFcPlan,
     crc32,
     pack_plan,
 )
@@ -74,7 +75,42 @@ def _conv(out: int = 16, inp: int = 3, **changes: object) -> PatternConvPlan:
     return dataclasses.replace(conv, **changes)
 
 
-def _plan(*ops: PatternConvPlan, **changes: object) -> bytes:
+def _fc(
+    out: int = 6, inp: int = 20, block_size: int = 8, conv1x1: bool = False, **changes: object
+) -> UnifiedFcPlan:
+    """A unified FULLY_CONNECTED (or 1x1 CONV_2D) plan; ``in`` is not a multiple of the block."""
+    rng = np.random.default_rng(out * 1000 + inp)
+    blocks = -(-inp // block_size)
+    states = rng.integers(0, 3, size=(out, blocks)).astype(np.uint8)
+    weights = rng.standard_normal(out * inp).astype(np.float32).tobytes()
+    fc = UnifiedFcPlan(
+        subgraph_index=0,
+        operator_index=4,
+        weight_tensor_index=8,
+        weight_shape=(out, 1, 1, inp) if conv1x1 else (out, inp),
+        block_size=block_size,
+        states=states,
+        weight_checksum=crc32(weights),
+        weight_bytes=len(weights),
+    )
+    return dataclasses.replace(fc, **changes)
+
+
+def _unified_flags(conv: PatternConvPlan) -> np.ndarray:
+    """Every other kernel that keeps a pattern flagged unified."""
+    flags = np.zeros(conv.codes.shape, np.uint8)
+    kept = np.flatnonzero(conv.codes.ravel() >= 0)
+    flags.ravel()[kept[::2]] = 1
+    return flags
+
+
+def _removed_kernel_flagged(conv: PatternConvPlan) -> np.ndarray:
+    flags = _unified_flags(conv)
+    flags.ravel()[np.flatnonzero(conv.codes.ravel() < 0)[0]] = 1
+    return flags
+
+
+def _plan(*ops: PatternConvPlan | UnifiedFcPlan, **changes: object) -> bytes:
     return pack_plan(Plan(ops=list(ops), producer=PRODUCER, **changes))
 
 
@@ -158,6 +194,20 @@ def _cases() -> list[tuple[str, str, Callable[[], bytes]]]:
         ),
         ("valid_v1_plan", "valid", lambda: _v1_plan(wide, {"isa": 1, "claim": 1, "tile_oc": 8})),
         ("valid_single_group", "valid", lambda: _plan(_conv(group_offsets=(0, 16)))),
+        # -- valid: unified weights (tfpconv 0.3) ---------------------------------------------
+        ("valid_unified_fc", "valid", lambda: _plan(_fc())),
+        ("valid_unified_conv1x1", "valid", lambda: _plan(_fc(block_size=16, conv1x1=True))),
+        ("valid_unified_fc_block_1", "valid", lambda: _plan(_fc(out=3, inp=5, block_size=1))),
+        (
+            "valid_unified_fc_tuned_with_pattern_conv",
+            "valid",
+            lambda: _plan(base, _fc(block_size=4, tunings=[Tuning("avx2", "a CPU", True)])),
+        ),
+        (
+            "valid_pattern_conv_unified",
+            "valid",
+            lambda: _plan(_conv(unified=_unified_flags(base))),
+        ),
         # -- invalid: the plan as a whole ----------------------------------------------------
         ("invalid_schema_version_3", "invalid", lambda: _plan(base, schema_version=3)),
         ("invalid_truncated", "invalid", lambda: _plan(base)[:60]),
@@ -214,6 +264,60 @@ def _cases() -> list[tuple[str, str, Callable[[], bytes]]]:
         ("invalid_kernel_5x5", "invalid", lambda: _plan(_conv(kernel_shape=(16, 5, 5, 3)))),
         ("invalid_checksum_kind", "invalid", lambda: _plan(_conv(weight_checksum_kind=3))),
         ("invalid_tuning_without_isa", "invalid", lambda: _plan(_conv(tunings=[Tuning("")]))),
+        (
+            "invalid_pattern_unified_length",
+            "invalid",
+            lambda: _plan(_conv(unified=np.ones((16, 2), np.uint8))),
+        ),
+        (
+            "invalid_pattern_unified_flag_2",
+            "invalid",
+            lambda: _plan(_conv(unified=_unified_flags(base) * 2)),
+        ),
+        (
+            "invalid_pattern_unified_removed_kernel",
+            "invalid",
+            lambda: _plan(_conv(unified=_removed_kernel_flagged(base))),
+        ),
+        # -- invalid: one unified FULLY_CONNECTED / 1x1 CONV_2D ------------------------------
+        (
+            "invalid_unified_states_length",
+            "invalid",
+            lambda: _plan(_fc(states=np.zeros(6 * 3 - 1, np.uint8))),
+        ),
+        (
+            "invalid_unified_state_3",
+            "invalid",
+            lambda: _plan(_fc(states=np.full((6, 3), 3, np.uint8))),
+        ),
+        (
+            "invalid_unified_block_size_0",
+            "invalid",
+            lambda: _plan(dataclasses.replace(_fc(), block_size=0)),
+        ),
+        (
+            "invalid_unified_block_size_65",
+            "invalid",
+            lambda: _plan(
+                dataclasses.replace(
+                    _fc(inp=130, block_size=64), block_size=65, states=np.zeros((6, 2), np.uint8)
+                )
+            ),
+        ),
+        ("invalid_unified_shape_rank_3", "invalid", lambda: _plan(_fc(weight_shape=(6, 1, 20)))),
+        (
+            "invalid_unified_shape_3x3",
+            "invalid",
+            lambda: _plan(_fc(weight_shape=(6, 3, 3, 20))),
+        ),
+        ("invalid_unified_shape_zero", "invalid", lambda: _plan(_fc(weight_shape=(0, 20)))),
+        ("invalid_unified_weight_bytes", "invalid", lambda: _plan(_fc(weight_bytes=6 * 20))),
+        ("invalid_unified_weight_tensor", "invalid", lambda: _plan(_fc(weight_tensor_index=-1))),
+        (
+            "invalid_unified_same_operator_as_pattern_conv",
+            "invalid",
+            lambda: _plan(base, _fc(operator_index=base.operator_index)),
+        ),
         (
             "invalid_v1_group_offsets_equal",
             "invalid",

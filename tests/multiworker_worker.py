@@ -74,10 +74,10 @@ def main(flavour: str, method: str, output: str) -> None:
 
         def on_train_batch_end(self, batch, logs=None):
             state = [pruning.library] if pruning.library is not None else []
-            for admm in getattr(pruning, "_admm", []):
+            for admm in pruning._admm:
                 state += [admm.z, admm.u]
-            state += [t.numpy() for t in getattr(pruning, "_pull_targets", [])]
-            state += [m.numpy() for m in getattr(pruning, "_masks", [])]
+            state += [t.numpy() for t in pruning._pull_targets]
+            state += [m.numpy() for m in pruning.patterns._masks if m is not None]
             kernels = [model.get_layer(name).kernel.numpy() for name in ("c1", "c2")]
             trace.append(f"{pruning._phase} {digest(state)} {digest(kernels)}")
 

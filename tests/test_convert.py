@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -15,12 +16,19 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import tfpconv  # noqa: E402
 from tfpconv.api import convert  # noqa: E402
-from tfpconv.sparsity import patterns  # noqa: E402
+from tfpconv.sparsity import patterns, unification  # noqa: E402
 from tfpconv.tflite.errors import ConversionError  # noqa: E402
 from tfpconv.tflite.inspect import inspect_model  # noqa: E402
 from tfpconv.tflite.model_file import TFLiteModel, TFLiteModelError, schema  # noqa: E402
-from tfpconv.tflite.plan import METADATA_NAME, PatternConvPlan, Plan, read_plan  # noqa: E402
-from tfpconv.tflite.planner import embed_plan  # noqa: E402
+from tfpconv.tflite.plan import (  # noqa: E402
+    METADATA_NAME,
+    PatternConvPlan,
+    Plan,
+    UnifiedFcPlan,
+    read_plan,
+    unified_packed_bytes,
+)
+from tfpconv.tflite.planner import MAX_PACKED_FRACTION, embed_plan, plan_model  # noqa: E402
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -80,6 +88,17 @@ def _filters(model_bytes: bytes) -> dict[tuple[int, int], np.ndarray]:
                     data, "<f4"
                 ).reshape(tuple(tensor.shape))
     return found
+
+
+def _fc_skips(plan: Plan) -> list[str]:
+    """Reasons of the skipped FULLY_CONNECTED operators (dense heads of the pruned test models)."""
+    return [s.reason for s in plan.skipped if s.op_name == "FULLY_CONNECTED"]
+
+
+def _dense_head_skipped(plan: Plan) -> bool:
+    """The model's (random, not unified) Dense head is skipped, naming how little it packs."""
+    reasons = _fc_skips(plan)
+    return len(reasons) == 1 and reasons[0].startswith("weights not unified or pruned (packed 1.")
 
 
 def _check_plan_matches_keras(model, model_bytes: bytes) -> Plan:
@@ -186,7 +205,8 @@ def sequential_bytes(sequential):
 def test_sequential_identical_to_tf(sequential, sequential_bytes) -> None:
     _assert_identical_outputs(_tf_convert(sequential), sequential_bytes, (10, 10, 3))
     plan = _check_plan_matches_keras(sequential, sequential_bytes)
-    assert len(plan.convs) == 3 and not plan.skipped
+    assert len(plan.convs) == 3 and not plan.unified_fcs
+    assert _dense_head_skipped(plan) and len(plan.skipped) == 1
     for conv in plan.convs:
         assert 1 <= len(conv.library) <= 6
         assert conv.kernels_kept == conv.kernels - int(np.floor(0.5 * conv.kernels + 0.5))
@@ -197,6 +217,7 @@ def test_functional_identical_to_tf(functional) -> None:
     _assert_identical_outputs(_tf_convert(functional), ours, (12, 12, 4))
     plan = _check_plan_subset(functional, ours)
     reasons = [s.reason for s in plan.skipped]
+    assert {s.op_name for s in plan.skipped} == {"CONV_2D"}
     assert len(plan.convs) == 3 and len(reasons) == 2
     assert "kernel 5x5" in reasons
     [dense] = [r for r in reasons if r != "kernel 5x5"]
@@ -219,7 +240,7 @@ def test_tf_keras_model_identical_to_tf(tf_keras_model) -> None:
     _assert_identical_outputs(_tf_convert(tf_keras_model), ours, (8, 8, 3))
     plan = read_plan(ours)
     # BatchNormalization is folded into the first filter (scaled per output channel): zeros stay.
-    assert len(plan.convs) == 2 and not plan.skipped
+    assert len(plan.convs) == 2 and _dense_head_skipped(plan) and len(plan.skipped) == 1
     keras_kernels = [x.get_weights()[0] for x in tf_keras_model.layers if _is_3x3_conv(x)]
     filters = _filters(ours)
     for conv, kernel in zip(plan.convs, keras_kernels, strict=True):
@@ -354,7 +375,9 @@ def test_tampered_weights_no_longer_match(sequential_bytes) -> None:
     # Re-planning the edited model brings the checksum up to date.
     replanned, new_plan = embed_plan(tampered)
     assert new_plan.convs[1].matches_weights(weights.tobytes())
-    assert all(layer.planned for layer in inspect_model(replanned).layers)
+    layers = inspect_model(replanned).layers
+    assert all(layer.planned for layer in layers if layer.op_name == "CONV_2D")
+    assert [layer.op_name for layer in layers if not layer.planned] == ["FULLY_CONNECTED"]
 
 
 # -- synthetic single-op models for the skip reasons ----------------------------------------------
@@ -367,12 +390,15 @@ def _conv_model(
     input_channels=None,
     constant_filter=True,
     op=schema.BuiltinOperator.CONV_2D,
+    weights=None,
 ) -> bytes:
     """A one-operator TFLite model built with the schema's object API."""
     rng = np.random.default_rng(0)
     out_ch = filter_shape[0]
     channels = filter_shape[3] if input_channels is None else input_channels
-    if filter_type == schema.TensorType.INT8:
+    if weights is not None:
+        weights = np.asarray(weights, np.float32).reshape(filter_shape)
+    elif filter_type == schema.TensorType.INT8:
         weights = rng.integers(-5, 5, filter_shape).astype(np.int8)
     else:
         weights = np.zeros(filter_shape, np.float32)
@@ -423,7 +449,13 @@ def _conv_model(
     ("kwargs", "reason"),
     [
         ({"dilation": 2}, "dilation 2"),
-        ({"filter_shape": (4, 1, 1, 2)}, "kernel 1x1"),
+        ({"filter_shape": (4, 5, 5, 2)}, "kernel 5x5"),
+        ({"filter_shape": (4, 1, 3, 2)}, "kernel 1x3"),
+        (
+            {"filter_shape": (4, 1, 1, 2), "weights": np.arange(1, 9, dtype=np.float32)},
+            "weights not unified or pruned (packed 1.03x of dense)",  # (8 + 1 byte of states) / 8
+        ),
+        ({"filter_shape": (4, 1, 1, 2), "dilation": 2}, "dilation 2"),
         ({"filter_type": schema.TensorType.INT8}, "int8 weights"),
         ({"input_channels": 4}, "grouped convolution (2 groups)"),
         ({"constant_filter": False}, "filter is not a constant tensor"),
@@ -433,6 +465,163 @@ def test_skip_reasons(kwargs: dict, reason: str) -> None:
     _, plan = embed_plan(_conv_model(**kwargs))
     assert not plan.convs
     assert [s.reason for s in plan.skipped] == [reason]
+
+
+def _fc_model(
+    weights: np.ndarray,
+    *,
+    constant: bool = True,
+    weights_format: int = schema.FullyConnectedOptionsWeightsFormat.DEFAULT,
+    options: bool = True,
+    bias: bool = True,
+) -> bytes:
+    """A one-FULLY_CONNECTED TFLite model (weights [out, in]) built with the schema's object API."""
+    weights = np.asarray(weights, np.float32)
+    out_features, in_features = weights.shape
+    model = schema.ModelT()
+    model.version = 3
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.FULLY_CONNECTED
+    model.operatorCodes = [code]
+
+    def tensor(name, shape, buffer):
+        t = schema.TensorT()
+        t.name, t.shape = name.encode(), np.array(shape, np.int32)
+        t.buffer, t.type = buffer, schema.TensorType.FLOAT32
+        return t
+
+    def buffer(data=None):
+        b = schema.BufferT()
+        b.data = None if data is None else np.frombuffer(data.tobytes(), np.uint8)
+        return b
+
+    model.buffers = [
+        buffer(),
+        buffer(),
+        buffer(weights if constant else None),
+        buffer(np.linspace(-1, 1, out_features).astype(np.float32)),
+        buffer(),
+    ]
+    subgraph = schema.SubGraphT()
+    subgraph.tensors = [
+        tensor("input", (1, in_features), 1),
+        tensor("dense/weights", (out_features, in_features), 2),
+        tensor("dense/bias", (out_features,), 3),
+        tensor("dense/output", (1, out_features), 4),
+    ]
+    operator = schema.OperatorT()
+    operator.opcodeIndex = 0
+    operator.inputs = np.array([0, 1, 2 if bias else -1], np.int32)
+    operator.outputs = np.array([3], np.int32)
+    if options:
+        fc_options = schema.FullyConnectedOptionsT()
+        fc_options.weightsFormat = weights_format
+        operator.builtinOptionsType = schema.BuiltinOptions.FullyConnectedOptions
+        operator.builtinOptions = fc_options
+    subgraph.operators = [operator]
+    subgraph.inputs = np.array([0] if constant else [0, 1], np.int32)
+    subgraph.outputs = np.array([3], np.int32)
+    model.subgraphs = [subgraph]
+    return TFLiteModel(model).to_bytes()
+
+
+def _unified_rows(out_features: int, in_features: int, group: int, seed: int = 0) -> np.ndarray:
+    """[out, in] weights whose runs of `group` inputs share one magnitude (random signs), the
+    magnitudes differing between runs."""
+    rng = np.random.default_rng(seed)
+    runs = -(-in_features // group)
+    magnitudes = np.repeat(rng.uniform(0.1, 1.0, (out_features, runs)), group, axis=1)
+    signs = rng.choice([-1.0, 1.0], (out_features, runs * group))
+    return (magnitudes * signs)[:, :in_features].astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("group", "block_size"),
+    [
+        (16, 16),  # every block size reads unified blocks: the largest packs smallest
+        (8, 8),  # 16-blocks hold two magnitudes: free
+        (4, 4),
+    ],
+)
+def test_unified_fully_connected_is_planned_with_the_best_block_size(group, block_size) -> None:
+    weights = _unified_rows(6, 40, group)  # 40 inputs: the last block is shorter
+    data, plan = embed_plan(_fc_model(weights))
+    [fc] = plan.ops
+    assert isinstance(fc, UnifiedFcPlan) and plan.unified_fcs == [fc] and not plan.convs
+    assert not plan.skipped
+    assert (fc.weight_shape, fc.block_size, fc.conv1x1) == ((6, 40), block_size, False)
+    assert (fc.subgraph_index, fc.operator_index, fc.weight_tensor_index) == (0, 0, 1)
+    assert np.array_equal(fc.states, unification.read_dense_states(weights.T, block_size))
+    assert fc.matches_weights(weights.tobytes())
+    assert fc.packed_bytes == min(
+        unified_packed_bytes(unification.read_dense_states(weights.T, b), 40, b) for b in (4, 8, 16)
+    )
+    assert read_plan(data) == plan
+    # Plain TFLite still runs the model from the real weights.
+    x = np.random.default_rng(1).standard_normal((1, 40)).astype(np.float32)
+    [out] = _run(data, [x])
+    assert np.allclose(out, x @ weights.T + np.linspace(-1, 1, 6), rtol=1e-5, atol=1e-5)
+
+
+def test_unified_and_pruned_blocks_and_the_threshold() -> None:
+    rng = np.random.default_rng(2)
+    # Half the rows pruned, the rest free: packed 0.5x of dense (plus 2 bits per block).
+    weights = rng.standard_normal((8, 32)).astype(np.float32)
+    weights[::2] = 0.0
+    _, plan = embed_plan(_fc_model(weights))
+    [fc] = plan.unified_fcs
+    assert fc.block_size == 16 and fc.state_counts() == {"free": 8, "unified": 0, "pruned": 8}
+    assert fc.packed_bytes == 8 * 16 * 4 + 4
+    # Just over the threshold: a quarter of the rows pruned packs to 0.75x + the state bytes.
+    weights = rng.standard_normal((8, 32)).astype(np.float32)
+    weights[::4] = 0.0
+    plan = plan_model(TFLiteModel.from_bytes(_fc_model(weights)))
+    assert not plan.ops
+    ratio = (6 * 32 * 4 + 4) / (8 * 32 * 4)
+    assert ratio > MAX_PACKED_FRACTION
+    assert [s.reason for s in plan.skipped] == [
+        f"weights not unified or pruned (packed {ratio:.2f}x of dense)"
+    ]
+    assert plan.skipped[0].op_name == "FULLY_CONNECTED"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"constant": False}, "weights are not a constant tensor"),
+        (
+            {"weights_format": schema.FullyConnectedOptionsWeightsFormat.SHUFFLED4x16INT8},
+            "weights in a shuffled format",
+        ),
+        ({"options": False}, "FULLY_CONNECTED without options"),
+    ],
+)
+def test_fully_connected_skip_reasons(kwargs: dict, reason: str) -> None:
+    model = _fc_model(_unified_rows(4, 16, 16), **kwargs)
+    plan = plan_model(TFLiteModel.from_bytes(model))
+    assert not plan.ops
+    assert [(s.op_name, s.reason) for s in plan.skipped] == [("FULLY_CONNECTED", reason)]
+    # No CONV_2D and nothing planned: there is nothing for tfpconv to do.
+    with pytest.raises(ConversionError, match="no CONV_2D operator and no FULLY_CONNECTED"):
+        embed_plan(model)
+
+
+def test_fully_connected_without_bias_is_planned() -> None:
+    weights = _unified_rows(3, 8, 8)
+    data, plan = embed_plan(_fc_model(weights, bias=False))
+    assert len(plan.unified_fcs) == 1
+    x = np.ones((1, 8), np.float32)
+    [out] = _run(data, [x])
+    assert np.allclose(out, x @ weights.T, rtol=1e-5)
+
+
+def test_unified_1x1_convolution_is_planned() -> None:
+    data, plan = embed_plan(_conv_model(filter_shape=(4, 1, 1, 2)))  # every weight 1.0
+    [fc] = plan.unified_fcs
+    assert fc.conv1x1 and fc.weight_shape == (4, 1, 1, 2) and fc.block_size == 16
+    assert fc.state_counts() == {"free": 0, "unified": 4, "pruned": 0}
+    [out] = _run(data, [np.ones((1, 6, 6, 2), np.float32)])
+    assert np.allclose(out, 2.0)
 
 
 def test_synthetic_model_runs_and_is_planned() -> None:
@@ -451,9 +640,139 @@ def test_synthetic_model_runs_and_is_planned() -> None:
 def test_model_without_convolutions(tmp_path: Path) -> None:
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ConversionError, match="no CONV_2D"):
-        convert(model)
+        convert(model)  # its Dense is not unified
     with pytest.raises(ConversionError, match="no CONV_2D"):
         embed_plan(_conv_model(op=schema.BuiltinOperator.ADD))
+
+
+# -- unified weights from Keras --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unified_model():
+    """A pattern-pruned 3x3 conv with unified kernels, a unified 1x1 conv and a unified Dense."""
+    keras.utils.set_random_seed(8)
+    inp = keras.Input((8, 8, 8))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="pattern")(inp)
+    x = keras.layers.Conv2D(24, 1, name="pointwise")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(10, name="head")(x)
+    model = keras.Model(inp, x)
+    conv = model.get_layer("pattern")
+    _prune(model, [conv], connectivity=0.25)
+    kernel, bias = conv.get_weights()
+    library, codes = patterns.library_by_use(patterns.classify_kernels(kernel))
+    keep = patterns.projection_mask(codes, library)
+    unified, _ = unification.project_pattern(kernel, keep, unify=0.5)
+    conv.set_weights([unified, bias])
+    for name, block_size in (("pointwise", 8), ("head", 4)):
+        layer = model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        projected, _ = unification.project_dense(kernel, 0.6, 0.2, block_size)
+        layer.set_weights([projected, bias])
+    return model
+
+
+def test_unified_keras_model_identical_to_tf_and_planned(unified_model) -> None:
+    ours = convert(unified_model)
+    _assert_identical_outputs(_tf_convert(unified_model), ours, (8, 8, 8))
+    plan = read_plan(ours)
+    assert not plan.skipped
+    [conv] = plan.convs
+    pointwise, head = plan.unified_fcs
+    model = TFLiteModel.from_bytes(ours)
+
+    # The 3x3 convolution: its unified kernels are the ones whose four kept taps share |w|.
+    kernel = unified_model.get_layer("pattern").get_weights()[0]  # HWIO
+    keep = patterns.projection_mask(conv.codes.T, conv.library)
+    states = unification.read_pattern_states(kernel, keep).T  # (out, in)
+    assert conv.unified is not None
+    assert np.array_equal(conv.unified, (states == unification.UNIFIED).astype(np.uint8))
+    unified_kernels = int(np.count_nonzero(states == unification.UNIFIED))
+    assert conv.kernels_unified == unified_kernels
+    assert unified_kernels == round(0.5 * conv.kernels_kept)  # project_pattern's unify=0.5
+
+    # The 1x1 convolution and the Dense head: states as read off the TFLite weights, at the block
+    # size that packs smallest (the one they were unified with, or a larger one).
+    for op, name in ((pointwise, "pointwise"), (head, "head")):
+        keras_kernel = unified_model.get_layer(name).get_weights()[0]
+        matrix = keras_kernel.reshape(keras_kernel.shape[-2], keras_kernel.shape[-1])  # (in, out)
+        data = model.tensor_data(op.subgraph_index, op.weight_tensor_index)
+        assert op.matches_weights(data)
+        assert data == np.ascontiguousarray(matrix.T).tobytes()  # [out, in], bit for bit
+        assert np.array_equal(op.states, unification.read_dense_states(matrix, op.block_size))
+        assert op.packed_bytes <= MAX_PACKED_FRACTION * op.weight_bytes
+    assert pointwise.conv1x1 and pointwise.weight_shape == (24, 1, 1, 16)
+    assert not head.conv1x1 and head.weight_shape == (10, 24)
+
+
+def test_inspect_reports_bytes_and_file_sizes(unified_model, tmp_path: Path) -> None:
+    ours = convert(unified_model)
+    path = tmp_path / "unified.tflite"
+    path.write_bytes(ours)
+    report = inspect_model(path)
+    plan = read_plan(ours)
+    assert report.file_bytes == len(ours)
+    assert report.gzip_bytes == len(gzip.compress(ours, compresslevel=9))
+    by_op = {layer.operator_index: layer for layer in report.layers}
+    assert [layer.op_name for layer in report.layers] == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED"]
+    assert all(layer.planned for layer in report.layers)
+    [conv] = plan.convs
+    pattern = by_op[conv.operator_index]
+    assert pattern.kind == "pattern_conv" and pattern.dense_bytes == conv.weights * 4
+    assert pattern.kept_bytes == conv.weights_kept * 4
+    assert pattern.kernels_unified == conv.kernels_unified
+    for op in plan.unified_fcs:
+        layer = by_op[op.operator_index]
+        assert layer.kind == "unified_fc" and layer.block_size == op.block_size
+        assert layer.dense_bytes == op.weight_bytes and layer.kept_bytes == op.packed_bytes
+        assert layer.blocks == op.states.size
+        assert layer.blocks_unified == op.state_counts()["unified"]
+        assert layer.blocks_pruned == op.state_counts()["pruned"]
+        assert layer.weights_kept == op.stored_values < layer.weights
+        assert layer.flops_kept < layer.flops
+    totals = report.totals()
+    assert totals["dense_bytes"] == sum(layer.dense_bytes for layer in report.layers)
+    assert totals["kept_bytes"] == sum(layer.kept_bytes for layer in report.layers)
+    assert totals["planned_kept_bytes"] == totals["kept_bytes"] < totals["dense_bytes"]
+    assert (totals["convs"], totals["planned"]) == (2, 2)
+    assert (totals["fully_connected"], totals["planned_fully_connected"]) == (1, 1)
+    assert (totals["file_bytes"], totals["gzip_bytes"]) == (report.file_bytes, report.gzip_bytes)
+    data = report.to_dict()
+    assert data["file_bytes"] == len(ours) and data["totals"]["layers"] == 3
+    head = report.layers[2]
+    assert data["layers"][2]["kept_bytes"] == head.kept_bytes
+    assert data["layers"][2]["bytes_ratio"] == round(head.kept_bytes / head.dense_bytes, 4)
+    text = report.size_table()
+    for expected in (
+        "pattern_conv",
+        "unified_fc",
+        f"{totals['dense_bytes']:,}",
+        f"{totals['kept_bytes']:,}",
+        "planned total (3 of 3 layers)",
+        f"file: {len(ours):,} bytes, gzip -9: {report.gzip_bytes:,} bytes",
+    ):
+        assert expected in text, (expected, text)
+
+
+def test_inspect_of_skipped_and_stale_unified_layers(sequential_bytes) -> None:
+    report = inspect_model(sequential_bytes)
+    [head] = [layer for layer in report.layers if layer.op_name == "FULLY_CONNECTED"]
+    assert not head.planned and head.reason.startswith("weights not unified or pruned")
+    assert head.kept_bytes == head.dense_bytes == head.weights * 4 == 4 * 8 * 4
+    totals = report.totals()
+    assert totals["planned"] == 3 and totals["convs"] == 3 and totals["layers"] == 4
+    assert totals["kept_bytes"] == totals["planned_kept_bytes"] + head.dense_bytes
+    # A unified plan whose weights changed is stale.
+    weights = _unified_rows(4, 16, 16)
+    data, plan = embed_plan(_fc_model(weights))
+    model = TFLiteModel.from_bytes(data)
+    changed = weights.copy()
+    changed[0, 0] *= 2
+    model.set_tensor_data(0, plan.unified_fcs[0].weight_tensor_index, changed.tobytes())
+    [layer] = inspect_model(model.to_bytes()).layers
+    assert not layer.planned and "checksum mismatch" in layer.reason
+    assert layer.kept_bytes == layer.dense_bytes
 
 
 def test_bad_inputs(tmp_path: Path, sequential, sequential_bytes) -> None:

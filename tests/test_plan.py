@@ -14,19 +14,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tfpconv._version import __version__
 from tfpconv.sparsity import patterns
 from tfpconv.tflite.filter_order import reorder_filters
 from tfpconv.tflite.model_file import TFLiteModelError
 from tfpconv.tflite.plan import (
+    KNOWN_FEATURES,
     PLAN_IDENTIFIER,
     SCHEMA_VERSION,
+    UNIFIED_FC,
+    Feature,
     PatternConvPlan,
     Plan,
     PlanError,
     SkippedOp,
     Tuning,
+    UnifiedFcPlan,
+    UnsupportedOp,
     crc32,
+    pack_plan,
     read_plan,
+    unified_packed_bytes,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,10 +69,43 @@ def _conv_plan(
     return PatternConvPlan(**fields)
 
 
+def _fc_plan(
+    out: int = 5,
+    inp: int = 19,
+    block_size: int = 8,
+    seed: int = 0,
+    conv1x1: bool = False,
+    **overrides,
+) -> UnifiedFcPlan:
+    rng = np.random.default_rng(seed)
+    blocks = -(-inp // max(block_size, 1))
+    weights = rng.standard_normal(out * inp).astype(np.float32).tobytes()
+    fields = dict(
+        subgraph_index=0,
+        operator_index=11,
+        weight_tensor_index=13,
+        weight_shape=(out, 1, 1, inp) if conv1x1 else (out, inp),
+        block_size=block_size,
+        states=rng.integers(0, 3, size=(out, blocks)).astype(np.uint8),
+        weight_checksum=crc32(weights),
+        weight_bytes=len(weights),
+    )
+    fields.update(overrides)
+    return UnifiedFcPlan(**fields)
+
+
+def _unified_flags(codes: np.ndarray) -> np.ndarray:
+    """Every other kernel that keeps a pattern flagged unified."""
+    flags = np.zeros(codes.shape, np.uint8)
+    flags.ravel()[np.flatnonzero(codes.ravel() >= 0)[::2]] = 1
+    return flags
+
+
 def _plan() -> Plan:
+    first = _conv_plan()
     return Plan(
         ops=[
-            _conv_plan(),
+            _conv_plan(unified=_unified_flags(first.codes)),
             _conv_plan(
                 out=3,
                 inp=2,
@@ -88,6 +129,8 @@ def _plan() -> Plan:
                 operator_index=0,
                 tunings=[Tuning("avx512", claim=False), Tuning("neon", params={"tile_ow": -4})],
             ),
+            _fc_plan(tunings=[Tuning("avx2", "test CPU", variant="fc16")]),
+            _fc_plan(out=4, inp=32, block_size=16, seed=1, conv1x1=True, operator_index=12),
         ],
         skipped=[
             SkippedOp(0, 4, "CONV_2D", "kernel 5x5"),
@@ -110,6 +153,16 @@ def test_round_trip() -> None:
     assert back.convs[3].tuning_for("avx2") is None
     assert back.convs[2].library == () and back.convs[2].kernels_kept == 0
     assert back.skipped[1].reason.startswith("dilation 2 — ü")
+    # Pattern convolutions' unified flags: written where recorded, None where not.
+    assert np.array_equal(back.convs[0].unified, plan.convs[0].unified)
+    assert back.convs[0].unified.dtype == np.uint8 and back.convs[0].unified.shape == (24, 5)
+    assert all(conv.unified is None for conv in back.convs[1:])
+    # Unified FULLY_CONNECTED / 1x1 CONV_2D plans.
+    assert [op.kind for op in back.ops] == ["pattern_conv"] * 4 + ["unified_fc"] * 2
+    fc, conv1x1 = back.unified_fcs
+    assert fc.states.dtype == np.uint8 and fc.states.shape == (5, 3)
+    assert fc.requires == (UNIFIED_FC,) and fc.tuning_for("avx2").variant == "fc16"
+    assert not fc.conv1x1 and conv1x1.conv1x1 and conv1x1.weight_shape == (4, 1, 1, 32)
     # read_plan accepts a bare plan too, and to_dict is JSON-ready.
     assert read_plan(data) == plan
     json.dumps(back.to_dict())
@@ -242,6 +295,158 @@ def test_checksum_detects_tampering() -> None:
     assert not conv.matches_weights(weights + b"\0\0\0\0")
 
 
+# -- unified weights (kind unified_fc, PatternConv.unified) -------------------------------------
+
+
+def test_unified_fc_feature_and_version() -> None:
+    assert UNIFIED_FC.name == "unified_fc" and UNIFIED_FC.since == "0.3.0"
+    assert {"pattern_conv", "unified_fc"} == KNOWN_FEATURES
+    assert __version__ == "0.3.0"
+    assert SCHEMA_VERSION == 2  # additions only
+
+
+def test_unified_fc_derived_quantities() -> None:
+    states = np.array(
+        [
+            [1, 1, 1],  # 4 + 1, 4 + 1, 4 + 1 (the last block has 2 inputs: one sign byte)
+            [0, 2, 1],  # 16, 0, 4 + 1
+            [2, 2, 2],  # nothing
+        ],
+        np.uint8,
+    )
+    weights = np.zeros(30, np.float32).tobytes()
+    fc = UnifiedFcPlan(0, 1, 2, (3, 10), 4, states, crc32(weights), len(weights))
+    fc.validate()
+    assert (fc.out_features, fc.in_features, fc.blocks, fc.weights) == (3, 10, 3, 30)
+    assert fc.block_lengths().tolist() == [4, 4, 2]
+    assert fc.state_counts() == {"free": 1, "unified": 4, "pruned": 4}
+    assert fc.stored_values == 4 + 4  # a free block of 4, four unified blocks of one value
+    assert fc.weights_kept == 4 + 4 + 2 + 4 + 2
+    assert fc.dense_bytes == 120
+    assert fc.packed_bytes == 15 + 16 + 5 + 3  # 9 blocks of 2 bits: 3 bytes
+    assert fc.packed_bytes == unified_packed_bytes(states.ravel(), 10, 4)
+    data = fc.to_dict()
+    assert (data["blocks_free"], data["blocks_unified"], data["blocks_pruned"]) == (1, 4, 4)
+    assert data["stored_values"] == 8 and data["packed_bytes"] == 39 and data["dense_bytes"] == 120
+    assert data["requires"] == ["unified_fc (since 0.3.0)"] and data["states"] == states.tolist()
+    json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("block_size", "in_features", "unified_bytes"),
+    [(16, 16, 4 + 2), (8, 8, 4 + 1), (4, 4, 4 + 1), (1, 1, 4 + 1), (16, 17, (4 + 2) + (4 + 1))],
+)
+def test_packed_bytes_of_a_unified_row(block_size: int, in_features: int, unified_bytes) -> None:
+    blocks = -(-in_features // block_size)
+    state_bytes = -(-2 * blocks // 8)
+    assert unified_packed_bytes(np.ones((1, blocks)), in_features, block_size) == (
+        unified_bytes + state_bytes
+    )
+    assert unified_packed_bytes(np.zeros((1, blocks)), in_features, block_size) == (
+        4 * in_features + state_bytes
+    )
+    assert unified_packed_bytes(np.full((1, blocks), 2), in_features, block_size) == state_bytes
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"weight_shape": (5, 1, 19)}, "is not \\[out, in\\] or \\[out, 1, 1, in\\]"),
+        ({"weight_shape": (5, 3, 3, 19)}, "is not \\[out, in\\]"),
+        ({"weight_shape": (0, 19)}, "is not \\[out, in\\]"),
+        ({"weight_shape": (5,)}, "is not \\[out, in\\]"),
+        ({"weight_tensor_index": -1}, "weight tensor index -1"),
+        ({"block_size": 0}, "block size 0 is not in 1..64 .*4, 8 and 16"),
+        ({"block_size": 65}, "block size 65 is not in 1..64"),
+        ({"states": np.zeros(14, np.uint8)}, "14 block states for 5 rows of 3 blocks"),
+        ({"states": np.full((5, 3), 3, np.uint8)}, "must be 0 \\(free\\), 1 .* found 3"),
+        ({"weight_bytes": 5 * 19}, "weight_bytes 95 != 380"),
+        ({"weight_checksum_kind": 2}, "checksum kind"),
+        ({"tunings": [Tuning("")]}, "names no instruction set"),
+    ],
+)
+def test_unified_fc_validation(overrides: dict, message: str) -> None:
+    plan = Plan(ops=[_fc_plan(**overrides)])
+    with pytest.raises(PlanError, match=message):
+        plan.to_bytes()
+    with pytest.raises(PlanError, match=message):  # what a reader makes of the same bytes
+        Plan.from_bytes(pack_plan(plan))
+
+
+@pytest.mark.parametrize(
+    ("make_flags", "message"),
+    [
+        (lambda codes: np.ones((24, 4), np.uint8), "96 unified flags for 24x5"),
+        (lambda codes: _unified_flags(codes) * 2, "must be 0 or 1, found 2"),
+        (
+            lambda codes: np.where(codes < 0, 1, 0).astype(np.uint8),
+            "is removed \\(code -1\\) but flagged unified",
+        ),
+    ],
+)
+def test_pattern_unified_validation(make_flags, message: str) -> None:
+    conv = _conv_plan()
+    plan = Plan(ops=[_conv_plan(unified=make_flags(conv.codes))])
+    with pytest.raises(PlanError, match=message):
+        plan.to_bytes()
+    with pytest.raises(PlanError, match=message):
+        Plan.from_bytes(pack_plan(plan))
+
+
+def test_pattern_unified_empty_means_none() -> None:
+    assert _conv_plan(unified=np.zeros(0, np.uint8)).unified is None
+    conv = _conv_plan()
+    flags = _unified_flags(conv.codes)
+    with_flags = _conv_plan(unified=flags.ravel())  # flat flags are shaped (out, in)
+    assert with_flags.unified.shape == (24, 5) and with_flags.kernels_unified == flags.sum()
+    assert with_flags != conv and _conv_plan(unified=flags) == with_flags
+    assert conv.kernels_unified == 0 and conv.to_dict()["unified"] is None
+    # A plan without flags writes no field: the bytes are what tfpconv 0.2 wrote.
+    from tfpconv.tflite.fb import PatternConv as fb_pattern
+    from tfpconv.tflite.fb import Plan as fb_plan
+
+    kind = fb_plan.Plan.GetRootAs(Plan(ops=[conv]).to_bytes(), 0).Ops(0).Kind()
+    table = fb_pattern.PatternConv()
+    table.Init(kind.Bytes, kind.Pos)
+    assert table.UnifiedIsNone()
+
+
+def test_unified_fc_huge_shape_is_an_error_without_overflow_warnings() -> None:
+    plan = Plan(ops=[_fc_plan(out=3, inp=5, block_size=4)])
+    data = plan.to_bytes()
+    shape = struct.pack("<2i", 3, 5)
+    assert data.count(shape) == 1
+    huge = data.replace(shape, struct.pack("<2i", 2**30, 2**31 - 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(PlanError, match="6 block states for 1073741824 rows"):
+            Plan.from_bytes(huge)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_unified_fc_checksum_and_equality() -> None:
+    weights = np.arange(5 * 19, dtype=np.float32).tobytes()
+    fc = _fc_plan(weight_checksum=crc32(weights), weight_bytes=len(weights))
+    assert fc.matches_weights(weights)
+    assert not fc.matches_weights(weights[:-4] + b"\0\0\0\0")
+    changed = _fc_plan(weight_checksum=crc32(weights), weight_bytes=len(weights))
+    changed.states[0, 0] = (changed.states[0, 0] + 1) % 3
+    assert (
+        changed != fc
+        and fc != _conv_plan()
+        and fc == _fc_plan(weight_checksum=crc32(weights), weight_bytes=len(weights))
+    )
+
+
+def test_plan_of_an_older_reader_declines_unified_fc() -> None:
+    """What tfpconv 0.2 made of a 0.3 plan: an unknown feature (here, unknown to this reader in
+    the same way: a feature name it lacks) declines just that operator."""
+    future = _fc_plan(requires=(UNIFIED_FC, Feature("fc_int4", "9.0.0")))
+    back = Plan.from_bytes(pack_plan(Plan(ops=[_conv_plan(), future])))
+    assert isinstance(back.ops[1], UnsupportedOp) and back.ops[1].missing.name == "fc_int4"
+    assert back.unified_fcs == [] and len(back.convs) == 1
+
+
 # -- filter kernel reorder ---------------------------------------------------------------------
 
 
@@ -370,18 +575,29 @@ int main(int argc, char** argv) {
     for (const tfpconv::fb::Feature* f : *op->requires_())
       std::printf(" %s@%s", f->name()->c_str(), f->since()->c_str());
     std::printf(" |");
-    const tfpconv::fb::PatternConv* c = op->kind_as_PatternConv();
-    if (c == nullptr) return 4;
-    for (int v : *c->kernel_shape()) std::printf(" %d", v);
-    std::printf(" |");
-    for (unsigned v : *c->library()) std::printf(" %u", v);
-    std::printf(" |");
-    for (int v : *c->codes()) std::printf(" %d", v);
-    std::printf(" |");
-    for (int v : *c->filter_order()) std::printf(" %d", v);
-    std::printf(" |");
-    for (int v : *c->group_offsets()) std::printf(" %d", v);
-    std::printf(" |");
+    if (const tfpconv::fb::UnifiedFc* fc = op->kind_as_UnifiedFc()) {
+      std::printf(" fc");
+      for (int v : *fc->weight_shape()) std::printf(" %d", v);
+      std::printf(" | %d |", fc->block_size());
+      for (unsigned v : *fc->states()) std::printf(" %u", v);
+      std::printf(" |");
+    } else {
+      const tfpconv::fb::PatternConv* c = op->kind_as_PatternConv();
+      if (c == nullptr) return 4;
+      for (int v : *c->kernel_shape()) std::printf(" %d", v);
+      std::printf(" |");
+      for (unsigned v : *c->library()) std::printf(" %u", v);
+      std::printf(" |");
+      for (int v : *c->codes()) std::printf(" %d", v);
+      std::printf(" |");
+      for (int v : *c->filter_order()) std::printf(" %d", v);
+      std::printf(" |");
+      for (int v : *c->group_offsets()) std::printf(" %d", v);
+      std::printf(" |");
+      if (c->unified() != nullptr)
+        for (unsigned v : *c->unified()) std::printf(" %u", v);
+      std::printf(" |");
+    }
     for (const tfpconv::fb::Tuning* t : *op->tunings()) {
       std::printf(" %s/%s/%d/%s", t->isa()->c_str(), t->cpu()->c_str(), t->claim() ? 1 : 0,
                   t->variant()->c_str());
@@ -398,24 +614,43 @@ int main(int argc, char** argv) {
 """
 
 
+def _expected_kind_output(c: PatternConvPlan | UnifiedFcPlan) -> list[str]:
+    if isinstance(c, UnifiedFcPlan):
+        return [
+            " fc",
+            *(f" {v}" for v in c.weight_shape),
+            " |",
+            f" {c.block_size}",
+            " |",
+            *(f" {v}" for v in c.states.ravel().tolist()),
+            " |",
+        ]
+    unified = [] if c.unified is None else c.unified.ravel().tolist()
+    return [
+        *(f" {v}" for v in c.kernel_shape),
+        " |",
+        *(f" {v}" for v in c.library),
+        " |",
+        *(f" {v}" for v in c.codes.ravel().tolist()),
+        " |",
+        *(f" {v}" for v in c.filter_order),
+        " |",
+        *(f" {v}" for v in c.group_offsets),
+        " |",
+        *(f" {v}" for v in unified),
+        " |",
+    ]
+
+
 def _expected_cpp_output(plan: Plan) -> str:
     lines = [f"version {plan.schema_version} producer {plan.producer}"]
-    for c in plan.convs:
+    for c in plan.ops:
         parts = [
             f"op {c.subgraph_index} {c.operator_index} {c.weight_tensor_index} "
             f"{c.weight_checksum_kind} {c.weight_checksum} {c.weight_bytes} |",
             *(f" {f.name}@{f.since}" for f in c.requires),
             " |",
-            *(f" {v}" for v in c.kernel_shape),
-            " |",
-            *(f" {v}" for v in c.library),
-            " |",
-            *(f" {v}" for v in c.codes.ravel().tolist()),
-            " |",
-            *(f" {v}" for v in c.filter_order),
-            " |",
-            *(f" {v}" for v in c.group_offsets),
-            " |",
+            *_expected_kind_output(c),
             *(
                 f" {t.isa}/{t.cpu}/{int(t.claim)}/{t.variant}"
                 + "".join(f" {k}={v}" for k, v in t.params.items())

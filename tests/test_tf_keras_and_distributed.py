@@ -68,6 +68,28 @@ def test_tf_keras_model_trains_into_pattern_sparsity_and_reloads(tmp_path):
     check_sparse(tf_keras.models.load_model(path), 0.5)
 
 
+def test_tf_keras_dense_layers_are_unified_and_reload_exactly(tmp_path):
+    from tfpconv.sparsity import unification
+
+    inputs = tf_keras.Input((12,))
+    x = tf_keras.layers.Dense(20, activation="relu", name="h1")(inputs)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, activation="softmax", name="out")(x))
+    model.compile(tf_keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(1)
+    x_data, y_data = rng.normal(size=(64, 12)).astype(np.float32), rng.integers(0, 3, size=64)
+    callback = tfpconv.callbacks.WeightUnification(0.5, 0.25, block_size=4, verbose=0)
+    model.fit(x_data, y_data, epochs=3, batch_size=16, callbacks=[callback], verbose=0)
+    assert set(callback.states) == {"h1"}  # the output layer is left dense by default
+    kernel = model.get_layer("h1").kernel.numpy()
+    states = unification.read_dense_states(kernel, 4)
+    np.testing.assert_array_equal(states, callback.states["h1"])
+    assert np.bincount(states.ravel(), minlength=3).tolist() == [15, 30, 15]
+    path = tmp_path / "unified.keras"
+    model.save(path)
+    reloaded = tf_keras.models.load_model(path)
+    np.testing.assert_array_equal(reloaded.get_layer("h1").kernel.numpy(), kernel)
+
+
 @pytest.mark.parametrize(
     "schedule",
     [
@@ -162,6 +184,7 @@ DISTRIBUTED_SCRIPT = textwrap.dedent(
             keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
             keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
             keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(24, activation="relu", name="hidden"),
             keras.layers.Dense(3, activation="softmax"),
         ])
         model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
@@ -169,7 +192,14 @@ DISTRIBUTED_SCRIPT = textwrap.dedent(
     x = rng.normal(size=(64, 10, 10, 3)).astype(np.float32)
     y = rng.integers(0, 3, size=64)
     callback = tfpconv.callbacks.PatternPruning(4, 0.5, verbose=0)
-    model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
+    unify = tfpconv.callbacks.WeightUnification(0.5, 0.25, block_size=4, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback, unify], verbose=0)
+    from tfpconv.sparsity import unification
+    hidden = [v.numpy() for v in model.get_layer("hidden").kernel.value.values]
+    np.testing.assert_array_equal(hidden[0], hidden[1])
+    states = unification.read_dense_states(hidden[0], 4)
+    np.testing.assert_array_equal(states, unify.states["hidden"])
+    assert np.bincount(states.ravel(), minlength=3).tolist() == [24, 48, 24]
     kernel = model.layers[1].kernel
     values = [v.numpy() for v in kernel.value.values]  # one copy per replica
     assert len(values) == 2

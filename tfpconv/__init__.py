@@ -34,6 +34,7 @@ _EXPORTS = {
     "inspect_model": "tfpconv.tflite.inspect",
     "TFLiteModelError": "tfpconv.tflite.model_file",
     "prune_patterns": "tfpconv.keras.one_shot",
+    "unify_weights": "tfpconv.keras.one_shot",
     "PruningSummary": "tfpconv.keras.summary",
     "summary": "tfpconv.keras.summary",
     "Interpreter": "tfpconv.runtime.interpreter",

@@ -149,17 +149,26 @@ def _run_convert(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         plan = read_plan(data)
-        total = len(plan.convs) + len(plan.skipped)
-        print(
-            f"wrote {args.output} ({len(data):,} bytes): {len(plan.convs)} of {total} CONV_2D "
-            "planned"
-        )
+        print(f"wrote {args.output} ({len(data):,} bytes): {_planned_counts(plan)}")
         for op in plan.skipped:
             print(
                 f"  skipped operator {op.operator_index} (subgraph {op.subgraph_index}): "
                 f"{op.reason}"
             )
     return EXIT_OK
+
+
+def _planned_counts(plan: Any) -> str:
+    """ "2 of 3 CONV_2D planned[, 1 of 2 FULLY_CONNECTED planned]"."""
+    unified_convs = sum(op.conv1x1 for op in plan.unified_fcs)
+    unified_fcs = len(plan.unified_fcs) - unified_convs
+    skipped = [op.op_name for op in plan.skipped]
+    convs = len(plan.convs) + unified_convs
+    text = f"{convs} of {convs + skipped.count('CONV_2D')} CONV_2D planned"
+    fcs = unified_fcs + skipped.count("FULLY_CONNECTED")
+    if fcs:
+        text += f", {unified_fcs} of {fcs} FULLY_CONNECTED planned (unified weights)"
+    return text
 
 
 # -- inspect -----------------------------------------------------------------------------------
@@ -254,9 +263,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
             _short_name(layer.name),
             "x".join(str(d) for d in layer.kernel_shape),
             f"{spatial} /{layer.strides[0]}",
-            f"[green]planned[/green], {layer.groups} group{'s' if layer.groups > 1 else ''}"
-            if layer.planned
-            else f"[yellow]{layer.reason}[/yellow]",
+            _plan_cell(layer),
             histogram,
             _kept(layer.kernels_kept, layer.kernels),
             _kept(layer.weights_kept, layer.weights),
@@ -264,6 +271,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
             _compression(layer.weights, layer.weights_kept),
         )
     console.print(table)
+    console.print(report.size_table(), highlight=False)
     if args.verbose:
         for layer in report.layers:
             if not layer.planned or not layer.pattern_histogram:
@@ -275,6 +283,14 @@ def _run_inspect(args: argparse.Namespace) -> int:
             for mask, count in layer.pattern_histogram.items():
                 console.print(f"  {format_mask(mask)}  {count}", highlight=False)
     return EXIT_OK
+
+
+def _plan_cell(layer: Any) -> str:
+    if not layer.planned:
+        return f"[yellow]{layer.reason}[/yellow]"
+    if layer.kind == "unified_fc":
+        return f"[green]planned[/green], unified blocks of {layer.block_size}"
+    return f"[green]planned[/green], {layer.groups} group{'s' if layer.groups > 1 else ''}"
 
 
 # -- bench -------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ struct TuningBuilder;
 struct PatternConv;
 struct PatternConvBuilder;
 
+struct UnifiedFc;
+struct UnifiedFcBuilder;
+
 struct OpPlan;
 struct OpPlanBuilder;
 
@@ -70,29 +73,32 @@ inline const char *EnumNameChecksumKind(ChecksumKind e) {
 enum class OpKind : uint8_t {
   NONE = 0,
   PatternConv = 1,
+  UnifiedFc = 2,
   MIN = NONE,
-  MAX = PatternConv
+  MAX = UnifiedFc
 };
 
-inline const OpKind (&EnumValuesOpKind())[2] {
+inline const OpKind (&EnumValuesOpKind())[3] {
   static const OpKind values[] = {
     OpKind::NONE,
-    OpKind::PatternConv
+    OpKind::PatternConv,
+    OpKind::UnifiedFc
   };
   return values;
 }
 
 inline const char * const *EnumNamesOpKind() {
-  static const char * const names[3] = {
+  static const char * const names[4] = {
     "NONE",
     "PatternConv",
+    "UnifiedFc",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameOpKind(OpKind e) {
-  if (flatbuffers::IsOutRange(e, OpKind::NONE, OpKind::PatternConv)) return "";
+  if (flatbuffers::IsOutRange(e, OpKind::NONE, OpKind::UnifiedFc)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesOpKind()[index];
 }
@@ -103,6 +109,10 @@ template<typename T> struct OpKindTraits {
 
 template<> struct OpKindTraits<tfpconv::fb::PatternConv> {
   static const OpKind enum_value = OpKind::PatternConv;
+};
+
+template<> struct OpKindTraits<tfpconv::fb::UnifiedFc> {
+  static const OpKind enum_value = OpKind::UnifiedFc;
 };
 
 bool VerifyOpKind(flatbuffers::Verifier &verifier, const void *obj, OpKind type);
@@ -671,7 +681,8 @@ struct PatternConv FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_LIBRARY = 6,
     VT_CODES = 8,
     VT_FILTER_ORDER = 10,
-    VT_GROUP_OFFSETS = 12
+    VT_GROUP_OFFSETS = 12,
+    VT_UNIFIED = 14
   };
   const flatbuffers::Vector<int32_t> *kernel_shape() const {
     return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_KERNEL_SHAPE);
@@ -688,6 +699,9 @@ struct PatternConv FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   const flatbuffers::Vector<int32_t> *group_offsets() const {
     return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_GROUP_OFFSETS);
   }
+  const flatbuffers::Vector<uint8_t> *unified() const {
+    return GetPointer<const flatbuffers::Vector<uint8_t> *>(VT_UNIFIED);
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyOffsetRequired(verifier, VT_KERNEL_SHAPE) &&
@@ -700,6 +714,8 @@ struct PatternConv FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            verifier.VerifyVector(filter_order()) &&
            VerifyOffsetRequired(verifier, VT_GROUP_OFFSETS) &&
            verifier.VerifyVector(group_offsets()) &&
+           VerifyOffset(verifier, VT_UNIFIED) &&
+           verifier.VerifyVector(unified()) &&
            verifier.EndTable();
   }
 };
@@ -723,6 +739,9 @@ struct PatternConvBuilder {
   void add_group_offsets(flatbuffers::Offset<flatbuffers::Vector<int32_t>> group_offsets) {
     fbb_.AddOffset(PatternConv::VT_GROUP_OFFSETS, group_offsets);
   }
+  void add_unified(flatbuffers::Offset<flatbuffers::Vector<uint8_t>> unified) {
+    fbb_.AddOffset(PatternConv::VT_UNIFIED, unified);
+  }
   explicit PatternConvBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -745,8 +764,10 @@ inline flatbuffers::Offset<PatternConv> CreatePatternConv(
     flatbuffers::Offset<flatbuffers::Vector<uint16_t>> library = 0,
     flatbuffers::Offset<flatbuffers::Vector<int8_t>> codes = 0,
     flatbuffers::Offset<flatbuffers::Vector<int32_t>> filter_order = 0,
-    flatbuffers::Offset<flatbuffers::Vector<int32_t>> group_offsets = 0) {
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> group_offsets = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> unified = 0) {
   PatternConvBuilder builder_(_fbb);
+  builder_.add_unified(unified);
   builder_.add_group_offsets(group_offsets);
   builder_.add_filter_order(filter_order);
   builder_.add_codes(codes);
@@ -766,19 +787,107 @@ inline flatbuffers::Offset<PatternConv> CreatePatternConvDirect(
     const std::vector<uint16_t> *library = nullptr,
     const std::vector<int8_t> *codes = nullptr,
     const std::vector<int32_t> *filter_order = nullptr,
-    const std::vector<int32_t> *group_offsets = nullptr) {
+    const std::vector<int32_t> *group_offsets = nullptr,
+    const std::vector<uint8_t> *unified = nullptr) {
   auto kernel_shape__ = kernel_shape ? _fbb.CreateVector<int32_t>(*kernel_shape) : 0;
   auto library__ = library ? _fbb.CreateVector<uint16_t>(*library) : 0;
   auto codes__ = codes ? _fbb.CreateVector<int8_t>(*codes) : 0;
   auto filter_order__ = filter_order ? _fbb.CreateVector<int32_t>(*filter_order) : 0;
   auto group_offsets__ = group_offsets ? _fbb.CreateVector<int32_t>(*group_offsets) : 0;
+  auto unified__ = unified ? _fbb.CreateVector<uint8_t>(*unified) : 0;
   return tfpconv::fb::CreatePatternConv(
       _fbb,
       kernel_shape__,
       library__,
       codes__,
       filter_order__,
-      group_offsets__);
+      group_offsets__,
+      unified__);
+}
+
+struct UnifiedFc FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
+  typedef UnifiedFcBuilder Builder;
+  struct Traits;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_WEIGHT_SHAPE = 4,
+    VT_BLOCK_SIZE = 6,
+    VT_STATES = 8
+  };
+  const flatbuffers::Vector<int32_t> *weight_shape() const {
+    return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_WEIGHT_SHAPE);
+  }
+  int32_t block_size() const {
+    return GetField<int32_t>(VT_BLOCK_SIZE, 0);
+  }
+  const flatbuffers::Vector<uint8_t> *states() const {
+    return GetPointer<const flatbuffers::Vector<uint8_t> *>(VT_STATES);
+  }
+  bool Verify(flatbuffers::Verifier &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffsetRequired(verifier, VT_WEIGHT_SHAPE) &&
+           verifier.VerifyVector(weight_shape()) &&
+           VerifyField<int32_t>(verifier, VT_BLOCK_SIZE, 4) &&
+           VerifyOffsetRequired(verifier, VT_STATES) &&
+           verifier.VerifyVector(states()) &&
+           verifier.EndTable();
+  }
+};
+
+struct UnifiedFcBuilder {
+  typedef UnifiedFc Table;
+  flatbuffers::FlatBufferBuilder &fbb_;
+  flatbuffers::uoffset_t start_;
+  void add_weight_shape(flatbuffers::Offset<flatbuffers::Vector<int32_t>> weight_shape) {
+    fbb_.AddOffset(UnifiedFc::VT_WEIGHT_SHAPE, weight_shape);
+  }
+  void add_block_size(int32_t block_size) {
+    fbb_.AddElement<int32_t>(UnifiedFc::VT_BLOCK_SIZE, block_size, 0);
+  }
+  void add_states(flatbuffers::Offset<flatbuffers::Vector<uint8_t>> states) {
+    fbb_.AddOffset(UnifiedFc::VT_STATES, states);
+  }
+  explicit UnifiedFcBuilder(flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  flatbuffers::Offset<UnifiedFc> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = flatbuffers::Offset<UnifiedFc>(end);
+    fbb_.Required(o, UnifiedFc::VT_WEIGHT_SHAPE);
+    fbb_.Required(o, UnifiedFc::VT_STATES);
+    return o;
+  }
+};
+
+inline flatbuffers::Offset<UnifiedFc> CreateUnifiedFc(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> weight_shape = 0,
+    int32_t block_size = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> states = 0) {
+  UnifiedFcBuilder builder_(_fbb);
+  builder_.add_states(states);
+  builder_.add_block_size(block_size);
+  builder_.add_weight_shape(weight_shape);
+  return builder_.Finish();
+}
+
+struct UnifiedFc::Traits {
+  using type = UnifiedFc;
+  static auto constexpr Create = CreateUnifiedFc;
+};
+
+inline flatbuffers::Offset<UnifiedFc> CreateUnifiedFcDirect(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    const std::vector<int32_t> *weight_shape = nullptr,
+    int32_t block_size = 0,
+    const std::vector<uint8_t> *states = nullptr) {
+  auto weight_shape__ = weight_shape ? _fbb.CreateVector<int32_t>(*weight_shape) : 0;
+  auto states__ = states ? _fbb.CreateVector<uint8_t>(*states) : 0;
+  return tfpconv::fb::CreateUnifiedFc(
+      _fbb,
+      weight_shape__,
+      block_size,
+      states__);
 }
 
 struct OpPlan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
@@ -827,6 +936,9 @@ struct OpPlan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   const tfpconv::fb::PatternConv *kind_as_PatternConv() const {
     return kind_type() == tfpconv::fb::OpKind::PatternConv ? static_cast<const tfpconv::fb::PatternConv *>(kind()) : nullptr;
   }
+  const tfpconv::fb::UnifiedFc *kind_as_UnifiedFc() const {
+    return kind_type() == tfpconv::fb::OpKind::UnifiedFc ? static_cast<const tfpconv::fb::UnifiedFc *>(kind()) : nullptr;
+  }
   const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>> *tunings() const {
     return GetPointer<const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>> *>(VT_TUNINGS);
   }
@@ -853,6 +965,10 @@ struct OpPlan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
 
 template<> inline const tfpconv::fb::PatternConv *OpPlan::kind_as<tfpconv::fb::PatternConv>() const {
   return kind_as_PatternConv();
+}
+
+template<> inline const tfpconv::fb::UnifiedFc *OpPlan::kind_as<tfpconv::fb::UnifiedFc>() const {
+  return kind_as_UnifiedFc();
 }
 
 struct OpPlanBuilder {
@@ -1081,6 +1197,10 @@ inline bool VerifyOpKind(flatbuffers::Verifier &verifier, const void *obj, OpKin
     }
     case OpKind::PatternConv: {
       auto ptr = reinterpret_cast<const tfpconv::fb::PatternConv *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case OpKind::UnifiedFc: {
+      auto ptr = reinterpret_cast<const tfpconv::fb::UnifiedFc *>(obj);
       return verifier.VerifyTable(ptr);
     }
     default: return true;

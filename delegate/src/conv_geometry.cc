@@ -59,12 +59,16 @@ bool ResolveConvShape(const tfl::ConvParams& params, int batch, int in_h, int in
     *error = "input " + std::to_string(in_h) + "x" + std::to_string(in_w) + " gives an empty output";
     return false;
   }
-  result.act_min = std::numeric_limits<float>::lowest();
-  result.act_max = std::numeric_limits<float>::max();
-  if (params.activation == tfl::kActRelu || params.activation == tfl::kActRelu6) result.act_min = 0.0f;
-  if (params.activation == tfl::kActRelu6) result.act_max = 6.0f;
+  ActivationClamp(params.activation, &result.act_min, &result.act_max);
   *shape = result;
   return true;
+}
+
+void ActivationClamp(tfl::FusedActivation activation, float* min, float* max) {
+  *min = std::numeric_limits<float>::lowest();
+  *max = std::numeric_limits<float>::max();
+  if (activation == tfl::kActRelu || activation == tfl::kActRelu6) *min = 0.0f;
+  if (activation == tfl::kActRelu6) *max = 6.0f;
 }
 
 bool SameConvShape(const ConvShape& a, const ConvShape& b) {

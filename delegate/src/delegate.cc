@@ -144,6 +144,28 @@ std::string DescribeKernel(const PatternConv& conv) {
   return DescribeTuning(conv.kernel_params(), conv.isa());
 }
 
+// "CONV_2D node 4 (1x56x56x64 -> ..., avx512 variant=...)" or "FULLY_CONNECTED node 9 (...)".
+std::string DescribeClaim(const ClaimedNode& claimed) {
+  if (claimed.kind == PlannedOpKind::kUnifiedFc) {
+    const FcShape& s = claimed.fc.shape;
+    char text[200];
+    std::snprintf(text, sizeof(text), "%s node %d (unified weights %dx%d in blocks of %d, %d rows, %s, "
+                  "%zu of %zu weight bytes)",
+                  claimed.fc.conv1x1 ? "1x1 CONV_2D" : "FULLY_CONNECTED", claimed.node_index, s.out,
+                  s.in, s.block, s.rows, IsaName(claimed.fc.fc->isa()),
+                  claimed.fc.fc->packed_weight_bytes(),
+                  static_cast<size_t>(s.out) * static_cast<size_t>(s.in) * sizeof(float));
+    return text;
+  }
+  return "CONV_2D node " + std::to_string(claimed.node_index) + " (" + DescribeShape(claimed.shape) +
+         ", " + DescribeKernel(*claimed.conv) + (claimed.shape_note.empty() ? "" : "; ") +
+         claimed.shape_note + ")";
+}
+
+const char* OpName(const tfl::Registration& registration) {
+  return registration.builtin_code == tfl::kBuiltinFullyConnected ? "FULLY_CONNECTED" : "CONV_2D";
+}
+
 // The node's plan entry when it needs a feature (or kind) this delegate lacks, else nullptr.
 const PlannedOp* EntryMissingFeature(const ModelPlan* plan, int node_index, const tfl::Node& node) {
   if (plan == nullptr || node.delegate != nullptr) return nullptr;
@@ -189,43 +211,41 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
               DescribeMissingFeature(op->missing_feature).c_str());
       continue;
     }
-    ClaimedConv claimed;
+    ClaimedNode claimed;
     std::string reason;
     Verdict verdict;
     try {
-      verdict = SelectConvNode(context, node_index, *node, *registration, have_plan ? &plan : nullptr,
-                               state->isa, state->settings.claim_all, &claimed, &reason);
+      verdict = SelectNode(context, node_index, *node, *registration, have_plan ? &plan : nullptr,
+                           state->isa, state->settings.claim_all, &claimed, &reason);
     } catch (const std::exception& e) {  // e.g. out of memory while packing: leave it to TFLite
       verdict = Verdict::kPlanMismatch;
       reason = std::string("the engine failed: ") + e.what();
     }
     switch (verdict) {
       case Verdict::kClaimed:
-        log.Log(kTfpconvLogInfo, "claimed CONV_2D node %d (%s, %s%s%s)", node_index,
-                DescribeShape(claimed.shape).c_str(), DescribeKernel(*claimed.conv).c_str(),
-                claimed.shape_note.empty() ? "" : "; ", claimed.shape_note.c_str());
+        log.Log(kTfpconvLogInfo, "claimed %s", DescribeClaim(claimed).c_str());
         if (!claimed.tuning_note.empty()) {
           log.Log(kTfpconvLogInfo, "node %d: plan's tuned parameters not used: %s", node_index,
                   claimed.tuning_note.c_str());
         }
         state->pending[node_index] = std::move(claimed);
         break;
-      case Verdict::kNotConv2d:
+      case Verdict::kNotOurs:
         break;
       case Verdict::kUnsupported:
       case Verdict::kNotPlanned:
       case Verdict::kNotWorthIt:
-        log.Log(kTfpconvLogInfo, "declined CONV_2D node %d: %s", node_index, reason.c_str());
+        log.Log(kTfpconvLogInfo, "declined %s node %d: %s", OpName(*registration), node_index, reason.c_str());
         break;
       case Verdict::kNoPlan:
         ++left_without_plan;
-        log.Log(kTfpconvLogInfo, "declined CONV_2D node %d: %s", node_index, reason.c_str());
+        log.Log(kTfpconvLogInfo, "declined %s node %d: %s", OpName(*registration), node_index, reason.c_str());
         break;
       case Verdict::kMissingFeature:
         log.Log(kTfpconvLogWarning, "node %d: %s; left to TFLite", node_index, reason.c_str());
         break;
       case Verdict::kPlanMismatch:
-        log.Log(kTfpconvLogWarning, "declined CONV_2D node %d: %s", node_index, reason.c_str());
+        log.Log(kTfpconvLogWarning, "declined %s node %d: %s", OpName(*registration), node_index, reason.c_str());
         break;
     }
   }
@@ -241,7 +261,7 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
   size_t packed_bytes = 0;
   for (const auto& entry : state->pending) {
     claimed.push_back(entry.first);
-    packed_bytes += entry.second.conv->packed_weight_bytes();
+    packed_bytes += entry.second.packed_weight_bytes();
   }
   std::vector<int> storage(1 + claimed.size());
   storage[0] = static_cast<int>(claimed.size());

@@ -29,7 +29,7 @@ struct DelegateState {
   ThreadPool* pool();  // created on first use; call with run_mutex held
 
   // Nodes selected by the graph-level Prepare, taken by the partition kernels' init.
-  std::map<int, ClaimedConv> pending;
+  std::map<int, ClaimedNode> pending;
   // Node indices claimed the last time the delegate was applied to a primary subgraph, and the
   // bytes of their packed weights.
   std::vector<int> claimed_nodes;

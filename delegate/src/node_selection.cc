@@ -3,17 +3,12 @@
 #include <algorithm>
 
 #include "conv_geometry.h"
+#include "fc_selection.h"
 #include "tensor_util.h"
 #include "weight_check.h"
 
 namespace tfpconv {
 namespace {
-
-bool IsConstantFloat(const tfl::Tensor* tensor) {
-  return tensor != nullptr && tensor->type == tfl::kFloat32 &&
-         tensor->allocation_type == tfl::kMmapRo && tensor->data != nullptr &&
-         tensor->sparsity == nullptr;
-}
 
 // Whether the model leaves the height or width of an NHWC tensor open (a -1 in its signature).
 bool SpatialSizeOpen(const tfl::Tensor* tensor) {
@@ -23,7 +18,7 @@ bool SpatialSizeOpen(const tfl::Tensor* tensor) {
 }
 
 // Checks the op itself (no plan involved). Fills the tensor indices and params of *claimed.
-std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, ClaimedConv* claimed) {
+std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, ClaimedNode* claimed) {
   const int inputs = ArraySize(node.inputs);
   if ((inputs != 2 && inputs != 3) || ArraySize(node.outputs) != 1) return "unexpected input/output count";
   if (node.builtin_data == nullptr) return "missing CONV_2D options";
@@ -80,7 +75,7 @@ std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, Cl
 }
 
 // Checks the plan entry of the node against the live filter. Returns the reason it does not fit.
-std::string PlanMismatch(tfl::Context* context, const PlannedOp& planned, const ClaimedConv& claimed) {
+std::string PlanMismatch(tfl::Context* context, const PlannedOp& planned, const ClaimedNode& claimed) {
   if (planned.weight_tensor_index != claimed.filter_tensor) {
     return "stale plan: it names weight tensor " + std::to_string(planned.weight_tensor_index) +
            ", the node's filter is tensor " + std::to_string(claimed.filter_tensor);
@@ -98,11 +93,11 @@ std::string PlanMismatch(tfl::Context* context, const PlannedOp& planned, const 
 
 Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& node,
                        const tfl::Registration& registration, const ModelPlan* plan, Isa isa,
-                       bool claim_all, ClaimedConv* claimed, std::string* reason) {
+                       bool claim_all, ClaimedNode* claimed, std::string* reason) {
   if (registration.builtin_code != tfl::kBuiltinConv2d || node.delegate != nullptr) {
-    return Verdict::kNotConv2d;
+    return Verdict::kNotOurs;
   }
-  *claimed = ClaimedConv();
+  *claimed = ClaimedNode();
   claimed->node_index = node_index;
   *reason = UnsupportedConvNode(context, node, claimed);
   if (!reason->empty()) return Verdict::kUnsupported;
@@ -152,6 +147,40 @@ Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& n
                            ": the engine's defaults run instead";
   }
   return Verdict::kClaimed;
+}
+
+Verdict SelectNode(tfl::Context* context, int node_index, const tfl::Node& node,
+                   const tfl::Registration& registration, const ModelPlan* plan, Isa isa,
+                   bool claim_all, ClaimedNode* claimed, std::string* reason) {
+  const bool conv = registration.builtin_code == tfl::kBuiltinConv2d;
+  const bool fully_connected = registration.builtin_code == tfl::kBuiltinFullyConnected;
+  if ((!conv && !fully_connected) || node.delegate != nullptr) return Verdict::kNotOurs;
+  // A CONV_2D whose plan entry is of the unified kind is a 1x1 convolution run as a layer over
+  // its pixels; without an entry it is examined (and declined) as a pattern convolution.
+  std::string why_not;
+  const PlannedOp* planned =
+      plan == nullptr ? nullptr : FindPlannedOp(*plan, 0, static_cast<uint32_t>(node_index), &why_not);
+  const bool unified = planned != nullptr && planned->usable() && planned->kind == PlannedOpKind::kUnifiedFc;
+  if (conv && !unified) {
+    return SelectConvNode(context, node_index, node, registration, plan, isa, claim_all, claimed, reason);
+  }
+  if (unified) {
+    return SelectFcNode(context, node_index, node, registration, *planned, isa, claim_all, claimed, reason);
+  }
+  // A FULLY_CONNECTED without a usable unified plan entry.
+  *claimed = ClaimedNode();
+  if (planned == nullptr) {
+    // Dense layers are not expected to be planned: a model without a plan is no reason to warn.
+    *reason = plan == nullptr ? "no usable tfpconv plan" : why_not;
+    return Verdict::kNotPlanned;
+  }
+  if (!planned->missing_feature.name.empty()) {
+    *reason = DescribeMissingFeature(planned->missing_feature);
+    return Verdict::kMissingFeature;
+  }
+  *reason = planned->error.empty() ? "its plan entry is not of the unified_fc kind"
+                                   : "its plan entry is invalid: " + planned->error;
+  return Verdict::kPlanMismatch;
 }
 
 }  // namespace tfpconv

@@ -1,22 +1,37 @@
-// Node selection: decides, node by node, whether the delegate runs a CONV_2D. A node is claimed only
-// when the op is supported (float32 NHWC, constant 3x3 filter, SAME/VALID, stride 1 or 2, fused
-// NONE/RELU/RELU6; input and output not dynamic-sized, the input's shape known), the plan has a valid entry for it that matches the live weights, the engine
-// expects to be faster than TFLite on it, and the engine accepts it. Everything else is declined
-// with the reason.
+// Node selection: decides, node by node, whether the delegate runs an operator. A node is claimed
+// only when the op is supported, the plan has a valid entry for it that matches the live weights,
+// the engine expects to be faster than TFLite on it, and the engine accepts it; everything else is
+// declined with the reason. Two kinds:
+// * pattern convolutions: CONV_2D, float32 NHWC, constant 3x3 filter, SAME/VALID, stride 1 or 2,
+//   fused NONE/RELU/RELU6; input and output not dynamic-sized, the input's shape known;
+// * unified weights (fc_selection.h): FULLY_CONNECTED, and 1x1 CONV_2D over few pixels.
 #ifndef TFPCONV_SRC_NODE_SELECTION_H_
 #define TFPCONV_SRC_NODE_SELECTION_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "pattern_conv.h"
 #include "plan_reader.h"
 #include "tflite_abi.h"
+#include "unified_fc.h"
 
 namespace tfpconv {
 
-// A verified CONV_2D the delegate will run.
-struct ClaimedConv {
+// A verified FULLY_CONNECTED or 1x1 CONV_2D with unified weights (PlannedOpKind::kUnifiedFc).
+struct ClaimedFc {
+  FcShape shape;             // rows when it was selected
+  bool conv1x1 = false;      // a CONV_2D: output [N, H, W, out]
+  bool keep_num_dims = false;  // a FULLY_CONNECTED keeping the input's leading dimensions
+  std::vector<uint8_t> states;
+  std::unique_ptr<UnifiedFc> fc;  // the engine's layer for `shape`
+};
+
+// A verified node the delegate will run: a pattern convolution, or unified weights (`fc`).
+struct ClaimedNode {
+  PlannedOpKind kind = PlannedOpKind::kPatternConv;
   int node_index = -1;
   int input_tensor = -1;
   int filter_tensor = -1;
@@ -28,12 +43,18 @@ struct ClaimedConv {
   std::unique_ptr<PatternConv> conv;  // the engine's convolution for `shape`
   std::string tuning_note;            // why the plan's tuned parameters were not used, if so
   std::string shape_note;             // why `shape` is a stand-in for a size known only later
+  ClaimedFc fc;                       // kind kUnifiedFc
+
+  size_t packed_weight_bytes() const {
+    if (kind == PlannedOpKind::kUnifiedFc) return fc.fc ? fc.fc->packed_weight_bytes() : 0;
+    return conv ? conv->packed_weight_bytes() : 0;
+  }
 };
 
 enum class Verdict {
   kClaimed,
-  kNotConv2d,    // another operator: not the delegate's business
-  kUnsupported,  // a CONV_2D with options, types or shapes the delegate does not run
+  kNotOurs,      // another operator: not the delegate's business
+  kUnsupported,  // a CONV_2D / FULLY_CONNECTED with options, types or shapes it does not run
   kNoPlan,       // a supported CONV_2D, but the model has no usable plan at all
   kNotPlanned,   // the plan has no entry for this node (the converter skipped it)
   kNotWorthIt,   // planned, but TFLite's own kernel is (measured or expected to be) faster
@@ -41,12 +62,19 @@ enum class Verdict {
   kPlanMismatch, // the node's plan entry is invalid, ambiguous, stale or rejected by the engine
 };
 
-// Examines node `node_index` of the primary subgraph. `plan` may be null (no usable plan);
+// Examines node `node_index` of the primary subgraph: dispatches to the pattern convolution or the
+// unified-weights selection by operator and plan entry. `plan` may be null (no usable plan);
+// claim_all skips the is-it-faster check. On kClaimed fills *claimed; otherwise sets *reason.
+Verdict SelectNode(tfl::Context* context, int node_index, const tfl::Node& node,
+                   const tfl::Registration& registration, const ModelPlan* plan, Isa isa,
+                   bool claim_all, ClaimedNode* claimed, std::string* reason);
+
+// The pattern-convolution selection. Examines node `node_index` of the primary subgraph. `plan` may be null (no usable plan);
 // claim_all skips the is-it-faster check (WorthClaiming). On kClaimed fills *claimed; otherwise
 // sets *reason.
 Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& node,
                        const tfl::Registration& registration, const ModelPlan* plan, Isa isa,
-                       bool claim_all, ClaimedConv* claimed, std::string* reason);
+                       bool claim_all, ClaimedNode* claimed, std::string* reason);
 
 }  // namespace tfpconv
 

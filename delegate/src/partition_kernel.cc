@@ -5,6 +5,7 @@
 #include <set>
 
 #include "conv_geometry.h"
+#include "fc_selection.h"
 #include "tensor_util.h"
 
 namespace tfpconv {
@@ -12,7 +13,7 @@ namespace tfpconv {
 std::unique_ptr<PartitionKernel> PartitionKernel::Create(const tfl::DelegateParams& params,
                                                          DelegateState* state, std::string* error) {
   std::unique_ptr<PartitionKernel> kernel(new PartitionKernel(state));
-  std::vector<ClaimedConv> unordered;
+  std::vector<ClaimedNode> unordered;
   for (int i = 0; i < ArraySize(params.nodes_to_replace); ++i) {
     const int node = params.nodes_to_replace->data[i];
     auto it = state->pending.find(node);
@@ -23,73 +24,72 @@ std::unique_ptr<PartitionKernel> PartitionKernel::Create(const tfl::DelegatePara
     unordered.push_back(std::move(it->second));
     state->pending.erase(it);
   }
-  // Execution order: a convolution runs once its input is a partition input or already computed.
+  // Execution order: a node runs once its input is a partition input or already computed.
   std::set<int> available;
   for (int i = 0; i < ArraySize(params.input_tensors); ++i) available.insert(params.input_tensors->data[i]);
   while (!unordered.empty()) {
     auto ready = unordered.begin();
     while (ready != unordered.end() && available.count(ready->input_tensor) == 0) ++ready;
     if (ready == unordered.end()) {
-      *error = "the partition's convolutions do not form a chain";
+      *error = "the partition's nodes do not form a chain";
       return nullptr;
     }
     available.insert(ready->output_tensor);
     Step step;
-    step.conv = std::move(*ready);
+    step.node = std::move(*ready);
     unordered.erase(ready);
     kernel->steps_.push_back(std::move(step));
   }
   for (const Step& step : kernel->steps_) {
-    if (!Contains(params.output_tensors, step.conv.output_tensor)) {
-      kernel->owned_[step.conv.output_tensor] = OwnedTensor();
+    if (!Contains(params.output_tensors, step.node.output_tensor)) {
+      kernel->owned_[step.node.output_tensor] = OwnedTensor();
     }
   }
   return kernel;
 }
 
-bool PartitionKernel::InputDims(tfl::Context* context, int tensor, int dims[4]) {
+bool PartitionKernel::InputDims(tfl::Context* context, int tensor, std::vector<int>* dims) {
   auto owned = owned_.find(tensor);
   if (owned != owned_.end()) {
-    for (int d = 0; d < 4; ++d) dims[d] = owned->second.dims[d];
+    *dims = owned->second.dims;
     return true;
   }
   const tfl::Tensor* input = TensorAt(context, tensor);
-  if (!IsFloatTensorOfRank(input, 4)) return false;
-  for (int d = 0; d < 4; ++d) dims[d] = input->dims->data[d];
+  if (input == nullptr || input->type != tfl::kFloat32 || input->dims == nullptr) return false;
+  dims->assign(input->dims->data, input->dims->data + input->dims->size);
   return true;
 }
 
-bool PartitionKernel::SetOutputDims(tfl::Context* context, int tensor, const int dims[4]) {
+bool PartitionKernel::SetOutputDims(tfl::Context* context, int tensor, const std::vector<int>& dims) {
   auto owned = owned_.find(tensor);
+  size_t elements = 1;
+  for (int d : dims) elements *= static_cast<size_t>(d);
   if (owned != owned_.end()) {
-    size_t elements = 1;
-    for (int d = 0; d < 4; ++d) {
-      owned->second.dims[d] = dims[d];
-      elements *= static_cast<size_t>(dims[d]);
-    }
+    owned->second.dims = dims;
     owned->second.data.resize(elements);
     return true;
   }
   tfl::Tensor* output = TensorAt(context, tensor);
-  if (!IsFloatTensorOfRank(output, 4)) return false;
-  bool same = true;
-  for (int d = 0; d < 4; ++d) same = same && output->dims->data[d] == dims[d];
+  const int rank = static_cast<int>(dims.size());
+  if (output == nullptr || output->type != tfl::kFloat32 || output->dims == nullptr) return false;
+  bool same = output->dims->size == rank;
+  for (int d = 0; same && d < rank; ++d) same = output->dims->data[d] == dims[static_cast<size_t>(d)];
   if (same) return true;
   if (context->ResizeTensorExplicit != nullptr) {
-    return context->ResizeTensorExplicit(context, output, 4, dims) == tfl::kOk;
+    return context->ResizeTensorExplicit(context, output, rank, dims.data()) == tfl::kOk;
   }
   // ResizeTensor takes ownership of a malloc'ed array (TFLite frees it with free()).
-  auto* new_size = static_cast<tfl::IntArray*>(std::malloc(sizeof(int) * 5));
+  auto* new_size = static_cast<tfl::IntArray*>(std::malloc(sizeof(int) * (1 + dims.size())));
   if (new_size == nullptr) return false;
-  new_size->size = 4;
-  for (int d = 0; d < 4; ++d) new_size->data[d] = dims[d];
+  new_size->size = rank;
+  for (int d = 0; d < rank; ++d) new_size->data[d] = dims[static_cast<size_t>(d)];
   return context->ResizeTensor(context, output, new_size) == tfl::kOk;
 }
 
-bool PartitionKernel::PrepareStep(tfl::Context* context, Step* step) {
-  ClaimedConv& conv = step->conv;
-  int in[4];
-  if (!InputDims(context, conv.input_tensor, in) || in[3] != conv.shape.in_c) {
+bool PartitionKernel::PrepareConvStep(tfl::Context* context, Step* step) {
+  ClaimedNode& conv = step->node;
+  std::vector<int> in;
+  if (!InputDims(context, conv.input_tensor, &in) || in.size() != 4 || in[3] != conv.shape.in_c) {
     state_->logger.Log(kTfpconvLogError, "node %d: input is not float32 NHWC with %d channels",
                        conv.node_index, conv.shape.in_c);
     return false;
@@ -99,9 +99,10 @@ bool PartitionKernel::PrepareStep(tfl::Context* context, Step* step) {
   if (!ResolveConvShape(conv.params, in[0], in[1], in[2], in[3], conv.shape.out_c, &shape, &error)) {
     // An input with no elements (batch 0) or too small for VALID: TFLite's kernel gives an empty
     // output, so does the partition. Sizes TFLite refuses fail here too.
-    const int out[4] = {in[0], TfliteOutputSize(conv.params.padding, in[1], conv.params.stride_height),
-                        TfliteOutputSize(conv.params.padding, in[2], conv.params.stride_width),
-                        conv.shape.out_c};
+    const std::vector<int> out = {in[0],
+                                  TfliteOutputSize(conv.params.padding, in[1], conv.params.stride_height),
+                                  TfliteOutputSize(conv.params.padding, in[2], conv.params.stride_width),
+                                  conv.shape.out_c};
     if (std::min({out[0], out[1], out[2]}) < 0 || in[1] < 0 || in[2] < 0) {
       state_->logger.Log(kTfpconvLogError, "node %d: %s", conv.node_index, error.c_str());
       return false;
@@ -135,7 +136,7 @@ bool PartitionKernel::PrepareStep(tfl::Context* context, Step* step) {
                          conv.node_index, error.c_str());
     }
   }
-  const int out[4] = {shape.batch, shape.out_h, shape.out_w, shape.out_c};
+  const std::vector<int> out = {shape.batch, shape.out_h, shape.out_w, shape.out_c};
   if (!SetOutputDims(context, conv.output_tensor, out)) {
     state_->logger.Log(kTfpconvLogError, "node %d: cannot resize the output tensor", conv.node_index);
     return false;
@@ -143,9 +144,52 @@ bool PartitionKernel::PrepareStep(tfl::Context* context, Step* step) {
   return true;
 }
 
+bool PartitionKernel::PrepareFcStep(tfl::Context* context, Step* step) {
+  ClaimedNode& node = step->node;
+  ClaimedFc& fc = node.fc;
+  std::vector<int> in;
+  int64_t elements = 1;
+  if (InputDims(context, node.input_tensor, &in)) {
+    for (int d : in) elements *= d;
+  }
+  if (in.empty() || elements < 0 || elements % fc.shape.in != 0 ||
+      (fc.conv1x1 && (in.size() != 4 || in[3] != fc.shape.in)) ||
+      (fc.keep_num_dims && in.back() != fc.shape.in)) {
+    state_->logger.Log(kTfpconvLogError, "node %d: input does not fit %d input features",
+                       node.node_index, fc.shape.in);
+    return false;
+  }
+  const int rows = static_cast<int>(elements / fc.shape.in);
+  std::vector<int> out = {rows, fc.shape.out};
+  if (fc.conv1x1 || fc.keep_num_dims) {
+    out = in;
+    out.back() = fc.shape.out;
+  }
+  step->empty = rows == 0;
+  if (!step->empty && (fc.fc == nullptr || fc.fc->shape().rows != rows) &&
+      !(step->use_reference && fc.shape.rows == rows)) {
+    std::string error;
+    fc.fc = CreateUnifiedFc(context, node, rows, state_->isa, &error);
+    fc.shape.rows = rows;
+    step->use_reference = fc.fc == nullptr;
+    if (step->use_reference) {
+      state_->logger.Log(kTfpconvLogWarning,
+                         "node %d: the engine rejected %d rows (%s); using the dense reference",
+                         node.node_index, rows, error.c_str());
+    }
+  }
+  if (!SetOutputDims(context, node.output_tensor, out)) {
+    state_->logger.Log(kTfpconvLogError, "node %d: cannot resize the output tensor", node.node_index);
+    return false;
+  }
+  return true;
+}
+
 tfl::Status PartitionKernel::Prepare(tfl::Context* context) {
   for (Step& step : steps_) {
-    if (!PrepareStep(context, &step)) return tfl::kError;
+    const bool ok = step.node.kind == PlannedOpKind::kUnifiedFc ? PrepareFcStep(context, &step)
+                                                                  : PrepareConvStep(context, &step);
+    if (!ok) return tfl::kError;
   }
   return tfl::kOk;
 }
@@ -161,7 +205,7 @@ tfl::Status PartitionKernel::Invoke(tfl::Context* context) {
   std::lock_guard<std::mutex> lock(state_->run_mutex);
   ThreadPool* pool = state_->pool();
   for (Step& step : steps_) {
-    const ClaimedConv& conv = step.conv;
+    const ClaimedNode& conv = step.node;
     if (step.empty) continue;
     const float* input = TensorData(context, conv.input_tensor);
     float* output = TensorData(context, conv.output_tensor);
@@ -170,7 +214,16 @@ tfl::Status PartitionKernel::Invoke(tfl::Context* context) {
                          conv.node_index);
       return tfl::kError;
     }
-    if (step.use_reference) {
+    if (conv.kind == PlannedOpKind::kUnifiedFc) {
+      if (step.use_reference) {
+        const tfl::Tensor* weights = TensorAt(context, conv.filter_tensor);
+        const tfl::Tensor* bias = TensorAt(context, conv.bias_tensor);
+        ReferenceFc(conv.fc.shape, static_cast<const float*>(weights->data),
+                    bias ? static_cast<const float*>(bias->data) : nullptr, input, output);
+      } else {
+        conv.fc.fc->Run(input, output, pool);
+      }
+    } else if (step.use_reference) {
       const tfl::Tensor* filter = TensorAt(context, conv.filter_tensor);
       const tfl::Tensor* bias = TensorAt(context, conv.bias_tensor);
       ReferenceConv(conv.shape, static_cast<const float*>(filter->data),

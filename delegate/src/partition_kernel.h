@@ -1,6 +1,7 @@
-// The delegate kernel of one partition: a chain of claimed CONV_2D nodes. Prepare infers shapes,
-// resizes the partition outputs and owns the tensors internal to the partition (TFLite leaves those
-// unallocated); Invoke runs the engine's convolutions in order.
+// The delegate kernel of one partition: a chain of claimed nodes (pattern convolutions, unified
+// FULLY_CONNECTED / 1x1 CONV_2D). Prepare infers shapes, resizes the partition outputs and owns the
+// tensors internal to the partition (TFLite leaves those unallocated); Invoke runs the engine's
+// layers in order.
 #ifndef TFPCONV_SRC_PARTITION_KERNEL_H_
 #define TFPCONV_SRC_PARTITION_KERNEL_H_
 
@@ -27,19 +28,20 @@ class PartitionKernel {
 
  private:
   struct Step {
-    ClaimedConv conv;
+    ClaimedNode node;
     bool use_reference = false;  // the engine rejected the current shape: dense reference instead
     bool empty = false;          // the current shape has no output element (batch 0, ...)
   };
   struct OwnedTensor {
-    int dims[4] = {0, 0, 0, 0};
+    std::vector<int> dims;
     std::vector<float> data;
   };
 
   explicit PartitionKernel(DelegateState* state) : state_(state) {}
-  bool PrepareStep(tfl::Context* context, Step* step);
-  bool InputDims(tfl::Context* context, int tensor, int dims[4]);
-  bool SetOutputDims(tfl::Context* context, int tensor, const int dims[4]);
+  bool PrepareConvStep(tfl::Context* context, Step* step);
+  bool PrepareFcStep(tfl::Context* context, Step* step);
+  bool InputDims(tfl::Context* context, int tensor, std::vector<int>* dims);
+  bool SetOutputDims(tfl::Context* context, int tensor, const std::vector<int>& dims);
   float* TensorData(tfl::Context* context, int tensor);
 
   DelegateState* state_;

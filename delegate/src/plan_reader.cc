@@ -30,6 +30,8 @@ struct PatternFields {
   const flatbuffers::Vector<int8_t>* codes;
   const flatbuffers::Vector<int32_t>* filter_order;
   const flatbuffers::Vector<int32_t>* group_offsets;
+  // PatternConv.unified (version 2, since tfpconv 0.3.0); nullptr for a version 1 ConvPlan.
+  const flatbuffers::Vector<uint8_t>* unified;
 };
 
 // Checks a pattern convolution's fields (the rules shared with the Python reader, see
@@ -95,8 +97,67 @@ std::string DecodePattern(const PatternFields& f, PlannedOp* out) {
     if (offsets[g] <= offsets[g - 1]) return "group_offsets does not rise strictly";
   }
 
+  // PatternConv.unified: absent or empty = none recorded; else one 0/1 flag per kernel, and only a
+  // kernel with a pattern may be unified.
+  if (f.unified != nullptr && f.unified->size() != 0) {
+    if (f.unified->size() != kernels) return "unified length is not 0 or out * in";
+    out->pattern_unified.assign(f.unified->begin(), f.unified->end());
+    for (size_t k = 0; k < out->pattern_unified.size(); ++k) {
+      if (out->pattern_unified[k] > 1) return "unified has a flag other than 0 and 1";
+      if (out->pattern_unified[k] == 1 && pattern.codes[k] < 0) {
+        return "unified flags a removed kernel (code -1)";
+      }
+    }
+  }
+
   if (out->weight_bytes != kernels * kTaps * sizeof(float)) {
     return "weight_bytes does not match kernel_shape";
+  }
+  return std::string();
+}
+
+// Checks a UnifiedFc table (the rules shared with the Python reader, see
+// converter/tfpconv_plan.fbs) and decodes it into *out. Returns the reason the entry is unusable,
+// or an empty string.
+std::string DecodeUnifiedFc(fb::ChecksumKind checksum_kind, const fb::UnifiedFc& table,
+                            PlannedOp* out) {
+  out->kind = PlannedOpKind::kUnifiedFc;
+  if (checksum_kind != fb::ChecksumKind::CRC32) return "unknown checksum kind";
+  if (out->weight_tensor_index < 0) return "negative weight_tensor_index";
+
+  const auto* shape = table.weight_shape();
+  bool conv1x1 = false;
+  if (shape->size() == 4 && shape->Get(1) == 1 && shape->Get(2) == 1) {
+    conv1x1 = true;
+  } else if (shape->size() != 2) {
+    return "weight_shape is not [out, in] or [out, 1, 1, in]";
+  }
+  const int64_t out_f = shape->Get(0);
+  const int64_t in_f = shape->Get(shape->size() - 1);
+  if (out_f <= 0 || in_f <= 0) return "weight_shape has a non-positive size";
+
+  const int block_size = table.block_size();
+  if (block_size < 1 || block_size > UnifiedFcPlan::kMaxBlockSize) {
+    return "block_size is not in 1..64";
+  }
+  // out and in are below 2^31: these products fit in 64 bits.
+  const uint64_t blocks = static_cast<uint64_t>((in_f + block_size - 1) / block_size);
+  const auto* states = table.states();
+  if (states->size() != static_cast<uint64_t>(out_f) * blocks) {
+    return "states length is not out * ceil(in / block_size)";
+  }
+  UnifiedFcPlan& plan = out->unified_fc;
+  plan.out_features = static_cast<int>(out_f);
+  plan.in_features = static_cast<int>(in_f);
+  plan.block_size = block_size;
+  plan.conv1x1 = conv1x1;
+  plan.states.assign(states->begin(), states->end());
+  for (uint8_t state : plan.states) {
+    if (state > UnifiedFcPlan::kPruned) return "a block state is not 0, 1 or 2";
+  }
+  if (out->weight_bytes !=
+      static_cast<uint64_t>(out_f) * static_cast<uint64_t>(in_f) * sizeof(float)) {
+    return "weight_bytes does not match weight_shape";
   }
   return std::string();
 }
@@ -143,7 +204,7 @@ void ReadConvPlan(const fb::ConvPlan& table, PlannedOp* out) {
   PlannedTuning tuning;
   if (TuningFromV1(table.tuned(), &tuning)) out->tunings.push_back(std::move(tuning));
   out->error = DecodePattern({table.weight_checksum_kind(), table.kernel_shape(), table.library(),
-                              table.codes(), table.filter_order(), table.group_offsets()},
+                              table.codes(), table.filter_order(), table.group_offsets(), nullptr},
                              out);
 }
 
@@ -195,8 +256,17 @@ void ReadOpPlan(const fb::OpPlan& table, PlannedOp* out) {
       }
       out->error = DecodePattern({table.weight_checksum_kind(), conv->kernel_shape(),
                                   conv->library(), conv->codes(), conv->filter_order(),
-                                  conv->group_offsets()},
+                                  conv->group_offsets(), conv->unified()},
                                  out);
+      return;
+    }
+    case fb::OpKind::UnifiedFc: {
+      const fb::UnifiedFc* fc = table.kind_as_UnifiedFc();
+      if (fc == nullptr) {
+        out->error = "missing UnifiedFc table";
+        return;
+      }
+      out->error = DecodeUnifiedFc(table.weight_checksum_kind(), *fc, out);
       return;
     }
     case fb::OpKind::NONE:
@@ -224,7 +294,7 @@ void RejectDuplicates(ModelPlan* plan) {
 }  // namespace
 
 const std::vector<std::string>& KnownPlanFeatures() {
-  static const std::vector<std::string> features = {kPatternConvFeature};
+  static const std::vector<std::string> features = {kPatternConvFeature, kUnifiedFcFeature};
   return features;
 }
 

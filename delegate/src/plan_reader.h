@@ -24,8 +24,31 @@ constexpr uint32_t kPlanSchemaVersion = 2;
 const std::vector<std::string>& KnownPlanFeatures();
 bool IsKnownPlanFeature(const std::string& name);
 
-// The feature of the pattern-convolution kind (the only kind this delegate runs).
+// The feature of the pattern-convolution kind (fb::PatternConv, since tfpconv 0.1.0).
 constexpr char kPatternConvFeature[] = "pattern_conv";
+// The feature of the unified FULLY_CONNECTED / 1x1 CONV_2D kind (fb::UnifiedFc, since 0.3.0).
+constexpr char kUnifiedFcFeature[] = "unified_fc";
+
+// The data of a kUnifiedFc operator: the weight matrix W[out][in] (FULLY_CONNECTED [out, in], or a
+// 1x1 CONV_2D's OHWI [out, 1, 1, in]) in blocks of `block_size` consecutive inputs per row; block
+// b of row o is W[o][b * block_size, min((b + 1) * block_size, in)), the last one shorter when
+// block_size does not divide in. (The engine's unified_fc.h has the same state values.)
+struct UnifiedFcPlan {
+  static constexpr uint8_t kFree = 0;     // arbitrary weights
+  static constexpr uint8_t kUnified = 1;  // |w| bitwise equal across the block, own signs
+  static constexpr uint8_t kPruned = 2;   // all zero
+  static constexpr int kMaxBlockSize = 64;
+
+  int out_features = 0;
+  int in_features = 0;
+  int block_size = 0;    // 1..kMaxBlockSize (the converter writes 16, 8 or 4)
+  bool conv1x1 = false;  // the weights are [out, 1, 1, in] (a 1x1 CONV_2D)
+  // One state per block, row-major: states[o * blocks() + b], values kFree, kUnified, kPruned;
+  // length out * ceil(in / block_size).
+  std::vector<uint8_t> states;
+
+  int blocks() const { return block_size > 0 ? (in_features + block_size - 1) / block_size : 0; }
+};
 
 struct PlanFeature {
   std::string name;   // empty: none
@@ -43,7 +66,7 @@ struct PlannedTuning {
   std::map<std::string, int64_t> params;  // "tile_oc", "tile_ic", ...
 };
 
-enum class PlannedOpKind { kUnknown, kPatternConv };
+enum class PlannedOpKind { kUnknown, kPatternConv, kUnifiedFc };
 
 struct PlannedOp {
   uint32_t subgraph_index = 0;
@@ -58,6 +81,12 @@ struct PlannedOp {
   int out_channels = 0;
   int in_channels = 0;
   PatternPlan pattern;
+  // kPatternConv: PatternConv.unified, one flag per (out, in) kernel, row-major like
+  // pattern.codes: 1 when the four weights its pattern keeps share one magnitude. Empty = none
+  // recorded. Checked against the live weights by CheckWeightsAgainstPlan.
+  std::vector<uint8_t> pattern_unified;
+  // kUnifiedFc: the block states of the weight matrix.
+  UnifiedFcPlan unified_fc;
   std::vector<PlannedTuning> tunings;
   // Empty when the entry is valid; otherwise why it is not (the rest may be partly filled).
   std::string error;

@@ -23,6 +23,13 @@ inline bool IsFloatTensorOfRank(const tfl::Tensor* tensor, int rank) {
          tensor->dims->size == rank;
 }
 
+// A constant (read-only, mapped), dense float32 tensor: weights the delegate may pack.
+inline bool IsConstantFloat(const tfl::Tensor* tensor) {
+  return tensor != nullptr && tensor->type == tfl::kFloat32 &&
+         tensor->allocation_type == tfl::kMmapRo && tensor->data != nullptr &&
+         tensor->sparsity == nullptr;
+}
+
 inline bool Contains(const tfl::IntArray* array, int value) {
   for (int i = 0; i < ArraySize(array); ++i) {
     if (array->data[i] == value) return true;

@@ -14,7 +14,11 @@ namespace tfl {
 enum Status : int { kOk = 0, kError = 1 };
 enum Type : int { kNoType = 0, kFloat32 = 1 };
 enum AllocationType : int { kMemNone = 0, kMmapRo = 1, kArenaRw = 2, kArenaRwPersistent = 3, kDynamic = 4 };
-enum BuiltinOperator : int32_t { kBuiltinConv2d = 3, kBuiltinDelegate = 51 };
+enum BuiltinOperator : int32_t {
+  kBuiltinConv2d = 3,
+  kBuiltinFullyConnected = 9,
+  kBuiltinDelegate = 51
+};
 enum Padding : int { kPaddingUnknown = 0, kPaddingSame = 1, kPaddingValid = 2 };
 enum FusedActivation : int { kActNone = 0, kActRelu = 1, kActReluN1To1 = 2, kActRelu6 = 3 };
 constexpr int kOptionalTensor = -1;
@@ -134,6 +138,15 @@ struct ConvParams {
   FusedActivation activation;
   int dilation_width_factor;
   int dilation_height_factor;
+};
+
+// The leading members of TfLiteFullyConnectedParams (TFLite's struct has more after them; the
+// delegate only reads these).
+struct FullyConnectedParams {
+  FusedActivation activation;
+  int weights_format;  // kTfLiteFullyConnectedWeightsFormatDefault = 0
+  bool keep_num_dims;
+  bool asymmetric_quantize_inputs;
 };
 
 }  // namespace tfl

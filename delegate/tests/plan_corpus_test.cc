@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "plan_reader.h"
@@ -113,6 +114,85 @@ TEST(PlanCorpus, EveryFileGetsItsIndexedVerdict) {
   const int files = CheckCorpus(dir);
   EXPECT_GT(files, 0) << "the plan corpus index in " << dir << " lists no files";
   std::printf("plan corpus %s: %d files checked\n", dir.c_str(), files);
+}
+
+// The entries of unified weights (tfpconv 0.3): what the reader decodes from the valid ones, and
+// that each invalid one breaks the rule it is named for (tests/test_plan_corpus.py checks the
+// Python reader's messages for the same files).
+ModelPlan ReadCorpusPlan(const std::string& name) {
+  ModelPlan plan;
+  std::vector<uint8_t> bytes;
+  std::string error;
+  EXPECT_TRUE(ReadFile(CorpusDir() + "/" + name + ".tfpconv", &bytes)) << name;
+  EXPECT_TRUE(ReadPlan(bytes.data(), bytes.size(), &plan, &error)) << name << ": " << error;
+  return plan;
+}
+
+TEST(PlanCorpus, UnifiedWeightsDecode) {
+  const ModelPlan fc = ReadCorpusPlan("valid_unified_fc");
+  ASSERT_EQ(fc.ops.size(), 1u);
+  EXPECT_EQ(fc.ops[0].kind, PlannedOpKind::kUnifiedFc);
+  EXPECT_EQ(fc.ops[0].unified_fc.out_features, 6);
+  EXPECT_EQ(fc.ops[0].unified_fc.in_features, 20);
+  EXPECT_EQ(fc.ops[0].unified_fc.block_size, 8);
+  EXPECT_EQ(fc.ops[0].unified_fc.blocks(), 3);
+  EXPECT_FALSE(fc.ops[0].unified_fc.conv1x1);
+  EXPECT_EQ(fc.ops[0].unified_fc.states.size(), 18u);
+  EXPECT_EQ(fc.ops[0].weight_bytes, 6u * 20u * 4u);
+
+  const ModelPlan conv = ReadCorpusPlan("valid_unified_conv1x1");
+  ASSERT_EQ(conv.ops.size(), 1u);
+  EXPECT_TRUE(conv.ops[0].unified_fc.conv1x1);
+  EXPECT_EQ(conv.ops[0].unified_fc.block_size, 16);
+  EXPECT_EQ(conv.ops[0].unified_fc.states.size(), 12u);
+
+  const ModelPlan mixed = ReadCorpusPlan("valid_unified_fc_tuned_with_pattern_conv");
+  ASSERT_EQ(mixed.ops.size(), 2u);
+  EXPECT_EQ(mixed.ops[0].kind, PlannedOpKind::kPatternConv);
+  EXPECT_EQ(mixed.ops[1].kind, PlannedOpKind::kUnifiedFc);
+  ASSERT_EQ(mixed.ops[1].tunings.size(), 1u);
+  EXPECT_EQ(mixed.ops[1].tunings[0].isa, "avx2");
+
+  const ModelPlan pattern = ReadCorpusPlan("valid_pattern_conv_unified");
+  ASSERT_EQ(pattern.ops.size(), 1u);
+  const PlannedOp& op = pattern.ops[0];
+  ASSERT_EQ(op.pattern_unified.size(), op.pattern.codes.size());
+  int flagged = 0;
+  for (size_t k = 0; k < op.pattern_unified.size(); ++k) {
+    flagged += op.pattern_unified[k];
+    if (op.pattern_unified[k] == 1) {
+      EXPECT_GE(op.pattern.codes[k], 0);
+    }
+  }
+  EXPECT_GT(flagged, 0);
+  EXPECT_TRUE(ReadCorpusPlan("valid_pattern_conv").ops.at(0).pattern_unified.empty());
+}
+
+TEST(PlanCorpus, EachInvalidUnifiedEntryBreaksItsRule) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"invalid_unified_states_length", "states length is not out * ceil(in / block_size)"},
+      {"invalid_unified_state_3", "a block state is not 0, 1 or 2"},
+      {"invalid_unified_block_size_0", "block_size is not in 1..64"},
+      {"invalid_unified_block_size_65", "block_size is not in 1..64"},
+      {"invalid_unified_shape_rank_3", "weight_shape is not [out, in] or [out, 1, 1, in]"},
+      {"invalid_unified_shape_3x3", "weight_shape is not [out, in] or [out, 1, 1, in]"},
+      {"invalid_unified_shape_zero", "weight_shape has a non-positive size"},
+      {"invalid_unified_weight_bytes", "weight_bytes does not match weight_shape"},
+      {"invalid_unified_weight_tensor", "negative weight_tensor_index"},
+      {"invalid_pattern_unified_length", "unified length is not 0 or out * in"},
+      {"invalid_pattern_unified_flag_2", "unified has a flag other than 0 and 1"},
+      {"invalid_pattern_unified_removed_kernel", "unified flags a removed kernel (code -1)"},
+  };
+  for (const auto& [name, error] : cases) {
+    const ModelPlan plan = ReadCorpusPlan(name);
+    ASSERT_EQ(plan.ops.size(), 1u) << name;
+    EXPECT_EQ(plan.ops[0].error, error) << name;
+  }
+  const ModelPlan twice = ReadCorpusPlan("invalid_unified_same_operator_as_pattern_conv");
+  ASSERT_EQ(twice.ops.size(), 2u);
+  for (const PlannedOp& op : twice.ops) {
+    EXPECT_EQ(op.error, "the plan has several entries for this operator");
+  }
 }
 
 // The checker itself, on a corpus written here with the test builder.

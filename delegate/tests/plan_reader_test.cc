@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <random>
+#include <utility>
 
 #include "crc32.h"
 #include "test_plans.h"
@@ -301,7 +304,180 @@ TEST_F(PlanReaderTest, UnknownFeaturesAndKindsDeclineOnlyTheirOperator) {
   EXPECT_EQ(plan.ops[2].error, "");
   EXPECT_EQ(plan.ops[2].kind, PlannedOpKind::kUnknown);
   EXPECT_EQ(plan.ops[2].missing_feature.name, "kind_7");
-  EXPECT_EQ(KnownPlanFeatures(), std::vector<std::string>{"pattern_conv"});
+  EXPECT_EQ(KnownPlanFeatures(), (std::vector<std::string>{"pattern_conv", "unified_fc"}));
+}
+
+// -- unified weights: kind UnifiedFc, PatternConv.unified (tfpconv 0.3) ---------------------------
+// The reader's rules for them are checked on the shared corpus (plan_corpus_test.cc, the same files
+// as the Python reader); here: the weight check.
+
+struct UnifiedFcCase {
+  PlannedOp op;
+  std::vector<float> weights;  // [out][in], following the states
+};
+
+// A usable unified FULLY_CONNECTED (or 1x1 CONV_2D) entry of out x in with random states and
+// weights that follow them: unified blocks +-m (m = 0.25 + row / 8), pruned blocks +0 / -0, free
+// blocks random.
+UnifiedFcCase MakeUnifiedFc(int out, int in, int block_size, bool conv1x1, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  UnifiedFcCase c;
+  c.op.kind = PlannedOpKind::kUnifiedFc;
+  c.op.weight_tensor_index = 3;
+  c.op.required_features.push_back({kUnifiedFcFeature, "0.3.0"});
+  UnifiedFcPlan& plan = c.op.unified_fc;
+  plan.out_features = out;
+  plan.in_features = in;
+  plan.block_size = block_size;
+  plan.conv1x1 = conv1x1;
+  c.weights.assign(static_cast<size_t>(out) * in, 0.0f);
+  for (int o = 0; o < out; ++o) {
+    for (int b = 0; b < plan.blocks(); ++b) {
+      const uint8_t state = static_cast<uint8_t>(rng() % 3);
+      plan.states.push_back(state);
+      for (int i = b * block_size; i < std::min((b + 1) * block_size, in); ++i) {
+        float& w = c.weights[static_cast<size_t>(o) * in + i];
+        if (state == UnifiedFcPlan::kFree) w = value(rng);
+        if (state == UnifiedFcPlan::kUnified) w = (rng() % 2 ? 1.0f : -1.0f) * (0.25f + o / 8.0f);
+        if (state == UnifiedFcPlan::kPruned) w = rng() % 2 ? 0.0f : -0.0f;
+      }
+    }
+  }
+  c.op.weight_bytes = c.weights.size() * sizeof(float);
+  c.op.weight_checksum = Crc32(c.weights.data(), c.op.weight_bytes);
+  return c;
+}
+
+// The first (row, block) in `state` with at least `min_length` inputs, or (-1, -1).
+std::pair<int, int> FindBlock(const UnifiedFcPlan& plan, uint8_t state, int min_length) {
+  for (int o = 0; o < plan.out_features; ++o) {
+    for (int b = 0; b < plan.blocks(); ++b) {
+      const int length = std::min(plan.in_features, (b + 1) * plan.block_size) - b * plan.block_size;
+      if (plan.states[static_cast<size_t>(o) * plan.blocks() + b] == state && length >= min_length) {
+        return {o, b};
+      }
+    }
+  }
+  return {-1, -1};
+}
+
+TEST(UnifiedFcWeightCheck, AcceptsWeightsThatFollowTheStates) {
+  for (const UnifiedFcCase& c : {MakeUnifiedFc(6, 21, 8, false, 1), MakeUnifiedFc(3, 32, 16, true, 2),
+                                 MakeUnifiedFc(4, 7, 1, false, 3), MakeUnifiedFc(2, 70, 64, false, 4)}) {
+    std::string error;
+    EXPECT_TRUE(CheckWeightsAgainstPlan(c.op, c.weights.data(), c.op.weight_bytes, &error)) << error;
+  }
+}
+
+TEST(UnifiedFcWeightCheck, NamesTheBlockThatBreaksItsState) {
+  UnifiedFcCase c = MakeUnifiedFc(5, 19, 8, false, 5);
+  const int in = 19;
+  std::string error;
+  // A unified block with one magnitude off (the checksum matches: a plan that lies).
+  const std::pair<int, int> unified = FindBlock(c.op.unified_fc, UnifiedFcPlan::kUnified, 2);
+  ASSERT_GE(unified.first, 0);
+  const size_t second_input = static_cast<size_t>(unified.first) * in + unified.second * 8 + 1;
+  std::vector<float> weights = c.weights;
+  weights[second_input] *= 1.5f;
+  c.op.weight_checksum = Crc32(weights.data(), c.op.weight_bytes);
+  EXPECT_FALSE(CheckWeightsAgainstPlan(c.op, weights.data(), c.op.weight_bytes, &error));
+  EXPECT_NE(error.find("row " + std::to_string(unified.first) + ", block " +
+                       std::to_string(unified.second)),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("is unified but input " + std::to_string(unified.second * 8 + 1) + " is "),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("(magnitudes differ)"), std::string::npos) << error;
+  // Signs may differ; magnitudes may not.
+  weights = c.weights;
+  weights[second_input] = -weights[second_input];
+  c.op.weight_checksum = Crc32(weights.data(), c.op.weight_bytes);
+  EXPECT_TRUE(CheckWeightsAgainstPlan(c.op, weights.data(), c.op.weight_bytes, &error)) << error;
+  // A pruned block with a non-zero.
+  const std::pair<int, int> pruned = FindBlock(c.op.unified_fc, UnifiedFcPlan::kPruned, 1);
+  ASSERT_GE(pruned.first, 0);
+  weights = c.weights;
+  weights[static_cast<size_t>(pruned.first) * in + pruned.second * 8] = 0.125f;
+  c.op.weight_checksum = Crc32(weights.data(), c.op.weight_bytes);
+  EXPECT_FALSE(CheckWeightsAgainstPlan(c.op, weights.data(), c.op.weight_bytes, &error));
+  EXPECT_NE(error.find("row " + std::to_string(pruned.first) + ", block " +
+                       std::to_string(pruned.second)),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("is pruned but input " + std::to_string(pruned.second * 8) + " is 0.125"),
+            std::string::npos)
+      << error;
+  // Stale weights: size and checksum, as for pattern convolutions.
+  EXPECT_FALSE(CheckWeightsAgainstPlan(c.op, weights.data(), c.op.weight_bytes - 4, &error));
+  EXPECT_NE(error.find("the weight tensor has"), std::string::npos) << error;
+  EXPECT_FALSE(CheckWeightsAgainstPlan(c.op, c.weights.data(), c.op.weight_bytes, &error));
+  EXPECT_NE(error.find("checksum"), std::string::npos) << error;
+  EXPECT_FALSE(CheckWeightsAgainstPlan(c.op, nullptr, c.op.weight_bytes, &error));
+  EXPECT_EQ(error, "the weight tensor has no data");
+}
+
+TEST(UnifiedFcWeightCheck, ANaNBreaksAUnifiedBlockOnlyIfItsBitsDiffer) {
+  UnifiedFcCase c = MakeUnifiedFc(1, 8, 8, false, 6);
+  c.op.unified_fc.states = {UnifiedFcPlan::kUnified};
+  for (size_t i = 0; i < c.weights.size(); ++i) c.weights[i] = i % 2 ? -0.5f : 0.5f;
+  c.op.weight_checksum = Crc32(c.weights.data(), c.op.weight_bytes);
+  std::string error;
+  EXPECT_TRUE(CheckWeightsAgainstPlan(c.op, c.weights.data(), c.op.weight_bytes, &error)) << error;
+  c.weights[3] = std::nanf("");
+  c.op.weight_checksum = Crc32(c.weights.data(), c.op.weight_bytes);
+  EXPECT_FALSE(CheckWeightsAgainstPlan(c.op, c.weights.data(), c.op.weight_bytes, &error));
+  EXPECT_NE(error.find("input 3 is nan"), std::string::npos) << error;
+}
+
+// Pattern convolutions with PatternConv.unified: the flagged kernels' four taps share |w|.
+TEST_F(PlanReaderTest, WeightCheckOfUnifiedPatternKernels) {
+  const std::vector<uint8_t> bytes = BuildPlan({spec_});
+  ModelPlan plan;
+  std::string error;
+  ASSERT_TRUE(ReadPlan(bytes.data(), bytes.size(), &plan, &error)) << error;
+  PlannedOp op = plan.ops.at(0);
+  EXPECT_TRUE(op.pattern_unified.empty());  // a plan without PatternConv.unified
+
+  // Flag every other kept kernel and make its four taps +-0.75.
+  std::vector<float> weights = filter_.weights;
+  op.pattern_unified.assign(filter_.codes.size(), 0);
+  size_t flagged = 0;
+  for (size_t k = 0, kept = 0; k < filter_.codes.size(); ++k) {
+    if (filter_.codes[k] < 0 || kept++ % 2 != 0) continue;
+    op.pattern_unified[k] = 1;
+    flagged = k;
+    const size_t o = k / static_cast<size_t>(filter_.in_c), i = k % static_cast<size_t>(filter_.in_c);
+    for (int tap = 0; tap < 9; ++tap) {
+      float& w = weights[(o * 9 + static_cast<size_t>(tap)) * static_cast<size_t>(filter_.in_c) + i];
+      if (w != 0.0f) w = w < 0.0f ? -0.75f : 0.75f;
+    }
+  }
+  const size_t size = weights.size() * sizeof(float);
+  op.weight_checksum = Crc32(weights.data(), size);
+  EXPECT_TRUE(CheckWeightsAgainstPlan(op, weights.data(), size, &error)) << error;
+
+  // A flagged kernel whose last kept tap has another magnitude.
+  const size_t o = flagged / static_cast<size_t>(filter_.in_c);
+  const size_t i = flagged % static_cast<size_t>(filter_.in_c);
+  int last_tap = -1;
+  for (int tap = 0; tap < 9; ++tap) {
+    if (weights[(o * 9 + static_cast<size_t>(tap)) * static_cast<size_t>(filter_.in_c) + i] != 0.0f) {
+      last_tap = tap;
+    }
+  }
+  ASSERT_GE(last_tap, 0);
+  weights[(o * 9 + static_cast<size_t>(last_tap)) * static_cast<size_t>(filter_.in_c) + i] = 0.5f;
+  op.weight_checksum = Crc32(weights.data(), size);
+  EXPECT_FALSE(CheckWeightsAgainstPlan(op, weights.data(), size, &error));
+  EXPECT_NE(error.find("kernel (out " + std::to_string(o) + ", in " + std::to_string(i) +
+                       ") is unified but tap " + std::to_string(last_tap) + " is 0.5"),
+            std::string::npos)
+      << error;
+  // The same weights are fine for a reader that ignores the flags.
+  op.pattern_unified.clear();
+  EXPECT_TRUE(CheckWeightsAgainstPlan(op, weights.data(), size, &error)) << error;
 }
 
 }  // namespace

@@ -16,12 +16,14 @@ def small_vgg(
     bn_momentum: float = 0.9,
     name: str = "small_vgg",
     batch_norm: bool = True,
+    head_widths: Sequence[int] = (),
 ) -> keras.Model:
     """A VGG-style CNN: stages of 3x3 conv + BN + ReLU, 2x2 max-pool, then a small classifier.
 
     Six 3x3 convolutions to prune. ``bn_momentum`` 0.9 lets BatchNorm's inference statistics
     follow within a few dozen steps (short runs, and the jump when pruning masks are fixed).
-    With ``batch_norm=False`` the convolutions carry a bias instead.
+    With ``batch_norm=False`` the convolutions carry a bias instead. ``head_widths`` adds ReLU
+    ``Dense`` layers (``fc1``, ``fc2``, ...) between the pooling and the classifier.
     """
     inputs = keras.Input(tuple(input_shape), name="image")
     x = inputs
@@ -37,6 +39,8 @@ def small_vgg(
             x = keras.layers.ReLU(name=f"relu{stage + 1}_{i + 1}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{stage + 1}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    for index, width in enumerate(head_widths):
+        x = keras.layers.Dense(width, activation="relu", name=f"fc{index + 1}")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)

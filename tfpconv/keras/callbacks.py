@@ -1,52 +1,48 @@
-"""Keras callbacks that train 3x3 convolutions into PCONV pattern + connectivity sparsity.
+"""Keras callbacks that train a model into hardware-friendly sparsity while ``model.fit`` runs.
 
 Works with Keras 3 (``import keras``) and Keras 2 (``tf_keras``) models alike::
 
     model.fit(x, y, epochs=10, callbacks=[tfpconv.callbacks.PatternPruning(num_patterns=8,
                                                                            connectivity=0.72)])
 
-List ``PatternPruning`` before ``TensorBoard``, ``ModelCheckpoint``, ``EarlyStopping`` and any
-other callback that reads the ``pconv_*`` metrics: callbacks see an epoch's logs in list order.
+Both callbacks are the one machinery of :mod:`tfpconv.keras.training` with their constraint sets:
+``PatternPruning`` (PCONV patterns + connectivity on 3x3 convolutions, optionally unifying the kept
+kernels) and ``WeightUnification`` (unified and pruned weight blocks in ``Dense`` and 1x1 layers).
+List them before ``TensorBoard``, ``ModelCheckpoint``, ``EarlyStopping`` and any other callback
+that reads their metrics: callbacks see an epoch's logs in list order.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from tfpconv.keras import compat as _compat
-from tfpconv.keras import distributed as _distributed
-from tfpconv.keras.layer_selection import LayerFilter, left_alone
-from tfpconv.keras.one_shot import (
-    LayerTarget,
-    check_first_layer,
-    exempt_first_layer,
-    layer_connectivities,
-    layer_targets,
-    resolve_library,
+from tfpconv.keras.layer_selection import LayerFilter
+from tfpconv.keras.pattern_constraint import PatternConnectivity
+from tfpconv.keras.schedules import Connectivity
+from tfpconv.keras.training import (
+    HARD_PHASE_LR,
+    METHODS,
+    RAMP_END,
+    UPDATES_PER_PHASE,
+    SparsityTraining,
 )
-from tfpconv.keras.schedules import Connectivity, ConnectivitySchedule
-from tfpconv.sparsity import patterns
-from tfpconv.sparsity.admm import ADMMState
-from tfpconv.sparsity.allocation import check_allocation
-from tfpconv.sparsity.schedules import cubic_ramp, half_cosine
+from tfpconv.keras.unification_constraint import Unification
+from tfpconv.sparsity import unification
 
-METHODS = ("admm", "magnitude")
-#: Projections (magnitude) or ADMM rounds per pruning phase when ``update_every`` is not given.
-UPDATES_PER_PHASE = 32
-#: The connectivity ramp reaches its final value at this fraction of the pruning phase.
-RAMP_END = 0.75
-#: Learning-rate schedules for the hard phase (None: the optimizer's own, untouched).
-HARD_PHASE_LR = ("cosine", None)
+__all__ = [
+    "HARD_PHASE_LR",
+    "METHODS",
+    "RAMP_END",
+    "UPDATES_PER_PHASE",
+    "PatternPruning",
+    "SparsityTraining",
+    "WeightUnification",
+]
 
 
-class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
+class PatternPruning(SparsityTraining):
     """Prunes every 3x3 ``Conv2D`` to pattern + connectivity sparsity while ``fit`` trains.
 
     Training runs in two phases:
@@ -136,9 +132,15 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
       rho, rho_growth, rho_max: the ADMM penalty schedule (``rho_growth=None``: reach
         ``rho_max`` at the end of the ramp).
       hard_phase_lr: ``"cosine"`` or None (leave the learning rate to the optimizer).
+      unify: fraction of the kept 3x3 kernels whose four weights are unified (share one
+        magnitude, keep their signs; arXiv 2106.08301), chosen per layer by the least unification
+        error and fixed with the masks; 0 (the default) unifies none. Unified kernels cost one
+        stored value instead of four.
       verbose: 1 prints the chosen library, the convolutions left alone (with the reason) and the
         phase change; 0 is silent.
     """
+
+    log_prefix = "pconv"
 
     def __init__(
         self,
@@ -156,369 +158,123 @@ class PatternPruning(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         rho_growth: float | None = None,
         rho_max: float = 100.0,
         hard_phase_lr: str | None = "cosine",
+        unify: float = 0.0,
         verbose: int = 1,
     ) -> None:
-        super().__init__()
-        patterns.check_num_patterns(num_patterns)
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-        if library is not None:
-            patterns.check_library(library)
-        check_allocation(connectivity_allocation)
-        check_first_layer(first_layer)
-        if hard_phase_lr not in HARD_PHASE_LR:
-            raise ValueError(f"unknown hard_phase_lr {hard_phase_lr!r}; use 'cosine' or None")
-        if pruning_epochs is not None and (
-            not isinstance(pruning_epochs, int) or pruning_epochs < 0
-        ):
-            raise ValueError(
-                f"pruning_epochs must be a non-negative integer, got {pruning_epochs!r}"
-            )
-        if update_every is not None and (not isinstance(update_every, int) or update_every < 1):
-            raise ValueError(
-                f"update_every must be a positive number of steps, got {update_every!r}"
-            )
-        if not (rho > 0 and (rho_growth is None or rho_growth >= 1) and rho_max >= rho):
-            raise ValueError(
-                f"need rho > 0, rho_growth >= 1 and rho_max >= rho; got rho={rho}, "
-                f"rho_growth={rho_growth}, rho_max={rho_max}"
-            )
-        self.num_patterns = num_patterns
-        #: Per layer name, the final fraction of kernels removed (None: ``connectivity`` is
-        #: model-wide). The schedule then runs to the largest of them and scales the others.
-        self.per_layer: dict[str, float] | None = None
-        if isinstance(connectivity, Mapping):
-            for value in connectivity.values():
-                patterns.check_connectivity(value)
-            self.per_layer = {str(k): float(v) for k, v in connectivity.items()}
-            connectivity = max(self.per_layer.values(), default=0.0)
-        self.connectivity = ConnectivitySchedule(connectivity)
-        self.method = method
-        self.layers = layers
-        self.first_layer = first_layer
-        self.connectivity_allocation = connectivity_allocation
-        self.pruning_epochs = pruning_epochs
-        self.update_every = update_every
-        self.rho_initial, self.rho_max = float(rho), float(rho_max)
-        self.rho_growth = None if rho_growth is None else float(rho_growth)
-        self.hard_phase_lr = hard_phase_lr
-        self.verbose = verbose
-        self._lr_decay: tuple[float, int, int] | None = None
-        self._given_library = library
-        #: The pattern library in use (9-bit masks), set when training starts.
-        self.library: np.ndarray | None = None
-        #: Per pruned layer name, the (in, out) codes fixed in the hard phase (library position
-        #: or -1 for a removed kernel).
-        self.codes: dict[str, np.ndarray] = {}
-        self._targets: list[LayerTarget] = []
-        self._phase = "idle"
-        self._sync = _distributed.Synchronizer(None)
-
-    # -- phases --------------------------------------------------------------------------------
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        if not _compat.is_tf_keras_object(self.model):
-            _compat.check_backend()
-        strategy = _distributed.model_strategy(self.model)
-        _distributed.check_strategy(strategy, f"tfpconv.callbacks.{type(self).__name__}")
-        self._sync = _distributed.Synchronizer(strategy)
-        self._epochs = int(self.params.get("epochs") or 1)
-        self._steps_per_epoch = self.params.get("steps")
-        self._hard_start_epoch = self._resolve_pruning_epochs()
-        self._step = 0
-        self._rho = self.rho_initial
-        self._ramp = None
-        self._lr_decay = None
-        self.codes = {}
-        self._warn_about_steps_per_execution()
-        if self.model.built:
-            self._start()
-        else:  # a subclassed model that was never called: its first training step builds it
-            self._phase = "unbuilt"
-
-    def _start(self) -> None:
-        """Find the layers, choose the library and begin the first phase."""
-        self._targets = layer_targets(self.model, self.layers, self.first_layer)
-        if self.per_layer is not None:
-            unknown = sorted(set(self.per_layer) - {t.name for t in self._targets})
-            if unknown:
-                raise ValueError(
-                    f"tfpconv.callbacks.PatternPruning: connectivity names layers that are not "
-                    f"pruned 3x3 convolutions of {self.model.name!r}: {unknown}"
-                )
-        library = resolve_library(self._targets, self.num_patterns, self._given_library)
-        (self.library,) = self._sync.from_first_worker([library])
-        self._say(
-            f"tfpconv: pruning {len(self._targets)} layers, library "
-            + " ".join(patterns.format_mask(int(mask)) for mask in self.library)
+        self.patterns = PatternConnectivity(
+            num_patterns,
+            connectivity,
+            library=library,
+            layers=layers,
+            first_layer=first_layer,
+            connectivity_allocation=connectivity_allocation,
         )
-        by_reason: dict[str, list[str]] = {}
-        exempt = exempt_first_layer(self.model, self.first_layer)
-        for layer in left_alone(self.model, [t.layer for t in self._targets]):
-            reason = layer.reason
-            if exempt is not None and layer.name == exempt.name:
-                reason = "the model's first convolution, first_layer='dense'"
-            by_reason.setdefault(reason, []).append(layer.name)
-        for reason, names in by_reason.items():
-            self._say(f"tfpconv: left alone ({reason}): {', '.join(names)}")
-        if self._hard_start_epoch == 0:
-            self._enter_hard_phase()
-        elif self.method == "admm":
-            self._phase = "admm"
-            self._admm = [
-                ADMMState.start(t.kernel(), projection)
-                for t, projection in zip(self._targets, self._projections(), strict=True)
-            ]
-            self._share_admm_state()
-        else:
-            self._phase = "magnitude"
-            self._project_now()
-
-    def _warn_about_steps_per_execution(self) -> None:
-        steps = _compat.steps_per_execution(self.model)
-        if steps == 1:
-            return
-        every = f"{steps} steps" if isinstance(steps, int) else "several steps (auto-tuned)"
-        warnings.warn(
-            f"tfpconv.callbacks.PatternPruning: the model is compiled with "
-            f"steps_per_execution={steps}, so Keras calls the callback once per {every}: "
-            f"the masks and the ADMM pull apply only after every such call, "
-            f"and update_every / connectivity schedules count calls, not steps. The model is "
-            f"still exactly pattern-sparse when fit ends; compile with steps_per_execution=1 for "
-            f"per-step pruning.",
-            UserWarning,
-            stacklevel=2,
+        constraints = [self.patterns]
+        #: The unification of the kept kernels (None when ``unify=0``).
+        self.unification = None
+        if unify:
+            self.unification = Unification(unify, 0.0, follow=self.patterns)
+            constraints.append(self.unification)
+        super().__init__(
+            constraints,
+            method,
+            pruning_epochs=pruning_epochs,
+            update_every=update_every,
+            rho=rho,
+            rho_growth=rho_growth,
+            rho_max=rho_max,
+            hard_phase_lr=hard_phase_lr,
+            verbose=verbose,
         )
 
-    def _resolve_pruning_epochs(self) -> int:
-        if self.pruning_epochs is None:
-            return min(math.ceil(self._epochs / 2), self._epochs - 1)
-        if self.pruning_epochs >= self._epochs:
-            raise ValueError(
-                f"pruning_epochs={self.pruning_epochs} leaves no epoch for the hard phase: fit "
-                f"runs {self._epochs} epochs; use pruning_epochs <= {self._epochs - 1}"
-            )
-        return self.pruning_epochs
+    @property
+    def num_patterns(self) -> int:
+        return self.patterns.num_patterns
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        if self._phase in ("admm", "magnitude") and epoch >= self._hard_start_epoch:
-            self._enter_hard_phase()
+    @property
+    def library(self) -> np.ndarray | None:
+        """The pattern library in use (9-bit masks), set when training starts."""
+        return self.patterns.library
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._step += 1
-        if self._phase == "unbuilt":
-            self._start()
-            return
-        if self._phase == "hard":
-            for target, mask in zip(self._targets, self._masks, strict=True):
-                variable = _compat.tf_variable(target.layer.kernel)
-                variable.assign(variable * mask)
-            self._decay_learning_rate()
-            return
-        if self._phase == "admm":
-            strength = _compat.learning_rate(self.model.optimizer) * self._rho
-            for target, pull in zip(self._targets, self._pull_targets, strict=True):
-                variable = _compat.tf_variable(target.layer.kernel)
-                # admm.penalty_step, on the variable in place
-                variable.assign((variable + strength * pull) / (1.0 + strength))
-        interval = self._update_interval()
-        if interval is not None and self._step % interval == 0:
-            self._update()
+    @property
+    def codes(self) -> dict[str, np.ndarray]:
+        """Per pruned layer name, the (in, out) codes fixed in the hard phase (library position
+        or -1 for a removed kernel)."""
+        return self.patterns.codes
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        once_per_epoch = self._update_interval() is None
-        if self._steps_per_epoch is None:
-            self._steps_per_epoch = max(self._step // (epoch + 1), 1)
-        if self._phase in ("admm", "magnitude") and once_per_epoch:
-            self._update()
-        if logs is not None and self._phase != "unbuilt":
-            logs.update(self._metrics())
 
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self._phase in ("admm", "magnitude"):  # stopped before the hard phase began
-            self._enter_hard_phase()
-        if self._phase == "hard":
-            for target, mask in zip(self._targets, self._masks, strict=True):
-                variable = _compat.tf_variable(target.layer.kernel)
-                variable.assign(variable * mask)
-        if self._lr_decay is not None:  # the user's optimizer gets its learning rate back
-            _compat.set_learning_rate(self.model.optimizer, self._lr_decay[0])
-            self._lr_decay = None
-        self._phase = "done"
+class WeightUnification(SparsityTraining):
+    """Unifies and prunes weight blocks of ``Dense`` and 1x1 ``Conv2D`` layers while ``fit`` trains.
 
-    # -- projections ---------------------------------------------------------------------------
+    Micro-structured weight unification (Lin et al., arXiv 2106.08301): a *block* -- by default 8
+    consecutive input weights of one output -- is *unified* when its weights share one magnitude
+    and keep their own signs (stored as one value plus sign bits, computed with one multiply), and
+    *pruned* when it is all zero. Per layer, the ``prune`` fraction of blocks with the least
+    squared error of pruning and the ``unify`` fraction with the least error of unifying (the best
+    common magnitude of a block is its mean absolute weight) are chosen together, exactly. The
+    tfpconv delegate runs such layers from the compressed blocks: at batch 1 a large fully
+    connected layer is bound by reading its weights, so reading fewer bytes makes it faster.
 
-    def _phase_steps(self) -> int | None:
-        """Training steps in the pruning phase, once the steps per epoch are known."""
-        if self._steps_per_epoch is None:
-            return None
-        return self._hard_start_epoch * self._steps_per_epoch
+    The phases, methods and schedule are :class:`PatternPruning`'s: the fractions ramp up over the
+    pruning phase (magnitude projection or ADMM), then the block choice is fixed and re-applied
+    after every optimizer step, so when ``fit`` returns the unified blocks share their magnitude
+    exactly. Logs gain ``unify_unified`` (the target fraction now), ``unify_density`` (non-zero
+    fraction of the weights), ``unify_gap`` and, with ADMM, ``unify_rho``.
 
-    def _update_interval(self) -> int | None:
-        """Steps between updates: ``update_every``, else :data:`UPDATES_PER_PHASE` spread over
-        the pruning phase; None while the phase length is unknown (an update per epoch)."""
-        if self.update_every is not None:
-            return self.update_every
-        steps = self._phase_steps()
-        return None if steps is None else max(round(steps / UPDATES_PER_PHASE), 1)
+    Use it next to ``PatternPruning`` (each callback takes its own layers), or give
+    ``PatternPruning(unify=...)`` to unify pattern kernels of 3x3 convolutions.
 
-    def _current_connectivity(self) -> float:
-        if self.connectivity.constant is not None:
-            if self._ramp is None:
-                steps = self._phase_steps()
-                if steps is None:
-                    return 0.0
-                self._ramp = cubic_ramp(
-                    self.connectivity.constant, 0, max(int(RAMP_END * steps), 1)
-                )
-            return self._ramp(self._step)
-        return self.connectivity(self._step)
+    Args:
+      unify: fraction of each layer's blocks unified, in [0, 1].
+      prune: fraction of each layer's blocks pruned, in [0, 1]; ``unify + prune <= 1``.
+      block_size: weights per block (consecutive inputs of one output); 4, 8 or 16 are what the
+        delegate's kernels read best.
+      layers: None (every ``Dense`` and 1x1 ``Conv2D`` layer except the model's output layer),
+        a list of layer names, or a predicate on layers.
+      method, pruning_epochs, update_every, rho, rho_growth, rho_max, hard_phase_lr, verbose:
+        as for :class:`PatternPruning`.
 
-    def _rho_factor(self) -> float:
-        """``rho_growth``, or the factor that takes rho from its start to ``rho_max`` over the
-        updates of the connectivity ramp."""
-        if self.rho_growth is not None:
-            return self.rho_growth
-        steps, interval = self._phase_steps(), self._update_interval()
-        if steps is None or interval is None:
-            return 2.0
-        updates = max(RAMP_END * steps / interval, 1.0)
-        return (self.rho_max / self.rho_initial) ** (1.0 / updates)
+    Example::
 
-    def _final_connectivity(self) -> float:
-        if self.connectivity.constant is not None:
-            return self.connectivity.constant
-        steps = self._steps_per_epoch or max(self._step, 1)
-        return self.connectivity(max(self._epochs * steps, self._step))
+        model.fit(x, y, epochs=8, callbacks=[
+            tfpconv.callbacks.PatternPruning(num_patterns=8, connectivity=0.72),
+            tfpconv.callbacks.WeightUnification(unify=0.5, prune=0.25),
+        ])
+    """
 
-    def _fractions(self, connectivity: float) -> list[float]:
-        """Per target, the fraction of kernels removed at the model-wide ``connectivity``."""
-        if self.per_layer is not None:
-            peak = self.connectivity.constant or 0.0
-            share = connectivity / peak if peak > 0 else 0.0
-            return [self.per_layer.get(t.name, 0.0) * share for t in self._targets]
-        return layer_connectivities(self._targets, connectivity, self.connectivity_allocation)
+    log_prefix = "unify"
 
-    def _projections(self) -> list[Any]:
-        """Per target, ``weights -> projected weights`` at the current connectivity."""
-        library = self.library
-        return [
-            lambda weights, fraction=fraction: patterns.project(weights, library, fraction)[0]
-            for fraction in self._fractions(self._current_connectivity())
-        ]
-
-    def _update(self) -> None:
-        if self._phase == "admm":
-            rho = min(self._rho * self._rho_factor(), self.rho_max)
-            for target, state, projection in zip(
-                self._targets, self._admm, self._projections(), strict=True
-            ):
-                state.update(target.kernel(), projection)
-                state.rescale_penalty(rho / self._rho)
-            self._rho = rho
-            self._share_admm_state()
-        elif self._phase == "magnitude":
-            self._project_now()
-
-    def _share_admm_state(self) -> None:
-        """Give every worker worker 0's Z and U, then set the pull targets Z - U from them."""
-        shared = self._sync.from_first_worker(
-            [array for state in self._admm for array in (state.z, state.u)]
-        )
-        for index, state in enumerate(self._admm):
-            state.z, state.u = shared[2 * index], shared[2 * index + 1]
-        self._pull_targets = [self._constant(state.target()) for state in self._admm]
-
-    def _project_now(self) -> None:
-        projected = [
-            projection(target.kernel())
-            for target, projection in zip(self._targets, self._projections(), strict=True)
-        ]
-        projected = self._sync.from_first_worker(projected)
-        for target, weights in zip(self._targets, projected, strict=True):
-            _compat.assign(target.layer.kernel, weights)
-
-    def _enter_hard_phase(self) -> None:
-        final = self._final_connectivity()
-        self._masks = []
-        results = [
-            patterns.project(target.kernel(), self.library, fraction)
-            for target, fraction in zip(self._targets, self._fractions(final), strict=True)
-        ]
-        shared = self._sync.from_first_worker([a for result in results for a in result])
-        for index, target in enumerate(self._targets):
-            projected, codes = shared[2 * index], shared[2 * index + 1]
-            _compat.assign(target.layer.kernel, projected)
-            self.codes[target.name] = codes
-            mask = patterns.projection_mask(codes, self.library)
-            self._masks.append(self._constant(mask, _compat.tf_variable(target.layer.kernel).dtype))
-        self._phase = "hard"
-        self._admm, self._pull_targets = [], []
-        self._start_learning_rate_decay()
-        self._say(
-            f"tfpconv: hard phase from step {self._step}: masks fixed (connectivity {final:g})"
-        )
-        if self.connectivity_allocation != "uniform" and self.per_layer is None:
-            split = ", ".join(
-                f"{t.name} {fraction:.2f}"
-                for t, fraction in zip(self._targets, self._fractions(final), strict=True)
-            )
-            self._say(
-                f"tfpconv: kernels removed per layer ({self.connectivity_allocation}): {split}"
-            )
-
-    def _start_learning_rate_decay(self) -> None:
-        """With ``hard_phase_lr="cosine"``, let the learning rate fall from its current value to
-        0 over the remaining steps (the fine-tuning of the fixed masks converges in them)."""
-        optimizer = getattr(self.model, "optimizer", None)
-        remaining = self._epochs * (self._steps_per_epoch or 0) - self._step
-        if self.hard_phase_lr is None or optimizer is None or remaining <= 0:
-            return
-        start = _compat.learning_rate(optimizer)
-        if not _compat.set_learning_rate(optimizer, start):
-            self._say("tfpconv: the optimizer follows its own learning-rate schedule: kept")
-            return
-        self._lr_decay = (start, self._step, remaining)
-
-    def _decay_learning_rate(self) -> None:
-        if self._lr_decay is None:
-            return
-        start, first_step, span = self._lr_decay
-        _compat.set_learning_rate(
-            self.model.optimizer, half_cosine(start, (self._step - first_step) / span)
+    def __init__(
+        self,
+        unify: float = 0.5,
+        prune: float = 0.25,
+        *,
+        block_size: int = unification.DEFAULT_BLOCK_SIZE,
+        layers: LayerFilter = None,
+        method: str = "magnitude",
+        pruning_epochs: int | None = None,
+        update_every: int | None = None,
+        rho: float = 1.0,
+        rho_growth: float | None = None,
+        rho_max: float = 100.0,
+        hard_phase_lr: str | None = "cosine",
+        verbose: int = 1,
+    ) -> None:
+        self.unification = Unification(unify, prune, block_size=block_size, layers=layers)
+        super().__init__(
+            [self.unification],
+            method,
+            pruning_epochs=pruning_epochs,
+            update_every=update_every,
+            rho=rho,
+            rho_growth=rho_growth,
+            rho_max=rho_max,
+            hard_phase_lr=hard_phase_lr,
+            verbose=verbose,
         )
 
-    # -- helpers -------------------------------------------------------------------------------
-
-    def _metrics(self) -> dict[str, float]:
-        kernels = [t.kernel() for t in self._targets]
-        total = sum(k.size for k in kernels)
-        metrics = {
-            "pconv_connectivity": float(
-                self._final_connectivity()
-                if self._phase in ("hard", "done")
-                else self._current_connectivity()
-            ),
-            "pconv_density": float(sum(np.count_nonzero(k) for k in kernels) / max(total, 1)),
-        }
-        if self._phase == "admm":
-            gaps = [state.gap(k) for state, k in zip(self._admm, kernels, strict=True)]
-            metrics["pconv_gap"] = float(np.mean(gaps))
-            metrics["pconv_rho"] = self._rho
-        elif self._phase == "magnitude":
-            gaps = [
-                np.linalg.norm(k - projection(k)) / max(np.linalg.norm(k), 1e-12)
-                for projection, k in zip(self._projections(), kernels, strict=True)
-            ]
-            metrics["pconv_gap"] = float(np.mean(gaps))
-        else:
-            metrics["pconv_gap"] = 0.0
-        return metrics
-
-    @staticmethod
-    def _constant(value: np.ndarray, dtype: Any = tf.float32) -> tf.Tensor:
-        return tf.constant(np.asarray(value), dtype=dtype)
-
-    def _say(self, message: str) -> None:
-        if self.verbose:
-            print(message)
+    @property
+    def states(self) -> dict[str, np.ndarray]:
+        """Per layer name, the block states fixed in the hard phase, ``(out, blocks)``:
+        ``tfpconv.sparsity.unification.FREE`` (0), ``UNIFIED`` (1) or ``PRUNED`` (2)."""
+        return self.unification.states

@@ -54,6 +54,15 @@ def conv2d_classes() -> tuple[type, ...]:
     return tuple(classes)
 
 
+def dense_classes() -> tuple[type, ...]:
+    """The Dense layer classes of the installed flavours."""
+    classes: list[type] = [keras.layers.Dense]
+    tf_keras = tf_keras_module()
+    if tf_keras is not None:
+        classes.append(tf_keras.layers.Dense)
+    return tuple(classes)
+
+
 def excluded_conv_classes() -> tuple[type, ...]:
     """Conv2D subclasses that are not plain convolutions (tf_keras derives these from Conv2D)."""
     classes: list[type] = [keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose]

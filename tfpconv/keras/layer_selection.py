@@ -119,3 +119,25 @@ def left_alone(model: Any, selected: Sequence[Any]) -> list[SkippedLayer]:
         if id(layer) not in chosen
     ]
     return skipped + not_selected
+
+
+def unification_candidates(model: Any) -> tuple[list[Any], dict[str, str]]:
+    """The model's ``Dense`` and 1x1 ``Conv2D`` layers that can be unified, and the reasons the
+    other ``Dense`` / convolution layers cannot."""
+    candidates, reasons = [], {}
+    for layer in _compat.flatten_layers(model):
+        if isinstance(layer, _compat.dense_classes()):
+            if not layer.built:
+                reasons[layer.name] = "not built yet"
+            else:
+                candidates.append(layer)
+        elif isinstance(layer, _compat.conv2d_classes()) and not isinstance(
+            layer, _compat.excluded_conv_classes()
+        ):
+            if tuple(layer.kernel_size) != (1, 1):
+                continue  # 3x3 kernels are unified together with their patterns
+            if getattr(layer, "groups", 1) != 1 or not layer.built:
+                reasons[layer.name] = "grouped or not built"
+            else:
+                candidates.append(layer)
+    return candidates, reasons

@@ -1,5 +1,6 @@
-"""Pattern + connectivity projection of a Keras model's 3x3 convolutions (shared by the one-shot
-``prune_patterns`` and the training callbacks)."""
+"""One-shot projections of a trained Keras model: pattern + connectivity pruning of its 3x3
+convolutions (``prune_patterns``; its helpers are shared with the training callbacks) and weight
+unification of its Dense and 1x1 layers (``unify_weights``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 import numpy as np
 
 from tfpconv.keras import compat as _compat
+from tfpconv.keras.constraint import SchedulePoint
 from tfpconv.keras.layer_selection import LayerFilter, first_conv_layer, select_prunable_layers
 from tfpconv.keras.summary import PruningSummary, summary
-from tfpconv.sparsity import patterns
+from tfpconv.keras.unification_constraint import Unification
+from tfpconv.sparsity import patterns, unification
 from tfpconv.sparsity.allocation import check_allocation, layer_fractions
 
 #: What happens to the model's first convolution: left ``"dense"``, pattern pruning only
@@ -170,3 +173,47 @@ def prune_patterns(
     pruned = {t.name for t in targets}
     result.layers = [stats for stats in result.layers if stats.name in pruned]
     return result
+
+
+#: The schedule's end: the one-shot projection applies the final fractions.
+_AT_THE_END = SchedulePoint(step=0, ramp=1.0, final_step=0)
+
+
+def unify_weights(
+    model: Any,
+    unify: float = 0.5,
+    prune: float = 0.25,
+    layers: LayerFilter = None,
+    *,
+    block_size: int = unification.DEFAULT_BLOCK_SIZE,
+    print_fn: Any = None,
+) -> PruningSummary:
+    """Unify and prune weight blocks of a trained model's Dense and 1x1 layers, in place.
+
+    Per layer, the ``prune`` fraction of blocks (``block_size`` consecutive input weights of one
+    output) and the ``unify`` fraction are chosen together with the least squared error: a pruned
+    block becomes zero, a unified one takes its mean absolute weight with each weight's own sign.
+    Fine-tune afterwards with :class:`tfpconv.callbacks.WeightUnification` to recover accuracy.
+
+    Args:
+      model: a built Keras 3 or tf_keras model.
+      unify, prune: fractions of each layer's blocks, ``unify + prune <= 1``.
+      layers: None (every Dense and 1x1 Conv2D except the model's output layer), a list of layer
+        names, or a predicate on layers.
+      block_size: weights per block (4, 8 or 16 are what the delegate reads best).
+      print_fn: where to print the resulting summary table (None: don't print).
+
+    Returns:
+      The model's :class:`~tfpconv.keras.summary.PruningSummary` after unification; its
+      ``unified`` list has the unified layers.
+
+    Example::
+
+        report = tfpconv.unify_weights(model, unify=0.5, prune=0.25, layers=["fc1", "fc2"])
+        print(sum(s.packed_bytes for s in report.unified))
+    """
+    constraint = Unification(unify, prune, block_size=block_size, layers=layers)
+    for index, layer in enumerate(constraint.select(model)):
+        projected = constraint.fix(index, _compat.read(layer.kernel), _AT_THE_END)[0]
+        _compat.assign(layer.kernel, projected)
+    return summary(model, print_fn=print_fn)

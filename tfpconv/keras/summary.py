@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tfpconv.keras import compat as _compat
-from tfpconv.keras.layer_selection import find_conv_layers
-from tfpconv.sparsity import patterns
+from tfpconv.keras.layer_selection import find_conv_layers, unification_candidates
+from tfpconv.sparsity import patterns, unification
 
 
 @dataclass
@@ -34,6 +34,13 @@ class LayerStats:
     #: shape the layer was built with in a subclassed model).
     flops: int | None = None
     flops_kept: int | None = None
+    #: Kept kernels whose non-zero weights share one magnitude (weight unification).
+    kernels_unified: int = 0
+
+    @property
+    def stored_values(self) -> int:
+        """Float values a compressed form keeps: a unified kernel stores one, not four."""
+        return self.weights_kept - self.kernels_unified * (patterns.WEIGHTS_PER_PATTERN - 1)
 
     @property
     def pattern_conforming(self) -> bool:
@@ -45,6 +52,30 @@ class LayerStats:
 
 
 @dataclass
+class UnifiedLayerStats:
+    """Weight unification of one ``Dense`` or 1x1 ``Conv2D`` layer, read off its weights with the
+    block size that packs it smallest (see :func:`tfpconv.sparsity.unification.best_dense_states`).
+    """
+
+    name: str
+    kernel_shape: tuple[int, ...]
+    block_size: int
+    blocks: int
+    blocks_unified: int
+    blocks_pruned: int
+    weights: int
+    #: Float values the compressed form stores (free weights, one per unified block).
+    stored_values: int
+    dense_bytes: int
+    #: Bytes of the compressed form the delegate reads (values, sign bits, 2 bits per block).
+    packed_bytes: int
+
+    @property
+    def blocks_free(self) -> int:
+        return self.blocks - self.blocks_unified - self.blocks_pruned
+
+
+@dataclass
 class PruningSummary:
     """The result of :func:`summary` and :func:`tfpconv.prune_patterns`."""
 
@@ -53,6 +84,8 @@ class PruningSummary:
     skipped: dict[str, str] = field(default_factory=dict)
     #: The pattern library used, as 9-bit masks (when the caller knows it).
     library: list[int] | None = None
+    #: Dense and 1x1 layers with unified or pruned weight blocks.
+    unified: list[UnifiedLayerStats] = field(default_factory=list)
 
     @property
     def weights(self) -> int:
@@ -78,6 +111,7 @@ class PruningSummary:
             "layers": [asdict(layer) for layer in self.layers],
             "skipped": dict(self.skipped),
             "library": self.library,
+            "unified": [asdict(layer) for layer in self.unified],
             "weights": self.weights,
             "weights_kept": self.weights_kept,
             "compression": self.compression,
@@ -118,11 +152,40 @@ class PruningSummary:
         for name, reason in self.skipped.items():
             table.add_row(name, "-", "-", "-", "-", f"skipped: {reason}")
         buffer = io.StringIO()
-        Console(file=buffer, width=140, no_color=True).print(table)
+        console = Console(file=buffer, width=140, no_color=True)
+        console.print(table)
         total = (
             f"3x3 weights kept: {self.weights_kept}/{self.weights} ({self.compression:.2f}x fewer)"
         )
+        unified_kernels = sum(s.kernels_unified for s in self.layers)
+        if unified_kernels:
+            total += f"; {unified_kernels} kernels unified"
+        if self.unified:
+            console.print(self._unified_table())
+            dense = sum(s.dense_bytes for s in self.unified)
+            packed = sum(s.packed_bytes for s in self.unified)
+            total += (
+                f"\nunified layers: {packed} bytes packed for {dense} dense "
+                f"({dense / max(packed, 1):.2f}x fewer)"
+            )
         return buffer.getvalue() + total
+
+    def _unified_table(self) -> Table:
+        table = Table(title="tfpconv weight unification", title_justify="left")
+        for column in ("layer", "kernel", "block", "unified", "pruned", "free", "stored", "bytes"):
+            table.add_column(column, justify="left" if column == "layer" else "right")
+        for s in self.unified:
+            table.add_row(
+                s.name,
+                "x".join(str(d) for d in s.kernel_shape),
+                str(s.block_size),
+                f"{s.blocks_unified}/{s.blocks}",
+                f"{s.blocks_pruned}/{s.blocks}",
+                f"{s.blocks_free}/{s.blocks}",
+                f"{s.stored_values}/{s.weights}",
+                f"{s.packed_bytes}/{s.dense_bytes} ({s.packed_bytes / s.dense_bytes:.1%})",
+            )
+        return table
 
     def __str__(self) -> str:
         return self.table()
@@ -147,6 +210,9 @@ def kernel_stats(
         weights_kept=weights_kept,
         pattern_histogram=histogram,
         kernels_not_pattern=int(np.count_nonzero(codes == patterns.NOT_A_PATTERN)),
+        kernels_unified=int(
+            np.count_nonzero(unification.read_pattern_states(kernel) == unification.UNIFIED)
+        ),
     )
     if output_shape is not None and None not in tuple(output_shape)[1:3]:
         pixels = int(output_shape[1]) * int(output_shape[2])
@@ -155,12 +221,34 @@ def kernel_stats(
     return stats
 
 
+def unified_stats(name: str, kernel: np.ndarray) -> UnifiedLayerStats:
+    """Weight-unification statistics of one ``(in, out)`` or ``(1, 1, in, out)`` kernel."""
+    kernel = np.asarray(kernel)
+    block_size, states, packed = unification.best_dense_states(kernel)
+    in_features, out_features = kernel.shape[-2], kernel.shape[-1]
+    lengths = unification.block_lengths_dense(in_features, out_features, block_size)
+    return UnifiedLayerStats(
+        name=name,
+        kernel_shape=tuple(int(d) for d in kernel.shape),
+        block_size=block_size,
+        blocks=int(states.size),
+        blocks_unified=int(np.count_nonzero(states == unification.UNIFIED)),
+        blocks_pruned=int(np.count_nonzero(states == unification.PRUNED)),
+        weights=int(kernel.size),
+        stored_values=unification.stored_values(states, lengths),
+        dense_bytes=int(kernel.size) * 4,
+        packed_bytes=packed,
+    )
+
+
 def summary(
     model: Any,
     print_fn: Callable[[str], None] | None = print,
     library: Sequence[int] | None = None,
 ) -> PruningSummary:
-    """Per 3x3 convolution: kernels kept, pattern histogram, weights and FLOPs kept.
+    """Per 3x3 convolution: kernels kept, pattern histogram, weights and FLOPs kept; per
+    ``Dense`` and 1x1 layer with unified or pruned weight blocks: blocks unified / pruned / free,
+    stored values and bytes.
 
     Works on any Keras 3 or tf_keras model, pruned or not (a dense layer shows every kernel as not
     pattern-sparse). Prints a table with ``print_fn`` (pass None to stay quiet) and returns it.
@@ -181,6 +269,11 @@ def summary(
         if library is None
         else [int(mask) for mask in patterns.check_library(library)],
     )
+    candidates, _ = unification_candidates(model)
+    for layer in candidates:
+        stats = unified_stats(layer.name, _compat.read(layer.kernel))
+        if stats.blocks_unified or stats.blocks_pruned:
+            result.unified.append(stats)
     if print_fn is not None:
         print_fn(result.table())
     return result

@@ -5,17 +5,26 @@
 //                        [--input=32]   (VGG-16 at a 32x32 input: the same layers, 1/7 the size)
 //                        [--variant=r4v2] [--tile_ic=N] [--tile_oc=N]   (one tuning instead of the defaults)
 //                        [--relu]       (a fused ReLU: the store clamps at 0)
+// or a unified fully connected layer (unified_fc.h), batch `rows`, random block states, next to the
+// same layer with every block FREE (a dense GEMV through the same kernel):
+//   tfpconv_engine_bench --fc=IN,OUT [--block=16] [--unify=0.5] [--prune=0.25] [--rows=1]
+//                        [--threads=1] [--isa=avx512] [--min_ms=300] [--relu]
+//                        [--no_dense]   (skip the all-FREE baseline)
+//                        [--cold]       (evict the caches before every timed run)
+// GB/s counts the packed bytes (packed_weight_bytes) read per run.
 #include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "pattern_conv.h"
 #include "tests/test_util.h"
+#include "unified_fc.h"
 
 namespace {
 
@@ -75,6 +84,117 @@ bool HasFlag(int argc, char** argv, const char* flag) {
   return false;
 }
 
+// Median wall time and CPU time per run of run(), as Time() above. With `cold`, every timed run
+// starts after a 1 GiB buffer has been read, so the weights come from DRAM.
+template <typename F>
+Timing TimeRuns(const F& run, int threads, double min_ms, bool cold) {
+  static std::vector<char> evict;
+  if (cold && evict.empty()) evict.assign(size_t(1) << 30, 1);
+  run();  // warm-up
+  std::vector<double> times;
+  double total = 0, cpu_total = 0;
+  while (times.size() < 5 || (total < min_ms && times.size() < 200)) {
+    if (cold) {
+      unsigned sum = 0;
+      for (size_t i = 0; i < evict.size(); i += 64) sum += static_cast<unsigned char>(evict[i]);
+      volatile unsigned sink = sum;
+      (void)sink;
+    }
+    const double cpu0 = CpuMs();
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    cpu_total += CpuMs() - cpu0;
+    times.push_back(ms);
+    total += ms;
+  }
+  std::sort(times.begin(), times.end());
+  return {times[times.size() / 2], cpu_total / times.size() / threads};
+}
+
+// --fc mode: a random unified layer and its all-FREE twin, timed one after the other.
+int FcBench(int argc, char** argv, tfpconv::Isa isa, int threads, double min_ms) {
+  using namespace tfpconv;
+  FcShape s;
+  if (std::sscanf(Arg(argc, argv, "--fc"), "%d,%d", &s.in, &s.out) != 2 || s.in < 1 || s.out < 1) {
+    std::fprintf(stderr, "--fc=IN,OUT\n");
+    return 2;
+  }
+  s.block = Arg(argc, argv, "--block") ? std::atoi(Arg(argc, argv, "--block")) : 16;
+  s.rows = Arg(argc, argv, "--rows") ? std::atoi(Arg(argc, argv, "--rows")) : 1;
+  if (HasFlag(argc, argv, "--relu")) s.act_min = 0.0f;
+  const double unify = Arg(argc, argv, "--unify") ? std::atof(Arg(argc, argv, "--unify")) : 0.5;
+  const double prune = Arg(argc, argv, "--prune") ? std::atof(Arg(argc, argv, "--prune")) : 0.25;
+  const bool cold = HasFlag(argc, argv, "--cold");
+  const int nb = FcBlocksPerRow(s);
+  if (nb < 1) {
+    std::fprintf(stderr, "bad --block\n");
+    return 2;
+  }
+  // Random states; FREE weights uniform in [-1, 1), UNIFIED +-m with m uniform in [0, 1).
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f), unit(0.0f, 1.0f);
+  std::vector<float> weights(size_t(s.out) * s.in);
+  std::vector<uint8_t> states(size_t(s.out) * nb), all_free(states.size(), kBlockFree);
+  size_t counts[3] = {0, 0, 0};
+  for (int o = 0; o < s.out; ++o) {
+    for (int j = 0; j < nb; ++j) {
+      const float u = unit(rng);
+      const uint8_t st = u < prune ? kBlockPruned : u < prune + unify ? kBlockUnified : kBlockFree;
+      states[size_t(o) * nb + j] = st;
+      ++counts[st];
+      const float m = unit(rng);
+      for (int i = j * s.block; i < std::min(s.in, (j + 1) * s.block); ++i) {
+        float& w = weights[size_t(o) * s.in + i];
+        w = st == kBlockFree ? value(rng) : st == kBlockUnified ? (rng() & 1 ? -m : m) : 0.0f;
+      }
+    }
+  }
+  std::vector<float> bias(s.out), input(size_t(s.rows) * s.in), out(size_t(s.rows) * s.out);
+  for (float& b : bias) b = value(rng);
+  for (float& x : input) x = value(rng);
+  ThreadPool pool(threads);
+  const double dense_bytes = (double(s.in) * s.out + s.out) * sizeof(float);
+  const double blocks = double(s.out) * nb;
+  std::printf("fc in %d out %d rows %d block %d, isa %s, %d thread(s)%s; blocks free %.3f unified "
+              "%.3f pruned %.3f\n",
+              s.in, s.out, s.rows, s.block, IsaName(isa), threads, cold ? ", cold caches" : "",
+              counts[kBlockFree] / blocks, counts[kBlockUnified] / blocks,
+              counts[kBlockPruned] / blocks);
+  std::printf("%-10s %14s %8s %9s %9s %9s %10s\n", "layer", "packed bytes", "dense/x", "wall ms",
+              "cpu ms", "GB/s", "GB/s cpu");
+  double ms[2] = {0, 0}, bytes[2] = {0, 0};
+  for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1 && HasFlag(argc, argv, "--no_dense")) break;
+    std::string error;
+    auto fc = UnifiedFc::Create(s, weights.data(), pass == 0 ? states.data() : all_free.data(),
+                                bias.data(), isa, &error);
+    if (!fc) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 1;
+    }
+    const Timing t =
+        TimeRuns([&] { fc->Run(input.data(), out.data(), &pool); }, threads, min_ms, cold);
+    bytes[pass] = double(fc->packed_weight_bytes());
+    ms[pass] = t.wall_ms;
+    std::printf("%-10s %14.0f %8.2f %9.3f %9.3f %9.2f %10.2f\n", pass == 0 ? "unified" : "all-free",
+                bytes[pass], dense_bytes / bytes[pass], t.wall_ms, t.cpu_ms,
+                bytes[pass] / t.wall_ms * 1e-6, bytes[pass] / t.cpu_ms * 1e-6);
+    if (pass == 1)
+      std::printf("speedup over all-free (wall): %.2fx; dense bytes %.0f\n", t.wall_ms / ms[0],
+                  dense_bytes);
+    std::fflush(stdout);
+  }
+  // One line for scripts (all-free fields 0 with --no_dense).
+  std::printf("FC_RESULT in=%d out=%d rows=%d block=%d isa=%s threads=%d dense_bytes=%.0f "
+              "packed_bytes=%.0f unified_ms=%.4f unified_gbps=%.3f free_bytes=%.0f free_ms=%.4f "
+              "free_gbps=%.3f\n",
+              s.in, s.out, s.rows, s.block, IsaName(isa), threads, dense_bytes, bytes[0], ms[0],
+              bytes[0] / ms[0] * 1e-6, bytes[1], ms[1], ms[1] > 0 ? bytes[1] / ms[1] * 1e-6 : 0.0);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -91,6 +211,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "unknown isa\n");
     return 2;
   }
+  if (Arg(argc, argv, "--fc")) return FcBench(argc, argv, isa, threads, min_ms);
   ThreadPool pool(threads);
   std::printf("isa %s, %d thread(s), keep %.2f of kernels x 4/9 taps\n", IsaName(isa), threads, keep);
   std::printf("%-8s %-50s %8s %8s %11s %11s %13s\n", "layer", "tuning", "wall ms", "cpu ms",

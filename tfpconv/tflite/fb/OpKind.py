@@ -5,3 +5,4 @@
 class OpKind(object):
     NONE = 0
     PatternConv = 1
+    UnifiedFc = 2

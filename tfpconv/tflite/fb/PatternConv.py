@@ -163,7 +163,34 @@ class PatternConv(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
         return o == 0
 
-def PatternConvStart(builder): builder.StartObject(5)
+    # PatternConv
+    def Unified(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # PatternConv
+    def UnifiedAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # PatternConv
+    def UnifiedLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # PatternConv
+    def UnifiedIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        return o == 0
+
+def PatternConvStart(builder): builder.StartObject(6)
 def Start(builder):
     return PatternConvStart(builder)
 def PatternConvAddKernelShape(builder, kernelShape): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(kernelShape), 0)
@@ -196,6 +223,12 @@ def AddGroupOffsets(builder, groupOffsets):
 def PatternConvStartGroupOffsetsVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def StartGroupOffsetsVector(builder, numElems):
     return PatternConvStartGroupOffsetsVector(builder, numElems)
+def PatternConvAddUnified(builder, unified): builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(unified), 0)
+def AddUnified(builder, unified):
+    return PatternConvAddUnified(builder, unified)
+def PatternConvStartUnifiedVector(builder, numElems): return builder.StartVector(1, numElems, 1)
+def StartUnifiedVector(builder, numElems):
+    return PatternConvStartUnifiedVector(builder, numElems)
 def PatternConvEnd(builder): return builder.EndObject()
 def End(builder):
     return PatternConvEnd(builder)

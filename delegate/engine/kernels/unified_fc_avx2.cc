@@ -1,0 +1,357 @@
+// AVX2 + FMA unified FC kernel (compiled with -mavx2 -mfma only). Same plan as the AVX-512 unit:
+//   FREE blocks row by row: a row's free blocks are consecutive in the free stream; walk its free
+//     bits with tzcnt and FMA each block (xmm / ymm / 2 ymm) with the block's inputs;
+//   UNIFIED blocks a column of 16 rows at a time, as two halves of 8 rows, in the rows' compressed
+//     order: per Run every 4 consecutive inputs get a table of their 16 signed sums (two ymm), a
+//     row's sum over a nibble of its sign word is two vpermps and a blend on bit 3 of the nibble;
+//     times the magnitudes, then permuted into the rows' lanes (AVX2 has no expand: a 256-entry
+//     table of ranks).
+// Up to 4 input rows share one decode of the weights.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "unified_fc_kernels.h"
+
+#if defined(__GNUC__)
+#define TFP_FC_INLINE inline __attribute__((always_inline))
+#define TFP_FC_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define TFP_FC_INLINE inline
+#define TFP_FC_LAMBDA_INLINE
+#endif
+
+namespace tfpconv {
+namespace kernels {
+namespace fc_avx2 {
+namespace {
+
+template <typename F, int... I>
+TFP_FC_INLINE void UnrollImpl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F>
+TFP_FC_INLINE void Unroll(F&& f) {
+  UnrollImpl(f, std::make_integer_sequence<int, N>{});
+}
+
+// Byte l of kRank.rank[m]: how many bits of the 8-bit mask m are set below bit l.
+struct RankTable {
+  uint64_t rank[256];
+};
+constexpr RankTable BuildRankTable() {
+  RankTable t{};
+  for (int m = 0; m < 256; ++m) {
+    uint64_t v = 0;
+    int seen = 0;
+    for (int l = 0; l < 8; ++l) {
+      v |= uint64_t(seen) << (8 * l);
+      seen += (m >> l) & 1;
+    }
+    t.rank[m] = v;
+  }
+  return t;
+}
+constexpr RankTable kRank = BuildRankTable();
+
+TFP_FC_INLINE __m256i RankOf(uint32_t m8) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&kRank.rank[m8])));
+}
+
+TFP_FC_INLINE __m256 LaneMask(uint32_t m8) {
+  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm256_castsi256_ps(
+      _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(m8)), bits), bits));
+}
+
+// Tables: 16 floats per 4 inputs, whole block columns (zero past `in`), per input row.
+size_t TableFloats(const FcPacked& p) { return size_t(p.nb) * p.block * 4; }
+
+size_t ScratchFloats(const FcPacked& p, int rows) { return TableFloats(p) * size_t(rows); }
+
+void Prepare(const FcArgs& a) {
+  const FcPacked& p = *a.packed;
+  __m256 sign[4][2];  // lane e of sign[t][h]: -1 when bit t of entry 8h + e is set
+  for (int t = 0; t < 4; ++t) {
+    for (int h = 0; h < 2; ++h) {
+      alignas(32) float v[8];
+      for (int e = 0; e < 8; ++e) v[e] = ((8 * h + e) >> t) & 1 ? -1.0f : 1.0f;
+      sign[t][h] = _mm256_load_ps(v);
+    }
+  }
+  const int nibbles = p.nb * p.block / 4;
+  for (int r = 0; r < a.rows; ++r) {
+    const float* x = a.x + size_t(r) * p.in;
+    float* t = a.scratch + TableFloats(p) * r;
+    for (int k = 0; k < nibbles; ++k) {
+      float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int i = 4 * k; i < std::min(p.in, 4 * k + 4); ++i) v[i - 4 * k] = x[i];
+      for (int h = 0; h < 2; ++h) {
+        __m256 s = _mm256_mul_ps(_mm256_set1_ps(v[0]), sign[0][h]);
+        for (int q = 1; q < 4; ++q) s = _mm256_fmadd_ps(_mm256_set1_ps(v[q]), sign[q][h], s);
+        _mm256_store_ps(t + 16 * k + 8 * h, s);
+      }
+    }
+  }
+}
+
+// Sign words of the unified rows of rank start .. start+7 (compressed order), one per lane.
+template <int B>
+TFP_FC_INLINE __m256i LoadSigns(const uint8_t* sp, int start) {
+  if constexpr (B == 16) {
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp + 2 * start)));
+  } else if constexpr (B == 8) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sp + start)));
+  } else {
+    uint64_t q;
+    std::memcpy(&q, sp + start / 2, sizeof(q));
+    q >>= 4 * (start & 1);
+    __m128i v = _mm_cvtsi64_si128(static_cast<long long>(q));
+    v = _mm_unpacklo_epi8(v, v);
+    return _mm256_srlv_epi32(_mm256_cvtepu8_epi32(v), _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+  }
+}
+
+// A block of B floats: one xmm, one ymm or two ymm (N vectors).
+struct Xmm {
+  using V = __m128;
+  static TFP_FC_INLINE V Zero() { return _mm_setzero_ps(); }
+  static TFP_FC_INLINE V Load(const float* p) { return _mm_loadu_ps(p); }
+  static TFP_FC_INLINE V Fma(V a, V b, V c) { return _mm_fmadd_ps(a, b, c); }
+  static TFP_FC_INLINE V Add(V a, V b) { return _mm_add_ps(a, b); }
+  static TFP_FC_INLINE float Sum(V s) {
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  }
+};
+struct Ymm {
+  using V = __m256;
+  static TFP_FC_INLINE V Zero() { return _mm256_setzero_ps(); }
+  static TFP_FC_INLINE V Load(const float* p) { return _mm256_loadu_ps(p); }
+  static TFP_FC_INLINE V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static TFP_FC_INLINE V Add(V a, V b) { return _mm256_add_ps(a, b); }
+  static TFP_FC_INLINE float Sum(V v) {
+    return Xmm::Sum(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+  }
+};
+template <int B>
+struct Block : Ymm {
+  static constexpr int N = B / 8;
+};
+template <>
+struct Block<4> : Xmm {
+  static constexpr int N = 1;
+};
+
+// Software prefetch of the free stream, bytes ahead: into L1, and further ahead into L2.
+constexpr int kPrefetch = 2048;
+constexpr int kPrefetchL2 = 8192;
+TFP_FC_INLINE void PrefetchFree(const float* f) {
+  _mm_prefetch(reinterpret_cast<const char*>(f) + kPrefetch, _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(f) + kPrefetchL2, _MM_HINT_T1);
+}
+
+// The free blocks of one output row (bit j of `bits`), dotted with R input rows: sums[r * 16].
+template <int B, int R>
+TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*& fp, const float* x,
+                           float* sums) {
+  using BV = Block<B>;
+  using V = typename BV::V;
+  constexpr int N = BV::N;     // vectors per block
+  constexpr int K = R == 1 ? 2 : 1;  // accumulator sets per input row
+  constexpr int VW = B / N;  // floats per vector
+  const size_t in = size_t(p.in);
+  V acc[R][K][N];
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < K; ++k)
+      for (int n = 0; n < N; ++n) acc[r][k][n] = BV::Zero();
+  const int tail = p.in % B != 0 ? p.nb - 1 : -1;
+  const float* f = fp;
+  for (int w = 0; w < p.words; ++w) {
+    uint64_t m = bits[w];
+    if (tail >= 0 && w == tail / 64) m &= ~(uint64_t(1) << (tail % 64));
+    const float* xw = x + size_t(w) * 64 * B;
+    if (m == ~uint64_t(0)) {  // 64 free blocks in a row: a plain dot product
+      for (int j = 0; j < 64; j += K) {
+        Unroll<K>([&](auto kc) TFP_FC_LAMBDA_INLINE {
+          constexpr int k = decltype(kc)::value;
+          for (int n = 0; n < N; ++n) {
+            const float* wp = f + (j + k) * B + n * VW;
+            if ((((j + k) * B + n * VW) % 16) == 0) PrefetchFree(wp);  // once per cache line
+            const V wv = BV::Load(wp);
+            for (int r = 0; r < R; ++r)
+              acc[r][k][n] = BV::Fma(wv, BV::Load(xw + r * in + (j + k) * B + n * VW), acc[r][k][n]);
+          }
+        });
+      }
+      f += 64 * B;
+      continue;
+    }
+    while (m != 0) {
+      bool done = false;
+      Unroll<K>([&](auto kc) TFP_FC_LAMBDA_INLINE {
+        constexpr int k = decltype(kc)::value;
+        if (done) return;
+        const int j = __builtin_ctzll(m);
+        m &= m - 1;
+        PrefetchFree(f);
+        for (int n = 0; n < N; ++n) {
+          const V wv = BV::Load(f + n * VW);
+          for (int r = 0; r < R; ++r)
+            acc[r][k][n] = BV::Fma(wv, BV::Load(xw + r * in + j * B + n * VW), acc[r][k][n]);
+        }
+        f += B;
+        done = m == 0;
+      });
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    V v = acc[r][0][0];
+    for (int k = 0; k < K; ++k)
+      for (int n = 0; n < N; ++n)
+        if (k + n > 0) v = BV::Add(v, acc[r][k][n]);
+    sums[r * kFcGroup] = BV::Sum(v);
+  }
+  if (tail >= 0 && ((bits[tail / 64] >> (tail % 64)) & 1)) {
+    const int i0 = tail * B, bi = p.in - i0;
+    for (int r = 0; r < R; ++r) {
+      float s = 0.0f;
+      for (int i = 0; i < bi; ++i) s += f[i] * x[r * in + i0 + i];
+      sums[r * kFcGroup] += s;
+    }
+    f += bi;
+  }
+  fp = f;
+}
+
+template <int B, int R>
+void Group(const FcPacked& p, int g, const float* x, const float* tables, float* y, float lo,
+           float hi) {
+  constexpr int Q = B / 4;
+  const size_t tstride = TableFloats(p);
+  const FcGroupOffsets& off = p.group_off[g];
+  const int lanes = std::min(kFcGroup, p.out - g * kFcGroup);
+
+  __m256 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  const uint16_t* unified = p.unified + size_t(g) * p.nb;
+  const float* mp = p.mags + off.mags;
+  const uint8_t* sp = p.signs + off.signs;
+  const auto columns = [&](int j_begin, int j_end) TFP_FC_LAMBDA_INLINE {
+    for (int j = j_begin; j < j_end; ++j) {
+      const uint32_t ku = unified[j];
+      if (ku == 0) continue;
+      const float* t = tables + size_t(j) * B * 4;
+      int start = 0;
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t k8 = (ku >> (8 * h)) & 0xffu;
+        if (k8 == 0) continue;
+        const __m256i s = LoadSigns<B>(sp, start);
+        const __m256 m = _mm256_loadu_ps(mp + start);
+        const __m256i rank = RankOf(k8);
+        const __m256 lanes_u = LaneMask(k8);
+        for (int r = 0; r < R; ++r) {
+          __m256 sum = _mm256_setzero_ps();
+          Unroll<Q>([&](auto qc) TFP_FC_LAMBDA_INLINE {
+            constexpr int q = decltype(qc)::value;
+            const __m256i n = q == 0 ? s : _mm256_srli_epi32(s, 4 * q);
+            const float* tq = t + r * tstride + 16 * q;
+            // Entry n of the 16: the low table for n < 8, the high one when bit 3 is set.
+            const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(tq), n),
+                                              _mm256_permutevar8x32_ps(_mm256_load_ps(tq + 8), n),
+                                              _mm256_castsi256_ps(_mm256_slli_epi32(n, 28)));
+            sum = q == 0 ? v : _mm256_add_ps(sum, v);
+          });
+          const __m256 u = _mm256_permutevar8x32_ps(_mm256_mul_ps(m, sum), rank);
+          acc[r][h] = _mm256_add_ps(acc[r][h], _mm256_and_ps(u, lanes_u));
+        }
+        start += __builtin_popcount(k8);
+      }
+      mp += start;
+      sp += FcSignBytes(start, B);
+    }
+  };
+  // FREE blocks one output row at a time, each followed by a sixteenth of the UNIFIED columns (so
+  // the unified work overlaps the streaming of the free blocks).
+  alignas(32) float free_sums[R][kFcGroup] = {};
+  const float* fp = p.free + off.free;
+  for (int l = 0; l < kFcGroup; ++l) {
+    if (l < lanes)
+      FreeRow<B, R>(p, p.free_bits + size_t(g * kFcGroup + l) * p.words, fp, x, &free_sums[0][l]);
+    columns(p.nb * l / kFcGroup, p.nb * (l + 1) / kFcGroup);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int h = 0; h < 2; ++h)
+      acc[r][h] = _mm256_add_ps(acc[r][h], _mm256_load_ps(free_sums[r] + 8 * h));
+
+  const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int h = 0; h < 2; ++h) {
+    const int valid = lanes - 8 * h;
+    if (valid <= 0) break;
+    const __m256 bias = _mm256_loadu_ps(p.bias + size_t(g) * kFcGroup + 8 * h);
+    const __m256i store = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), iota);
+    for (int r = 0; r < R; ++r) {
+      __m256 v = _mm256_add_ps(bias, acc[r][h]);
+      v = _mm256_min_ps(vhi, _mm256_max_ps(vlo, v));  // a NaN stays NaN
+      float* dst = y + size_t(r) * p.out + 8 * h;
+      if (valid >= 8) {
+        _mm256_storeu_ps(dst, v);
+      } else {
+        _mm256_maskstore_ps(dst, store, v);
+      }
+    }
+  }
+}
+
+template <int B>
+void RunBlock(const FcArgs& a) {
+  const FcPacked& p = *a.packed;
+  const size_t tstride = TableFloats(p);
+  for (int g = a.group_begin; g < a.group_end; ++g) {
+    for (int r0 = 0; r0 < a.rows; r0 += 4) {
+      const float* x = a.x + size_t(r0) * p.in;
+      const float* t = a.scratch + size_t(r0) * tstride;
+      float* y = a.y + size_t(r0) * p.out + size_t(g) * kFcGroup;
+      switch (std::min(4, a.rows - r0)) {
+        case 1:
+          Group<B, 1>(p, g, x, t, y, a.lo, a.hi);
+          break;
+        case 2:
+          Group<B, 2>(p, g, x, t, y, a.lo, a.hi);
+          break;
+        case 3:
+          Group<B, 3>(p, g, x, t, y, a.lo, a.hi);
+          break;
+        default:
+          Group<B, 4>(p, g, x, t, y, a.lo, a.hi);
+          break;
+      }
+    }
+  }
+}
+
+void Run(const FcArgs& a) {
+  switch (a.packed->block) {
+    case 4:
+      return RunBlock<4>(a);
+    case 8:
+      return RunBlock<8>(a);
+    default:
+      return RunBlock<16>(a);
+  }
+}
+
+constexpr FcKernelSet kSet = {"avx2", Run, ScratchFloats, Prepare, 0};
+
+}  // namespace
+}  // namespace fc_avx2
+
+const FcKernelSet* Avx2FcKernels() { return &fc_avx2::kSet; }
+
+}  // namespace kernels
+}  // namespace tfpconv
