@@ -12,8 +12,10 @@ path (XNNPACK), the runs interleaved in this process (medians):
 Writes ``unification_speed_<isa>.json`` and ``.md`` (CPU, instruction set, the targets met or not,
 the weight bytes the delegate keeps next to the dense bytes).
 
-    python3 benchmarks/unification_speed.py                 # about 10 minutes
+    python3 benchmarks/unification_speed.py                 # about 15 minutes
     python3 benchmarks/unification_speed.py --runs 5 --skip-model
+    python3 benchmarks/unification_speed.py --work /var/tmp/u --prepare-only  # convert now,
+    python3 benchmarks/unification_speed.py --work /var/tmp/u                 # time when quiet
 """
 
 from __future__ import annotations
@@ -78,8 +80,45 @@ def time_pair(path: Path, runs: int) -> dict:
     }
 
 
-def dense_bytes(model: keras.Model, names: tuple[str, ...]) -> int:
-    return sum(int(np.prod(model.get_layer(n).kernel.shape)) * 4 for n in names)
+#: Weights of VGG-16's head layers: (inputs, outputs).
+HEAD_SHAPES = {"fc1": (25088, 4096), "fc2": (4096, 4096), "predictions": (4096, 1000)}
+MODEL_LABELS = ("patterns + unified head", "patterns only")
+
+
+def dense_bytes(names: tuple[str, ...]) -> int:
+    return sum(int(np.prod(HEAD_SHAPES[n])) * 4 for n in names)
+
+
+def prepare(args: argparse.Namespace, work: Path) -> dict[str, Path]:
+    """Unify, prune and convert every model timed (files in ``work`` are reused)."""
+    labels = ["+".join(names) for names in [(n,) for n in HEAD] + [HEAD]]
+    paths = {label: work / f"{label}_b{args.block_size}.tflite" for label in labels}
+    paths.update(
+        {
+            label: work / f"vgg16_{label.replace(' ', '_')}_b{args.block_size}.tflite"
+            for label in MODEL_LABELS
+        }
+    )
+    if all(path.exists() for path in paths.values()) and (work / "head_summary.json").exists():
+        return paths
+    start = time.time()
+    model = vgg16_with_head()
+    unified = vgg16_with_head()
+    report = tfpconv.unify_weights(
+        unified, args.unify, args.prune, layers=list(HEAD), block_size=args.block_size
+    )
+    write_atomic(
+        work / "head_summary.json", json.dumps([vars(s) for s in report.unified], indent=2).encode()
+    )
+    console.print(f"unified the head in {time.time() - start:.0f} s")
+    for names in [(n,) for n in HEAD] + [HEAD]:
+        tfpconv.convert(head_model(unified, names), output_path=paths["+".join(names)])
+    if not args.skip_model:
+        for label, net in zip(MODEL_LABELS, (unified, model), strict=True):
+            tfpconv.prune_patterns(net, num_patterns=8, connectivity=0.72)
+            tfpconv.convert(net, output_path=paths[label])
+            console.print(f"converted VGG-16 224, {label}")
+    return paths
 
 
 def main() -> None:
@@ -90,28 +129,36 @@ def main() -> None:
     parser.add_argument("--prune", type=float, default=0.25)
     parser.add_argument("--skip-model", action="store_true", help="only the head")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="keep the converted models here and reuse them (default: a temporary directory)",
+    )
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="convert the models into --work and stop (time them in a later, quiet run)",
+    )
     args = parser.parse_args()
     machine = machine_facts(1)
     console.print(f"machine: {machine}")
     results: dict = {"machine": machine, "settings": vars(args).copy(), "layers": {}}
     results["settings"]["out"] = str(args.out)
-    work = Path(tempfile.mkdtemp(prefix="tfpconv_unification_"))
-
-    start = time.time()
-    model = vgg16_with_head()
-    unified = vgg16_with_head()
-    report = tfpconv.unify_weights(
-        unified, args.unify, args.prune, layers=list(HEAD), block_size=args.block_size
-    )
-    results["head_summary"] = [vars(s) for s in report.unified]
-    console.print(f"unified the head in {time.time() - start:.0f} s")
+    results["settings"]["work"] = None
+    work = args.work or Path(tempfile.mkdtemp(prefix="tfpconv_unification_"))
+    work.mkdir(parents=True, exist_ok=True)
+    paths = prepare(args, work)
+    if args.prepare_only:
+        console.print(f"converted models in {work}")
+        return
+    results["head_summary"] = json.loads((work / "head_summary.json").read_text())
 
     for names in [(name,) for name in HEAD] + [HEAD]:
         label = "+".join(names) if len(names) > 1 else names[0]
-        path = work / f"{label}.tflite"
-        tfpconv.convert(head_model(unified, names), output_path=path)
+        path = paths[label]
         result = time_pair(path, args.runs)
-        result["dense_weight_bytes"] = dense_bytes(model, names)
+        result["dense_weight_bytes"] = dense_bytes(names)
         results["layers"][label] = result
         console.print(
             f"{label}: XNNPACK {result['xnnpack_ms']:.2f} ms, tfpconv {result['tfpconv_ms']:.2f} "
@@ -120,11 +167,8 @@ def main() -> None:
         )
 
     if not args.skip_model:
-        for label, net in (("patterns + unified head", unified), ("patterns only", model)):
-            tfpconv.prune_patterns(net, num_patterns=8, connectivity=0.72)
-            path = work / f"vgg16_{label.replace(' ', '_')}.tflite"
-            tfpconv.convert(net, output_path=path)
-            result = time_pair(path, max(args.runs // 2, 5))
+        for label in MODEL_LABELS:
+            result = time_pair(paths[label], max(args.runs // 2, 5))
             results.setdefault("model", {})[label] = result
             console.print(
                 f"VGG-16 224 {label}: XNNPACK {result['xnnpack_ms']:.1f} ms, tfpconv "
@@ -133,8 +177,10 @@ def main() -> None:
 
     isa = machine["isa"]
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / f"unification_speed_{isa}.json", json.dumps(results, indent=2) + "\n")
-    write_atomic(args.out / f"unification_speed_{isa}.md", markdown(results))
+    write_atomic(
+        args.out / f"unification_speed_{isa}.json", (json.dumps(results, indent=2) + "\n").encode()
+    )
+    write_atomic(args.out / f"unification_speed_{isa}.md", markdown(results).encode())
     console.print(f"wrote {args.out}/unification_speed_{isa}.{{json,md}}")
 
 
