@@ -83,8 +83,9 @@ class PatternPruning(SparsityTraining):
 
     Logs (progress bar, History, TensorBoard) gain per epoch: ``pconv_connectivity`` (current
     target), ``pconv_gap`` (relative distance ||W - Z|| / ||W|| of the weights to the constraint
-    set; 0 in the hard phase), ``pconv_density`` (non-zero fraction of the pruned 3x3 weights) and,
-    with ADMM, ``pconv_rho``. They are added in this callback's ``on_epoch_end``, so list
+    set; 0 in the hard phase), ``pconv_density`` (non-zero fraction of the pruned 3x3 weights),
+    with ``unify`` ``pconv_unified`` (the target fraction of kept kernels unified) and, with ADMM,
+    ``pconv_rho``. They are added in this callback's ``on_epoch_end``, so list
     ``PatternPruning`` before ``TensorBoard``, ``ModelCheckpoint``, ``EarlyStopping`` or any
     callback that reads them.
 

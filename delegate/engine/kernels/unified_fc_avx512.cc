@@ -46,6 +46,8 @@ namespace kernels {
 namespace fc_avx512 {
 namespace {
 
+#include "unified_fc_driver.h"  // TableFloats, ScratchFloats, Run (uses Group below)
+
 template <typename F, int... I>
 TFP_FC_INLINE void UnrollImpl(F&& f, std::integer_sequence<int, I...>) {
   (f(std::integral_constant<int, I>{}), ...);
@@ -62,11 +64,6 @@ template <int B>
 constexpr bool ColumnMajorFree() {
   return (kColumnMajorFree >> B) & 1;
 }
-
-// Floats of one input row's tables: 16 per 4 inputs, whole block columns (zero past `in`).
-size_t TableFloats(const FcPacked& p) { return size_t(p.nb) * p.block * 4; }
-
-size_t ScratchFloats(const FcPacked& p, int rows) { return TableFloats(p) * size_t(rows); }
 
 void Prepare(const FcArgs& a) {
   const FcPacked& p = *a.packed;
@@ -336,44 +333,6 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
     // maxps / minps return the second operand when either is NaN: a NaN stays NaN.
     v = _mm512_min_ps(vhi, _mm512_max_ps(vlo, v));
     _mm512_mask_storeu_ps(y + size_t(r) * p.out, store, v);
-  }
-}
-
-template <int B>
-void RunBlock(const FcArgs& a) {
-  const FcPacked& p = *a.packed;
-  const size_t tstride = TableFloats(p);
-  for (int g = a.group_begin; g < a.group_end; ++g) {
-    for (int r0 = 0; r0 < a.rows; r0 += 4) {
-      const float* x = a.x + size_t(r0) * p.in;
-      const float* t = a.scratch + size_t(r0) * tstride;
-      float* y = a.y + size_t(r0) * p.out + size_t(g) * kFcGroup;
-      switch (std::min(4, a.rows - r0)) {
-        case 1:
-          Group<B, 1>(p, g, x, t, y, a.lo, a.hi);
-          break;
-        case 2:
-          Group<B, 2>(p, g, x, t, y, a.lo, a.hi);
-          break;
-        case 3:
-          Group<B, 3>(p, g, x, t, y, a.lo, a.hi);
-          break;
-        default:
-          Group<B, 4>(p, g, x, t, y, a.lo, a.hi);
-          break;
-      }
-    }
-  }
-}
-
-void Run(const FcArgs& a) {
-  switch (a.packed->block) {
-    case 4:
-      return RunBlock<4>(a);
-    case 8:
-      return RunBlock<8>(a);
-    default:
-      return RunBlock<16>(a);
   }
 }
 

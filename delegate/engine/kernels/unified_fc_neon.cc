@@ -27,6 +27,8 @@ namespace kernels {
 namespace fc_neon {
 namespace {
 
+#include "unified_fc_driver.h"  // TableFloats, ScratchFloats, Run (uses Group below)
+
 // For a 4-bit lane mask m, 16 byte indices: lane l of a set bit takes float number rank(l) of the
 // source; other lanes get 0xff (zero).
 struct ShuffleTable {
@@ -44,10 +46,6 @@ constexpr ShuffleTable BuildShuffleTable() {
   return t;
 }
 constexpr ShuffleTable kShuffle = BuildShuffleTable();
-
-size_t TableFloats(const FcPacked& p) { return size_t(p.nb) * p.block * 4; }
-
-size_t ScratchFloats(const FcPacked& p, int rows) { return TableFloats(p) * size_t(rows); }
 
 void Prepare(const FcArgs& a) {
   const FcPacked& p = *a.packed;
@@ -206,44 +204,6 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
         std::memcpy(dst, tmp, sizeof(float) * size_t(valid));
       }
     }
-  }
-}
-
-template <int B>
-void RunBlock(const FcArgs& a) {
-  const FcPacked& p = *a.packed;
-  const size_t tstride = TableFloats(p);
-  for (int g = a.group_begin; g < a.group_end; ++g) {
-    for (int r0 = 0; r0 < a.rows; r0 += 4) {
-      const float* x = a.x + size_t(r0) * p.in;
-      const float* t = a.scratch + size_t(r0) * tstride;
-      float* y = a.y + size_t(r0) * p.out + size_t(g) * kFcGroup;
-      switch (std::min(4, a.rows - r0)) {
-        case 1:
-          Group<B, 1>(p, g, x, t, y, a.lo, a.hi);
-          break;
-        case 2:
-          Group<B, 2>(p, g, x, t, y, a.lo, a.hi);
-          break;
-        case 3:
-          Group<B, 3>(p, g, x, t, y, a.lo, a.hi);
-          break;
-        default:
-          Group<B, 4>(p, g, x, t, y, a.lo, a.hi);
-          break;
-      }
-    }
-  }
-}
-
-void Run(const FcArgs& a) {
-  switch (a.packed->block) {
-    case 4:
-      return RunBlock<4>(a);
-    case 8:
-      return RunBlock<8>(a);
-    default:
-      return RunBlock<16>(a);
   }
 }
 

@@ -1,0 +1,56 @@
+// The part of a unified FC kernel unit that does not depend on its instruction set: the table
+// sizes and the dispatch over block sizes and input-row counts. Included by unified_fc_avx2.cc,
+// unified_fc_avx512.cc and unified_fc_neon.cc inside their own anonymous namespace, so every
+// function here is the unit's own (internal linkage, compiled with the unit's -m flags); the unit
+// then defines Group<B, R>, which computes one group of kFcGroup outputs for R <= 4 input rows
+// from its packed weights and the per-row tables of signed sums.
+//
+// No include guard on purpose: one inclusion per unit, inside the unit's namespace, after
+// <algorithm> and unified_fc_kernels.h.
+
+template <int B, int R>
+void Group(const FcPacked& p, int g, const float* x, const float* tables, float* y, float lo,
+           float hi);
+
+// Floats of one input row's tables: 16 per 4 inputs, whole block columns (zero past `in`).
+size_t TableFloats(const FcPacked& p) { return size_t(p.nb) * p.block * 4; }
+
+size_t ScratchFloats(const FcPacked& p, int rows) { return TableFloats(p) * size_t(rows); }
+
+template <int B>
+void RunBlock(const FcArgs& a) {
+  const FcPacked& p = *a.packed;
+  const size_t tstride = TableFloats(p);
+  for (int g = a.group_begin; g < a.group_end; ++g) {
+    for (int r0 = 0; r0 < a.rows; r0 += 4) {
+      const float* x = a.x + size_t(r0) * p.in;
+      const float* t = a.scratch + size_t(r0) * tstride;
+      float* y = a.y + size_t(r0) * p.out + size_t(g) * kFcGroup;
+      switch (std::min(4, a.rows - r0)) {
+        case 1:
+          Group<B, 1>(p, g, x, t, y, a.lo, a.hi);
+          break;
+        case 2:
+          Group<B, 2>(p, g, x, t, y, a.lo, a.hi);
+          break;
+        case 3:
+          Group<B, 3>(p, g, x, t, y, a.lo, a.hi);
+          break;
+        default:
+          Group<B, 4>(p, g, x, t, y, a.lo, a.hi);
+          break;
+      }
+    }
+  }
+}
+
+void Run(const FcArgs& a) {
+  switch (a.packed->block) {
+    case 4:
+      return RunBlock<4>(a);
+    case 8:
+      return RunBlock<8>(a);
+    default:
+      return RunBlock<16>(a);
+  }
+}
