@@ -15,6 +15,14 @@ for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, 
 - ablations, one default reverted each (not run unless named in ``--variants``):
   ``uniform`` (``connectivity_allocation="uniform"``), ``first-patterns``
   (``first_layer="patterns"``), ``no-cosine`` (``hard_phase_lr=None``);
+- activation sparsity (not run unless named): ``act-0.1``, ``act-0.2``, ``act-0.3``: the dense
+  checkpoint with ``tfpconv.activation.sparsify(model, sparsity=s)`` (a mask after every 3x3
+  convolution; the copy is compiled with a fresh Adam 1e-3) and
+  ``ActivationSparsity(sample=<the first 512 training images>)`` (4 candidate score maps per
+  update), nothing else::
+
+    python3 benchmarks/accuracy_short.py --networks plain --variants act-0.1 act-0.2 act-0.3 --merge
+
 - weight unification (not run unless named): ``unified`` (``default`` plus ``unify=0.5``: half
   of the kept 3x3 kernels share one magnitude) and ``head-unified`` (for the ``head`` network, a
   2048-2048 Dense head before the classifier: ``WeightUnification(unify=0.5, prune=0.25)`` on it
@@ -71,7 +79,14 @@ VARIANTS = {
     "no-cosine": {"hard_phase_lr": None},
     "unified": {"unify": 0.5},
     "head-unified": None,
+    "act-0.1": None,
+    "act-0.2": None,
+    "act-0.3": None,
 }
+#: Activation sparsity of the variants that add activation masks.
+ACTIVATION_VARIANTS = {"act-0.1": 0.1, "act-0.2": 0.2, "act-0.3": 0.3}
+#: Training images the activation masks' candidate score maps are scored on.
+ACTIVATION_SAMPLE = 512
 #: ``WeightUnification`` arguments of the variants that add it (the head network's fc layers).
 UNIFICATION_VARIANTS = {"head-unified": {"unify": 0.5, "prune": 0.25}}
 DEFAULT_VARIANTS = ("dense", "dense-cosine", "default", "admm")
@@ -138,6 +153,15 @@ def run_variant(network: str, seed: int, variant: str, checkpoint: Path, data, a
         )
     if variant in UNIFICATION_VARIANTS:
         callbacks.append(tfpconv.callbacks.WeightUnification(**UNIFICATION_VARIANTS[variant]))
+    if variant in ACTIVATION_VARIANTS:
+        model = tfpconv.activation.sparsify(model, sparsity=ACTIVATION_VARIANTS[variant])
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        sample = (x[:ACTIVATION_SAMPLE], y[:ACTIVATION_SAMPLE])
+        callbacks.append(tfpconv.callbacks.ActivationSparsity(sample=sample))
     print(f"\n== {network}, seed {seed}, {variant}: {args.epochs} more epochs", flush=True)
     start = time.perf_counter()
     model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, callbacks=callbacks, verbose=2)
@@ -154,7 +178,15 @@ def run_variant(network: str, seed: int, variant: str, checkpoint: Path, data, a
         "unified_dense_bytes": sum(layer.dense_bytes for layer in report.unified),
         "unified_packed_bytes": sum(layer.packed_bytes for layer in report.unified),
         "train_seconds": seconds,
+        "activation_masked": _masked_fraction(model),
     }
+
+
+def _masked_fraction(model: keras.Model) -> float:
+    """The zero fraction of the masked layers' outputs (0 without masks)."""
+    masks = [layer.mask for layer in tfpconv.activation.mask_layers(model)]
+    total = sum(m.size for m in masks)
+    return sum(m.size - float(m.sum()) for m in masks) / total if total else 0.0
 
 
 def markdown(results: list[dict], config: dict) -> str:
@@ -166,11 +198,12 @@ def markdown(results: list[dict], config: dict) -> str:
         f"defaults except the method shown. Mean ± sample standard deviation over the seeds. "
         "`head`: the same network without BatchNorm and a 2048-2048 Dense head; `unified`: half "
         "of the kept 3x3 kernels unified; `head-unified`: the head unified 0.5 / pruned 0.25 "
-        "(weight bytes as the delegate packs them).",
+        "(weight bytes as the delegate packs them); `act-s`: activation masks at sparsity s after "
+        "every 3x3 convolution (`tfpconv.activation.sparsify` + `ActivationSparsity`).",
         "",
-        "| network | variant | seeds | 3x3 compression | unified | test accuracy "
-        "| vs dense (points) | per seed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| network | variant | seeds | 3x3 compression | unified | activations masked "
+        "| test accuracy | vs dense (points) | per seed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for network in NETWORKS:
         rows = [r for r in results if r["network"] == network]
@@ -186,7 +219,7 @@ def markdown(results: list[dict], config: dict) -> str:
             lines.append(
                 f"| {network} | {variant} | {len(runs)} | "
                 f"{statistics.mean(r['compression_3x3'] for r in runs):.2f}x | "
-                f"{_unified(runs[0])} | "
+                f"{_unified(runs[0])} | {_masked(runs[0])} | "
                 f"{_mean_spread(accuracies)}% | {_mean_spread(paired) if paired else 'n/a'} | "
                 + ", ".join(f"{a:.2f}" for a in accuracies)
                 + " |"
@@ -203,6 +236,11 @@ def _unified(run: dict) -> str:
         ratio = run["unified_dense_bytes"] / max(run["unified_packed_bytes"], 1)
         parts.append(f"head {ratio:.2f}x fewer bytes")
     return ", ".join(parts) or "-"
+
+
+def _masked(run: dict) -> str:
+    masked = run.get("activation_masked", 0.0)
+    return f"{masked:.1%}" if masked else "-"
 
 
 def _mean_spread(values: list[float]) -> str:

@@ -38,6 +38,8 @@ from tfpconv.tflite.fb import ConvPlan as fb_v1_conv  # noqa: E402
 from tfpconv.tflite.fb import Plan as fb_plan  # noqa: E402
 from tfpconv.tflite.filter_order import reorder_filters  # noqa: E402
 from tfpconv.tflite.plan import (  # noqa: E402
+    ActivationMaskPlan,
+    DenseConvPlan,
     Feature,
     PatternConvPlan,
     Plan,
@@ -96,6 +98,36 @@ def _fc(
     return dataclasses.replace(fc, **changes)
 
 
+def _mask(**changes: object) -> ActivationMaskPlan:
+    """The activation mask after operator 2 (_conv) or 6 (_dense): a MUL, 8x8 positions."""
+    values = np.ones(64, np.float32)
+    values[:16] = 0.0
+    mask = ActivationMaskPlan(
+        operator_index=3,
+        mask_tensor_index=11,
+        mask_checksum=crc32(values.tobytes()),
+        height=8,
+        width=8,
+        masked_pixels=16,
+    )
+    return dataclasses.replace(mask, **changes)
+
+
+def _dense(out: int = 8, inp: int = 5, kernel: int = 3, **changes: object) -> DenseConvPlan:
+    """A masked dense CONV_2D plan."""
+    weights = np.arange(out * kernel * kernel * inp, dtype=np.float32).tobytes()
+    conv = DenseConvPlan(
+        subgraph_index=0,
+        operator_index=6,
+        weight_tensor_index=9,
+        kernel_shape=(out, kernel, kernel, inp),
+        weight_checksum=crc32(weights),
+        weight_bytes=len(weights),
+        activation_mask=_mask(operator_index=7),
+    )
+    return dataclasses.replace(conv, **changes)
+
+
 def _unified_flags(conv: PatternConvPlan) -> np.ndarray:
     """Every other kernel that keeps a pattern flagged unified."""
     flags = np.zeros(conv.codes.shape, np.uint8)
@@ -110,7 +142,7 @@ def _removed_kernel_flagged(conv: PatternConvPlan) -> np.ndarray:
     return flags
 
 
-def _plan(*ops: PatternConvPlan | UnifiedFcPlan, **changes: object) -> bytes:
+def _plan(*ops: PatternConvPlan | UnifiedFcPlan | DenseConvPlan, **changes: object) -> bytes:
     return pack_plan(Plan(ops=list(ops), producer=PRODUCER, **changes))
 
 
@@ -322,6 +354,42 @@ def _cases() -> list[tuple[str, str, Callable[[], bytes]]]:
             "invalid_v1_group_offsets_equal",
             "invalid",
             lambda: _v1_plan(_conv(group_offsets=(0, 8, 8, 16)), {}),
+        ),
+        # -- activation masks (tfpconv 0.4) ---------------------------------------------------
+        ("valid_pattern_conv_masked", "valid", lambda: _plan(_conv(activation_mask=_mask()))),
+        ("valid_dense_conv_masked", "valid", lambda: _plan(_dense())),
+        ("valid_dense_conv1x1_masked", "valid", lambda: _plan(_dense(kernel=1), base)),
+        ("invalid_dense_conv_no_mask", "invalid", lambda: _plan(_dense(activation_mask=None))),
+        ("invalid_dense_conv_5x5", "invalid", lambda: _plan(_dense(kernel=5))),
+        (
+            "invalid_dense_conv_weight_bytes",
+            "invalid",
+            lambda: _plan(_dense(weight_bytes=4)),
+        ),
+        (
+            "invalid_mask_names_its_operator",
+            "invalid",
+            lambda: _plan(_conv(activation_mask=_mask(operator_index=2))),
+        ),
+        (
+            "invalid_mask_tensor_index",
+            "invalid",
+            lambda: _plan(_conv(activation_mask=_mask(mask_tensor_index=-1))),
+        ),
+        (
+            "invalid_mask_masked_pixels",
+            "invalid",
+            lambda: _plan(_conv(activation_mask=_mask(masked_pixels=65))),
+        ),
+        (
+            "invalid_mask_size_zero",
+            "invalid",
+            lambda: _plan(_dense(activation_mask=_mask(operator_index=7, width=0))),
+        ),
+        (
+            "invalid_mask_checksum_kind",
+            "invalid",
+            lambda: _plan(_conv(activation_mask=_mask(mask_checksum_kind=1))),
         ),
         # -- declined: a feature of a newer tfpconv ------------------------------------------
         (

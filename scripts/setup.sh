@@ -8,7 +8,7 @@ APT_PACKAGES=(
   # real data for the demo and the accuracy benchmark
   dataset-fashion-mnist
   # plan schema compiler and the delegate's C++ dependencies
-  flatbuffers-compiler libflatbuffers-dev libpthreadpool-dev libcpuinfo-dev
+  flatbuffers-compiler libflatbuffers-dev libpthreadpool-dev libcpuinfo-dev libxsmm-dev
   libgtest-dev libbenchmark-dev cmake ninja-build g++ make pkg-config
   # offline Bazel build, aarch64 cross build + emulation, sanitizers, JNI host test
   bazel-bootstrap g++-aarch64-linux-gnu qemu-user clang libclang-rt-14-dev

@@ -300,8 +300,8 @@ def test_checksum_detects_tampering() -> None:
 
 def test_unified_fc_feature_and_version() -> None:
     assert UNIFIED_FC.name == "unified_fc" and UNIFIED_FC.since == "0.3.0"
-    assert {"pattern_conv", "unified_fc"} == KNOWN_FEATURES
-    assert __version__ == "0.3.0"
+    assert {"pattern_conv", "unified_fc", "dense_conv"} == KNOWN_FEATURES
+    assert __version__ == "0.4.0"
     assert SCHEMA_VERSION == 2  # additions only
 
 

@@ -65,15 +65,17 @@ def test_python_reader_agrees_with_the_corpus(name: str, verdict: str) -> None:
 
 def test_corpus_covers_every_operator_kind() -> None:
     kinds: set[str] = set()
-    flagged = False
+    flagged = masked = False
     for name, verdict in _index():
         if verdict != "valid":
             continue
         plan = Plan.from_bytes((CORPUS / name).read_bytes(), name)
         kinds |= {op.kind for op in plan.ops}
         flagged |= any(conv.unified is not None for conv in plan.convs)
-    assert kinds == {"pattern_conv", "unified_fc"}
+        masked |= any(conv.activation_mask is not None for conv in plan.convs)
+    assert kinds == {"pattern_conv", "unified_fc", "dense_conv"}
     assert flagged, "no valid pattern convolution with PatternConv.unified"
+    assert masked, "no valid pattern convolution with an activation mask"
 
 
 @pytest.mark.parametrize(

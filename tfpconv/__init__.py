@@ -47,6 +47,7 @@ _MODULES = {
         name: f"tfpconv.{name}"
         for name in ("sparsity", "keras", "tflite", "runtime", "search", "data", "cli")
     },
+    "activation": "tfpconv.activation",
     "callbacks": "tfpconv.keras.callbacks",
     "channels": "tfpconv.keras.channels",
     "datasets": "tfpconv.data.datasets",

@@ -159,12 +159,16 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _planned_counts(plan: Any) -> str:
-    """ "2 of 3 CONV_2D planned[, 1 of 2 FULLY_CONNECTED planned]"."""
+    """ "2 of 3 CONV_2D planned[ (1 with an activation mask)][, 1 of 2 FULLY_CONNECTED
+    planned]"."""
     unified_convs = sum(op.conv1x1 for op in plan.unified_fcs)
     unified_fcs = len(plan.unified_fcs) - unified_convs
     skipped = [op.op_name for op in plan.skipped]
-    convs = len(plan.convs) + unified_convs
+    convs = len(plan.convs) + unified_convs + len(plan.dense_convs)
     text = f"{convs} of {convs + skipped.count('CONV_2D')} CONV_2D planned"
+    masked = len(plan.dense_convs) + sum(op.activation_mask is not None for op in plan.convs)
+    if masked:
+        text += f" ({masked} with an activation mask)"
     fcs = unified_fcs + skipped.count("FULLY_CONNECTED")
     if fcs:
         text += f", {unified_fcs} of {fcs} FULLY_CONNECTED planned (unified weights)"
@@ -288,9 +292,12 @@ def _run_inspect(args: argparse.Namespace) -> int:
 def _plan_cell(layer: Any) -> str:
     if not layer.planned:
         return f"[yellow]{layer.reason}[/yellow]"
+    mask = f", mask {layer.activation_masked:.0%} zero" if layer.activation_masked else ""
     if layer.kind == "unified_fc":
         return f"[green]planned[/green], unified blocks of {layer.block_size}"
-    return f"[green]planned[/green], {layer.groups} group{'s' if layer.groups > 1 else ''}"
+    if layer.kind == "dense_conv":
+        return f"[green]planned[/green], dense{mask}"
+    return f"[green]planned[/green], {layer.groups} group{'s' if layer.groups > 1 else ''}{mask}"
 
 
 # -- bench -------------------------------------------------------------------------------------

@@ -37,6 +37,12 @@ struct PatternConvBuilder;
 struct UnifiedFc;
 struct UnifiedFcBuilder;
 
+struct DenseConv;
+struct DenseConvBuilder;
+
+struct ActivationMask;
+struct ActivationMaskBuilder;
+
 struct OpPlan;
 struct OpPlanBuilder;
 
@@ -74,31 +80,34 @@ enum class OpKind : uint8_t {
   NONE = 0,
   PatternConv = 1,
   UnifiedFc = 2,
+  DenseConv = 3,
   MIN = NONE,
-  MAX = UnifiedFc
+  MAX = DenseConv
 };
 
-inline const OpKind (&EnumValuesOpKind())[3] {
+inline const OpKind (&EnumValuesOpKind())[4] {
   static const OpKind values[] = {
     OpKind::NONE,
     OpKind::PatternConv,
-    OpKind::UnifiedFc
+    OpKind::UnifiedFc,
+    OpKind::DenseConv
   };
   return values;
 }
 
 inline const char * const *EnumNamesOpKind() {
-  static const char * const names[4] = {
+  static const char * const names[5] = {
     "NONE",
     "PatternConv",
     "UnifiedFc",
+    "DenseConv",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameOpKind(OpKind e) {
-  if (flatbuffers::IsOutRange(e, OpKind::NONE, OpKind::UnifiedFc)) return "";
+  if (flatbuffers::IsOutRange(e, OpKind::NONE, OpKind::DenseConv)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesOpKind()[index];
 }
@@ -113,6 +122,10 @@ template<> struct OpKindTraits<tfpconv::fb::PatternConv> {
 
 template<> struct OpKindTraits<tfpconv::fb::UnifiedFc> {
   static const OpKind enum_value = OpKind::UnifiedFc;
+};
+
+template<> struct OpKindTraits<tfpconv::fb::DenseConv> {
+  static const OpKind enum_value = OpKind::DenseConv;
 };
 
 bool VerifyOpKind(flatbuffers::Verifier &verifier, const void *obj, OpKind type);
@@ -890,6 +903,171 @@ inline flatbuffers::Offset<UnifiedFc> CreateUnifiedFcDirect(
       states__);
 }
 
+struct DenseConv FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
+  typedef DenseConvBuilder Builder;
+  struct Traits;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_KERNEL_SHAPE = 4
+  };
+  const flatbuffers::Vector<int32_t> *kernel_shape() const {
+    return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_KERNEL_SHAPE);
+  }
+  bool Verify(flatbuffers::Verifier &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffsetRequired(verifier, VT_KERNEL_SHAPE) &&
+           verifier.VerifyVector(kernel_shape()) &&
+           verifier.EndTable();
+  }
+};
+
+struct DenseConvBuilder {
+  typedef DenseConv Table;
+  flatbuffers::FlatBufferBuilder &fbb_;
+  flatbuffers::uoffset_t start_;
+  void add_kernel_shape(flatbuffers::Offset<flatbuffers::Vector<int32_t>> kernel_shape) {
+    fbb_.AddOffset(DenseConv::VT_KERNEL_SHAPE, kernel_shape);
+  }
+  explicit DenseConvBuilder(flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  flatbuffers::Offset<DenseConv> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = flatbuffers::Offset<DenseConv>(end);
+    fbb_.Required(o, DenseConv::VT_KERNEL_SHAPE);
+    return o;
+  }
+};
+
+inline flatbuffers::Offset<DenseConv> CreateDenseConv(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> kernel_shape = 0) {
+  DenseConvBuilder builder_(_fbb);
+  builder_.add_kernel_shape(kernel_shape);
+  return builder_.Finish();
+}
+
+struct DenseConv::Traits {
+  using type = DenseConv;
+  static auto constexpr Create = CreateDenseConv;
+};
+
+inline flatbuffers::Offset<DenseConv> CreateDenseConvDirect(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    const std::vector<int32_t> *kernel_shape = nullptr) {
+  auto kernel_shape__ = kernel_shape ? _fbb.CreateVector<int32_t>(*kernel_shape) : 0;
+  return tfpconv::fb::CreateDenseConv(
+      _fbb,
+      kernel_shape__);
+}
+
+struct ActivationMask FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
+  typedef ActivationMaskBuilder Builder;
+  struct Traits;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_OPERATOR_INDEX = 4,
+    VT_MASK_TENSOR_INDEX = 6,
+    VT_MASK_CHECKSUM_KIND = 8,
+    VT_MASK_CHECKSUM = 10,
+    VT_HEIGHT = 12,
+    VT_WIDTH = 14,
+    VT_MASKED_PIXELS = 16
+  };
+  uint32_t operator_index() const {
+    return GetField<uint32_t>(VT_OPERATOR_INDEX, 0);
+  }
+  int32_t mask_tensor_index() const {
+    return GetField<int32_t>(VT_MASK_TENSOR_INDEX, 0);
+  }
+  tfpconv::fb::ChecksumKind mask_checksum_kind() const {
+    return static_cast<tfpconv::fb::ChecksumKind>(GetField<int8_t>(VT_MASK_CHECKSUM_KIND, 0));
+  }
+  uint32_t mask_checksum() const {
+    return GetField<uint32_t>(VT_MASK_CHECKSUM, 0);
+  }
+  int32_t height() const {
+    return GetField<int32_t>(VT_HEIGHT, 0);
+  }
+  int32_t width() const {
+    return GetField<int32_t>(VT_WIDTH, 0);
+  }
+  int32_t masked_pixels() const {
+    return GetField<int32_t>(VT_MASKED_PIXELS, 0);
+  }
+  bool Verify(flatbuffers::Verifier &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint32_t>(verifier, VT_OPERATOR_INDEX, 4) &&
+           VerifyField<int32_t>(verifier, VT_MASK_TENSOR_INDEX, 4) &&
+           VerifyField<int8_t>(verifier, VT_MASK_CHECKSUM_KIND, 1) &&
+           VerifyField<uint32_t>(verifier, VT_MASK_CHECKSUM, 4) &&
+           VerifyField<int32_t>(verifier, VT_HEIGHT, 4) &&
+           VerifyField<int32_t>(verifier, VT_WIDTH, 4) &&
+           VerifyField<int32_t>(verifier, VT_MASKED_PIXELS, 4) &&
+           verifier.EndTable();
+  }
+};
+
+struct ActivationMaskBuilder {
+  typedef ActivationMask Table;
+  flatbuffers::FlatBufferBuilder &fbb_;
+  flatbuffers::uoffset_t start_;
+  void add_operator_index(uint32_t operator_index) {
+    fbb_.AddElement<uint32_t>(ActivationMask::VT_OPERATOR_INDEX, operator_index, 0);
+  }
+  void add_mask_tensor_index(int32_t mask_tensor_index) {
+    fbb_.AddElement<int32_t>(ActivationMask::VT_MASK_TENSOR_INDEX, mask_tensor_index, 0);
+  }
+  void add_mask_checksum_kind(tfpconv::fb::ChecksumKind mask_checksum_kind) {
+    fbb_.AddElement<int8_t>(ActivationMask::VT_MASK_CHECKSUM_KIND, static_cast<int8_t>(mask_checksum_kind), 0);
+  }
+  void add_mask_checksum(uint32_t mask_checksum) {
+    fbb_.AddElement<uint32_t>(ActivationMask::VT_MASK_CHECKSUM, mask_checksum, 0);
+  }
+  void add_height(int32_t height) {
+    fbb_.AddElement<int32_t>(ActivationMask::VT_HEIGHT, height, 0);
+  }
+  void add_width(int32_t width) {
+    fbb_.AddElement<int32_t>(ActivationMask::VT_WIDTH, width, 0);
+  }
+  void add_masked_pixels(int32_t masked_pixels) {
+    fbb_.AddElement<int32_t>(ActivationMask::VT_MASKED_PIXELS, masked_pixels, 0);
+  }
+  explicit ActivationMaskBuilder(flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  flatbuffers::Offset<ActivationMask> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = flatbuffers::Offset<ActivationMask>(end);
+    return o;
+  }
+};
+
+inline flatbuffers::Offset<ActivationMask> CreateActivationMask(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    uint32_t operator_index = 0,
+    int32_t mask_tensor_index = 0,
+    tfpconv::fb::ChecksumKind mask_checksum_kind = tfpconv::fb::ChecksumKind::CRC32,
+    uint32_t mask_checksum = 0,
+    int32_t height = 0,
+    int32_t width = 0,
+    int32_t masked_pixels = 0) {
+  ActivationMaskBuilder builder_(_fbb);
+  builder_.add_masked_pixels(masked_pixels);
+  builder_.add_width(width);
+  builder_.add_height(height);
+  builder_.add_mask_checksum(mask_checksum);
+  builder_.add_mask_tensor_index(mask_tensor_index);
+  builder_.add_operator_index(operator_index);
+  builder_.add_mask_checksum_kind(mask_checksum_kind);
+  return builder_.Finish();
+}
+
+struct ActivationMask::Traits {
+  using type = ActivationMask;
+  static auto constexpr Create = CreateActivationMask;
+};
+
 struct OpPlan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   typedef OpPlanBuilder Builder;
   struct Traits;
@@ -903,7 +1081,8 @@ struct OpPlan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_WEIGHT_BYTES = 16,
     VT_KIND_TYPE = 18,
     VT_KIND = 20,
-    VT_TUNINGS = 22
+    VT_TUNINGS = 22,
+    VT_ACTIVATION_MASK = 24
   };
   uint32_t subgraph_index() const {
     return GetField<uint32_t>(VT_SUBGRAPH_INDEX, 0);
@@ -939,8 +1118,14 @@ struct OpPlan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   const tfpconv::fb::UnifiedFc *kind_as_UnifiedFc() const {
     return kind_type() == tfpconv::fb::OpKind::UnifiedFc ? static_cast<const tfpconv::fb::UnifiedFc *>(kind()) : nullptr;
   }
+  const tfpconv::fb::DenseConv *kind_as_DenseConv() const {
+    return kind_type() == tfpconv::fb::OpKind::DenseConv ? static_cast<const tfpconv::fb::DenseConv *>(kind()) : nullptr;
+  }
   const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>> *tunings() const {
     return GetPointer<const flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>> *>(VT_TUNINGS);
+  }
+  const tfpconv::fb::ActivationMask *activation_mask() const {
+    return GetPointer<const tfpconv::fb::ActivationMask *>(VT_ACTIVATION_MASK);
   }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
@@ -959,6 +1144,8 @@ struct OpPlan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            VerifyOffset(verifier, VT_TUNINGS) &&
            verifier.VerifyVector(tunings()) &&
            verifier.VerifyVectorOfTables(tunings()) &&
+           VerifyOffset(verifier, VT_ACTIVATION_MASK) &&
+           verifier.VerifyTable(activation_mask()) &&
            verifier.EndTable();
   }
 };
@@ -969,6 +1156,10 @@ template<> inline const tfpconv::fb::PatternConv *OpPlan::kind_as<tfpconv::fb::P
 
 template<> inline const tfpconv::fb::UnifiedFc *OpPlan::kind_as<tfpconv::fb::UnifiedFc>() const {
   return kind_as_UnifiedFc();
+}
+
+template<> inline const tfpconv::fb::DenseConv *OpPlan::kind_as<tfpconv::fb::DenseConv>() const {
+  return kind_as_DenseConv();
 }
 
 struct OpPlanBuilder {
@@ -1005,6 +1196,9 @@ struct OpPlanBuilder {
   void add_tunings(flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>>> tunings) {
     fbb_.AddOffset(OpPlan::VT_TUNINGS, tunings);
   }
+  void add_activation_mask(flatbuffers::Offset<tfpconv::fb::ActivationMask> activation_mask) {
+    fbb_.AddOffset(OpPlan::VT_ACTIVATION_MASK, activation_mask);
+  }
   explicit OpPlanBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -1028,9 +1222,11 @@ inline flatbuffers::Offset<OpPlan> CreateOpPlan(
     uint64_t weight_bytes = 0,
     tfpconv::fb::OpKind kind_type = tfpconv::fb::OpKind::NONE,
     flatbuffers::Offset<void> kind = 0,
-    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>>> tunings = 0) {
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<tfpconv::fb::Tuning>>> tunings = 0,
+    flatbuffers::Offset<tfpconv::fb::ActivationMask> activation_mask = 0) {
   OpPlanBuilder builder_(_fbb);
   builder_.add_weight_bytes(weight_bytes);
+  builder_.add_activation_mask(activation_mask);
   builder_.add_tunings(tunings);
   builder_.add_kind(kind);
   builder_.add_weight_checksum(weight_checksum);
@@ -1059,7 +1255,8 @@ inline flatbuffers::Offset<OpPlan> CreateOpPlanDirect(
     uint64_t weight_bytes = 0,
     tfpconv::fb::OpKind kind_type = tfpconv::fb::OpKind::NONE,
     flatbuffers::Offset<void> kind = 0,
-    const std::vector<flatbuffers::Offset<tfpconv::fb::Tuning>> *tunings = nullptr) {
+    const std::vector<flatbuffers::Offset<tfpconv::fb::Tuning>> *tunings = nullptr,
+    flatbuffers::Offset<tfpconv::fb::ActivationMask> activation_mask = 0) {
   auto requires___ = requires_ ? _fbb.CreateVector<flatbuffers::Offset<tfpconv::fb::Feature>>(*requires_) : 0;
   auto tunings__ = tunings ? _fbb.CreateVector<flatbuffers::Offset<tfpconv::fb::Tuning>>(*tunings) : 0;
   return tfpconv::fb::CreateOpPlan(
@@ -1073,7 +1270,8 @@ inline flatbuffers::Offset<OpPlan> CreateOpPlanDirect(
       weight_bytes,
       kind_type,
       kind,
-      tunings__);
+      tunings__,
+      activation_mask);
 }
 
 struct Plan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
@@ -1201,6 +1399,10 @@ inline bool VerifyOpKind(flatbuffers::Verifier &verifier, const void *obj, OpKin
     }
     case OpKind::UnifiedFc: {
       auto ptr = reinterpret_cast<const tfpconv::fb::UnifiedFc *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case OpKind::DenseConv: {
+      auto ptr = reinterpret_cast<const tfpconv::fb::DenseConv *>(obj);
       return verifier.VerifyTable(ptr);
     }
     default: return true;

@@ -61,6 +61,57 @@ void TransformTile(const ConvShape& s, const Geometry& g, const kernels::KernelS
   set.transform(t);
 }
 
+Geometry MakeGatheredGeometry(const ConvShape& s, const kernels::Variant& v, int lanes,
+                              size_t units) {
+  Geometry g;
+  g.rows = v.rows;
+  g.cols = v.vecs * lanes;
+  g.ph = 3;
+  g.pw = 3;
+  g.hq = g.rows;
+  g.wq = g.cols;
+  g.plane = ptrdiff_t{g.hq} * g.wq;
+  g.channel_stride = 9 * g.plane;
+  g.tile_stride = g.channel_stride * s.in_c;
+  for (int k = 0; k < 9; ++k) g.tap_off[k] = static_cast<int32_t>(k * g.plane);
+  g.acc_pitch = g.cols;
+  g.acc_floats = g.rows * g.cols;
+  g.tiles_y = static_cast<int>((units + g.rows - 1) / g.rows);
+  g.tiles_x = 1;
+  return g;
+}
+
+void TransformUnit(const ConvShape& s, const Geometry& g, const kernels::KernelSet& set,
+                   const float* image, float* x, int row, int out_y, int out_x0) {
+  // One plane row per call: with hq = 1 the transform's plane (a, b) row 0 is input row row0 + a
+  // whatever the stride, so ph = 3 row "phases" are the 3 tap rows.
+  kernels::TransformArgs t;
+  t.image = image;
+  t.in_h = s.in_h;
+  t.in_w = s.in_w;
+  t.channels = s.in_c;
+  t.row0 = s.stride_h * out_y - s.pad_top;
+  t.col0 = s.stride_w * out_x0 - s.pad_left;
+  t.stride_h = s.stride_h;
+  t.stride_w = s.stride_w;
+  t.ph = 3;
+  t.pw = 3;
+  t.hq = 1;
+  t.wq = g.wq;
+  t.plane = g.plane;
+  t.channel_stride = g.channel_stride;
+  t.tail = 0;
+  t.x = x + ptrdiff_t{row} * g.wq;
+  set.transform(t);
+}
+
+void ClearGatheredRows(const ConvShape& s, const Geometry& g, float* x, int first_row) {
+  if (first_row >= g.rows) return;
+  const size_t n = size_t(g.rows - first_row) * g.wq;
+  for (ptrdiff_t plane = 0; plane < ptrdiff_t{9} * s.in_c; ++plane)
+    std::fill_n(x + plane * g.plane + ptrdiff_t{first_row} * g.wq, n, 0.0f);
+}
+
 namespace {
 
 int PopCount9(int m) {
@@ -101,6 +152,17 @@ std::string ValidatePlan(const ConvShape& s, const PatternPlan& plan) {
     for (int32_t o : plan.filter_order) {
       if (o < 0 || o >= s.out_c || seen[o]) return "filter_order is not a permutation";
       seen[o] = 1;
+    }
+  }
+  if (!plan.pixel_mask.empty()) {
+    const size_t pixels = size_t(s.out_h) * s.out_w;
+    if (plan.pixel_mask.size() != pixels)
+      return "pixel_mask has " + std::to_string(plan.pixel_mask.size()) +
+             " flags, expected out_h * out_w = " + std::to_string(pixels);
+    for (size_t p = 0; p < pixels; ++p) {
+      if (plan.pixel_mask[p] > 1)
+        return "pixel_mask flag " + std::to_string(plan.pixel_mask[p]) + " at pixel " +
+               std::to_string(p) + " is not 0 or 1";
     }
   }
   if (!plan.group_offsets.empty()) {

@@ -42,6 +42,27 @@ struct Geometry {
   int tiles_y = 0, tiles_x = 0;
 };
 
+// Gathered tiles (pattern_conv.h's pixel_mask): a tile's `rows` rows are active units of
+// kActivationUnitPixels output pixels along one output row, taken from anywhere in the image, so no
+// two rows of a tile share input rows and the row phases of the layout above do not apply. Each
+// channel's block holds 9 planes of rows x cols floats (cols = vecs * lanes = the unit), one per
+// tap: plane (dy, dx) row i column j is padded input pixel (dy + stride_h * y_i,
+// dx + stride_w * (x_i + j)) for unit i starting at output pixel (y_i, x_i), so tap (dy, dx) of
+// unit i's pixel j is at tap_off[3 * dy + dx] + i * wq + j with tap_off[k] = k * plane. That is
+// 9 transformed floats per output pixel and input channel against 3 * (rows + 2) / rows for a row
+// tile at stride 1 (2.4x an 8-row tile's), the price of skipping masked units. Only flat packing
+// runs them. tiles_y = ceil(units / rows) tiles, tiles_x = 1.
+Geometry MakeGatheredGeometry(const ConvShape& shape, const kernels::Variant& variant, int lanes,
+                              size_t units);
+
+// Writes the planes of the unit starting at output pixel (out_y, out_x0) into row `row` of the
+// gathered tile at x (tile_stride floats).
+void TransformUnit(const ConvShape& shape, const Geometry& geo, const kernels::KernelSet& set,
+                   const float* image, float* x, int row, int out_y, int out_x0);
+
+// Zeros rows [first_row, rows) of every plane of a gathered tile (a last tile with fewer units).
+void ClearGatheredRows(const ConvShape& shape, const Geometry& geo, float* x, int first_row);
+
 // The tile rows a whole-row variant of `vector_floats` (vecs * lanes) covers; 0 when the layer is
 // wider than that.
 int WholeRowsPerTile(const ConvShape& shape, int vector_floats);

@@ -17,6 +17,7 @@ struct Params {
   int variant = 0;
   int tile_oc = 64;
   int tile_ic = 0;
+  int gather = -1;  // tuned path for a masked layer: 1 gathered, 0 normal, -1 the cost model's
 };
 
 // Whether a variant can run a shape (whole-row variants need the output width to fit).
@@ -58,16 +59,30 @@ double KernelDensity(const ConvShape& s, const PatternPlan& plan) {
   return double(std::max<size_t>(kept, 1)) / (double(s.out_c) * s.in_c);
 }
 
-// Defaults when the plan carries no tuned parameters: the flat variant with the most output pixels
-// per load slot, in a cost model of the kernels' loops. A kernel loads 4 taps x its tile's vectors
-// (x LoadCost) plus 4 weights and 4 offsets; a task (one output channel, one input-channel block:
-// input-channel block x density kernels) loads and stores its accumulators and leaves its loop
-// with a mispredicted branch; each tile's input is transformed once per kernel that reads it over
-// all output channels. Useful work is the tile's vector lanes that land on output pixels (tile
-// edges, rows of whole-row tiles). Input-channel blocks as DefaultTileIc says.
-Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set, double density) {
+// The cost model of the kernels' loops, in load slots per kept kernel of one tile. A kernel loads
+// 4 taps x its tile's vectors (x LoadCost) plus 4 weights and 4 offsets; a task (one output
+// channel, one input-channel block: tile_ic x density kernels) loads and stores its accumulators
+// and leaves its loop with a mispredicted branch; each tile's input is transformed once per kernel
+// that reads it over all output channels.
+double KernelCost(const ConvShape& s, const kernels::Variant& v, int lanes, const Geometry& g,
+                  double tile_ic, double density) {
   constexpr double kTaskOverhead = 30;  // load slots: loop exit, bookkeeping
-  constexpr int kMaxDefaultTile = 128;   // output pixels
+  const double vectors = v.rows * v.vecs;
+  const double kernels_per_task = std::max(1.0, tile_ic * density);
+  const double transform = 2.0 * g.channel_stride / lanes / std::max(1.0, s.out_c * density);
+  return 4 * vectors * LoadCost(s, v, lanes) + 8 + (2 * vectors + kTaskOverhead) / kernels_per_task +
+         transform;
+}
+
+// Tiles of more than 128 pixels (r8v2, r12v1 with AVX-512) measured slower than r8v1 on every
+// VGG-16 layer though the model prefers them: a chunk's accumulators (tile_oc x tile x 4 bytes) no
+// longer stay in L1. The tuner still times them.
+constexpr int kMaxDefaultTile = 128;  // output pixels
+
+// Defaults when the plan carries no tuned parameters: the flat variant with the most output pixels
+// per load slot (KernelCost). Useful work is the tile's vector lanes that land on output pixels
+// (tile edges, rows of whole-row tiles). Input-channel blocks as DefaultTileIc says.
+Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set, double density) {
   Params p;
   double best = -1;
   for (int i = 0; i < set.num_variants; ++i) {
@@ -75,16 +90,10 @@ Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set, double d
     // The pattern-specialised loops pay a branch per pattern run; with ~28% of kernels kept and
     // L1-sized input-channel blocks the runs are short, and the flat loops measured faster.
     if (v.specialised || !Fits(s, v, set.lanes)) continue;
-    // Tiles of more than 128 pixels (r8v2, r12v1 with AVX-512) measured slower than r8v1 on every
-    // VGG-16 layer though the model prefers them: a chunk's accumulators (tile_oc x tile x 4 bytes)
-    // no longer stay in L1. The tuner still times them.
     if (v.rows * v.vecs * set.lanes > kMaxDefaultTile) continue;
     const Geometry g = MakeGeometry(s, v, set.lanes);
     const double vectors = v.rows * v.vecs;
-    const double kernels_per_task = std::max(1.0, TileIcFor(g) * density);
-    const double transform = 2.0 * g.channel_stride / set.lanes / std::max(1.0, s.out_c * density);
-    const double cost = 4 * vectors * LoadCost(s, v, set.lanes) + 8 +
-                        (2 * vectors + kTaskOverhead) / kernels_per_task + transform;
+    const double cost = KernelCost(s, v, set.lanes, g, TileIcFor(g), density);
     const double score = vectors * LanesUsed(s, g) / cost;
     if (score > best + 1e-9) {
       best = score;
@@ -120,6 +129,14 @@ bool ApplyTuned(const KernelTuning& tuning, const ConvShape& s, Isa isa,
     p->tile_ic = DefaultTileIc(s, set.variants[v], set.lanes);
   }
   for (const auto& [key, value] : tuning.params) {
+    if (key == "gather") {
+      if (value != 0 && value != 1) {
+        *problem = "tuned gather " + std::to_string(value) + " is not 0 or 1";
+        return false;
+      }
+      p->gather = static_cast<int>(value);
+      continue;
+    }
     if (key != "tile_oc" && key != "tile_ic") continue;  // unknown keys are ignored
     if (value < 1 || value > (1 << 20)) {
       *problem = "tuned " + key + " " + std::to_string(value) + " is out of range";
@@ -144,6 +161,91 @@ Params ChooseParams(const PatternPlan& plan, const ConvShape& s, Isa isa,
   return p;
 }
 
+// A unit of the pixel mask with at least one 1: output row y, columns [x0, x0 + width).
+struct Unit {
+  int32_t y, x0, width;
+};
+
+std::vector<Unit> ActiveUnits(const ConvShape& s, const std::vector<uint8_t>& mask) {
+  std::vector<Unit> units;
+  for (int y = 0; y < s.out_h; ++y) {
+    for (int x0 = 0; x0 < s.out_w; x0 += kActivationUnitPixels) {
+      const int width = std::min(kActivationUnitPixels, s.out_w - x0);
+      const uint8_t* flags = mask.data() + size_t(y) * s.out_w + x0;
+      if (std::any_of(flags, flags + width, [](uint8_t f) { return f != 0; }))
+        units.push_back(Unit{y, x0, width});
+    }
+  }
+  return units;
+}
+
+size_t UnitCount(const ConvShape& s) {
+  return size_t(s.out_h) * size_t((s.out_w + kActivationUnitPixels - 1) / kActivationUnitPixels);
+}
+
+// The gathered path's variant (KernelSet::gathered), or -1 when the set names none that fits.
+int GatheredVariant(const kernels::KernelSet& set) {
+  const int v = set.gathered != nullptr ? FindVariant(set, set.gathered) : -1;
+  if (v < 0) return -1;
+  const kernels::Variant& gv = set.variants[v];
+  const bool fits = !gv.specialised && !gv.whole_rows && gv.vecs * set.lanes == kActivationUnitPixels;
+  return fits ? v : -1;
+}
+
+// What the masked-layer decision compares: the accumulator lanes a path computes (whole tiles), each
+// costing its share of the kernels' FMAs (the same loop on either path) plus its share of the
+// transform. Per lane and input channel a tile transforms channel_stride / acc_floats floats (3.75
+// for an 8-row tile at stride 1, 9 for gathered units) against 4 x out_c x density FMA lanes; a
+// transformed float costs about 6 FMA lanes (a 16x16 AVX-512 transpose block is 16 loads, 64
+// shuffles and 16 stores: 6 instructions per vector of 16 floats, an FMA vector is one), which put
+// the transform at the ~10% of the normal path's time profiles show on VGG-16's conv3_2.
+double PathCost(const ConvShape& s, const Geometry& g, double density) {
+  constexpr double kTransformFmaLanes = 6;
+  const double lanes = double(g.tiles_y) * g.tiles_x * g.acc_floats;
+  const double transformed = double(g.channel_stride) / g.acc_floats;
+  const double fmas = 4 * std::max(1.0, s.out_c * density);
+  return lanes * (1 + kTransformFmaLanes * transformed / fmas);
+}
+
+// With a pixel mask: the normal tiles (every pixel computed, then the masked ones zeroed) or
+// gathered tiles of the active units (packing.h), whichever PathCost finds cheaper by a margin,
+// or what the tuning says ("gather"). PathCost charges gathered units 16 lanes (a narrow layer's
+// short units waste some) and 9 transform planes; the margin covers what it leaves out, a
+// transform and a store call per unit and the zeroing. With every unit of VGG-16's conv3_2 and
+// conv4_2 gathered, the model says 0.91x and 0.96x the normal tiles' speed; measured with AVX-512
+// 0.86-0.90x and 0.90-0.93x, with AVX2 (whose normal tiles have 2.4x larger input-channel blocks,
+// so fewer loop exits) 0.78x and 0.90x. With 30% of the units masked, the speedups measured on
+// VGG-16's 3x3 layers (AVX-512) were 8-15% below the model's, hence a 10% margin: at 15% masked,
+// where the model saw a few percent to gain, gathering measured even. A mask without a whole
+// masked unit runs the normal tiles: gathering could only add work.
+//
+// Gathered tiles take their own variant and blocks: input-channel blocks as TileIcFor says (as
+// many input channels as an 8-row tile's block for a 4-unit tile), and chunks of 256 output
+// channels (measured 5-10% faster than 64 on VGG-16's layers: a gathered tile's transformed input
+// is larger than L2 from 256 input channels on, and each chunk passes over it once).
+Params ChooseMaskedPath(const ConvShape& s, const kernels::KernelSet& set, double density,
+                        const Params& normal, size_t active_units) {
+  constexpr double kGatherMargin = 1.1;
+  constexpr int kGatheredTileOc = 256;
+  const int v = GatheredVariant(set);
+  Params p = normal;
+  p.gather = 0;
+  if (v < 0 || normal.gather == 0) return p;
+  const Geometry gathered = MakeGatheredGeometry(s, set.variants[v], set.lanes, active_units);
+  if (normal.gather < 0) {
+    const Geometry g = MakeGeometry(s, set.variants[normal.variant], set.lanes);
+    if (active_units == UnitCount(s) ||
+        kGatherMargin * PathCost(s, gathered, density) >= PathCost(s, g, density))
+      return p;
+  }
+  p = Params{};
+  p.variant = v;
+  p.tile_oc = kGatheredTileOc;
+  p.tile_ic = TileIcFor(gathered);
+  p.gather = 1;
+  return p;
+}
+
 // The start of `floats` floats in *buffer, on a 64-byte boundary (row tiles are laid out so that
 // every vector load is aligned when the tile input starts on one: a load that straddles two cache
 // lines costs twice, and with 64-byte AVX-512 vectors every misaligned load does).
@@ -156,14 +258,26 @@ float* CacheLineAligned(std::vector<float>* buffer, size_t floats) {
 
 class ConvImpl final : public PatternConv {
  public:
-  ConvImpl(const ConvShape& shape, Isa isa, const kernels::KernelSet& set, const Params& params)
+  // mask: the plan's pixel_mask; units: its active units (when params.gather == 1).
+  ConvImpl(const ConvShape& shape, Isa isa, const kernels::KernelSet& set, const Params& params,
+           std::vector<uint8_t> mask, std::vector<Unit> units)
       : shape_(shape),
         isa_(isa),
         set_(set),
         params_(params),
-        variant_(set.variants[params.variant]) {
-    geo_ = MakeGeometry(shape, variant_, set.lanes);
+        variant_(set.variants[params.variant]),
+        gathered_(params.gather == 1),
+        mask_(std::move(mask)),
+        units_(std::move(units)) {
     by_pattern_ = false;
+    if (gathered_) {
+      geo_ = MakeGatheredGeometry(shape, variant_, set.lanes, units_.size());
+      fn_ = variant_.flat;
+      SetTilePixelRanges();
+      return;
+    }
+    units_.clear();
+    geo_ = MakeGeometry(shape, variant_, set.lanes);
     if (shape.stride_h == 1 && shape.stride_w == 1 && variant_.pattern11 != nullptr) {
       fn_ = variant_.pattern11;
       by_pattern_ = true;
@@ -182,6 +296,10 @@ class ConvImpl final : public PatternConv {
     const ConvShape& s = shape_;
     const size_t tiles = size_t(geo_.tiles_y) * geo_.tiles_x;
     const size_t chunks = packed_.chunk_begin.size() - 1;
+    if (tiles == 0) {  // gathered, and the mask has no 1
+      std::fill_n(output, size_t(s.batch) * s.out_h * s.out_w * s.out_c, 0.0f);
+      return;
+    }
     // An item transforms one tile's input into a per-thread buffer (it stays in L2) and runs a
     // range of output-channel chunks on it. With several threads and few tiles the chunks are
     // split over a few items per tile so every thread has work (at the price of transforming a
@@ -219,8 +337,10 @@ class ConvImpl final : public PatternConv {
     KernelTuning t;
     t.variant = variant_.name;
     t.params = {{"tile_oc", params_.tile_oc}, {"tile_ic", params_.tile_ic}};
+    if (!mask_.empty()) t.params["gather"] = gathered_ ? 1 : 0;
     return t;
   }
+  bool skips_masked_units() const override { return gathered_; }
 
  private:
   struct Job {
@@ -264,7 +384,11 @@ class ConvImpl final : public PatternConv {
     const float* tile_input = nullptr;
     if (pw.nonzero_kernels > 0) {
       float* x = CacheLineAligned(&x_buffer, size_t(geo_.tile_stride));
-      TransformTile(s, geo_, set_, job.image, x, tile);
+      if (gathered_) {
+        TransformGathered(job.image, x, tile);
+      } else {
+        TransformTile(s, geo_, set_, job.image, x, tile);
+      }
       tile_input = x;
     }
     float* acc = job.shared_acc != nullptr ? job.shared_acc + tile * TileAccFloats()
@@ -274,23 +398,91 @@ class ConvImpl final : public PatternConv {
     // With split tiles, the last item of the tile stores it (acquire: the other items' sums).
     if (job.shared_acc != nullptr && tiles_left_[tile].fetch_sub(1, std::memory_order_acq_rel) != 1)
       return;
+    if (gathered_) {
+      StoreGathered(acc, job.out, tile);
+      return;
+    }
 
     // The tile's pixels that are inside the output, to NHWC with the fused activation.
     const int ty = static_cast<int>(tile / geo_.tiles_x), tx = static_cast<int>(tile % geo_.tiles_x);
     const int y0 = ty * geo_.rows, x0 = tx * geo_.cols;
+    kernels::StoreArgs store = StoreBase(acc);
+    store.rows = std::min(geo_.rows, s.out_h - y0);
+    store.cols = std::min(geo_.cols, s.out_w - x0);
+    store.out = job.out + (size_t(y0) * s.out_w + x0) * s.out_c;
+    set_.store(store);
+    if (!mask_.empty()) {
+      for (int r = 0; r < store.rows; ++r) {
+        const size_t row_pixel = size_t(y0 + r) * s.out_w;
+        ZeroMasked(job.out, row_pixel + x0, row_pixel + x0 + store.cols);
+      }
+    }
+  }
+
+  kernels::StoreArgs StoreBase(const float* acc) const {
     kernels::StoreArgs store;
     store.acc = acc;
     store.acc_floats = geo_.acc_floats;
     store.acc_pitch = geo_.acc_pitch;
-    store.rows = std::min(geo_.rows, s.out_h - y0);
-    store.cols = std::min(geo_.cols, s.out_w - x0);
-    store.position = pw.position.data();
-    store.out = job.out + (size_t(y0) * s.out_w + x0) * s.out_c;
-    store.out_row = ptrdiff_t{s.out_w} * s.out_c;
-    store.out_c = s.out_c;
-    store.lo = s.act_min;
-    store.hi = s.act_max;
-    set_.store(store);
+    store.position = packed_.position.data();
+    store.out_row = ptrdiff_t{shape_.out_w} * shape_.out_c;
+    store.out_c = shape_.out_c;
+    store.lo = shape_.act_min;
+    store.hi = shape_.act_max;
+    return store;
+  }
+
+  // Gathered tile t owns the output pixels [tile_pixel_[t], tile_pixel_[t + 1]) (row-major): its
+  // units and the masked units after them, up to the next tile's first unit.
+  void SetTilePixelRanges() {
+    const size_t tiles = size_t(geo_.tiles_y);
+    tile_pixel_.assign(tiles + 1, 0);
+    for (size_t t = 1; t < tiles; ++t) {
+      const Unit& u = units_[t * geo_.rows];
+      tile_pixel_[t] = size_t(u.y) * shape_.out_w + u.x0;
+    }
+    tile_pixel_[tiles] = size_t(shape_.out_h) * shape_.out_w;
+  }
+
+  size_t UnitsInTile(size_t tile) const {
+    return std::min(size_t(geo_.rows), units_.size() - tile * geo_.rows);
+  }
+
+  void TransformGathered(const float* image, float* x, size_t tile) const {
+    const Unit* units = units_.data() + tile * geo_.rows;
+    const int n = static_cast<int>(UnitsInTile(tile));
+    for (int i = 0; i < n; ++i) TransformUnit(shape_, geo_, set_, image, x, i, units[i].y, units[i].x0);
+    ClearGatheredRows(shape_, geo_, x, n);  // rows past the last unit: finite, never stored
+  }
+
+  // Each unit of the tile as a one-row tile, then every masked pixel the tile owns to 0.
+  void StoreGathered(const float* acc, float* out, size_t tile) const {
+    const Unit* units = units_.data() + tile * geo_.rows;
+    const int n = static_cast<int>(UnitsInTile(tile));
+    kernels::StoreArgs store = StoreBase(acc);
+    store.rows = 1;
+    for (int i = 0; i < n; ++i) {
+      store.acc = acc + ptrdiff_t{i} * geo_.acc_pitch;
+      store.cols = units[i].width;
+      store.out = out + (size_t(units[i].y) * shape_.out_w + units[i].x0) * shape_.out_c;
+      set_.store(store);
+    }
+    ZeroMasked(out, tile_pixel_[tile], tile_pixel_[tile + 1]);
+  }
+
+  // Writes 0 to every channel of the masked pixels among the row-major pixels [begin, end).
+  void ZeroMasked(float* out, size_t begin, size_t end) const {
+    const uint8_t* mask = mask_.data();
+    for (size_t p = begin; p < end;) {
+      if (mask[p] != 0) {
+        ++p;
+        continue;
+      }
+      size_t q = p + 1;
+      while (q < end && mask[q] == 0) ++q;
+      std::fill(out + p * shape_.out_c, out + q * shape_.out_c, 0.0f);
+      p = q;
+    }
   }
 
   // One chunk of output channels of a tile, all input channels, into acc (bias first).
@@ -322,6 +514,10 @@ class ConvImpl final : public PatternConv {
   kernels::Variant variant_;
   kernels::ChunkFn fn_ = nullptr;
   bool by_pattern_ = false;
+  bool gathered_ = false;
+  std::vector<uint8_t> mask_;      // the plan's pixel_mask (empty: none)
+  std::vector<Unit> units_;        // gathered: the active units, row-major
+  std::vector<size_t> tile_pixel_;  // gathered: the pixels each tile owns (SetTilePixelRanges)
   Geometry geo_;
   PackedWeights packed_;
   // Run's buffers for split tiles (Run is called from one thread at a time).
@@ -351,8 +547,16 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
   }
   *error = ValidatePlan(shape, plan);
   if (!error->empty()) return nullptr;
-  const Params params = ChooseParams(plan, shape, isa, *set, note);
-  auto conv = std::make_unique<ConvImpl>(shape, isa, *set, params);
+  Params params = ChooseParams(plan, shape, isa, *set, note);
+  std::vector<Unit> units;
+  if (!plan.pixel_mask.empty()) {
+    units = ActiveUnits(shape, plan.pixel_mask);
+    params = ChooseMaskedPath(shape, *set, KernelDensity(shape, plan), params, units.size());
+  } else {
+    params.gather = -1;  // a tuned "gather" means nothing without a mask
+  }
+  auto conv =
+      std::make_unique<ConvImpl>(shape, isa, *set, params, plan.pixel_mask, std::move(units));
   if (!conv->Pack(weights, bias, plan, params, error)) return nullptr;
   return conv;
 }

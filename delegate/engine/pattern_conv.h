@@ -69,7 +69,9 @@ struct KernelTuning {
   std::optional<bool> claim;
   // The kernel variant by its stable name (kernels::Variant::name, e.g. "r8v1"); empty: default.
   std::string variant;
-  // Further kernel parameters: "tile_oc", "tile_ic" (absent: defaults; unknown keys are ignored).
+  // Further kernel parameters: "tile_oc", "tile_ic" (absent: defaults; unknown keys are ignored),
+  // and for a layer with a pixel mask "gather" (1: compute only the active units, 0: every pixel;
+  // absent: the engine's cost model decides). The variant and tiles apply to the normal path only.
   std::map<std::string, int64_t> params;
 };
 
@@ -78,6 +80,10 @@ inline bool operator==(const KernelTuning& a, const KernelTuning& b) {
 }
 inline bool operator!=(const KernelTuning& a, const KernelTuning& b) { return !(a == b); }
 
+// Output pixels the engine computes together when it skips masked activations: a run of this many
+// pixels along one output row (a row's last run may be shorter). The masks' unit (exposed to Python).
+constexpr int kActivationUnitPixels = 16;
+
 // One layer's decoded, already verified plan (see converter/tfpconv_plan.fbs, PatternConv).
 struct PatternPlan {
   std::vector<uint16_t> library;      // 9-bit masks, bit 3*row+col, 4 bits each, centre set
@@ -85,6 +91,10 @@ struct PatternPlan {
   std::vector<int32_t> filter_order;  // permutation of output channels, execution order
   std::vector<int32_t> group_offsets; // groups of filter_order; [0, ..., out_c], rising strictly
   KernelTuning tuning;                // tuned for the instruction set Create runs with, if any
+  // Empty, or out_h * out_w flags (row-major, shared by every image and channel): 0 = the output
+  // pixel is written as 0 (every channel) -- the layer's output is multiplied by this mask. Units
+  // (kActivationUnitPixels along a row) whose flags are all 0 are not computed.
+  std::vector<uint8_t> pixel_mask;
 };
 
 // A convolution with its weights packed for execution. Created once per shape, immutable after,
@@ -100,6 +110,10 @@ class PatternConv {
   // parameters fit the shape; otherwise, e.g. a variant this build lacks or one narrower than a
   // resized input, the engine's defaults run instead and *note (when not null) says why. Tuned
   // values never make Create fail.
+  //
+  // With plan.pixel_mask, Run writes ReferenceConv's output times the mask, and Create decides
+  // from the mask and the shape whether computing only the active units pays
+  // (skips_masked_units()).
   static std::unique_ptr<PatternConv> Create(const ConvShape& shape, const float* weights,
                                              const float* bias, const PatternPlan& plan, Isa isa,
                                              std::string* error, std::string* note = nullptr);
@@ -107,8 +121,13 @@ class PatternConv {
   virtual void Run(const float* input, float* output, ThreadPool* pool) const = 0;
   virtual size_t packed_weight_bytes() const = 0;
   virtual Isa isa() const = 0;
-  // The kernel parameters it runs with: the variant's name and "tile_oc", "tile_ic" (claim unset).
+  // The kernel parameters it runs with: the variant's name and "tile_oc", "tile_ic" (claim unset),
+  // and with a pixel mask "gather" (1: skips_masked_units()).
   virtual KernelTuning kernel_params() const = 0;
+  // Whether Run computes only the mask's active units (gathered from the whole image into tiles of
+  // kActivationUnitPixels-wide rows); false without a mask, or when Create found the normal tiles
+  // (computing every pixel, then zeroing the masked ones) cheaper for this mask and shape.
+  virtual bool skips_masked_units() const = 0;
 };
 
 // Whether the engine is expected to beat TFLite's dense kernel on this layer (the delegate leaves

@@ -69,6 +69,10 @@ void ActivationClamp(tfl::FusedActivation activation, float* min, float* max) {
   *max = std::numeric_limits<float>::max();
   if (activation == tfl::kActRelu || activation == tfl::kActRelu6) *min = 0.0f;
   if (activation == tfl::kActRelu6) *max = 6.0f;
+  if (activation == tfl::kActReluN1To1) {
+    *min = -1.0f;
+    *max = 1.0f;
+  }
 }
 
 bool SameConvShape(const ConvShape& a, const ConvShape& b) {

@@ -23,7 +23,7 @@ bool ResolveConvShape(const tfl::ConvParams& params, int batch, int in_h, int in
 
 bool SameConvShape(const ConvShape& a, const ConvShape& b);
 
-// The clamp [*min, *max] of a fused activation the delegate supports (NONE, RELU, RELU6).
+// The clamp [*min, *max] of a fused activation (NONE, RELU, RELU_N1_TO_1, RELU6).
 void ActivationClamp(tfl::FusedActivation activation, float* min, float* max);
 
 // TFLite's output size of one spatial dimension of a 3x3 CONV_2D, also where ResolveConvShape

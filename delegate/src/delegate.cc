@@ -157,8 +157,19 @@ std::string DescribeClaim(const ClaimedNode& claimed) {
                   static_cast<size_t>(s.out) * static_cast<size_t>(s.in) * sizeof(float));
     return text;
   }
+  std::string mask;
+  if (claimed.mask.present()) {
+    size_t zeros = 0;
+    for (uint8_t kept : claimed.mask.pixels) zeros += kept == 0;
+    mask = ", with its activation mask (MUL node " + std::to_string(claimed.mask.node_index) + ", " +
+           std::to_string(100 * zeros / std::max<size_t>(claimed.mask.pixels.size(), 1)) +
+           "% of pixels zero)";
+  }
+  const std::string kernel = claimed.kind == PlannedOpKind::kDenseConv
+                                 ? std::string("dense weights, the engine's dense path")
+                                 : DescribeKernel(*claimed.conv);
   return "CONV_2D node " + std::to_string(claimed.node_index) + " (" + DescribeShape(claimed.shape) +
-         ", " + DescribeKernel(*claimed.conv) + (claimed.shape_note.empty() ? "" : "; ") +
+         ", " + kernel + mask + (claimed.shape_note.empty() ? "" : "; ") +
          claimed.shape_note + ")";
 }
 
@@ -178,6 +189,7 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
   DelegateState* state = StateOf(delegate);
   const Logger& log = state->logger;
   state->pending.clear();
+  state->absorbed.clear();
   if (!IsPrimarySubgraph(context, log)) {
     log.Log(kTfpconvLogVerbose, "not the primary subgraph: nothing to delegate");
     return tfl::kOk;
@@ -228,6 +240,11 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
           log.Log(kTfpconvLogInfo, "node %d: plan's tuned parameters not used: %s", node_index,
                   claimed.tuning_note.c_str());
         }
+        if (!claimed.mask_note.empty()) {
+          log.Log(kTfpconvLogWarning, "node %d: its activation mask is left to TFLite: %s",
+                  node_index, claimed.mask_note.c_str());
+        }
+        if (claimed.mask.present()) state->absorbed[claimed.mask.node_index] = node_index;
         state->pending[node_index] = std::move(claimed);
         break;
       case Verdict::kNotOurs:
@@ -263,13 +280,17 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
     claimed.push_back(entry.first);
     packed_bytes += entry.second.packed_weight_bytes();
   }
-  std::vector<int> storage(1 + claimed.size());
-  storage[0] = static_cast<int>(claimed.size());
-  std::copy(claimed.begin(), claimed.end(), storage.begin() + 1);
+  std::vector<int> replaced = claimed;
+  for (const auto& entry : state->absorbed) replaced.push_back(entry.first);
+  std::sort(replaced.begin(), replaced.end());
+  std::vector<int> storage(1 + replaced.size());
+  storage[0] = static_cast<int>(replaced.size());
+  std::copy(replaced.begin(), replaced.end(), storage.begin() + 1);
   const auto* to_replace = reinterpret_cast<const tfl::IntArray*>(storage.data());
   const tfl::Status status =
       context->ReplaceNodeSubsetsWithDelegateKernels(context, KernelRegistration(), to_replace, delegate);
   state->pending.clear();
+  state->absorbed.clear();
   if (status == tfl::kOk) {
     state->claimed_nodes = claimed;
     state->packed_weight_bytes = packed_bytes;
@@ -282,6 +303,7 @@ tfl::Status DelegatePrepare(tfl::Context* context, tfl::Delegate* delegate) {
     return SelectAndReplace(context, delegate);
   } catch (const std::exception& e) {
     StateOf(delegate)->pending.clear();
+    StateOf(delegate)->absorbed.clear();
     StateOf(delegate)->logger.Log(kTfpconvLogError, "delegate prepare failed: %s", e.what());
     return tfl::kError;
   }
@@ -383,6 +405,8 @@ size_t TfpconvDelegatePackedWeightBytes(const TfLiteDelegate* delegate) {
              reinterpret_cast<const tfpconv::tfl::Delegate*>(delegate)->data_)
       ->packed_weight_bytes;
 }
+
+int TfpconvDelegateActivationUnitPixels(void) { return tfpconv::kActivationUnitPixels; }
 
 int TfpconvDelegateTuningCandidates(int in_h, int in_w, int in_c, int out_c, int stride_h,
                                     int stride_w, int padding, const char* isa, char* buffer,

@@ -30,6 +30,9 @@ struct DelegateState {
 
   // Nodes selected by the graph-level Prepare, taken by the partition kernels' init.
   std::map<int, ClaimedNode> pending;
+  // Activation-mask MUL nodes claimed with their convolution (MUL node -> convolution node): in
+  // the partitions, but run by the convolution's step.
+  std::map<int, int> absorbed;
   // Node indices claimed the last time the delegate was applied to a primary subgraph, and the
   // bytes of their packed weights.
   std::vector<int> claimed_nodes;

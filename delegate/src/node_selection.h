@@ -4,7 +4,9 @@
 // declined with the reason. Two kinds:
 // * pattern convolutions: CONV_2D, float32 NHWC, constant 3x3 filter, SAME/VALID, stride 1 or 2,
 //   fused NONE/RELU/RELU6; input and output not dynamic-sized, the input's shape known;
-// * unified weights (fc_selection.h): FULLY_CONNECTED, and 1x1 CONV_2D over few pixels.
+// * unified weights (fc_selection.h): FULLY_CONNECTED, and 1x1 CONV_2D over few pixels;
+// * masked dense convolutions: a 3x3 CONV_2D as above, dense weights, whose output feeds only an
+//   activation-mask MUL (mask_selection.h), run by the engine's dense path skipping masked units.
 #ifndef TFPCONV_SRC_NODE_SELECTION_H_
 #define TFPCONV_SRC_NODE_SELECTION_H_
 
@@ -13,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "dense_conv.h"
+#include "mask_selection.h"
 #include "pattern_conv.h"
 #include "plan_reader.h"
 #include "tflite_abi.h"
@@ -36,17 +40,21 @@ struct ClaimedNode {
   int input_tensor = -1;
   int filter_tensor = -1;
   int bias_tensor = tfl::kOptionalTensor;
-  int output_tensor = -1;
+  int output_tensor = -1;  // with an activation mask: the MUL's output (the step writes it)
   tfl::ConvParams params{};
   PatternPlan pattern;
   ConvShape shape;                    // geometry when it was selected
-  std::unique_ptr<PatternConv> conv;  // the engine's convolution for `shape`
+  std::unique_ptr<PatternConv> conv;  // the engine's convolution for `shape` (kPatternConv)
+  std::unique_ptr<DenseConv> dense;   // the engine's convolution for `shape` (kDenseConv)
   std::string tuning_note;            // why the plan's tuned parameters were not used, if so
   std::string shape_note;             // why `shape` is a stand-in for a size known only later
   ClaimedFc fc;                       // kind kUnifiedFc
+  ClaimedMask mask;                   // the activation mask claimed with the convolution, if any
+  std::string mask_note;              // why the plan's activation mask is left to TFLite, if so
 
   size_t packed_weight_bytes() const {
     if (kind == PlannedOpKind::kUnifiedFc) return fc.fc ? fc.fc->packed_weight_bytes() : 0;
+    if (kind == PlannedOpKind::kDenseConv) return dense ? dense->packed_weight_bytes() : 0;
     return conv ? conv->packed_weight_bytes() : 0;
   }
 };
@@ -75,6 +83,10 @@ Verdict SelectNode(tfl::Context* context, int node_index, const tfl::Node& node,
 Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& node,
                        const tfl::Registration& registration, const ModelPlan* plan, Isa isa,
                        bool claim_all, ClaimedNode* claimed, std::string* reason);
+
+// The engine's masked dense convolution for a claimed node's shape, filter, bias and mask.
+std::unique_ptr<DenseConv> CreateDenseConv(tfl::Context* context, const ClaimedNode& node, Isa isa,
+                                           std::string* error);
 
 }  // namespace tfpconv
 

@@ -9,6 +9,19 @@
 #include "tensor_util.h"
 
 namespace tfpconv {
+namespace {
+
+// Zeroes the output pixels (every image, every channel) whose mask flag is 0.
+void ApplyPixelMask(const ConvShape& shape, const std::vector<uint8_t>& pixels, float* output) {
+  const size_t image = size_t(shape.out_h) * size_t(shape.out_w);
+  for (int b = 0; b < shape.batch; ++b) {
+    for (size_t p = 0; p < image; ++p) {
+      if (pixels[p] == 0) std::fill_n(output + (b * image + p) * size_t(shape.out_c), shape.out_c, 0.0f);
+    }
+  }
+}
+
+}  // namespace
 
 std::unique_ptr<PartitionKernel> PartitionKernel::Create(const tfl::DelegateParams& params,
                                                          DelegateState* state, std::string* error) {
@@ -16,6 +29,7 @@ std::unique_ptr<PartitionKernel> PartitionKernel::Create(const tfl::DelegatePara
   std::vector<ClaimedNode> unordered;
   for (int i = 0; i < ArraySize(params.nodes_to_replace); ++i) {
     const int node = params.nodes_to_replace->data[i];
+    if (state->absorbed.erase(node) > 0) continue;  // an activation mask: its convolution's step
     auto it = state->pending.find(node);
     if (it == state->pending.end()) {
       *error = "node " + std::to_string(node) + " was not selected by this delegate";
@@ -96,7 +110,17 @@ bool PartitionKernel::PrepareConvStep(tfl::Context* context, Step* step) {
   }
   ConvShape shape;
   std::string error;
-  if (!ResolveConvShape(conv.params, in[0], in[1], in[2], in[3], conv.shape.out_c, &shape, &error)) {
+  const bool resolved =
+      ResolveConvShape(conv.params, in[0], in[1], in[2], in[3], conv.shape.out_c, &shape, &error);
+  if (resolved && conv.mask.present()) {
+    if (shape.out_h != conv.mask.height || shape.out_w != conv.mask.width) {
+      state_->logger.Log(kTfpconvLogError, "node %d: output %dx%d does not fit its %dx%d activation mask",
+                         conv.node_index, shape.out_h, shape.out_w, conv.mask.height, conv.mask.width);
+      return false;
+    }
+    IntersectClamp(conv.mask.act_min, conv.mask.act_max, &shape.act_min, &shape.act_max);
+  }
+  if (!resolved) {
     // An input with no elements (batch 0) or too small for VALID: TFLite's kernel gives an empty
     // output, so does the partition. Sizes TFLite refuses fail here too.
     const std::vector<int> out = {in[0],
@@ -116,7 +140,18 @@ bool PartitionKernel::PrepareConvStep(tfl::Context* context, Step* step) {
   }
   step->empty = false;
   const bool shape_changed = !SameConvShape(shape, conv.shape);
-  if (shape_changed || (conv.conv == nullptr && !step->use_reference)) {
+  const bool dense = conv.kind == PlannedOpKind::kDenseConv;
+  const bool missing = dense ? conv.dense == nullptr : conv.conv == nullptr;
+  if ((shape_changed || (missing && !step->use_reference)) && dense) {
+    conv.shape = shape;
+    conv.dense = CreateDenseConv(context, conv, state_->isa, &error);
+    step->use_reference = conv.dense == nullptr;
+    if (step->use_reference) {
+      state_->logger.Log(kTfpconvLogWarning,
+                         "node %d: the engine rejected the new shape (%s); using the dense reference",
+                         conv.node_index, error.c_str());
+    }
+  } else if (shape_changed || (missing && !step->use_reference)) {
     conv.shape = shape;
     conv.conv.reset();
     const tfl::Tensor* filter = TensorAt(context, conv.filter_tensor);
@@ -228,6 +263,9 @@ tfl::Status PartitionKernel::Invoke(tfl::Context* context) {
       const tfl::Tensor* bias = TensorAt(context, conv.bias_tensor);
       ReferenceConv(conv.shape, static_cast<const float*>(filter->data),
                     bias ? static_cast<const float*>(bias->data) : nullptr, input, output);
+      if (conv.mask.present()) ApplyPixelMask(conv.shape, conv.mask.pixels, output);
+    } else if (conv.kind == PlannedOpKind::kDenseConv) {
+      conv.dense->Run(input, output, pool);
     } else {
       conv.conv->Run(input, output, pool);
     }

@@ -162,6 +162,55 @@ std::string DecodeUnifiedFc(fb::ChecksumKind checksum_kind, const fb::UnifiedFc&
   return std::string();
 }
 
+// Checks a DenseConv table and decodes it into *out. Returns the reason the entry is unusable, or
+// an empty string.
+std::string DecodeDenseConv(fb::ChecksumKind checksum_kind, const fb::DenseConv& table,
+                            PlannedOp* out) {
+  out->kind = PlannedOpKind::kDenseConv;
+  if (checksum_kind != fb::ChecksumKind::CRC32) return "unknown checksum kind";
+  if (out->weight_tensor_index < 0) return "negative weight_tensor_index";
+  const auto* shape = table.kernel_shape();
+  if (shape->size() != 4 || shape->Get(1) != shape->Get(2) ||
+      (shape->Get(1) != 1 && shape->Get(1) != 3)) {
+    return "kernel_shape is not [out, 3, 3, in] or [out, 1, 1, in]";
+  }
+  const int64_t out_c = shape->Get(0);
+  const int64_t in_c = shape->Get(3);
+  if (out_c <= 0 || in_c <= 0) return "kernel_shape has a non-positive channel count";
+  out->out_channels = static_cast<int>(out_c);
+  out->in_channels = static_cast<int>(in_c);
+  out->kernel_size = shape->Get(1);
+  const uint64_t weights = static_cast<uint64_t>(out_c) * static_cast<uint64_t>(in_c) *
+                           static_cast<uint64_t>(out->kernel_size * out->kernel_size);
+  if (out->weight_bytes != weights * sizeof(float)) return "weight_bytes does not match kernel_shape";
+  return std::string();
+}
+
+// Checks OpPlan.activation_mask (absent: nothing to check) and decodes it into *out.
+std::string DecodeActivationMask(const fb::ActivationMask* table, PlannedOp* out) {
+  if (table == nullptr) {
+    return out->kind == PlannedOpKind::kDenseConv ? "a dense_conv plan needs its activation mask"
+                                                  : std::string();
+  }
+  ActivationMaskRecord& mask = out->activation_mask;
+  mask.operator_index = table->operator_index();
+  mask.mask_tensor_index = table->mask_tensor_index();
+  mask.mask_checksum = table->mask_checksum();
+  mask.height = table->height();
+  mask.width = table->width();
+  mask.masked_pixels = table->masked_pixels();
+  if (mask.operator_index == out->operator_index) return "the activation mask names the operator itself";
+  if (mask.mask_tensor_index < 0) return "negative activation mask tensor index";
+  if (table->mask_checksum_kind() != fb::ChecksumKind::CRC32) return "unknown mask checksum kind";
+  if (mask.height <= 0 || mask.width <= 0) return "activation mask with a non-positive size";
+  if (mask.masked_pixels < 0 ||
+      static_cast<int64_t>(mask.masked_pixels) > int64_t{mask.height} * mask.width) {
+    return "activation mask's masked_pixels out of range";
+  }
+  mask.present = true;
+  return std::string();
+}
+
 // Version 1 tuned keys ("isa" code, "claim", "variant" index, "tile_oc", "tile_ic") as one tuning.
 // Returns false (no tuning) when there are no keys or the "isa" code is unknown.
 bool TuningFromV1(const flatbuffers::Vector<flatbuffers::Offset<fb::TunedParam>>* tuned,
@@ -258,6 +307,7 @@ void ReadOpPlan(const fb::OpPlan& table, PlannedOp* out) {
                                   conv->library(), conv->codes(), conv->filter_order(),
                                   conv->group_offsets(), conv->unified()},
                                  out);
+      if (out->error.empty()) out->error = DecodeActivationMask(table.activation_mask(), out);
       return;
     }
     case fb::OpKind::UnifiedFc: {
@@ -267,6 +317,16 @@ void ReadOpPlan(const fb::OpPlan& table, PlannedOp* out) {
         return;
       }
       out->error = DecodeUnifiedFc(table.weight_checksum_kind(), *fc, out);
+      return;  // a mask after a unified operator is left to TFLite (no reader needs it)
+    }
+    case fb::OpKind::DenseConv: {
+      const fb::DenseConv* conv = table.kind_as_DenseConv();
+      if (conv == nullptr) {
+        out->error = "missing DenseConv table";
+        return;
+      }
+      out->error = DecodeDenseConv(table.weight_checksum_kind(), *conv, out);
+      if (out->error.empty()) out->error = DecodeActivationMask(table.activation_mask(), out);
       return;
     }
     case fb::OpKind::NONE:
@@ -294,7 +354,8 @@ void RejectDuplicates(ModelPlan* plan) {
 }  // namespace
 
 const std::vector<std::string>& KnownPlanFeatures() {
-  static const std::vector<std::string> features = {kPatternConvFeature, kUnifiedFcFeature};
+  static const std::vector<std::string> features = {kPatternConvFeature, kUnifiedFcFeature,
+                                                     kDenseConvFeature};
   return features;
 }
 

@@ -28,6 +28,20 @@ bool IsKnownPlanFeature(const std::string& name);
 constexpr char kPatternConvFeature[] = "pattern_conv";
 // The feature of the unified FULLY_CONNECTED / 1x1 CONV_2D kind (fb::UnifiedFc, since 0.3.0).
 constexpr char kUnifiedFcFeature[] = "unified_fc";
+// The feature of the masked dense convolution kind (fb::DenseConv, since 0.4.0).
+constexpr char kDenseConvFeature[] = "dense_conv";
+
+// OpPlan.activation_mask (since 0.4.0): the operator's output feeds only a MUL (operator_index) by
+// a constant 0/1 float32 tensor [1, height, width, 1] (mask_tensor_index, CRC-32 mask_checksum).
+struct ActivationMaskRecord {
+  bool present = false;
+  uint32_t operator_index = 0;
+  int32_t mask_tensor_index = -1;
+  uint32_t mask_checksum = 0;
+  int height = 0;
+  int width = 0;
+  int masked_pixels = 0;
+};
 
 // The data of a kUnifiedFc operator: the weight matrix W[out][in] (FULLY_CONNECTED [out, in], or a
 // 1x1 CONV_2D's OHWI [out, 1, 1, in]) in blocks of `block_size` consecutive inputs per row; block
@@ -66,7 +80,7 @@ struct PlannedTuning {
   std::map<std::string, int64_t> params;  // "tile_oc", "tile_ic", ...
 };
 
-enum class PlannedOpKind { kUnknown, kPatternConv, kUnifiedFc };
+enum class PlannedOpKind { kUnknown, kPatternConv, kUnifiedFc, kDenseConv };
 
 struct PlannedOp {
   uint32_t subgraph_index = 0;
@@ -87,6 +101,10 @@ struct PlannedOp {
   std::vector<uint8_t> pattern_unified;
   // kUnifiedFc: the block states of the weight matrix.
   UnifiedFcPlan unified_fc;
+  // kDenseConv: the kernel's size (1 or 3; out_channels and in_channels as above).
+  int kernel_size = 0;
+  // kPatternConv and kDenseConv (required for kDenseConv): the mask after the operator.
+  ActivationMaskRecord activation_mask;
   std::vector<PlannedTuning> tunings;
   // Empty when the entry is valid; otherwise why it is not (the rest may be partly filled).
   std::string error;

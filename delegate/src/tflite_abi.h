@@ -17,6 +17,7 @@ enum AllocationType : int { kMemNone = 0, kMmapRo = 1, kArenaRw = 2, kArenaRwPer
 enum BuiltinOperator : int32_t {
   kBuiltinConv2d = 3,
   kBuiltinFullyConnected = 9,
+  kBuiltinMul = 18,
   kBuiltinDelegate = 51
 };
 enum Padding : int { kPaddingUnknown = 0, kPaddingSame = 1, kPaddingValid = 2 };
@@ -147,6 +148,11 @@ struct FullyConnectedParams {
   int weights_format;  // kTfLiteFullyConnectedWeightsFormatDefault = 0
   bool keep_num_dims;
   bool asymmetric_quantize_inputs;
+};
+
+// builtin_data of a MUL node (TfLiteMulParams).
+struct MulParams {
+  FusedActivation activation;
 };
 
 }  // namespace tfl

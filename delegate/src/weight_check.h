@@ -3,7 +3,8 @@
 // * pattern convolutions: every weight outside a kernel's pattern is zero, and the kernels flagged
 //   unified (PlannedOp::pattern_unified) have four kept taps of one magnitude (bit for bit);
 // * unified FULLY_CONNECTED / 1x1 CONV_2D: every UNIFIED block's |w| are bitwise equal and every
-//   PRUNED block is zero (+0 or -0).
+//   PRUNED block is zero (+0 or -0);
+// * masked dense convolutions: nothing beyond size and checksum.
 #ifndef TFPCONV_SRC_WEIGHT_CHECK_H_
 #define TFPCONV_SRC_WEIGHT_CHECK_H_
 

@@ -118,6 +118,7 @@ static_assert(SameValue(tfl::kMmapRo, kTfLiteMmapRo) && SameValue(tfl::kArenaRw,
               "TfLiteAllocationType");
 static_assert(SameValue(tfl::kBuiltinConv2d, kTfLiteBuiltinConv2d), "CONV_2D");
 static_assert(SameValue(tfl::kBuiltinFullyConnected, kTfLiteBuiltinFullyConnected), "FULLY_CONNECTED");
+static_assert(SameValue(tfl::kBuiltinMul, kTfLiteBuiltinMul), "MUL");
 static_assert(SameValue(tfl::kBuiltinDelegate, kTfLiteBuiltinDelegate), "DELEGATE");
 static_assert(tfl::kOptionalTensor == kTfLiteOptionalTensor, "optional tensor");
 static_assert(tfl::kDelegateFlagsAllowDynamicTensors == kTfLiteDelegateFlagsAllowDynamicTensors,

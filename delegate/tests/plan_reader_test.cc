@@ -304,7 +304,8 @@ TEST_F(PlanReaderTest, UnknownFeaturesAndKindsDeclineOnlyTheirOperator) {
   EXPECT_EQ(plan.ops[2].error, "");
   EXPECT_EQ(plan.ops[2].kind, PlannedOpKind::kUnknown);
   EXPECT_EQ(plan.ops[2].missing_feature.name, "kind_7");
-  EXPECT_EQ(KnownPlanFeatures(), (std::vector<std::string>{"pattern_conv", "unified_fc"}));
+  EXPECT_EQ(KnownPlanFeatures(),
+            (std::vector<std::string>{"pattern_conv", "unified_fc", "dense_conv"}));
 }
 
 // -- unified weights: kind UnifiedFc, PatternConv.unified (tfpconv 0.3) ---------------------------

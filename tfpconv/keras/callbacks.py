@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tfpconv.keras.activation_constraint import DEFAULT_CANDIDATES, ActivationMasks
 from tfpconv.keras.layer_selection import LayerFilter
 from tfpconv.keras.pattern_constraint import PatternConnectivity
 from tfpconv.keras.schedules import Connectivity
@@ -32,6 +33,7 @@ from tfpconv.keras.unification_constraint import Unification
 from tfpconv.sparsity import unification
 
 __all__ = [
+    "ActivationSparsity",
     "HARD_PHASE_LR",
     "METHODS",
     "RAMP_END",
@@ -279,3 +281,69 @@ class WeightUnification(SparsityTraining):
         """Per layer name, the block states fixed in the hard phase, ``(out, blocks)``:
         ``tfpconv.sparsity.unification.FREE`` (0), ``UNIFIED`` (1) or ``PRUNED`` (2)."""
         return self.unification.states
+
+
+class ActivationSparsity(SparsityTraining):
+    """Trains the activation masks that :func:`tfpconv.activation.sparsify` added, while ``fit``
+    trains.
+
+    Semi-structured activation sparsity (Grimaldi et al., arXiv 2309.06626): each masked
+    convolution's output is multiplied by a 0/1 spatial mask that all its channels share, in units
+    of a few consecutive pixels of a row -- the pixels the delegate's kernels compute together, so
+    a masked unit is work the delegate skips. All masks come from one random score map at the input
+    resolution, average-pooled to each layer's size (the masks of all layers stay aligned), the
+    lowest-scoring units masked.
+
+    The phases are :class:`PatternPruning`'s: over the pruning phase the masked fraction of every
+    layer rises along the ramp to the layer's target (``sparsify``'s ``sparsity``), re-set
+    ``update_every`` steps apart; with a ``sample`` batch, ``candidates`` random score maps (the
+    current one among them) are tried at each update and the one with the least loss on the sample
+    is kept. When the hard phase begins the masks freeze. Logs gain ``act_masked`` (zero fraction
+    of the masked layers' outputs) and ``act_density``.
+
+    Combine it with the other callbacks in one ``fit``; the first one to reach its hard phase
+    drives the learning rate (``hard_phase_lr``), the others leave it alone.
+
+    Args:
+      candidates: score maps tried per update when ``sample`` is given.
+      sample: ``(x, y)``: a batch of training examples (a few hundred) the candidates are scored
+        on; None: a single random score map.
+      seed: seed of the random score maps.
+      pruning_epochs, update_every, hard_phase_lr, verbose: as for :class:`PatternPruning`.
+
+    Example::
+
+        model = tfpconv.activation.sparsify(model, sparsity=0.2)
+        model.compile(...)
+        model.fit(x, y, epochs=8, callbacks=[
+            tfpconv.callbacks.ActivationSparsity(sample=(x[:256], y[:256])),
+        ])
+    """
+
+    log_prefix = "act"
+
+    def __init__(
+        self,
+        candidates: int = DEFAULT_CANDIDATES,
+        sample: tuple[object, object] | None = None,
+        *,
+        seed: int = 0,
+        pruning_epochs: int | None = None,
+        update_every: int | None = None,
+        hard_phase_lr: str | None = "cosine",
+        verbose: int = 1,
+    ) -> None:
+        self.activation_masks = ActivationMasks(candidates, sample, seed)
+        super().__init__(
+            [self.activation_masks],
+            "magnitude",
+            pruning_epochs=pruning_epochs,
+            update_every=update_every,
+            hard_phase_lr=hard_phase_lr,
+            verbose=verbose,
+        )
+
+    @property
+    def masks(self) -> dict[str, np.ndarray]:
+        """Per mask layer name, the mask frozen in the hard phase, ``(height, width)`` of 0/1."""
+        return self.activation_masks.masks

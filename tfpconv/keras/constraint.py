@@ -42,6 +42,16 @@ class Constraint:
 
     #: Short name used in messages.
     name = "constraint"
+    #: The machinery's methods this set can be trained with.
+    methods: tuple[str, ...] = ("admm", "magnitude")
+
+    def variable_of(self, layer: Any) -> Any:
+        """The variable of ``layer`` this set constrains (a layer's kernel unless overridden)."""
+        return layer.kernel
+
+    def prepare(self, model: Any, at: SchedulePoint) -> None:
+        """Called before every round of projections (each magnitude update and the hard phase's
+        fix), e.g. to choose among candidate structures by the model's loss."""
 
     def select(self, model: Any) -> list[Any]:
         """The layers this set constrains, in model order; raise ValueError when there are none

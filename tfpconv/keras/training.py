@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,13 +33,20 @@ RAMP_END = 0.75
 #: Learning-rate schedules for the hard phase (None: the optimizer's own, untouched).
 HARD_PHASE_LR = ("cosine", None)
 
+# The callback whose hard-phase schedule drives each optimizer's learning rate: with several
+# sparsity callbacks in one fit (patterns, unification, activation masks) the first to enter its
+# hard phase decays the rate and the others leave it alone.
+_LR_OWNERS: weakref.WeakKeyDictionary[Any, SparsityTraining] = weakref.WeakKeyDictionary()
+
 
 class _Layer:
-    """One constrained layer: its kernel and the constraint sets on it, in order (each with the
-    layer's position in that set's selection)."""
+    """One constrained layer: the variable its constraint sets act on (its kernel, or e.g. an
+    activation mask) and those sets, in order (each with the layer's position in that set's
+    selection)."""
 
-    def __init__(self, layer: Any) -> None:
+    def __init__(self, layer: Any, target: Any) -> None:
         self.layer = layer
+        self.target = target
         self.chain: list[tuple[Constraint, int]] = []
 
     @property
@@ -46,10 +54,13 @@ class _Layer:
         return self.layer.name
 
     def kernel(self) -> np.ndarray:
-        return _compat.read(self.layer.kernel)
+        return _compat.read(self.target)
 
     def variable(self) -> tf.Variable:
-        return _compat.tf_variable(self.layer.kernel)
+        return _compat.tf_variable(self.target)
+
+    def assign(self, value: np.ndarray) -> None:
+        _compat.assign(self.target, value)
 
     def project(self, weights: np.ndarray, at: SchedulePoint) -> np.ndarray:
         for constraint, index in self.chain:
@@ -99,6 +110,10 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             )
         if not constraints:
             raise ValueError("SparsityTraining needs at least one constraint set")
+        for constraint in constraints:
+            if method not in constraint.methods:
+                allowed = " or ".join(repr(m) for m in constraint.methods)
+                raise ValueError(f"{constraint.name} train with method={allowed}, not {method!r}")
         self.constraints = list(constraints)
         self.method = method
         self.pruning_epochs = pruning_epochs
@@ -143,7 +158,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         by_id: dict[int, _Layer] = {}
         for constraint in self.constraints:
             for index, layer in enumerate(constraint.select(self.model)):
-                entry = by_id.setdefault(id(layer), _Layer(layer))
+                entry = by_id.setdefault(id(layer), _Layer(layer, constraint.variable_of(layer)))
                 entry.chain.append((constraint, index))
         self._layers = list(by_id.values())
         for constraint in self.constraints:
@@ -237,6 +252,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         if self._lr_decay is not None:  # the user's optimizer gets its learning rate back
             _compat.set_learning_rate(self.model.optimizer, self._lr_decay[0])
             self._lr_decay = None
+            _LR_OWNERS.pop(self.model.optimizer, None)
         self._phase = "done"
 
     # -- the schedule --------------------------------------------------------------------------
@@ -299,13 +315,17 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
 
     def _project_now(self) -> None:
         at = self._point()
+        for constraint in self.constraints:
+            constraint.prepare(self.model, at)
         projected = [entry.project(entry.kernel(), at) for entry in self._layers]
         projected = self._sync.from_first_worker(projected)
         for entry, weights in zip(self._layers, projected, strict=True):
-            _compat.assign(entry.layer.kernel, weights)
+            entry.assign(weights)
 
     def _enter_hard_phase(self) -> None:
         at = self._point()
+        for constraint in self.constraints:
+            constraint.prepare(self.model, at)
         # Each set fixes its structure on what the sets before it left, then worker 0's
         # weights and structures are everyone's.
         arrays: list[np.ndarray] = []
@@ -324,7 +344,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         for entry, sizes in zip(self._layers, layout, strict=True):
             for (constraint, index), size in zip(entry.chain, sizes, strict=True):
                 constraint.adopt(index, [next(shared) for _ in range(size)])
-            _compat.assign(entry.layer.kernel, next(shared))
+            entry.assign(next(shared))
         self._phase = "hard"
         self._admm, self._pull_targets = [], []
         self._start_learning_rate_decay()
@@ -348,11 +368,15 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         remaining = self._epochs * (self._steps_per_epoch or 0) - self._step
         if self.hard_phase_lr is None or optimizer is None or remaining <= 0:
             return
+        owner = _LR_OWNERS.get(optimizer)
+        if owner is not None and owner is not self and owner._lr_decay is not None:
+            return  # another sparsity callback of this fit already decays it
         start = _compat.learning_rate(optimizer)
         if not _compat.set_learning_rate(optimizer, start):
             self._say("tfpconv: the optimizer follows its own learning-rate schedule: kept")
             return
         self._lr_decay = (start, self._step, remaining)
+        _LR_OWNERS[optimizer] = self
 
     def _decay_learning_rate(self) -> None:
         if self._lr_decay is None:

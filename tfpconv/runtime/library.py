@@ -168,5 +168,13 @@ def native() -> ctypes.CDLL:
             ctypes.c_int,
         ]
         library.TfpconvDelegateTuningCandidates.restype = ctypes.c_int
+        library.TfpconvDelegateActivationUnitPixels.argtypes = []
+        library.TfpconvDelegateActivationUnitPixels.restype = ctypes.c_int
         _library = library
     return _library
+
+
+def activation_unit() -> int:
+    """The unit of activation masks, from the engine: a mask is trained in runs of this many
+    consecutive output pixels of a row, the pixels the delegate's kernels compute together."""
+    return int(native().TfpconvDelegateActivationUnitPixels())

@@ -21,6 +21,7 @@ from tfpconv.tflite.plan import (
     METADATA_NAME,
     STATE_FREE,
     STATE_UNIFIED,
+    DenseConvPlan,
     PatternConvPlan,
     Plan,
     PlanError,
@@ -62,7 +63,7 @@ class LayerReport:
     flops_kept: int = 0
     groups: int = 0
     op_name: str = "CONV_2D"  # or "FULLY_CONNECTED"
-    kind: str = ""  # the plan kind when planned: "pattern_conv" or "unified_fc"
+    kind: str = ""  # the plan kind when planned: "pattern_conv", "unified_fc" or "dense_conv"
     kernels_unified: int = 0  # pattern convolutions: kernels whose four weights share |w|
     block_size: int = 0  # unified_fc: inputs per block
     blocks: int = 0  # unified_fc: all blocks, out * ceil(in / block_size)
@@ -70,6 +71,7 @@ class LayerReport:
     blocks_pruned: int = 0
     dense_bytes: int = 0
     kept_bytes: int = 0
+    activation_masked: float = 0.0  # the zero fraction of its activation mask (FLOPs kept count it)
 
     @property
     def compression(self) -> float:
@@ -279,7 +281,7 @@ def _stale_reason(model: TFLiteModel, facts: OpFacts, entry: Any, shape: list[in
         return f"stale plan (it names another {what} tensor)"
     if not entry.matches_weights(data):
         return "stale plan (weights changed since conversion: checksum mismatch)"
-    planned_shape = entry.kernel_shape if isinstance(entry, PatternConvPlan) else entry.weight_shape
+    planned_shape = entry.weight_shape if isinstance(entry, UnifiedFcPlan) else entry.kernel_shape
     if list(planned_shape) != shape:
         return "stale plan (kernel shape differs)"
     return ""
@@ -311,15 +313,19 @@ def _layer_report(model: TFLiteModel, facts: OpFacts, entry: Any) -> LayerReport
         dense_bytes=dense_bytes,
         kept_bytes=dense_bytes,
     )
-    if isinstance(entry, (PatternConvPlan, UnifiedFcPlan)):
+    if isinstance(entry, (PatternConvPlan, UnifiedFcPlan, DenseConvPlan)):
         report.reason = _stale_reason(model, facts, entry, shape)
         if not report.reason:
             report.planned = True
             report.kind = entry.kind
             if isinstance(entry, PatternConvPlan):
                 _pattern_figures(report, entry, positions)
-            else:
+            elif isinstance(entry, UnifiedFcPlan):
                 _unified_figures(report, entry, positions)
+        mask = getattr(entry, "activation_mask", None)
+        if report.planned and mask is not None:
+            report.activation_masked = mask.masked_fraction
+            report.flops_kept = round(report.flops_kept * (1.0 - mask.masked_fraction))
     elif isinstance(entry, UnsupportedOp):
         report.reason = (
             f"needs plan feature {entry.missing.name!r} (tfpconv {entry.missing.since} or newer)"

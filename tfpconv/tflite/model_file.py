@@ -295,6 +295,18 @@ class TFLiteModel:
                 return ref
         return None
 
+    def consumers(self, subgraph_index: int, tensor_index: int) -> list[OperatorRef]:
+        """The operators that read a tensor, in execution order."""
+        return [
+            ref
+            for ref in self.operators()
+            if ref.subgraph_index == subgraph_index and tensor_index in _ints(ref.op.inputs)
+        ]
+
+    def is_output(self, subgraph_index: int, tensor_index: int) -> bool:
+        """Whether a tensor is one of its subgraph's outputs."""
+        return tensor_index in _ints(self.model.subgraphs[subgraph_index].outputs)
+
     def metadata_names(self) -> list[str]:
         """Names of the ``Model.metadata`` entries, in order."""
         return [_text(entry.name) for entry in self.model.metadata or []]

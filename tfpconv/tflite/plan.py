@@ -28,7 +28,9 @@ import numpy as np
 
 from tfpconv._version import __version__
 from tfpconv.sparsity import patterns, unification
+from tfpconv.tflite.fb import ActivationMask as fb_mask
 from tfpconv.tflite.fb import ChecksumKind as fb_checksum_kind
+from tfpconv.tflite.fb import DenseConv as fb_dense
 from tfpconv.tflite.fb import Feature as fb_feature
 from tfpconv.tflite.fb import OpKind as fb_op_kind
 from tfpconv.tflite.fb import OpPlan as fb_op
@@ -145,8 +147,72 @@ class Feature:
 PATTERN_CONV = Feature("pattern_conv", "0.1.0")
 #: The feature of the unified FULLY_CONNECTED / 1x1 CONV_2D kind.
 UNIFIED_FC = Feature("unified_fc", "0.3.0")
+#: The feature of the masked dense convolution kind.
+DENSE_CONV = Feature("dense_conv", "0.4.0")
 #: The features this tfpconv (and the delegate built with it) can run.
-KNOWN_FEATURES = frozenset({PATTERN_CONV.name, UNIFIED_FC.name})
+KNOWN_FEATURES = frozenset({PATTERN_CONV.name, UNIFIED_FC.name, DENSE_CONV.name})
+
+
+@dataclass(frozen=True)
+class ActivationMaskPlan:
+    """The activation mask an operator's output is multiplied by (semi-structured activation
+    sparsity): the output feeds only a MUL by a constant 0/1 tensor ``[1, height, width, 1]``.
+
+    Attributes:
+      operator_index: the MUL's index in the subgraph's operator list.
+      mask_tensor_index: the constant mask tensor.
+      mask_checksum: :func:`crc32` of the mask tensor's raw bytes when the plan was made.
+      height, width: the mask's (= the operator output's) spatial size.
+      masked_pixels: how many of the ``height * width`` positions are 0 (information).
+      mask_checksum_kind: how the checksum is computed (only :data:`CHECKSUM_CRC32`).
+    """
+
+    operator_index: int
+    mask_tensor_index: int
+    mask_checksum: int
+    height: int
+    width: int
+    masked_pixels: int
+    mask_checksum_kind: int = CHECKSUM_CRC32
+
+    @property
+    def masked_fraction(self) -> float:
+        return self.masked_pixels / max(self.height * self.width, 1)
+
+    def validate(self, where: str, own_operator: int) -> None:
+        """Raise :class:`PlanError` unless the record is consistent."""
+        if self.operator_index == own_operator:
+            raise PlanError(f"{where}: its activation mask names the operator itself as the MUL")
+        if self.mask_tensor_index < 0:
+            raise PlanError(f"{where}: activation mask tensor index {self.mask_tensor_index} < 0")
+        if self.height <= 0 or self.width <= 0:
+            raise PlanError(
+                f"{where}: activation mask of {self.height}x{self.width} positions (need >= 1x1)"
+            )
+        if not 0 <= self.masked_pixels <= self.height * self.width:
+            raise PlanError(
+                f"{where}: {self.masked_pixels} masked pixels of a {self.height}x{self.width} mask"
+            )
+        if self.mask_checksum_kind != CHECKSUM_CRC32:
+            raise PlanError(f"{where}: unknown mask checksum kind {self.mask_checksum_kind}")
+        if not 0 <= self.mask_checksum <= 0xFFFFFFFF:
+            raise PlanError(f"{where}: mask checksum {self.mask_checksum} is not a uint32")
+
+    def matches_mask(self, data: bytes) -> bool:
+        """Whether ``data`` (the mask tensor's raw bytes) are the bytes the plan was made from."""
+        return len(data) == self.height * self.width * 4 and crc32(data) == self.mask_checksum
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operator_index": self.operator_index,
+            "mask_tensor_index": self.mask_tensor_index,
+            "mask_checksum": self.mask_checksum,
+            "mask_checksum_kind": "CRC32",
+            "height": self.height,
+            "width": self.width,
+            "masked_pixels": self.masked_pixels,
+            "masked_fraction": self.masked_fraction,
+        }
 
 
 @dataclass
@@ -204,6 +270,8 @@ class PatternConvPlan:
         four kept weights share one magnitude (weight unification), 0 otherwise; only kernels
         with a pattern (code >= 0) may be 1. Information a reader may use, needing no feature:
         the weights in the model are the real ones either way.
+      activation_mask: the mask the output is multiplied by, or None (needs no feature: a reader
+        that ignores it leaves the MUL to TFLite).
     """
 
     kind: ClassVar[str] = "pattern_conv"
@@ -222,6 +290,7 @@ class PatternConvPlan:
     tunings: list[Tuning] = field(default_factory=list)
     requires: tuple[Feature, ...] = (PATTERN_CONV,)
     unified: np.ndarray | None = None
+    activation_mask: ActivationMaskPlan | None = None
 
     def __post_init__(self) -> None:
         self.kernel_shape = tuple(int(v) for v in self.kernel_shape)
@@ -267,6 +336,7 @@ class PatternConvPlan:
             and np.array_equal(self.codes, other.codes)
             and self.codes.shape == other.codes.shape
             and _same_optional_array(self.unified, other.unified)
+            and self.activation_mask == other.activation_mask
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
@@ -370,6 +440,8 @@ class PatternConvPlan:
             )
         if self.unified is not None:
             self._validate_unified(where)
+        if self.activation_mask is not None:
+            self.activation_mask.validate(where, self.operator_index)
         _check_weight_record(self, where, self.weights, shape)
 
     def _validate_unified(self, where: str) -> None:
@@ -418,7 +490,12 @@ class PatternConvPlan:
             "pattern_histogram": self.pattern_histogram(),
             "unified": None if self.unified is None else self.unified.tolist(),
             "kernels_unified": self.kernels_unified,
+            "activation_mask": _mask_dict(self.activation_mask),
         }
+
+
+def _mask_dict(mask: ActivationMaskPlan | None) -> dict[str, Any] | None:
+    return None if mask is None else mask.to_dict()
 
 
 def _same_optional_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -653,6 +730,101 @@ class UnifiedFcPlan:
         }
 
 
+@dataclass(eq=False)
+class DenseConvPlan:
+    """The plan of one dense CONV_2D whose output is masked (kind ``"dense_conv"``): the delegate
+    computes only the pixels its activation mask keeps.
+
+    Attributes:
+      subgraph_index, operator_index, weight_tensor_index, weight_checksum, weight_bytes,
+      weight_checksum_kind, tunings, requires: as for :class:`PatternConvPlan`.
+      kernel_shape: ``(out, k, k, in)`` as stored in the model, k = 3 or 1.
+      activation_mask: the mask (required for this kind).
+    """
+
+    kind: ClassVar[str] = "dense_conv"
+
+    subgraph_index: int
+    operator_index: int
+    weight_tensor_index: int
+    kernel_shape: tuple[int, ...]
+    weight_checksum: int
+    weight_bytes: int
+    weight_checksum_kind: int = CHECKSUM_CRC32
+    tunings: list[Tuning] = field(default_factory=list)
+    requires: tuple[Feature, ...] = (DENSE_CONV,)
+    activation_mask: ActivationMaskPlan | None = None
+
+    def __post_init__(self) -> None:
+        self.kernel_shape = tuple(int(v) for v in self.kernel_shape)
+        self.tunings = list(self.tunings)
+        self.requires = tuple(self.requires)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DenseConvPlan):
+            return NotImplemented
+        return all(
+            getattr(self, name) == getattr(other, name)
+            for name in (
+                "subgraph_index",
+                "operator_index",
+                "weight_tensor_index",
+                "kernel_shape",
+                "weight_checksum",
+                "weight_bytes",
+                "weight_checksum_kind",
+                "tunings",
+                "requires",
+                "activation_mask",
+            )
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    @property
+    def weights(self) -> int:
+        return int(np.prod(self.kernel_shape)) if self.kernel_shape else 0
+
+    def tuning_for(self, isa: str) -> Tuning | None:
+        """The tuned decision measured on instruction set ``isa``, if any."""
+        return next((t for t in self.tunings if t.isa == isa), None)
+
+    def validate(self) -> None:
+        """Raise :class:`PlanError` unless the plan is internally consistent."""
+        where = f"plan of operator {self.operator_index} (subgraph {self.subgraph_index})"
+        shape = self.kernel_shape
+        if len(shape) != 4 or shape[1:3] not in ((3, 3), (1, 1)) or min(shape) <= 0:
+            raise PlanError(
+                f"{where}: kernel shape {list(shape)} is not [out, 3, 3, in] or [out, 1, 1, in]"
+            )
+        if self.weight_tensor_index < 0:
+            raise PlanError(f"{where}: weight tensor index {self.weight_tensor_index} < 0")
+        if self.activation_mask is None:
+            raise PlanError(f"{where}: a dense_conv plan needs its activation mask")
+        self.activation_mask.validate(where, self.operator_index)
+        _check_weight_record(self, where, self.weights, shape)
+
+    def matches_weights(self, data: bytes) -> bool:
+        """Whether ``data`` (the filter's raw bytes) are the bytes this plan was computed from."""
+        return len(data) == self.weight_bytes and crc32(data) == self.weight_checksum
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "subgraph_index": self.subgraph_index,
+            "operator_index": self.operator_index,
+            "weight_tensor_index": self.weight_tensor_index,
+            "kernel_shape": list(self.kernel_shape),
+            "weight_checksum": self.weight_checksum,
+            "weight_bytes": self.weight_bytes,
+            "weight_checksum_kind": "CRC32",
+            "tunings": [t.to_dict() for t in self.tunings],
+            "requires": [f"{f.name} (since {f.since})" for f in self.requires],
+            "weights": self.weights,
+            "activation_mask": _mask_dict(self.activation_mask),
+        }
+
+
 @dataclass(frozen=True)
 class SkippedOp:
     """A candidate operator (CONV_2D, FULLY_CONNECTED) the converter did not plan, and why."""
@@ -690,7 +862,7 @@ class UnsupportedOp:
 
 
 #: What :attr:`Plan.ops` holds.
-OpPlan = PatternConvPlan | UnifiedFcPlan | UnsupportedOp
+OpPlan = PatternConvPlan | UnifiedFcPlan | DenseConvPlan | UnsupportedOp
 
 
 def _default_producer() -> str:
@@ -715,6 +887,11 @@ class Plan:
     def unified_fcs(self) -> list[UnifiedFcPlan]:
         """The unified FULLY_CONNECTED / 1x1 CONV_2D operators among :attr:`ops`."""
         return [op for op in self.ops if isinstance(op, UnifiedFcPlan)]
+
+    @property
+    def dense_convs(self) -> list[DenseConvPlan]:
+        """The masked dense convolutions among :attr:`ops`."""
+        return [op for op in self.ops if isinstance(op, DenseConvPlan)]
 
     def find(self, subgraph_index: int, operator_index: int) -> OpPlan | SkippedOp | None:
         """The plan or skip record of one operator, or None."""
@@ -882,16 +1059,40 @@ def _pack_unified_fc(builder: flatbuffers.Builder, op: UnifiedFcPlan) -> int:
     return fb_unified.UnifiedFcEnd(builder)
 
 
+def _pack_dense_conv(builder: flatbuffers.Builder, op: DenseConvPlan) -> int:
+    shape = builder.CreateNumpyVector(np.asarray(op.kernel_shape, dtype="<i4"))
+    fb_dense.DenseConvStart(builder)
+    fb_dense.DenseConvAddKernelShape(builder, shape)
+    return fb_dense.DenseConvEnd(builder)
+
+
+def _pack_activation_mask(builder: flatbuffers.Builder, mask: ActivationMaskPlan) -> int:
+    fb_mask.ActivationMaskStart(builder)
+    fb_mask.ActivationMaskAddOperatorIndex(builder, mask.operator_index)
+    fb_mask.ActivationMaskAddMaskTensorIndex(builder, mask.mask_tensor_index)
+    fb_mask.ActivationMaskAddMaskChecksumKind(builder, mask.mask_checksum_kind)
+    fb_mask.ActivationMaskAddMaskChecksum(builder, mask.mask_checksum)
+    fb_mask.ActivationMaskAddHeight(builder, mask.height)
+    fb_mask.ActivationMaskAddWidth(builder, mask.width)
+    fb_mask.ActivationMaskAddMaskedPixels(builder, mask.masked_pixels)
+    return fb_mask.ActivationMaskEnd(builder)
+
+
 #: Per operator kind: its union type in the schema and how its table is packed.
 _KIND_CODECS: dict[type, tuple[int, Any]] = {
     PatternConvPlan: (fb_op_kind.OpKind.PatternConv, _pack_pattern_conv),
     UnifiedFcPlan: (fb_op_kind.OpKind.UnifiedFc, _pack_unified_fc),
+    DenseConvPlan: (fb_op_kind.OpKind.DenseConv, _pack_dense_conv),
 }
 
 
-def _pack_op(builder: flatbuffers.Builder, op: PatternConvPlan | UnifiedFcPlan) -> int:
+def _pack_op(
+    builder: flatbuffers.Builder, op: PatternConvPlan | UnifiedFcPlan | DenseConvPlan
+) -> int:
     union_type, pack_kind = _KIND_CODECS[type(op)]
     kind = pack_kind(builder, op)
+    mask = getattr(op, "activation_mask", None)
+    packed_mask = None if mask is None else _pack_activation_mask(builder, mask)
     requires = pack_offsets(
         builder, fb_op.OpPlanStartRequiresVector, [_pack_feature(builder, f) for f in op.requires]
     )
@@ -909,6 +1110,8 @@ def _pack_op(builder: flatbuffers.Builder, op: PatternConvPlan | UnifiedFcPlan) 
     fb_op.OpPlanAddKindType(builder, union_type)
     fb_op.OpPlanAddKind(builder, kind)
     fb_op.OpPlanAddTunings(builder, tunings)
+    if packed_mask is not None:
+        fb_op.OpPlanAddActivationMask(builder, packed_mask)
     return fb_op.OpPlanEnd(builder)
 
 
@@ -1002,10 +1205,32 @@ def _unpack_unified_fc(kind_table: Any) -> tuple[type, dict[str, Any]]:
     }
 
 
+def _unpack_dense_conv(kind_table: Any) -> tuple[type, dict[str, Any]]:
+    table = fb_dense.DenseConv()
+    table.Init(kind_table.Bytes, kind_table.Pos)
+    return DenseConvPlan, {"kernel_shape": tuple(_vector(table, "KernelShape").tolist())}
+
+
+def _unpack_activation_mask(table: Any) -> ActivationMaskPlan | None:
+    mask = table.ActivationMask()
+    if mask is None:
+        return None
+    return ActivationMaskPlan(
+        operator_index=mask.OperatorIndex(),
+        mask_tensor_index=mask.MaskTensorIndex(),
+        mask_checksum=mask.MaskChecksum(),
+        height=mask.Height(),
+        width=mask.Width(),
+        masked_pixels=mask.MaskedPixels(),
+        mask_checksum_kind=mask.MaskChecksumKind(),
+    )
+
+
 #: Per union type of a kind this tfpconv knows: how its table is read.
 _KIND_READERS: dict[int, Any] = {
     fb_op_kind.OpKind.PatternConv: _unpack_pattern_conv,
     fb_op_kind.OpKind.UnifiedFc: _unpack_unified_fc,
+    fb_op_kind.OpKind.DenseConv: _unpack_dense_conv,
 }
 
 
@@ -1029,6 +1254,9 @@ def _unpack_op(table: Any) -> OpPlan:
     if kind_table is None:
         raise PlanError(f"operator {where[1]}: required field kind is missing")
     plan_type, fields = read_kind(kind_table)
+    mask = _unpack_activation_mask(table)
+    if mask is not None and "activation_mask" in plan_type.__dataclass_fields__:
+        fields["activation_mask"] = mask  # other kinds ignore it (the MUL stays TFLite's)
     return plan_type(
         subgraph_index=where[0],
         operator_index=where[1],

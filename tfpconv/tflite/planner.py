@@ -9,7 +9,12 @@ plans come from the weights alone:
 * a FULLY_CONNECTED, or a 1x1 CONV_2D, whose weight matrix packs by its unified and pruned blocks
   (:mod:`tfpconv.sparsity.unification`) to at most :data:`MAX_PACKED_FRACTION` of its dense bytes
   is a :class:`~tfpconv.tflite.plan.UnifiedFcPlan`, with the block size of
-  :data:`UNIFIED_BLOCK_SIZES` that packs it smallest.
+  :data:`UNIFIED_BLOCK_SIZES` that packs it smallest;
+* a CONV_2D whose output feeds only a MUL by a constant 0/1 mask ``[1, H, W, 1]`` (an activation
+  mask, :mod:`tfpconv.activation`) carries an
+  :class:`~tfpconv.tflite.plan.ActivationMaskPlan`: a pattern convolution records it, and a
+  dense 3x3 or 1x1 one that is neither pattern-pruned nor unified is a
+  :class:`~tfpconv.tflite.plan.DenseConvPlan`.
 
 Every other candidate goes to ``Plan.skipped`` with the reason in words.
 """
@@ -34,6 +39,8 @@ from tfpconv.tflite.model_file import (
 from tfpconv.tflite.plan import (
     CHECKSUM_CRC32,
     METADATA_NAME,
+    ActivationMaskPlan,
+    DenseConvPlan,
     PatternConvPlan,
     Plan,
     SkippedOp,
@@ -43,6 +50,7 @@ from tfpconv.tflite.plan import (
 
 _CONV_2D = schema.BuiltinOperator.CONV_2D
 _FULLY_CONNECTED = schema.BuiltinOperator.FULLY_CONNECTED
+_MUL = schema.BuiltinOperator.MUL
 _FLOAT32 = schema.TensorType.FLOAT32
 
 #: Block sizes tried for a unified weight matrix, in order of preference on equal packed size
@@ -68,6 +76,7 @@ class OpFacts:
     weight_tensor_index: int = -1
     weight_data: bytes | None = None
     reason: str | None = None  # why it cannot be planned
+    activation_mask: ActivationMaskPlan | None = None  # the MUL by a 0/1 mask after it, if any
 
 
 #: The name of :class:`OpFacts` before FULLY_CONNECTED operators were candidates.
@@ -124,7 +133,48 @@ def _conv_facts(model: TFLiteModel, subgraph_index: int, operator_index: int, op
     if isinstance(options, schema.Conv2DOptionsT):
         facts.strides = (options.strideH, options.strideW)
     facts.reason = _unplannable(model, subgraph_index, facts, data_in, filt, data_out, options)
+    if facts.reason is None:
+        facts.activation_mask = _activation_mask(model, subgraph_index, op)
     return facts
+
+
+def _activation_mask(model: TFLiteModel, subgraph_index: int, op: Any) -> ActivationMaskPlan | None:
+    """The activation mask after a CONV_2D: its output feeds only a MUL by a constant float32
+    ``[1, H, W, 1]`` tensor of 0s and 1s (H x W = the output's size); None otherwise."""
+    output = int(op.outputs[0])
+    consumers = model.consumers(subgraph_index, output)
+    if (
+        len(consumers) != 1
+        or consumers[0].opcode != _MUL
+        or model.is_output(subgraph_index, output)
+    ):
+        return None
+    mul = consumers[0]
+    inputs = [int(t) for t in (mul.op.inputs if mul.op.inputs is not None else [])]
+    if len(inputs) != 2 or inputs.count(output) != 1:
+        return None
+    mask_index = inputs[1] if inputs[0] == output else inputs[0]
+    mask = model.tensor(subgraph_index, mask_index)
+    out_shape = tensor_shape(model.tensor(subgraph_index, output))
+    if mask.type != _FLOAT32 or len(out_shape) != 4:
+        return None
+    height, width = out_shape[1], out_shape[2]
+    if tensor_shape(mask) != (1, height, width, 1):
+        return None
+    data = model.tensor_data(subgraph_index, mask_index)
+    if data is None or len(data) != height * width * 4:
+        return None
+    values = unpack_float32(data)
+    if not np.all((values == 0.0) | (values == 1.0)):
+        return None
+    return ActivationMaskPlan(
+        operator_index=mul.operator_index,
+        mask_tensor_index=mask_index,
+        mask_checksum=crc32(data),
+        height=height,
+        width=width,
+        masked_pixels=int(np.count_nonzero(values == 0.0)),
+    )
 
 
 def _unplannable(
@@ -290,6 +340,7 @@ def _plan_conv(facts: OpFacts, filter_group_size: int) -> PatternConvPlan | str:
         weight_bytes=len(facts.weight_data),
         weight_checksum_kind=CHECKSUM_CRC32,
         unified=_unified_kernels(weights, codes, library),
+        activation_mask=facts.activation_mask,
     )
 
 
@@ -318,13 +369,34 @@ def _plan_unified(facts: OpFacts) -> UnifiedFcPlan | str:
     )
 
 
-def _plan_op(facts: OpFacts, filter_group_size: int) -> PatternConvPlan | UnifiedFcPlan | str:
+def _plan_dense(facts: OpFacts) -> DenseConvPlan:
+    """The plan of a masked CONV_2D with dense weights."""
+    assert facts.weight_data is not None and facts.activation_mask is not None
+    return DenseConvPlan(
+        subgraph_index=facts.subgraph_index,
+        operator_index=facts.operator_index,
+        weight_tensor_index=facts.weight_tensor_index,
+        kernel_shape=facts.kernel_shape,
+        weight_checksum=crc32(facts.weight_data),
+        weight_bytes=len(facts.weight_data),
+        weight_checksum_kind=CHECKSUM_CRC32,
+        activation_mask=facts.activation_mask,
+    )
+
+
+def _plan_op(
+    facts: OpFacts, filter_group_size: int
+) -> PatternConvPlan | UnifiedFcPlan | DenseConvPlan | str:
     """The plan of a candidate operator, or the reason why it is not planned."""
     if facts.reason is not None:
         return facts.reason
     if facts.op_name == "CONV_2D" and facts.kernel_shape[1:3] != (1, 1):
-        return _plan_conv(facts, filter_group_size)
-    return _plan_unified(facts)
+        result: PatternConvPlan | UnifiedFcPlan | str = _plan_conv(facts, filter_group_size)
+    else:
+        result = _plan_unified(facts)
+    if isinstance(result, str) and facts.activation_mask is not None:
+        return _plan_dense(facts)
+    return result
 
 
 def conv_ops(model: TFLiteModel) -> list[OpFacts]:

@@ -5,6 +5,10 @@
 //                        [--input=32]   (VGG-16 at a 32x32 input: the same layers, 1/7 the size)
 //                        [--variant=r4v2] [--tile_ic=N] [--tile_oc=N]   (one tuning instead of the defaults)
 //                        [--relu]       (a fused ReLU: the store clamps at 0)
+//                        [--mask=0.3]   (activation sparsity: that fraction of the units of
+//                                        kActivationUnitPixels output pixels masked at random;
+//                                        the layer with the mask and without, runs interleaved)
+//                        [--gather=0|1] (with --mask: force the normal or the gathered path)
 // or a unified fully connected layer (unified_fc.h), batch `rows`, random block states, next to the
 // same layer with every block FREE (a dense GEMV through the same kernel):
 //   tfpconv_engine_bench --fc=IN,OUT [--block=16] [--unify=0.5] [--prune=0.25] [--rows=1]
@@ -113,6 +117,87 @@ Timing TimeRuns(const F& run, int threads, double min_ms, bool cold) {
   return {times[times.size() / 2], cpu_total / times.size() / threads};
 }
 
+// Two runs timed alternately, so both see the same machine load: the median wall time of each,
+// and the median of the per-round ratios a / b (steadier than the ratio of the medians on a
+// shared machine).
+struct Interleaved {
+  double a_ms, b_ms, ratio;
+};
+
+template <typename A, typename B>
+Interleaved TimeInterleaved(const A& run_a, const B& run_b, double min_ms) {
+  run_a();  // warm-up
+  run_b();
+  std::vector<double> times[2], ratios;
+  double total = 0;
+  while (ratios.size() < 7 || (total < 2 * min_ms && ratios.size() < 200)) {
+    double ms[2];
+    for (int k = 0; k < 2; ++k) {
+      const auto t0 = std::chrono::steady_clock::now();
+      k == 0 ? run_a() : run_b();
+      ms[k] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      times[k].push_back(ms[k]);
+      total += ms[k];
+    }
+    ratios.push_back(ms[0] / ms[1]);
+  }
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  return {median(times[0]), median(times[1]), median(ratios)};
+}
+
+// --mask mode: each layer with a random unit mask against the same layer without one.
+int MaskBench(int argc, char** argv, tfpconv::Isa isa, int threads, double keep, double min_ms,
+              int input, bool relu) {
+  using namespace tfpconv;
+  const double masked = std::atof(Arg(argc, argv, "--mask"));
+  const char* only = Arg(argc, argv, "--layer");
+  const char* gather = Arg(argc, argv, "--gather");
+  ThreadPool pool(threads);
+  std::printf("isa %s, %d thread(s), keep %.2f of kernels x 4/9 taps, %.2f of the %d-pixel units "
+              "masked\n",
+              IsaName(isa), threads, keep, masked, kActivationUnitPixels);
+  std::printf("%-8s %-44s %9s %9s %8s %8s %11s %11s\n", "layer", "masked layer's tuning", "ms plain",
+              "ms mask", "speedup", "ideal", "GF/s plain", "GF/s mask");
+  for (size_t li = 0; li < sizeof(kVgg) / sizeof(kVgg[0]); ++li) {
+    Layer L = kVgg[li];
+    L.hw = std::max(1, L.hw * input / 224);
+    if (only && std::strcmp(only, L.name) != 0) continue;
+    testing::LayerOptions opt;
+    opt.keep = keep;
+    testing::RandomLayer l = testing::MakeRandomLayer(
+        testing::MakeShape(1, L.hw, L.hw, L.in_c, L.out_c, 1, true), opt, 42 + li);
+    if (relu) l.shape.act_min = 0;
+    PatternPlan masked_plan = l.plan;
+    masked_plan.pixel_mask = testing::RandomUnitMask(l.shape, masked, 7 + li);
+    if (gather) masked_plan.tuning.params["gather"] = std::atoi(gather);
+    std::string error;
+    auto plain = PatternConv::Create(l.shape, l.weights.data(), l.bias.data(), l.plan, isa, &error);
+    auto with_mask =
+        PatternConv::Create(l.shape, l.weights.data(), l.bias.data(), masked_plan, isa, &error);
+    if (!plain || !with_mask) {
+      std::fprintf(stderr, "%s: %s\n", L.name, error.c_str());
+      return 1;
+    }
+    std::vector<float> out(size_t(L.hw) * L.hw * L.out_c);
+    const Interleaved t = TimeInterleaved(
+        [&] { plain->Run(l.input.data(), out.data(), &pool); },
+        [&] { with_mask->Run(l.input.data(), out.data(), &pool); }, min_ms);
+    const double pixels = double(L.hw) * L.hw;
+    const double active = double(std::count(masked_plan.pixel_mask.begin(),
+                                            masked_plan.pixel_mask.end(), uint8_t{1}));
+    const double gflop_per_pixel = 2.0 * l.kept_kernels * 4 * 1e-9;
+    std::printf("%-8s %-44s %9.3f %9.3f %7.2fx %7.2fx %11.1f %11.1f\n", L.name,
+                DescribeTuning(with_mask->kernel_params(), isa).c_str(), t.a_ms, t.b_ms, t.ratio,
+                pixels / std::max(active, 1.0), gflop_per_pixel * pixels / t.a_ms * 1e3,
+                gflop_per_pixel * active / t.b_ms * 1e3);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 // --fc mode: a random unified layer and its all-FREE twin, timed one after the other.
 int FcBench(int argc, char** argv, tfpconv::Isa isa, int threads, double min_ms) {
   using namespace tfpconv;
@@ -212,6 +297,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (Arg(argc, argv, "--fc")) return FcBench(argc, argv, isa, threads, min_ms);
+  if (Arg(argc, argv, "--mask")) return MaskBench(argc, argv, isa, threads, keep, min_ms, input, relu);
   ThreadPool pool(threads);
   std::printf("isa %s, %d thread(s), keep %.2f of kernels x 4/9 taps\n", IsaName(isa), threads, keep);
   std::printf("%-8s %-50s %8s %8s %11s %11s %13s\n", "layer", "tuning", "wall ms", "cpu ms",

@@ -406,9 +406,9 @@ void StoreTileImpl(const StoreArgs& s) {
 }
 
 template <class VT, size_t N>
-constexpr KernelSet MakeKernelSet(const Variant (&variants)[N]) {
+constexpr KernelSet MakeKernelSet(const Variant (&variants)[N], const char* gathered) {
   return KernelSet{VT::kLanes, static_cast<int>(N), variants, &TransformTileImpl<VT>,
-                   &StoreTileImpl<VT>};
+                   &StoreTileImpl<VT>, gathered};
 }
 
 }  // namespace TFPCONV_KERNEL_NS

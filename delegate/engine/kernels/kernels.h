@@ -144,6 +144,9 @@ struct KernelSet {
   const Variant* variants;
   TransformFn transform;
   StoreFn store;
+  // The variant (by name) of gathered tiles, for layers with masked activations (packing.h): a
+  // flat, non-whole-row one whose vecs * lanes is one unit of kActivationUnitPixels (16) pixels.
+  const char* gathered;
 };
 
 // Defined by the kernel units that are compiled in (see CMakeLists.txt).

@@ -37,7 +37,8 @@ constexpr Variant kVariants[] = {
     MakeWholeRowVariant<Vec, 2>("w2"),            MakeWholeRowVariant<Vec, 4>("w4"),
     MakeWholeRowVariant<Vec, 8>("w8"),            MakeWholeRowVariant<Vec, 16>("w16"),
 };
-constexpr KernelSet kSet = MakeKernelSet<Vec>(kVariants);
+// Gathered tiles (masked activations, packing.h): 4 units x 4 vectors.
+constexpr KernelSet kSet = MakeKernelSet<Vec>(kVariants, "r4v4");
 
 }  // namespace
 }  // namespace neon

@@ -26,8 +26,10 @@ constexpr Variant kVariants[] = {
     MakeVariant<Vec, 4, 4, false>("r4v4"),
     MakeVariant<Vec, 2, 3, false>("r2v3"),
     MakeWholeRowVariant<Vec, 8>("w8"),
+    // One activation unit wide (kActivationUnitPixels): the tile of the gathered path.
+    MakeVariant<Vec, 2, 16, false>("r2v16"),
 };
-constexpr KernelSet kSet = MakeKernelSet<Vec>(kVariants);
+constexpr KernelSet kSet = MakeKernelSet<Vec>(kVariants, "r2v16");
 
 }  // namespace
 }  // namespace scalar

@@ -70,6 +70,31 @@ RandomLayer MakeRandomLayer(const ConvShape& shape, const LayerOptions& opt, uin
   return l;
 }
 
+std::vector<uint8_t> RandomUnitMask(const ConvShape& s, double masked, uint32_t seed) {
+  const int units_per_row = (s.out_w + kActivationUnitPixels - 1) / kActivationUnitPixels;
+  std::vector<size_t> units(size_t(s.out_h) * units_per_row);
+  for (size_t u = 0; u < units.size(); ++u) units[u] = u;
+  std::mt19937 rng(seed);
+  std::shuffle(units.begin(), units.end(), rng);
+  const size_t zeros = std::min(units.size(), size_t(std::lround(masked * double(units.size()))));
+  std::vector<uint8_t> mask(size_t(s.out_h) * s.out_w, 1);
+  for (size_t k = 0; k < zeros; ++k) {
+    const int y = int(units[k] / units_per_row);
+    const int x0 = int(units[k] % units_per_row) * kActivationUnitPixels;
+    const int x1 = std::min(s.out_w, x0 + kActivationUnitPixels);
+    std::fill(mask.begin() + size_t(y) * s.out_w + x0, mask.begin() + size_t(y) * s.out_w + x1, 0);
+  }
+  return mask;
+}
+
+void ApplyPixelMask(const ConvShape& s, const std::vector<uint8_t>& mask,
+                    std::vector<float>* output) {
+  const size_t pixels = size_t(s.out_h) * s.out_w;
+  for (size_t p = 0; p < size_t(s.batch) * pixels; ++p)
+    if (mask[p % pixels] == 0)
+      std::fill_n(output->begin() + p * s.out_c, s.out_c, 0.0f);
+}
+
 double MaxRelError(const std::vector<float>& a, const std::vector<float>& b) {
   double worst = a.size() == b.size() ? 0.0 : 1e30;
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {

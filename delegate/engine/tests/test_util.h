@@ -32,6 +32,14 @@ struct LayerOptions {
 
 RandomLayer MakeRandomLayer(const ConvShape& shape, const LayerOptions& options, uint32_t seed);
 
+// A pixel mask (PatternPlan::pixel_mask) of whole units (kActivationUnitPixels along a row):
+// round(masked x units) units chosen at random are 0, the others 1.
+std::vector<uint8_t> RandomUnitMask(const ConvShape& shape, double masked, uint32_t seed);
+
+// The output times the mask (out_h * out_w flags, every image and channel): 0.0f where it is 0.
+void ApplyPixelMask(const ConvShape& shape, const std::vector<uint8_t>& mask,
+                    std::vector<float>* output);
+
 // Largest |a - b| / (1 + |b|) over the two arrays.
 double MaxRelError(const std::vector<float>& a, const std::vector<float>& b);
 

@@ -101,6 +101,12 @@ TFPCONV_EXPORT int TfpconvDelegateTuningCandidates(int in_h, int in_w, int in_c,
                                                    int stride_h, int stride_w, int padding,
                                                    const char* isa, char* buffer, int capacity);
 
+/* The unit of semi-structured activation sparsity: the engine computes a masked convolution's
+ * output in runs of this many consecutive pixels of one output row (a row's last run may be
+ * shorter) and skips a run whose mask is all zero. tfpconv.activation.sparsify trains masks in
+ * these units. */
+TFPCONV_EXPORT int TfpconvDelegateActivationUnitPixels(void);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

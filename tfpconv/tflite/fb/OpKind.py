@@ -6,3 +6,4 @@ class OpKind(object):
     NONE = 0
     PatternConv = 1
     UnifiedFc = 2
+    DenseConv = 3

@@ -137,7 +137,18 @@ class OpPlan(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
         return o == 0
 
-def OpPlanStart(builder): builder.StartObject(10)
+    # OpPlan
+    def ActivationMask(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            from tfpconv.tflite.fb.ActivationMask import ActivationMask
+            obj = ActivationMask()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+def OpPlanStart(builder): builder.StartObject(11)
 def Start(builder):
     return OpPlanStart(builder)
 def OpPlanAddSubgraphIndex(builder, subgraphIndex): builder.PrependUint32Slot(0, subgraphIndex, 0)
@@ -176,6 +187,9 @@ def AddTunings(builder, tunings):
 def OpPlanStartTuningsVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def StartTuningsVector(builder, numElems):
     return OpPlanStartTuningsVector(builder, numElems)
+def OpPlanAddActivationMask(builder, activationMask): builder.PrependUOffsetTRelativeSlot(10, flatbuffers.number_types.UOffsetTFlags.py_type(activationMask), 0)
+def AddActivationMask(builder, activationMask):
+    return OpPlanAddActivationMask(builder, activationMask)
 def OpPlanEnd(builder): return builder.EndObject()
 def End(builder):
     return OpPlanEnd(builder)
