@@ -83,21 +83,25 @@ def test_short_budget_protocol_reports_seeds_and_merges(tmp_path):
         *tiny, "--networks", "plain", "--seeds", "0", "1", "--variants", "dense", "default", *out
     )
     assert first.returncode == 0, first.stderr[-3000:]
+    variants = ["admm", "unified", "act-0.3"]
     second = run_short_benchmark(
-        *tiny, "--networks", "plain", "--seeds", "1", "--variants", "admm", "unified", *out
+        *tiny, "--networks", "plain", "--seeds", "1", "--variants", *variants, *out
     )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "dense training" not in second.stdout  # the seed's checkpoint was reused
     results = json.loads((tmp_path / "accuracy_short.json").read_text())["results"]
     assert sorted((r["seed"], r["variant"]) for r in results) == [
-        (0, "default"), (0, "dense"), (1, "admm"), (1, "default"), (1, "dense"), (1, "unified"),
+        (0, "default"), (0, "dense"), (1, "act-0.3"), (1, "admm"), (1, "default"), (1, "dense"),
+        (1, "unified"),
     ]  # fmt: skip
     by_key = {(r["seed"], r["variant"]): r for r in results}
     assert by_key[(0, "dense")]["compression_3x3"] == 1.0
     assert 6.0 < by_key[(0, "default")]["compression_3x3"] < 9.0
     table = (tmp_path / "accuracy_short.md").read_text()
     mean = 100 * (by_key[(0, "dense")]["test_accuracy"] + by_key[(1, "dense")]["test_accuracy"]) / 2
-    assert f"| plain | dense | 2 | 1.00x | - | {mean:.2f} ± " in table
+    assert f"| plain | dense | 2 | 1.00x | - | - | {mean:.2f} ± " in table
+    masked = by_key[(1, "act-0.3")]["activation_masked"]
+    assert 0.2 < masked < 0.4 and f"| plain | act-0.3 | 1 | 1.00x | - | {masked:.1%} |" in table
     unified = by_key[(1, "unified")]["kernels_unified"]
     assert unified > 0 and f"{unified} 3x3 kernels" in table
     assert "| plain | unified | 1 | " in table

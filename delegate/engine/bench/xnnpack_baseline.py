@@ -3,13 +3,12 @@ engine_bench.cc. Run by hand: python3 delegate/engine/bench/xnnpack_baseline.py 
 
 import argparse
 import os
-import tempfile
-import time
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from xnnpack_resnet18_layers import time_layer  # noqa: E402
 
 LAYERS = [
     ("conv1_2", 224, 64, 64, 1),
@@ -23,28 +22,6 @@ LAYERS = [
 ]
 
 
-def time_layer(hw, cin, cout, threads, min_s):
-    inp = tf.keras.Input((hw, hw, cin), batch_size=1)
-    out = tf.keras.layers.Conv2D(cout, 3, padding="same", activation="relu")(inp)
-    model = tf.keras.Model(inp, out)
-    flat = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
-        f.write(flat)
-        f.flush()
-        interp = tf.lite.Interpreter(model_path=f.name, num_threads=threads)
-        interp.allocate_tensors()
-        idx = interp.get_input_details()[0]["index"]
-        interp.set_tensor(idx, np.random.rand(1, hw, hw, cin).astype(np.float32))
-        interp.invoke()
-        times, cpu = [], time.process_time()
-        while len(times) < 3 or (sum(times) < min_s and len(times) < 50):
-            t = time.perf_counter()
-            interp.invoke()
-            times.append(time.perf_counter() - t)
-        cpu = (time.process_time() - cpu) / len(times) / threads
-    return sorted(times)[len(times) // 2] * 1e3, cpu * 1e3
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
@@ -56,7 +33,7 @@ def main():
     for name, hw, cin, cout, count in LAYERS:
         if args.layer and name != args.layer:
             continue
-        wall, cpu = time_layer(hw, cin, cout, args.threads, args.min_s)
+        wall, cpu = time_layer(hw, cin, cout, 3, 1, args.threads, args.min_s)
         gflop = 2 * 9 * cin * cout * hw * hw * 1e-9
         total += cpu * count
         print(f"{name:8} {wall:8.2f} {cpu:8.2f} {gflop / cpu * 1e3:9.1f}", flush=True)
