@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import tfpconv  # noqa: E402
 from tfpconv.runtime.interpreter import Interpreter  # noqa: E402
 from tfpconv.runtime.latency_table import machine_facts  # noqa: E402
-from tfpconv.runtime.timing import interleaved_latencies  # noqa: E402
+from tfpconv.runtime.timing import interleaved_latencies, output_errors  # noqa: E402
 from tfpconv.tflite.files import write_atomic  # noqa: E402
 
 
@@ -88,10 +88,6 @@ def _interpreter(model: bytes, delegate: bool) -> Interpreter:
     return interpreter
 
 
-def _outputs(interpreter: Interpreter) -> list[np.ndarray]:
-    return [interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()]
-
-
 def time_models(unmasked: bytes, masked: bytes, runs: int) -> dict:
     """Medians of XNNPACK and the delegate on both models, and the masked outputs' agreement."""
     interpreters = {
@@ -102,14 +98,9 @@ def time_models(unmasked: bytes, masked: bytes, runs: int) -> dict:
     }
     times = interleaved_latencies(list(interpreters.values()), runs)
     result = {name: float(np.median(t)) for name, t in zip(interpreters, times, strict=True)}
-    plain, fast = (
-        _outputs(interpreters["xnnpack_masked"]),
-        _outputs(interpreters["delegate_masked"]),
-    )
-    result["max_relative_error"] = max(
-        float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
-        for a, b in zip(plain, fast, strict=True)
-    )
+    result["max_relative_error"] = output_errors(
+        interpreters["xnnpack_masked"], interpreters["delegate_masked"]
+    )[1]
     result["delegated_nodes_masked"] = len(interpreters["delegate_masked"].delegated_nodes())
     return result
 

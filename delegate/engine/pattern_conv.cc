@@ -161,23 +161,7 @@ Params ChooseParams(const PatternPlan& plan, const ConvShape& s, Isa isa,
   return p;
 }
 
-// A unit of the pixel mask with at least one 1: output row y, columns [x0, x0 + width).
-struct Unit {
-  int32_t y, x0, width;
-};
-
-std::vector<Unit> ActiveUnits(const ConvShape& s, const std::vector<uint8_t>& mask) {
-  std::vector<Unit> units;
-  for (int y = 0; y < s.out_h; ++y) {
-    for (int x0 = 0; x0 < s.out_w; x0 += kActivationUnitPixels) {
-      const int width = std::min(kActivationUnitPixels, s.out_w - x0);
-      const uint8_t* flags = mask.data() + size_t(y) * s.out_w + x0;
-      if (std::any_of(flags, flags + width, [](uint8_t f) { return f != 0; }))
-        units.push_back(Unit{y, x0, width});
-    }
-  }
-  return units;
-}
+using Unit = ActivationUnit;
 
 size_t UnitCount(const ConvShape& s) {
   return size_t(s.out_h) * size_t((s.out_w + kActivationUnitPixels - 1) / kActivationUnitPixels);
@@ -550,7 +534,7 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
   Params params = ChooseParams(plan, shape, isa, *set, note);
   std::vector<Unit> units;
   if (!plan.pixel_mask.empty()) {
-    units = ActiveUnits(shape, plan.pixel_mask);
+    units = ActiveUnits(plan.pixel_mask, shape.out_h, shape.out_w);
     params = ChooseMaskedPath(shape, *set, KernelDensity(shape, plan), params, units.size());
   } else {
     params.gather = -1;  // a tuned "gather" means nothing without a mask
@@ -559,6 +543,20 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
       std::make_unique<ConvImpl>(shape, isa, *set, params, plan.pixel_mask, std::move(units));
   if (!conv->Pack(weights, bias, plan, params, error)) return nullptr;
   return conv;
+}
+
+std::vector<ActivationUnit> ActiveUnits(const std::vector<uint8_t>& pixel_mask, int out_h,
+                                        int out_w) {
+  std::vector<ActivationUnit> units;
+  for (int y = 0; y < out_h; ++y) {
+    for (int x0 = 0; x0 < out_w; x0 += kActivationUnitPixels) {
+      const int width = std::min(kActivationUnitPixels, out_w - x0);
+      const uint8_t* flags = pixel_mask.data() + size_t(y) * out_w + x0;
+      if (std::any_of(flags, flags + width, [](uint8_t f) { return f != 0; }))
+        units.push_back(ActivationUnit{y, x0, width});
+    }
+  }
+  return units;
 }
 
 bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string* reason) {

@@ -84,6 +84,16 @@ inline bool operator!=(const KernelTuning& a, const KernelTuning& b) { return !(
 // pixels along one output row (a row's last run may be shorter). The masks' unit (exposed to Python).
 constexpr int kActivationUnitPixels = 16;
 
+// One unit of an output pixel mask: output row y, columns [x0, x0 + width).
+struct ActivationUnit {
+  int32_t y, x0, width;
+};
+
+// The units of an out_h x out_w pixel mask (row-major flags) that hold a kept (non-zero) pixel, in
+// row-major order: what a masked layer computes.
+std::vector<ActivationUnit> ActiveUnits(const std::vector<uint8_t>& pixel_mask, int out_h,
+                                        int out_w);
+
 // One layer's decoded, already verified plan (see converter/tfpconv_plan.fbs, PatternConv).
 struct PatternPlan {
   std::vector<uint16_t> library;      // 9-bit masks, bit 3*row+col, 4 bits each, centre set

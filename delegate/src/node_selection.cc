@@ -98,13 +98,7 @@ double DenseMaxComputedFraction(Isa isa) { return isa == Isa::kAvx512 ? 0.95 : 0
 // The fraction of output pixels the dense path computes: those in units with a kept pixel.
 double ComputedFraction(const std::vector<uint8_t>& pixels, int height, int width) {
   size_t computed = 0;
-  for (int y = 0; y < height; ++y) {
-    for (int x0 = 0; x0 < width; x0 += kActivationUnitPixels) {
-      const int x1 = std::min(width, x0 + kActivationUnitPixels);
-      const auto* row = pixels.data() + static_cast<size_t>(y) * width;
-      if (std::any_of(row + x0, row + x1, [](uint8_t kept) { return kept != 0; })) computed += x1 - x0;
-    }
-  }
+  for (const ActivationUnit& unit : ActiveUnits(pixels, height, width)) computed += unit.width;
   return static_cast<double>(computed) / std::max<size_t>(size_t(height) * size_t(width), 1);
 }
 

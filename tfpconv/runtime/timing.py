@@ -40,8 +40,19 @@ def interleaved_latencies(
     return list(times)
 
 
-def _outputs(interpreter: Any) -> list[np.ndarray]:
+def outputs(interpreter: Any) -> list[np.ndarray]:
+    """Copies of an interpreter's outputs after its last ``invoke()``."""
     return [interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()]
+
+
+def output_errors(expected: Any, actual: Any) -> tuple[float, float]:
+    """The largest absolute and relative (to the largest expected value) differences between two
+    interpreters' outputs."""
+    diffs = [
+        (np.max(np.abs(a - b)), np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
+        for a, b in zip(outputs(expected), outputs(actual), strict=True)
+    ]
+    return float(max(d[0] for d in diffs)), float(max(d[1] for d in diffs))
 
 
 def pair(model: bytes, threads: int) -> tuple[Any, Any]:
@@ -55,15 +66,10 @@ def pair(model: bytes, threads: int) -> tuple[Any, Any]:
 def compare(model: bytes, threads: int, runs: int) -> tuple[float, float, float, float, int, int]:
     plain, fast = pair(model, threads)
     plain_ms, fast_ms = interleaved_latencies([plain, fast], runs)
-    diffs = [
-        (np.max(np.abs(a - b)), np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
-        for a, b in zip(_outputs(plain), _outputs(fast), strict=True)
-    ]
     return (
         float(np.median(plain_ms)),
         float(np.median(fast_ms)),
-        float(max(d[0] for d in diffs)),
-        float(max(d[1] for d in diffs)),
+        *output_errors(plain, fast),
         len(fast.delegated_nodes()),
         fast.packed_weight_bytes(),
     )

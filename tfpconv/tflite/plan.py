@@ -247,8 +247,26 @@ class Tuning:
         }
 
 
+class _WeightRecord:
+    """What every operator kind's plan shares: the weights it was made from (``weight_bytes``,
+    ``weight_checksum``) and its tunings."""
+
+    weight_bytes: int
+    weight_checksum: int
+    tunings: list[Tuning]
+
+    def tuning_for(self, isa: str) -> Tuning | None:
+        """The tuned decision measured on instruction set ``isa``, if any."""
+        return next((t for t in self.tunings if t.isa == isa), None)
+
+    def matches_weights(self, data: bytes) -> bool:
+        """Whether ``data`` (the weight tensor's raw bytes) are the bytes this plan was computed
+        from."""
+        return len(data) == self.weight_bytes and crc32(data) == self.weight_checksum
+
+
 @dataclass(eq=False)
-class PatternConvPlan:
+class PatternConvPlan(_WeightRecord):
     """The plan of one pattern-pruned 3x3 CONV_2D (operator kind ``"pattern_conv"``).
 
     Attributes:
@@ -376,10 +394,6 @@ class PatternConvPlan:
         """Kernels whose four weights share one magnitude (0 when none are recorded)."""
         return 0 if self.unified is None else int(np.count_nonzero(self.unified == 1))
 
-    def tuning_for(self, isa: str) -> Tuning | None:
-        """The tuned decision measured on instruction set ``isa``, if any."""
-        return next((t for t in self.tunings if t.isa == isa), None)
-
     def pattern_histogram(self) -> dict[int, int]:
         """Kernels per library mask (9-bit), in library order; pruned kernels are not counted."""
         counts = np.bincount(
@@ -462,10 +476,6 @@ class PatternConvPlan:
                 "unified"
             )
 
-    def matches_weights(self, data: bytes) -> bool:
-        """Whether ``data`` (the filter's raw bytes) are the bytes this plan was computed from."""
-        return len(data) == self.weight_bytes and crc32(data) == self.weight_checksum
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (codes as nested lists)."""
         return {
@@ -521,7 +531,7 @@ def _check_weight_record(op: Any, where: str, weights: int, shape: tuple[int, ..
 
 
 @dataclass(eq=False)
-class UnifiedFcPlan:
+class UnifiedFcPlan(_WeightRecord):
     """The plan of one FULLY_CONNECTED or 1x1 CONV_2D with unified weights (kind ``"unified_fc"``).
 
     The weights are the matrix ``W[out, in]`` (FULLY_CONNECTED ``[out, in]``, CONV_2D OHWI
@@ -663,10 +673,6 @@ class UnifiedFcPlan:
         """Bytes of the matrix packed by its states (see :func:`unified_packed_bytes`)."""
         return unified_packed_bytes(self.states, self.in_features, self.block_size)
 
-    def tuning_for(self, isa: str) -> Tuning | None:
-        """The tuned decision measured on instruction set ``isa``, if any."""
-        return next((t for t in self.tunings if t.isa == isa), None)
-
     # -- checks ------------------------------------------------------------------------------
 
     def validate(self) -> None:
@@ -695,10 +701,6 @@ class UnifiedFcPlan:
                 f"{STATE_PRUNED} (pruned), found {int(self.states.max())}"
             )
         _check_weight_record(self, where, self.weights, shape)
-
-    def matches_weights(self, data: bytes) -> bool:
-        """Whether ``data`` (the weights' raw bytes) are the bytes this plan was computed from."""
-        return len(data) == self.weight_bytes and crc32(data) == self.weight_checksum
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (states as nested lists) with the block counts and sizes."""
@@ -731,7 +733,7 @@ class UnifiedFcPlan:
 
 
 @dataclass(eq=False)
-class DenseConvPlan:
+class DenseConvPlan(_WeightRecord):
     """The plan of one dense CONV_2D whose output is masked (kind ``"dense_conv"``): the delegate
     computes only the pixels its activation mask keeps.
 
@@ -785,10 +787,6 @@ class DenseConvPlan:
     def weights(self) -> int:
         return int(np.prod(self.kernel_shape)) if self.kernel_shape else 0
 
-    def tuning_for(self, isa: str) -> Tuning | None:
-        """The tuned decision measured on instruction set ``isa``, if any."""
-        return next((t for t in self.tunings if t.isa == isa), None)
-
     def validate(self) -> None:
         """Raise :class:`PlanError` unless the plan is internally consistent."""
         where = f"plan of operator {self.operator_index} (subgraph {self.subgraph_index})"
@@ -803,10 +801,6 @@ class DenseConvPlan:
             raise PlanError(f"{where}: a dense_conv plan needs its activation mask")
         self.activation_mask.validate(where, self.operator_index)
         _check_weight_record(self, where, self.weights, shape)
-
-    def matches_weights(self, data: bytes) -> bool:
-        """Whether ``data`` (the filter's raw bytes) are the bytes this plan was computed from."""
-        return len(data) == self.weight_bytes and crc32(data) == self.weight_checksum
 
     def to_dict(self) -> dict[str, Any]:
         return {
