@@ -14,9 +14,13 @@ re-built as a one-layer model (conv + its mask) and timed the same way: XNNPACK 
 delegate unmasked and masked.
 
     python3 benchmarks/activation_speed.py                       # both targets, ~15 min
-    python3 benchmarks/activation_speed.py --models vgg16_224 --no-layers
+    python3 benchmarks/activation_speed.py --cases vgg16_224_patterns --no-layers
+    python3 benchmarks/activation_speed.py --isa avx2   # the delegate's AVX2 kernels on this CPU
 
-Results: benchmarks/results/activation_speed_<isa>.{json,md}.
+Results: benchmarks/results/activation_speed_<isa>.{json,md}, ``<isa>`` being the delegate's
+instruction set. With ``--isa`` below what the CPU supports, XNNPACK still runs its best kernels:
+the pattern cases' ratios (delegate against delegate) stand for a CPU of that ISA, the dense case's
+ratio is then a lower bound.
 """
 
 from __future__ import annotations
@@ -82,8 +86,13 @@ def build(case: Case) -> tuple[bytes, bytes, keras.Model]:
     return unmasked, tfpconv.convert(masked_model), masked_model
 
 
+#: Options for every delegate this benchmark loads (``isa`` from the command line).
+DELEGATE_OPTIONS: dict[str, str] = {}
+
+
 def _interpreter(model: bytes, delegate: bool) -> Interpreter:
-    interpreter = Interpreter(model_content=model, num_threads=1, use_delegate=delegate)
+    options = DELEGATE_OPTIONS if delegate else {}
+    interpreter = Interpreter(model_content=model, num_threads=1, use_delegate=delegate, **options)
     interpreter.allocate_tensors()
     return interpreter
 
@@ -119,6 +128,11 @@ def _single_layer(conv, mask_layer) -> tuple[bytes, bytes]:
     return unmasked, tfpconv.convert(keras.Model(inputs, masked_out))
 
 
+def masked_pixels(mask_layer) -> float:
+    """The fraction of a layer's output pixels its mask zeroes (units at the edges are smaller)."""
+    return float(1.0 - np.mean(mask_layer.mask))
+
+
 def per_layer(masked_model: keras.Model, runs: int) -> list[dict]:
     """Each masked convolution alone: XNNPACK unmasked, the delegate unmasked and masked."""
     convs = {layer.name: layer for layer in masked_model.layers}
@@ -137,6 +151,7 @@ def per_layer(masked_model: keras.Model, runs: int) -> list[dict]:
                 "layer": conv.name,
                 "output": list(int(d) for d in conv.output.shape[1:]),
                 "masked_fraction": mask_layer.masked_fraction,
+                "masked_pixels": masked_pixels(mask_layer),
                 "xnnpack_ms": xnn,
                 "delegate_unmasked_ms": plain,
                 "delegate_masked_ms": skip,
@@ -149,7 +164,8 @@ def per_layer(masked_model: keras.Model, runs: int) -> list[dict]:
 
 def markdown(results: list[dict], machine: dict) -> str:
     lines = [
-        f"CPU: {machine.get('cpu', '?')} ({machine.get('isa', '?')}), 1 thread. Medians of "
+        f"CPU: {machine.get('cpu', '?')} ({machine.get('cpu_isa', '?')}), delegate ISA "
+        f"{machine.get('isa', '?')}, 1 thread. Medians of "
         "interleaved runs in one process. Ratio: the case's baseline (pattern cases: the "
         "delegate on the unmasked model; dense case: XNNPACK on the unmasked model) over the "
         "delegate on the masked model.",
@@ -172,14 +188,15 @@ def markdown(results: list[dict], machine: dict) -> str:
             "",
             f"Per layer, {r['case']} (ms; the conv and its mask alone):",
             "",
-            "| layer | output | masked | XNNPACK | delegate unmasked | delegate masked | "
-            "masked speed-up |",
-            "|---|---|---|---|---|---|---|",
+            "| layer | output | masked units | masked pixels | XNNPACK | delegate unmasked | "
+            "delegate masked | masked speed-up |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for row in r["layers"]:
             lines.append(
                 f"| {row['layer']} | {'x'.join(map(str, row['output']))} | "
-                f"{row['masked_fraction']:.0%} | {row['xnnpack_ms']:.3f} | "
+                f"{row['masked_fraction']:.0%} | {row['masked_pixels']:.0%} | "
+                f"{row['xnnpack_ms']:.3f} | "
                 f"{row['delegate_unmasked_ms']:.3f} | {row['delegate_masked_ms']:.3f} | "
                 f"{row['delegate_unmasked_ms'] / row['delegate_masked_ms']:.2f}x"
                 + ("" if row["claimed"] else " (declined)")
@@ -195,8 +212,16 @@ def main() -> None:
     parser.add_argument("--layer-runs", type=int, default=15)
     parser.add_argument("--no-layers", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--isa",
+        choices=["avx512", "avx2"],
+        help="the delegate's kernels (default: the best this CPU runs)",
+    )
     args = parser.parse_args()
     machine = machine_facts(1)
+    machine["cpu_isa"] = machine["isa"]
+    if args.isa:
+        DELEGATE_OPTIONS["isa"] = machine["isa"] = args.isa
     results = []
     with tempfile.TemporaryDirectory(prefix="tfpconv-activation-"):
         for name in args.cases:

@@ -24,7 +24,21 @@ def test_unit_ids_and_counts_with_short_row_ends():
     np.testing.assert_array_equal(act.unit_index(2, 3, 1), [[0, 1, 2], [3, 4, 5]])
 
 
-@pytest.mark.parametrize("unit", [0, -1, 1.5, True, "16"])
+def test_block_units_with_short_bands_and_columns():
+    ids = act.unit_index(19, 35, (8, 16))
+    assert act.check_unit((8, 16)) == (8, 16) and act.check_unit(16) == (1, 16)
+    assert act.unit_count(19, 35, (8, 16)) == 9 and act.unit_count(16, 32, [8, 16]) == 4
+    # Bands of rows 0..7, 8..15 and 16..18 (3 rows); columns 0..15, 16..31 and 32..34.
+    np.testing.assert_array_equal(ids[7], [0] * 16 + [1] * 16 + [2] * 3)
+    np.testing.assert_array_equal(ids[8], [3] * 16 + [4] * 16 + [5] * 3)
+    np.testing.assert_array_equal(ids[18], [6] * 16 + [7] * 16 + [8] * 3)
+    np.testing.assert_array_equal(np.bincount(ids.ravel()), [128, 128, 24, 128, 128, 24, 48, 48, 9])
+    # (1, n) is the same as n: runs along a row.
+    np.testing.assert_array_equal(act.unit_index(3, 35, (1, 16)), act.unit_index(3, 35, 16))
+    assert act.describe_unit((8, 16)) == "8x16 px"
+
+
+@pytest.mark.parametrize("unit", [0, -1, 1.5, True, "16", (0, 16), (8,), (8, 16, 1), (8, 2.0)])
 def test_invalid_unit(unit):
     with pytest.raises(ValueError, match="unit"):
         act.unit_index(4, 4, unit)
@@ -43,7 +57,16 @@ def test_invalid_sizes():
 
 @pytest.mark.parametrize(
     ("height", "width", "unit", "sparsity"),
-    [(8, 35, 16, 0.3), (5, 5, 2, 0.5), (16, 16, 16, 0.0), (7, 40, 16, 0.95), (3, 9, 4, 0.25)],
+    [
+        (8, 35, 16, 0.3),
+        (5, 5, 2, 0.5),
+        (16, 16, 16, 0.0),
+        (7, 40, 16, 0.95),
+        (3, 9, 4, 0.25),
+        (28, 28, (8, 16), 0.3),
+        (56, 56, (8, 16), 0.2),
+        (9, 11, (2, 3), 0.5),
+    ],
 )
 def test_exact_masked_count_and_lowest_units(height, width, unit, sparsity):
     scores = np.random.default_rng(height * width).random((height, width))
@@ -139,10 +162,20 @@ def test_check_mask():
         act.check_mask(good * 0.5, (2, 10), 4)
     partial = good.copy()
     partial[0, 9] = 0.0  # half of the short last unit of row 0
-    with pytest.raises(ValueError, match=r"unit 2 \(row 0, columns 8..9\) is partly masked"):
+    with pytest.raises(
+        ValueError, match=r"unit 2 \(rows 0..0, columns 8..9\) is partly masked; a unit of 1x4 px"
+    ):
         act.check_mask(partial, (2, 10), 4)
     assert act.masked_unit_fraction(good, 4) == pytest.approx(1 / 6)
     assert "1 masked" in act.describe_mask(good, 4)
+    # Block units: a 0 in the bottom band's short unit (rows 8..10, columns 16..19) alone.
+    blocks = np.ones((11, 20), np.float32)
+    blocks[:8, :16] = 0.0
+    act.check_mask(blocks, (11, 20), (8, 16))
+    assert act.describe_mask(blocks, (8, 16)) == "11x20 mask, 4 units of 8x16 px, 1 masked (25.0%)"
+    blocks[10, 19] = 0.0
+    with pytest.raises(ValueError, match=r"unit 3 \(rows 8..10, columns 16..19\) is partly"):
+        act.check_mask(blocks, (11, 20), (8, 16))
 
 
 # -- the Keras layer -----------------------------------------------------------------------------
@@ -220,9 +253,9 @@ def test_layer_multiplies_by_the_shared_mask():
     np.testing.assert_array_equal(np.asarray(layer(x)), x * mask[None, :, :, None])
     assert layer.masked_fraction == pytest.approx(act.masked_unit_fraction(mask, 2))
     config = layer.get_config()
-    assert config["unit"] == 2 and config["sparsity"] == 0.3
+    assert config["unit"] == [1, 2] and config["sparsity"] == 0.3
     clone = SpatialMask.from_config(config)
-    assert (clone.unit, clone.sparsity, clone.name) == (2, 0.3, "m")
+    assert (clone.unit, clone.sparsity, clone.name) == ((1, 2), 0.3, "m")
 
 
 @pytest.mark.parametrize("flavour_name", ["keras", "tf_keras"])
@@ -351,7 +384,7 @@ def test_sequential_surgery():
         "c1", "bn1", "r1", "c1_mask", "pw", "c2", "c2_mask", "dw", "act", "flat", "fc",
     ]  # fmt: skip
     assert all(type(layer) is SpatialMask for layer in mask_layers(masked))
-    assert [(m.unit, m.sparsity) for m in mask_layers(masked)] == [(8, 0.25), (8, 0.25)]
+    assert [(m.unit, m.sparsity) for m in mask_layers(masked)] == [((1, 8), 0.25)] * 2
     assert [m.mask_shape for m in mask_layers(masked)] == [(9, 20), (4, 9)]
     assert masked_conv_of(masked) == {"c1_mask": "c1", "c2_mask": "c2"}
     _check_same_outputs_and_weights(model, masked)
@@ -370,6 +403,20 @@ def test_sequential_surgery():
     }  # fmt: skip
     only_strided = insert_masks(model, layers=lambda layer: layer.strides == (2, 2))
     assert [m.name for m in mask_layers(only_strided)] == ["c2_mask"]
+
+
+def test_units_by_layer_size():
+    seen = []
+
+    def unit_of(height, width):
+        seen.append((height, width))
+        return (height // 4, 4) if height > 4 else 8
+
+    masked = insert_masks(_sequential(), sparsity=0.25, unit=unit_of)
+    assert seen == [(9, 20), (4, 9)]
+    assert [m.unit for m in mask_layers(masked)] == [(2, 4), (1, 8)]
+    with pytest.raises(ValueError, match="unit must be"):
+        insert_masks(_sequential(), unit=lambda height, width: (0, 16))
 
 
 def test_functional_surgery_follows_the_chain():

@@ -68,9 +68,22 @@ def mask_nodes(data):
 
 
 def test_the_unit_comes_from_the_engine():
-    assert activation_unit() == 16
+    # ActivationUnitRows(out_h) x kActivationUnitPixels
+    assert [activation_unit(h, 20) for h in (224, 56, 55, 14, 13, 1)] == [
+        (8, 16),
+        (8, 16),
+        (4, 16),
+        (4, 16),
+        (1, 16),
+        (1, 16),
+    ]
+    with pytest.raises(ValueError, match="0x5"):
+        activation_unit(0, 5)
     model = tfpconv.activation.sparsify(conv_net(0), sparsity=0.2)
-    assert {layer.unit for layer in tfpconv.activation.mask_layers(model)} == {16}
+    layers = tfpconv.activation.mask_layers(model)
+    engine_units = [activation_unit(*layer.mask_shape) for layer in layers]
+    assert [layer.unit for layer in layers] == engine_units
+    assert {layer.unit for layer in layers} == {(4, 16)}  # 32x32, 16x16, 16x16, 14x14
 
 
 def test_random_masks_hit_the_target_in_whole_units():

@@ -4,7 +4,7 @@ delegate.
 Grimaldi et al., "Accelerating Deep Neural Networks via Semi-Structured Activation Sparsity"
 (arXiv 2309.06626). :func:`sparsify` adds a :class:`~tfpconv.keras.activation_masks.SpatialMask`
 after each selected convolution, in units the delegate's kernels compute together (the engine says
-how many pixels); :class:`tfpconv.callbacks.ActivationSparsity` trains the masks while ``fit``
+how large, per layer); :class:`tfpconv.callbacks.ActivationSparsity` trains the masks while ``fit``
 runs; ``tfpconv.convert`` records each mask in the plan, and the delegate computes only the units
 a mask keeps::
 
@@ -38,8 +38,9 @@ def sparsify(
     Each mask multiplies its convolution's output (after the BatchNormalization and activation
     that directly follow it) by a 0/1 map that all channels share; it starts all ones, so the new
     model computes what the old one did until :class:`tfpconv.callbacks.ActivationSparsity` trains
-    the masks towards ``sparsity``. The masks' unit is the engine's
-    (:func:`activation_unit` consecutive pixels of a row).
+    the masks towards ``sparsity``. Each mask's unit is the engine's for its layer
+    (:func:`activation_unit`: blocks of up to 8 rows x 16 pixels that its kernels compute
+    together, smaller on small maps).
 
     Args:
       model: a built Keras model (Sequential or functional; Keras 3 or ``tf_keras``) with a fixed
@@ -52,5 +53,5 @@ def sparsify(
       The new model; the original's weights are copied, the original is left as it was.
     """
     return insert_masks(
-        model, sparsity=sparsity, unit=activation_unit(), layers=layers, pointwise=pointwise
+        model, sparsity=sparsity, unit=activation_unit, layers=layers, pointwise=pointwise
     )

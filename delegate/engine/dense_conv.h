@@ -1,6 +1,6 @@
 // The engine's masked dense convolution: a plain (unpruned) NHWC float32 convolution whose output is
 // multiplied by a 0/1 spatial mask shared by every channel, computing only the mask's active units
-// (kActivationUnitPixels output pixels along one row) and writing 0 to masked pixels. The GEMMs are
+// (runs of kActivationUnitPixels output pixels along one row) and writing 0 to masked pixels. The GEMMs are
 // libxsmm's JIT-generated batch-reduce kernels (x86-64 only: elsewhere, or in a build without
 // libxsmm, Create says so and returns nullptr).
 #ifndef TFPCONV_ENGINE_DENSE_CONV_H_
@@ -16,12 +16,12 @@
 
 namespace tfpconv {
 
-// Geometry of one NHWC float32 convolution, padding already resolved the TFLite way (bottom/right
-// padding follows from the sizes).
-struct DenseConvShape {
-  int batch = 1, in_h = 0, in_w = 0, in_c = 0, out_h = 0, out_w = 0, out_c = 0;
-  int kernel_h = 3, kernel_w = 3, stride_h = 1, stride_w = 1, pad_top = 0, pad_left = 0;
-  float act_min = -3.402823466e+38f, act_max = 3.402823466e+38f;  // fused activation clamp
+// Geometry of one NHWC float32 convolution: a ConvShape with any kernel size.
+struct DenseConvShape : ConvShape {
+  DenseConvShape() = default;
+  DenseConvShape(const ConvShape& shape, int kernel_h_, int kernel_w_)
+      : ConvShape(shape), kernel_h(kernel_h_), kernel_w(kernel_w_) {}
+  int kernel_h = 3, kernel_w = 3;
 };
 
 // A convolution with its weights packed and its kernels generated. Created once per shape,

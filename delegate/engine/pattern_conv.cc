@@ -74,6 +74,28 @@ double KernelCost(const ConvShape& s, const kernels::Variant& v, int lanes, cons
          transform;
 }
 
+// Per tile of g (row-major, tiles_y x tiles_x): 1 when the pixel mask keeps a pixel of it. Run
+// skips the others (writing their pixels as 0). Empty without a mask.
+std::vector<uint8_t> ActiveTiles(const ConvShape& s, const Geometry& g,
+                                 const std::vector<uint8_t>& mask) {
+  std::vector<uint8_t> active;
+  if (mask.empty()) return active;
+  active.assign(size_t(g.tiles_y) * g.tiles_x, 0);
+  for (int y = 0; y < s.out_h; ++y) {
+    const uint8_t* row = mask.data() + size_t(y) * s.out_w;
+    for (int x = 0; x < s.out_w; ++x)
+      if (row[x] != 0) active[size_t(y / g.rows) * g.tiles_x + x / g.cols] = 1;
+  }
+  return active;
+}
+
+// The fraction of g's tiles that Run computes with this mask (1 without one).
+double ActiveTileFraction(const ConvShape& s, const Geometry& g, const std::vector<uint8_t>& mask) {
+  if (mask.empty()) return 1.0;
+  const std::vector<uint8_t> active = ActiveTiles(s, g, mask);
+  return double(std::count(active.begin(), active.end(), uint8_t{1})) / double(active.size());
+}
+
 // Tiles of more than 128 pixels (r8v2, r12v1 with AVX-512) measured slower than r8v1 on every
 // VGG-16 layer though the model prefers them: a chunk's accumulators (tile_oc x tile x 4 bytes) no
 // longer stay in L1. The tuner still times them.
@@ -81,8 +103,11 @@ constexpr int kMaxDefaultTile = 128;  // output pixels
 
 // Defaults when the plan carries no tuned parameters: the flat variant with the most output pixels
 // per load slot (KernelCost). Useful work is the tile's vector lanes that land on output pixels
-// (tile edges, rows of whole-row tiles). Input-channel blocks as DefaultTileIc says.
-Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set, double density) {
+// (tile edges, rows of whole-row tiles); with a pixel mask, only the tiles it keeps cost anything
+// (a variant whose tiles divide the mask's units skips every masked unit). Input-channel blocks as
+// DefaultTileIc says.
+Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set, double density,
+                     const std::vector<uint8_t>& mask) {
   Params p;
   double best = -1;
   for (int i = 0; i < set.num_variants; ++i) {
@@ -94,7 +119,7 @@ Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set, double d
     const Geometry g = MakeGeometry(s, v, set.lanes);
     const double vectors = v.rows * v.vecs;
     const double cost = KernelCost(s, v, set.lanes, g, TileIcFor(g), density);
-    const double score = vectors * LanesUsed(s, g) / cost;
+    const double score = vectors * LanesUsed(s, g) / (cost * ActiveTileFraction(s, g, mask));
     if (score > best + 1e-9) {
       best = score;
       p.variant = i;
@@ -151,7 +176,7 @@ bool ApplyTuned(const KernelTuning& tuning, const ConvShape& s, Isa isa,
 Params ChooseParams(const PatternPlan& plan, const ConvShape& s, Isa isa,
                     const kernels::KernelSet& set, std::string* note) {
   const KernelTuning& tuning = plan.tuning;
-  const Params defaults = DefaultParams(s, set, KernelDensity(s, plan));
+  const Params defaults = DefaultParams(s, set, KernelDensity(s, plan), plan.pixel_mask);
   Params p = defaults;
   std::string problem;
   if (!ApplyTuned(tuning, s, isa, set, &p, &problem)) {
@@ -191,7 +216,8 @@ double PathCost(const ConvShape& s, const Geometry& g, double density) {
   return lanes * (1 + kTransformFmaLanes * transformed / fmas);
 }
 
-// With a pixel mask: the normal tiles (every pixel computed, then the masked ones zeroed) or
+// With a pixel mask: the normal tiles (the tiles with a kept pixel computed, then their masked
+// pixels zeroed; free when the mask's units are whole tiles, as trained masks' are) or
 // gathered tiles of the active units (packing.h), whichever PathCost finds cheaper by a margin,
 // or what the tuning says ("gather"). PathCost charges gathered units 16 lanes (a narrow layer's
 // short units waste some) and 9 transform planes; the margin covers what it leaves out, a
@@ -208,7 +234,8 @@ double PathCost(const ConvShape& s, const Geometry& g, double density) {
 // channels (measured 5-10% faster than 64 on VGG-16's layers: a gathered tile's transformed input
 // is larger than L2 from 256 input channels on, and each chunk passes over it once).
 Params ChooseMaskedPath(const ConvShape& s, const kernels::KernelSet& set, double density,
-                        const Params& normal, size_t active_units) {
+                        const Params& normal, const std::vector<uint8_t>& mask,
+                        size_t active_units) {
   constexpr double kGatherMargin = 1.1;
   constexpr int kGatheredTileOc = 256;
   const int v = GatheredVariant(set);
@@ -219,7 +246,8 @@ Params ChooseMaskedPath(const ConvShape& s, const kernels::KernelSet& set, doubl
   if (normal.gather < 0) {
     const Geometry g = MakeGeometry(s, set.variants[normal.variant], set.lanes);
     if (active_units == UnitCount(s) ||
-        kGatherMargin * PathCost(s, gathered, density) >= PathCost(s, g, density))
+        kGatherMargin * PathCost(s, gathered, density) >=
+            PathCost(s, g, density) * ActiveTileFraction(s, g, mask))
       return p;
   }
   p = Params{};
@@ -262,6 +290,7 @@ class ConvImpl final : public PatternConv {
     }
     units_.clear();
     geo_ = MakeGeometry(shape, variant_, set.lanes);
+    tile_active_ = ActiveTiles(shape, geo_, mask_);
     if (shape.stride_h == 1 && shape.stride_w == 1 && variant_.pattern11 != nullptr) {
       fn_ = variant_.pattern11;
       by_pattern_ = true;
@@ -324,7 +353,23 @@ class ConvImpl final : public PatternConv {
     if (!mask_.empty()) t.params["gather"] = gathered_ ? 1 : 0;
     return t;
   }
-  bool skips_masked_units() const override { return gathered_; }
+  bool gathers_units() const override { return gathered_; }
+  double computed_fraction() const override {
+    const double pixels = double(shape_.out_h) * shape_.out_w;
+    if (gathered_) {
+      double computed = 0;
+      for (const Unit& u : units_) computed += u.width;
+      return computed / pixels;
+    }
+    if (tile_active_.empty()) return 1.0;
+    double computed = 0;
+    for (size_t t = 0; t < tile_active_.size(); ++t) {
+      if (tile_active_[t] == 0) continue;
+      const TileRect r = RectOf(t);
+      computed += double(r.rows) * r.cols;
+    }
+    return computed / pixels;
+  }
 
  private:
   struct Job {
@@ -363,6 +408,10 @@ class ConvImpl final : public PatternConv {
     const size_t chunks = pw.chunk_begin.size() - 1;
     const size_t tile = item / job.splits, split = item % job.splits;
     const size_t k0 = chunks * split / job.splits, k1 = chunks * (split + 1) / job.splits;
+    if (!tile_active_.empty() && tile_active_[tile] == 0) {
+      if (split == 0) ZeroTile(job.out, tile);
+      return;
+    }
 
     thread_local std::vector<float> x_buffer, acc_buffer;
     const float* tile_input = nullptr;
@@ -388,19 +437,36 @@ class ConvImpl final : public PatternConv {
     }
 
     // The tile's pixels that are inside the output, to NHWC with the fused activation.
-    const int ty = static_cast<int>(tile / geo_.tiles_x), tx = static_cast<int>(tile % geo_.tiles_x);
-    const int y0 = ty * geo_.rows, x0 = tx * geo_.cols;
+    const TileRect rect = RectOf(tile);
     kernels::StoreArgs store = StoreBase(acc);
-    store.rows = std::min(geo_.rows, s.out_h - y0);
-    store.cols = std::min(geo_.cols, s.out_w - x0);
-    store.out = job.out + (size_t(y0) * s.out_w + x0) * s.out_c;
+    store.rows = rect.rows;
+    store.cols = rect.cols;
+    store.out = job.out + (size_t(rect.y0) * s.out_w + rect.x0) * s.out_c;
     set_.store(store);
     if (!mask_.empty()) {
-      for (int r = 0; r < store.rows; ++r) {
-        const size_t row_pixel = size_t(y0 + r) * s.out_w;
-        ZeroMasked(job.out, row_pixel + x0, row_pixel + x0 + store.cols);
+      for (int r = 0; r < rect.rows; ++r) {
+        const size_t row_pixel = size_t(rect.y0 + r) * s.out_w;
+        ZeroMasked(job.out, row_pixel + rect.x0, row_pixel + rect.x0 + rect.cols);
       }
     }
+  }
+
+  // The output pixels of a normal tile: rows x cols from (y0, x0), clipped to the output.
+  struct TileRect {
+    int y0, x0, rows, cols;
+  };
+  TileRect RectOf(size_t tile) const {
+    const int y0 = static_cast<int>(tile / geo_.tiles_x) * geo_.rows;
+    const int x0 = static_cast<int>(tile % geo_.tiles_x) * geo_.cols;
+    return {y0, x0, std::min(geo_.rows, shape_.out_h - y0), std::min(geo_.cols, shape_.out_w - x0)};
+  }
+
+  // Writes 0 to every channel of a normal tile's pixels.
+  void ZeroTile(float* out, size_t tile) const {
+    const ConvShape& s = shape_;
+    const TileRect r = RectOf(tile);
+    for (int y = r.y0; y < r.y0 + r.rows; ++y)
+      std::fill_n(out + (size_t(y) * s.out_w + r.x0) * s.out_c, size_t(r.cols) * s.out_c, 0.0f);
   }
 
   kernels::StoreArgs StoreBase(const float* acc) const {
@@ -502,6 +568,7 @@ class ConvImpl final : public PatternConv {
   std::vector<uint8_t> mask_;      // the plan's pixel_mask (empty: none)
   std::vector<Unit> units_;        // gathered: the active units, row-major
   std::vector<size_t> tile_pixel_;  // gathered: the pixels each tile owns (SetTilePixelRanges)
+  std::vector<uint8_t> tile_active_;  // normal tiles with a mask: 0 = every pixel masked, skipped
   Geometry geo_;
   PackedWeights packed_;
   // Run's buffers for split tiles (Run is called from one thread at a time).
@@ -535,7 +602,8 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
   std::vector<Unit> units;
   if (!plan.pixel_mask.empty()) {
     units = ActiveUnits(plan.pixel_mask, shape.out_h, shape.out_w);
-    params = ChooseMaskedPath(shape, *set, KernelDensity(shape, plan), params, units.size());
+    params = ChooseMaskedPath(shape, *set, KernelDensity(shape, plan), params, plan.pixel_mask,
+                              units.size());
   } else {
     params.gather = -1;  // a tuned "gather" means nothing without a mask
   }
@@ -543,6 +611,11 @@ std::unique_ptr<PatternConv> PatternConv::Create(const ConvShape& shape, const f
       std::make_unique<ConvImpl>(shape, isa, *set, params, plan.pixel_mask, std::move(units));
   if (!conv->Pack(weights, bias, plan, params, error)) return nullptr;
   return conv;
+}
+
+int ActivationUnitRows(int out_h) {
+  if (out_h >= 56) return 8;
+  return out_h >= 14 ? 4 : 1;
 }
 
 std::vector<ActivationUnit> ActiveUnits(const std::vector<uint8_t>& pixel_mask, int out_h,
@@ -565,7 +638,10 @@ bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string*
     if (!*plan.tuning.claim) *reason = "the plan's tuning measured TFLite's own kernel faster";
     return *plan.tuning.claim;
   }
-  if (shape.in_c < kMinInputChannels) {
+  // With its activation mask the delegate also takes the MUL off TFLite, whose pass over the whole
+  // output costs more than the engine loses: VGG-16's block1_conv1 (Zen 4, AVX-512) 2.9 ms +
+  // 1.2 ms for the MUL in TFLite, 3.5 ms on the engine unmasked, 2.9 ms with 30% masked.
+  if (shape.in_c < kMinInputChannels && plan.pixel_mask.empty()) {
     *reason = std::to_string(shape.in_c) +
               " input channel(s): TFLite's dense kernel is faster on so few (convert with "
               "tune=True to measure)";

@@ -80,9 +80,18 @@ inline bool operator==(const KernelTuning& a, const KernelTuning& b) {
 }
 inline bool operator!=(const KernelTuning& a, const KernelTuning& b) { return !(a == b); }
 
-// Output pixels the engine computes together when it skips masked activations: a run of this many
-// pixels along one output row (a row's last run may be shorter). The masks' unit (exposed to Python).
+// The unit of an activation mask on a layer with out_h output rows (exposed to Python): a block of
+// ActivationUnitRows(out_h) rows x kActivationUnitPixels pixels, on a grid from pixel (0, 0) (blocks
+// at the bottom and right edges may be smaller). Rows: 8 on maps of 56 rows or more, 4 from 14
+// rows, else 1, so that a layer has enough units to mask close to its target fraction (at least 7
+// bands of units from 28 rows up, 4 on 14x14). An 8- or 4-row unit is one or more whole tiles of
+// kernels the engine has on every instruction set (8x16: r8v1 with AVX-512, r4v2 or r8v1 with
+// AVX2; 4x16: r4v1, r4v2), which Run skips at no cost (on 14x14 maps, 2-row units would need
+// whole-row tiles, which measured 1.4x slower than r4v1 there). A row of a unit
+// (kActivationUnitPixels along one row) is what the gathered path and the dense path compute
+// together.
 constexpr int kActivationUnitPixels = 16;
+int ActivationUnitRows(int out_h);
 
 // One unit of an output pixel mask: output row y, columns [x0, x0 + width).
 struct ActivationUnit {
@@ -102,8 +111,8 @@ struct PatternPlan {
   std::vector<int32_t> group_offsets; // groups of filter_order; [0, ..., out_c], rising strictly
   KernelTuning tuning;                // tuned for the instruction set Create runs with, if any
   // Empty, or out_h * out_w flags (row-major, shared by every image and channel): 0 = the output
-  // pixel is written as 0 (every channel) -- the layer's output is multiplied by this mask. Units
-  // (kActivationUnitPixels along a row) whose flags are all 0 are not computed.
+  // pixel is written as 0 (every channel) -- the layer's output is multiplied by this mask. Tiles
+  // and runs of kActivationUnitPixels along a row whose flags are all 0 are not computed.
   std::vector<uint8_t> pixel_mask;
 };
 
@@ -121,9 +130,9 @@ class PatternConv {
   // resized input, the engine's defaults run instead and *note (when not null) says why. Tuned
   // values never make Create fail.
   //
-  // With plan.pixel_mask, Run writes ReferenceConv's output times the mask, and Create decides
-  // from the mask and the shape whether computing only the active units pays
-  // (skips_masked_units()).
+  // With plan.pixel_mask, Run writes ReferenceConv's output times the mask, computing only the
+  // tiles with a kept pixel, and Create decides from the mask and the shape whether gathering
+  // the active units into tiles pays (gathers_units()).
   static std::unique_ptr<PatternConv> Create(const ConvShape& shape, const float* weights,
                                              const float* bias, const PatternPlan& plan, Isa isa,
                                              std::string* error, std::string* note = nullptr);
@@ -132,19 +141,22 @@ class PatternConv {
   virtual size_t packed_weight_bytes() const = 0;
   virtual Isa isa() const = 0;
   // The kernel parameters it runs with: the variant's name and "tile_oc", "tile_ic" (claim unset),
-  // and with a pixel mask "gather" (1: skips_masked_units()).
+  // and with a pixel mask "gather" (1: gathers_units()).
   virtual KernelTuning kernel_params() const = 0;
-  // Whether Run computes only the mask's active units (gathered from the whole image into tiles of
-  // kActivationUnitPixels-wide rows); false without a mask, or when Create found the normal tiles
-  // (computing every pixel, then zeroing the masked ones) cheaper for this mask and shape.
-  virtual bool skips_masked_units() const = 0;
+  // Whether Run gathers the mask's active units (runs of kActivationUnitPixels along a row) from
+  // the whole image into tiles; false without a mask, or when Create found the normal tiles (those
+  // with a kept pixel computed, then their masked pixels zeroed) cheaper for this mask and shape.
+  virtual bool gathers_units() const = 0;
+  // The fraction of the output pixels Run computes: 1 without a mask; with one, the pixels of the
+  // tiles or gathered units it computes (masked pixels among them are zeroed after).
+  virtual double computed_fraction() const = 0;
 };
 
 // Whether the engine is expected to beat TFLite's dense kernel on this layer (the delegate leaves
 // it to TFLite otherwise, saying why in *reason). plan.tuning.claim decides when set (the
 // convert-time tuner measured both on this instruction set); else a layer with fewer than 4 input
 // channels (an RGB input layer: few kernels per output, so the layout transforms dominate) is left
-// to TFLite.
+// to TFLite, unless it comes with its pixel mask (the delegate then saves TFLite's MUL).
 bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string* reason);
 
 // Tuning hooks for a convert-time auto-tuner: the kernel tunings worth timing for this shape on

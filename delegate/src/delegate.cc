@@ -406,6 +406,9 @@ size_t TfpconvDelegatePackedWeightBytes(const TfLiteDelegate* delegate) {
       ->packed_weight_bytes;
 }
 
+int TfpconvDelegateActivationUnitRows(int out_h) {
+  return out_h >= 1 ? tfpconv::ActivationUnitRows(out_h) : 0;
+}
 int TfpconvDelegateActivationUnitPixels(void) { return tfpconv::kActivationUnitPixels; }
 
 int TfpconvDelegateTuningCandidates(int in_h, int in_w, int in_c, int out_c, int stride_h,

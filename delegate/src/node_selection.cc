@@ -102,25 +102,6 @@ double ComputedFraction(const std::vector<uint8_t>& pixels, int height, int widt
   return static_cast<double>(computed) / std::max<size_t>(size_t(height) * size_t(width), 1);
 }
 
-DenseConvShape ToDenseShape(const ConvShape& s) {
-  DenseConvShape d;
-  d.batch = s.batch;
-  d.in_h = s.in_h;
-  d.in_w = s.in_w;
-  d.in_c = s.in_c;
-  d.out_h = s.out_h;
-  d.out_w = s.out_w;
-  d.out_c = s.out_c;
-  d.kernel_h = d.kernel_w = kKernelSize;
-  d.stride_h = s.stride_h;
-  d.stride_w = s.stride_w;
-  d.pad_top = s.pad_top;
-  d.pad_left = s.pad_left;
-  d.act_min = s.act_min;
-  d.act_max = s.act_max;
-  return d;
-}
-
 // The masked dense convolution selection (plan kind kDenseConv).
 Verdict SelectDenseConvNode(tfl::Context* context, int node_index, const tfl::Node& node,
                             const PlannedOp& planned, Isa isa, bool claim_all, ClaimedNode* claimed,
@@ -170,7 +151,8 @@ std::unique_ptr<DenseConv> CreateDenseConv(tfl::Context* context, const ClaimedN
                                            std::string* error) {
   const tfl::Tensor* filter = TensorAt(context, node.filter_tensor);
   const tfl::Tensor* bias = TensorAt(context, node.bias_tensor);
-  return DenseConv::Create(ToDenseShape(node.shape), static_cast<const float*>(filter->data),
+  return DenseConv::Create(DenseConvShape(node.shape, kKernelSize, kKernelSize),
+                           static_cast<const float*>(filter->data),
                            bias ? static_cast<const float*>(bias->data) : nullptr,
                            node.mask.pixels, isa, error);
 }

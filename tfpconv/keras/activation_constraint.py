@@ -88,7 +88,8 @@ class ActivationMasks(Constraint):
         targets = sorted({float(layer.sparsity) for layer in self._layers})
         return [
             f"tfpconv: activation masks on {len(self._layers)} layers, target sparsity "
-            f"{', '.join(f'{t:g}' for t in targets)}, units of {self._layers[0].unit} pixels"
+            f"{', '.join(f'{t:g}' for t in targets)}, units of "
+            f"{', '.join(sorted({activation.describe_unit(layer.unit) for layer in self._layers}))}"
         ]
 
     def _new_map(self) -> np.ndarray:
@@ -100,7 +101,7 @@ class ActivationMasks(Constraint):
         layer = self._layers[index]
         height, width = layer.mask.shape
         scores = activation.layer_scores(score_map, height, width)
-        mask = activation.unit_mask(scores, float(layer.sparsity) * fraction, int(layer.unit))
+        mask = activation.unit_mask(scores, float(layer.sparsity) * fraction, layer.unit)
         return mask.reshape(1, height, width, 1).astype(np.float32)
 
     def prepare(self, model: Any, at: SchedulePoint) -> None:

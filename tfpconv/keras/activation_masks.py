@@ -2,8 +2,8 @@
 
 A :class:`SpatialMask` multiplies a convolution's output ``(N, H, W, C)`` by a fixed 0/1 mask of
 shape ``(1, H, W, 1)`` that all channels share (a non-trainable weight named ``mask``). The mask's
-*unit* is a run of ``unit`` consecutive pixels along a row, masked as a whole; the mask values come
-from :mod:`tfpconv.sparsity.activation`.
+*unit* ``(rows, pixels)`` is a block of output pixels masked as a whole; the mask values come from
+:mod:`tfpconv.sparsity.activation`.
 
 :func:`insert_masks` returns a copy of a model with a mask after every selected ``Conv2D``, placed
 at the end of the convolution's element-wise chain: past a ``BatchNormalization``, ``Activation``
@@ -18,7 +18,7 @@ models reload with their masks after ``import tfpconv.keras.activation_masks``.
 
 Example::
 
-    masked = insert_masks(model, sparsity=0.3, unit=16)
+    masked = insert_masks(model, sparsity=0.3, unit=(8, 16))
     # One score map at the input's height and width; each layer masks 30% of its units.
     scores = activation.random_score_map(np.random.default_rng(0), 32, 32)
     set_masks(masked, scores)
@@ -48,8 +48,12 @@ __all__ = [
     "set_masks",
 ]
 
-#: The engine's unit: consecutive output pixels of a row that are masked together.
-DEFAULT_UNIT = 16
+#: A unit when none is given: runs of 16 pixels along a row. ``tfpconv.activation.sparsify`` passes
+#: the engine's units instead (``tfpconv.activation.activation_unit``), which depend on the layer.
+DEFAULT_UNIT = (1, 16)
+
+#: A unit, or a function of a masked layer's output height and width that gives its unit.
+UnitRule = int | Sequence[int] | Callable[[int, int], Any]
 
 #: Selects convolutions: None for the default, a list of layer names, or a predicate on layers.
 ConvFilter = Sequence[str] | Callable[[Any], bool] | None
@@ -58,12 +62,15 @@ ConvFilter = Sequence[str] | Callable[[Any], bool] | None
 class SpatialMaskBase:
     """The logic of the ``SpatialMask`` layer, shared by its Keras 3 and tf_keras classes.
 
-    Mixed in before the flavour's ``Layer`` class. ``unit`` (pixels per unit along a row) and
+    Mixed in before the flavour's ``Layer`` class. ``unit`` (``(rows, pixels)``; an int ``n`` is
+    ``(1, n)``, runs along a row) and
     ``sparsity`` (the target fraction of masked units, used by :func:`set_masks` and the training
     callback) are its config; the mask itself is the weight ``mask``, initialised to ones.
     """
 
-    def __init__(self, unit: int = DEFAULT_UNIT, sparsity: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self, unit: int | Sequence[int] = DEFAULT_UNIT, sparsity: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.unit = activation.check_unit(unit)
         self.sparsity = activation.check_sparsity(sparsity)
@@ -109,7 +116,7 @@ class SpatialMaskBase:
 
     def get_config(self) -> dict[str, Any]:
         """The layer's config: the base layer's, ``unit`` and ``sparsity``."""
-        return {**super().get_config(), "unit": self.unit, "sparsity": self.sparsity}
+        return {**super().get_config(), "unit": list(self.unit), "sparsity": self.sparsity}
 
     # -- the mask ------------------------------------------------------------------------------
 
@@ -181,7 +188,8 @@ class SpatialMask(SpatialMaskBase, keras.layers.Layer):
     """Keras 3 layer: multiplies ``(N, H, W, C)`` inputs by a shared ``(1, H, W, 1)`` 0/1 mask.
 
     Args:
-      unit: pixels per unit along a row (the mask's granularity), default 16.
+      unit: ``(rows, pixels)`` of a unit (the mask's granularity), default ``(1, 16)``; an int
+        ``n`` means ``(1, n)``.
       sparsity: the target fraction of masked units in [0, 1) (the mask starts all ones).
       **kwargs: the base layer's (``name``, ``dtype``, ...).
     """
@@ -452,7 +460,7 @@ def _rebuild_sequential(model: Any, calls: list[_Call], masks: dict[int, Any], f
 def insert_masks(
     model: Any,
     sparsity: float = 0.2,
-    unit: int = DEFAULT_UNIT,
+    unit: UnitRule = DEFAULT_UNIT,
     layers: ConvFilter = None,
     pointwise: bool = False,
 ) -> Any:
@@ -471,7 +479,9 @@ def insert_masks(
         Conv2D layers.
       sparsity: the masks' target fraction of masked units, in [0, 1) (stored in each layer's
         config; :func:`set_masks` and the training callback use it).
-      unit: pixels per unit along a row (default 16, the engine's).
+      unit: ``(rows, pixels)`` of every mask's unit (default ``(1, 16)``; an int ``n`` means
+        ``(1, n)``), or a function ``(height, width) -> unit`` of each masked layer's output size
+        (``tfpconv.activation.activation_unit``, the engine's).
       layers: which convolutions: None for every ``Conv2D`` with a kernel larger than 1x1
         (``DepthwiseConv2D``, ``SeparableConv2D`` and ``Conv2DTranspose`` are not Conv2D
         layers here), a list of Conv2D layer names, or a predicate ``layer -> bool`` over the
@@ -489,7 +499,7 @@ def insert_masks(
         masked tensor without a static height and width.
     """
     sparsity = activation.check_sparsity(sparsity)
-    unit = activation.check_unit(unit)
+    unit_of = _unit_rule(unit)
     _check_no_masks(model)
     calls = _model_calls(model)
     _check_nested(calls)
@@ -506,7 +516,10 @@ def insert_masks(
             raise ValueError(f"model {model.name!r} already has a layer named {name!r}")
         end = _chain_end(conv_calls[id(conv)], consumers, output_uses)
         masks[id(end)] = _mask_class(flavour)(
-            unit=unit, sparsity=sparsity, name=name, dtype=_float_policy(end._keras_history[0])
+            unit=unit_of(conv, end),
+            sparsity=sparsity,
+            name=name,
+            dtype=_float_policy(end._keras_history[0]),
         )
     rebuild = _rebuild_sequential if is_sequential else _rebuild_functional
     masked = rebuild(model, calls, masks, flavour)
@@ -514,6 +527,25 @@ def insert_masks(
         if getattr(call.layer, "weights", None):  # Keras 3 operations have none
             masked.get_layer(call.layer.name).set_weights(call.layer.get_weights())
     return masked
+
+
+def _unit_rule(unit: UnitRule) -> Callable[[Any, Any], activation.Unit]:
+    """``(conv, masked tensor) -> unit`` for ``insert_masks``' ``unit`` argument (checked now
+    when it is a unit, per layer when it is a function)."""
+    if not callable(unit):
+        fixed = activation.check_unit(unit)
+        return lambda conv, tensor: fixed
+
+    def unit_of(conv: Any, tensor: Any) -> activation.Unit:
+        height, width = tuple(tensor.shape)[1:3]
+        if height is None or width is None:
+            raise ValueError(
+                f"the output of Conv2D layer {conv.name!r} needs a static height and width for a "
+                f"mask, got shape {tuple(tensor.shape)}"
+            )
+        return activation.check_unit(unit(int(height), int(width)))
+
+    return unit_of
 
 
 # -- queries -------------------------------------------------------------------------------------

@@ -289,8 +289,8 @@ class ActivationSparsity(SparsityTraining):
 
     Semi-structured activation sparsity (Grimaldi et al., arXiv 2309.06626): each masked
     convolution's output is multiplied by a 0/1 spatial mask that all its channels share, in units
-    of a few consecutive pixels of a row -- the pixels the delegate's kernels compute together, so
-    a masked unit is work the delegate skips. All masks come from one random score map at the input
+    of up to 8 rows x 16 pixels -- the pixels the delegate's kernels compute together, so a masked
+    unit is work the delegate skips. All masks come from one random score map at the input
     resolution, average-pooled to each layer's size (the masks of all layers stay aligned), the
     lowest-scoring units masked.
 

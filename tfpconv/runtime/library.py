@@ -168,13 +168,27 @@ def native() -> ctypes.CDLL:
             ctypes.c_int,
         ]
         library.TfpconvDelegateTuningCandidates.restype = ctypes.c_int
+        library.TfpconvDelegateActivationUnitRows.argtypes = [ctypes.c_int]
+        library.TfpconvDelegateActivationUnitRows.restype = ctypes.c_int
         library.TfpconvDelegateActivationUnitPixels.argtypes = []
         library.TfpconvDelegateActivationUnitPixels.restype = ctypes.c_int
         _library = library
     return _library
 
 
-def activation_unit() -> int:
-    """The unit of activation masks, from the engine: a mask is trained in runs of this many
-    consecutive output pixels of a row, the pixels the delegate's kernels compute together."""
-    return int(native().TfpconvDelegateActivationUnitPixels())
+def activation_unit(height: int, width: int) -> tuple[int, int]:
+    """The unit of activation masks on a layer whose output is ``height`` x ``width``, from the
+    engine: ``(rows, pixels)``, a block of output pixels that the delegate's kernels compute
+    together, so a masked unit is work they skip (8 x 16 on maps of 56 rows or more, 4 x 16 from
+    14 rows, 1 x 16 below).
+
+    Raises:
+      ValueError: a height or width below 1.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"a layer's output size must be positive, got {height}x{width}")
+    library = native()
+    return (
+        int(library.TfpconvDelegateActivationUnitRows(int(height))),
+        int(library.TfpconvDelegateActivationUnitPixels()),
+    )

@@ -2,10 +2,13 @@
 
 Following Grimaldi et al. (arXiv 2309.06626), a convolution's output positions are masked by a
 spatial 0/1 mask that all its channels share. Our masks are semi-structured for the engine: the
-mask's *unit* is a run of ``unit`` consecutive output pixels along one row, masked as a whole.
-Row ``y`` of a layer ``width`` pixels wide has ``ceil(width / unit)`` units; unit ``u`` covers
-columns ``[unit * u, min(unit * u + unit, width))`` (a row's last unit may be shorter). Units are
-numbered row-major: unit ``u`` of row ``y`` has id ``y * ceil(width / unit) + u``.
+mask's *unit* ``(rows, pixels)`` is a block of ``rows`` output rows x ``pixels`` columns, masked as
+a whole -- the output pixels the engine's kernels compute together. Units lie on a grid from pixel
+(0, 0): band ``b`` covers rows ``[rows * b, min(rows * b + rows, height))`` and unit ``u`` of a band
+columns ``[pixels * u, min(pixels * u + pixels, width))`` (units at the bottom and right edges may
+be smaller). Units are numbered row-major: unit ``u`` of band ``b`` has id
+``b * ceil(width / pixels) + u``. A plain int ``n`` as a unit means ``(1, n)``: runs of ``n``
+pixels along one row.
 
 All layers of a model take their masks from one random *score map* at the input resolution,
 average-pooled to each layer's output size (:func:`layer_scores`), so the masked regions of layers
@@ -16,7 +19,7 @@ Example::
 
     rng = np.random.default_rng(0)
     scores = random_score_map(rng, 32, 32)                    # at the model's input size
-    mask = layer_mask(scores, 16, 16, sparsity=0.25, unit=16)  # a layer at half resolution
+    mask = layer_mask(scores, 16, 16, sparsity=0.25, unit=(8, 16))  # a layer at half resolution
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import numpy as np
 __all__ = [
     "check_mask",
     "check_sparsity",
+    "Unit",
     "check_unit",
     "describe_mask",
+    "describe_unit",
     "is_unit_structured",
     "layer_mask",
     "layer_scores",
@@ -50,9 +55,30 @@ def _positive_int(value: object, what: str) -> int:
     return int(value)
 
 
-def check_unit(unit: object) -> int:
-    """``unit`` as an int; raises a ValueError unless it is a positive integer."""
-    return _positive_int(unit, "unit")
+Unit = tuple[int, int]
+
+
+def check_unit(unit: object) -> Unit:
+    """``unit`` as ``(rows, pixels)``; an int ``n`` is ``(1, n)``.
+
+    Raises a ValueError unless it is a positive integer or a pair of them.
+    """
+    if isinstance(unit, Integral) and not isinstance(unit, bool):
+        return (1, _positive_int(unit, "unit"))
+    if isinstance(unit, (tuple, list)) and len(unit) == 2:
+        rows, pixels = unit
+        if all(isinstance(v, Integral) and not isinstance(v, bool) and v >= 1 for v in unit):
+            return (int(rows), int(pixels))
+    raise ValueError(
+        f"unit must be a positive integer (pixels along a row) or a pair (rows, pixels) of "
+        f"them, got {unit!r}"
+    )
+
+
+def describe_unit(unit: object) -> str:
+    """``"8x16 px"`` for unit ``(8, 16)`` (rows x pixels)."""
+    rows, pixels = check_unit(unit)
+    return f"{rows}x{pixels} px"
 
 
 def check_sparsity(sparsity: object) -> float:
@@ -66,22 +92,24 @@ def check_sparsity(sparsity: object) -> float:
     return float(sparsity)
 
 
-def units_per_row(width: int, unit: int) -> int:
-    """Units in one row ``width`` pixels wide: ``ceil(width / unit)``."""
-    return -(-_positive_int(width, "width") // check_unit(unit))
+def units_per_row(width: int, unit: object) -> int:
+    """Units across a layer ``width`` pixels wide: ``ceil(width / pixels)``."""
+    return -(-_positive_int(width, "width") // check_unit(unit)[1])
 
 
-def unit_count(height: int, width: int, unit: int) -> int:
-    """Units of a ``height`` x ``width`` layer: ``height * ceil(width / unit)``."""
-    return _positive_int(height, "height") * units_per_row(width, unit)
+def unit_count(height: int, width: int, unit: object) -> int:
+    """Units of a ``height`` x ``width`` layer: ``ceil(height / rows) * ceil(width / pixels)``."""
+    bands = -(-_positive_int(height, "height") // check_unit(unit)[0])
+    return bands * units_per_row(width, unit)
 
 
-def unit_index(height: int, width: int, unit: int) -> np.ndarray:
+def unit_index(height: int, width: int, unit: object) -> np.ndarray:
     """Each pixel's unit id, shape ``(height, width)``, int64; units are numbered row-major."""
+    unit_rows, pixels = check_unit(unit)
     per_row = units_per_row(width, unit)
-    rows = np.arange(_positive_int(height, "height"), dtype=np.int64)[:, None]
-    columns = np.arange(width, dtype=np.int64)[None, :] // unit
-    return rows * per_row + columns
+    bands = np.arange(_positive_int(height, "height"), dtype=np.int64)[:, None] // unit_rows
+    columns = np.arange(width, dtype=np.int64)[None, :] // pixels
+    return bands * per_row + columns
 
 
 def _pooling_matrix(source: int, target: int) -> np.ndarray:
@@ -119,7 +147,7 @@ def layer_scores(score_map: np.ndarray, height: int, width: int) -> np.ndarray:
     return rows @ scores @ columns.T
 
 
-def unit_scores(scores: np.ndarray, unit: int) -> np.ndarray:
+def unit_scores(scores: np.ndarray, unit: object) -> np.ndarray:
     """The mean score of every unit's pixels, by unit id (float64, length :func:`unit_count`)."""
     values = np.asarray(scores, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
@@ -137,13 +165,13 @@ def masked_unit_count(n_units: int, sparsity: float) -> int:
     return round(check_sparsity(sparsity) * _positive_int(n_units, "n_units"))
 
 
-def unit_mask(scores: np.ndarray, sparsity: float, unit: int) -> np.ndarray:
+def unit_mask(scores: np.ndarray, sparsity: float, unit: object) -> np.ndarray:
     """The 0/1 mask zeroing the lowest-scoring units of a layer.
 
     Args:
       scores: (height, width) scores of the layer's output positions (see :func:`layer_scores`).
       sparsity: the fraction of units to mask, in [0, 1).
-      unit: pixels per unit along a row.
+      unit: ``(rows, pixels)`` of a unit (see :func:`check_unit`).
 
     Returns:
       float32 array (height, width) of 0/1: exactly :func:`masked_unit_count` units are 0, those
@@ -164,7 +192,7 @@ def unit_mask(scores: np.ndarray, sparsity: float, unit: int) -> np.ndarray:
 
 
 def layer_mask(
-    score_map: np.ndarray, height: int, width: int, sparsity: float, unit: int
+    score_map: np.ndarray, height: int, width: int, sparsity: float, unit: object
 ) -> np.ndarray:
     """A layer's mask from the model's score map: :func:`unit_mask` of :func:`layer_scores`."""
     return unit_mask(layer_scores(score_map, height, width), sparsity, unit)
@@ -176,7 +204,7 @@ def random_score_map(rng: np.random.Generator, height: int, width: int) -> np.nd
     return rng.random(shape, dtype=np.float32)
 
 
-def _unit_values(mask: np.ndarray, unit: int) -> tuple[np.ndarray, np.ndarray]:
+def _unit_values(mask: np.ndarray, unit: object) -> tuple[np.ndarray, np.ndarray]:
     """Per unit: the minimum and maximum of the mask over the unit's pixels."""
     values = np.asarray(mask, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
@@ -190,19 +218,19 @@ def _unit_values(mask: np.ndarray, unit: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def masked_unit_fraction(mask: np.ndarray, unit: int) -> float:
+def masked_unit_fraction(mask: np.ndarray, unit: object) -> float:
     """The fraction of the mask's units that are all zero."""
     low, high = _unit_values(mask, unit)
     return float(np.mean((low == 0.0) & (high == 0.0)))
 
 
-def is_unit_structured(mask: np.ndarray, unit: int) -> bool:
+def is_unit_structured(mask: np.ndarray, unit: object) -> bool:
     """Whether every unit of the mask is constant (all its pixels 0, or all 1)."""
     low, high = _unit_values(mask, unit)
     return bool(np.all(low == high))
 
 
-def check_mask(mask: np.ndarray, shape: tuple[int, int], unit: int, what: str = "mask") -> None:
+def check_mask(mask: np.ndarray, shape: tuple[int, int], unit: object, what: str = "mask") -> None:
     """Raise a ValueError (starting with ``what``) unless ``mask`` is a valid unit mask.
 
     Valid: shape ``shape``, every value 0 or 1, every unit all 0 or all 1.
@@ -219,23 +247,25 @@ def check_mask(mask: np.ndarray, shape: tuple[int, int], unit: int, what: str = 
         y, x = np.argwhere(bad)[0]
         raise ValueError(f"{what}: mask values must be 0 or 1, got {values[y, x]!r} at ({y}, {x})")
     if not is_unit_structured(values, unit):
+        unit_rows, pixels = check_unit(unit)
         per_row = units_per_row(values.shape[1], unit)
         low, high = _unit_values(values, unit)
         first = int(np.flatnonzero(low != high)[0])
-        row, column = divmod(first, per_row)
+        band, column = divmod(first, per_row)
+        y0, x0 = band * unit_rows, column * pixels
+        y1, x1 = min(y0 + unit_rows, values.shape[0]) - 1, min(x0 + pixels, values.shape[1]) - 1
         raise ValueError(
-            f"{what}: unit {first} (row {row}, columns {column * unit}.."
-            f"{min(column * unit + unit, values.shape[1]) - 1}) is partly masked; a unit of "
-            f"{unit} pixels is masked as a whole"
+            f"{what}: unit {first} (rows {y0}..{y1}, columns {x0}..{x1}) is partly masked; a "
+            f"unit of {describe_unit(unit)} is masked as a whole"
         )
 
 
-def describe_mask(mask: np.ndarray, unit: int) -> str:
+def describe_mask(mask: np.ndarray, unit: object) -> str:
     """A one-line summary: size, units, masked units."""
     values = np.asarray(mask)
     low, high = _unit_values(values, unit)
     masked = int(np.sum((low == 0.0) & (high == 0.0)))
     return (
-        f"{values.shape[0]}x{values.shape[1]} mask, {len(low)} units of {unit} px, "
+        f"{values.shape[0]}x{values.shape[1]} mask, {len(low)} units of {describe_unit(unit)}, "
         f"{masked} masked ({masked / len(low):.1%})"
     )

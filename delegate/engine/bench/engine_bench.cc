@@ -9,6 +9,8 @@
 //                                        kActivationUnitPixels output pixels masked at random;
 //                                        the layer with the mask and without, runs interleaved)
 //                        [--gather=0|1] (with --mask: force the normal or the gathered path)
+//                        [--unit_rows=8] (with --mask: units of that many rows x
+//                                        kActivationUnitPixels; default 1)
 // or a unified fully connected layer (unified_fc.h), batch `rows`, random block states, next to the
 // same layer with every block FREE (a dense GEMV through the same kernel):
 //   tfpconv_engine_bench --fc=IN,OUT [--block=16] [--unify=0.5] [--prune=0.25] [--rows=1]
@@ -155,10 +157,12 @@ int MaskBench(int argc, char** argv, tfpconv::Isa isa, int threads, double keep,
   const double masked = std::atof(Arg(argc, argv, "--mask"));
   const char* only = Arg(argc, argv, "--layer");
   const char* gather = Arg(argc, argv, "--gather");
+  const char* unit_rows_arg = Arg(argc, argv, "--unit_rows");
+  const int unit_rows = unit_rows_arg ? std::max(1, std::atoi(unit_rows_arg)) : 1;
   ThreadPool pool(threads);
-  std::printf("isa %s, %d thread(s), keep %.2f of kernels x 4/9 taps, %.2f of the %d-pixel units "
-              "masked\n",
-              IsaName(isa), threads, keep, masked, kActivationUnitPixels);
+  std::printf("isa %s, %d thread(s), keep %.2f of kernels x 4/9 taps, %.2f of the %dx%d-pixel "
+              "units masked\n",
+              IsaName(isa), threads, keep, masked, unit_rows, kActivationUnitPixels);
   std::printf("%-8s %-44s %9s %9s %8s %8s %11s %11s\n", "layer", "masked layer's tuning", "ms plain",
               "ms mask", "speedup", "ideal", "GF/s plain", "GF/s mask");
   for (size_t li = 0; li < sizeof(kVgg) / sizeof(kVgg[0]); ++li) {
@@ -171,8 +175,9 @@ int MaskBench(int argc, char** argv, tfpconv::Isa isa, int threads, double keep,
         testing::MakeShape(1, L.hw, L.hw, L.in_c, L.out_c, 1, true), opt, 42 + li);
     if (relu) l.shape.act_min = 0;
     PatternPlan masked_plan = l.plan;
-    masked_plan.pixel_mask = testing::RandomUnitMask(l.shape, masked, 7 + li);
+    masked_plan.pixel_mask = testing::RandomUnitMask(l.shape, masked, 7 + li, unit_rows);
     if (gather) masked_plan.tuning.params["gather"] = std::atoi(gather);
+    if (const char* variant = Arg(argc, argv, "--variant")) masked_plan.tuning.variant = variant;
     std::string error;
     auto plain = PatternConv::Create(l.shape, l.weights.data(), l.bias.data(), l.plan, isa, &error);
     auto with_mask =

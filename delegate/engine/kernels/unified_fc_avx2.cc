@@ -17,29 +17,12 @@
 
 #include "unified_fc_kernels.h"
 
-#if defined(__GNUC__)
-#define TFP_FC_INLINE inline __attribute__((always_inline))
-#define TFP_FC_LAMBDA_INLINE __attribute__((always_inline))
-#else
-#define TFP_FC_INLINE inline
-#define TFP_FC_LAMBDA_INLINE
-#endif
-
 namespace tfpconv {
 namespace kernels {
 namespace fc_avx2 {
 namespace {
 
 #include "unified_fc_driver.h"  // TableFloats, ScratchFloats, Run (uses Group below)
-
-template <typename F, int... I>
-TFP_FC_INLINE void UnrollImpl(F&& f, std::integer_sequence<int, I...>) {
-  (f(std::integral_constant<int, I>{}), ...);
-}
-template <int N, typename F>
-TFP_FC_INLINE void Unroll(F&& f) {
-  UnrollImpl(f, std::make_integer_sequence<int, N>{});
-}
 
 // Byte l of kRank.rank[m]: how many bits of the 8-bit mask m are set below bit l.
 struct RankTable {
@@ -214,15 +197,7 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*
         if (k + n > 0) v = BV::Add(v, acc[r][k][n]);
     sums[r * kFcGroup] = BV::Sum(v);
   }
-  if (tail >= 0 && ((bits[tail / 64] >> (tail % 64)) & 1)) {
-    const int i0 = tail * B, bi = p.in - i0;
-    for (int r = 0; r < R; ++r) {
-      float s = 0.0f;
-      for (int i = 0; i < bi; ++i) s += f[i] * x[r * in + i0 + i];
-      sums[r * kFcGroup] += s;
-    }
-    f += bi;
-  }
+  AddFreeTail<B, R>(p, bits, tail, x, in, f, sums);
   fp = f;
 }
 

@@ -33,30 +33,12 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
-#if defined(__GNUC__)
-#define TFP_FC_INLINE inline __attribute__((always_inline))
-#define TFP_FC_LAMBDA_INLINE __attribute__((always_inline))
-#else
-#define TFP_FC_INLINE inline
-#define TFP_FC_LAMBDA_INLINE
-#endif
-
 namespace tfpconv {
 namespace kernels {
 namespace fc_avx512 {
 namespace {
 
 #include "unified_fc_driver.h"  // TableFloats, ScratchFloats, Run (uses Group below)
-
-template <typename F, int... I>
-TFP_FC_INLINE void UnrollImpl(F&& f, std::integer_sequence<int, I...>) {
-  (f(std::integral_constant<int, I>{}), ...);
-}
-// f(std::integral_constant<int, i>) for i in [0, N).
-template <int N, typename F>
-TFP_FC_INLINE void Unroll(F&& f) {
-  UnrollImpl(f, std::make_integer_sequence<int, N>{});
-}
 
 // Blocks of 4 and 8 use column-major free blocks, blocks of 16 row-major (see the top).
 constexpr uint32_t kColumnMajorFree = (1u << 4) | (1u << 8);
@@ -186,15 +168,7 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*
     for (int k = 1; k < K; ++k) v = BV::Add(v, acc[r][k]);
     sums[r * kFcGroup] = BV::Sum(v);
   }
-  if (tail >= 0 && ((bits[tail / 64] >> (tail % 64)) & 1)) {
-    const int i0 = tail * B, bi = p.in - i0;
-    for (int r = 0; r < R; ++r) {
-      float s = 0.0f;
-      for (int i = 0; i < bi; ++i) s += f[i] * x[r * in + i0 + i];
-      sums[r * kFcGroup] += s;
-    }
-    f += bi;
-  }
+  AddFreeTail<B, R>(p, bits, tail, x, in, f, sums);
   fp = f;
 }
 

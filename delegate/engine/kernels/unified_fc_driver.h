@@ -6,7 +6,43 @@
 // from its packed weights and the per-row tables of signed sums.
 //
 // No include guard on purpose: one inclusion per unit, inside the unit's namespace, after
-// <algorithm> and unified_fc_kernels.h.
+// <algorithm>, <cstdint>, <utility> and unified_fc_kernels.h.
+
+#ifndef TFP_FC_INLINE
+#if defined(__GNUC__)
+#define TFP_FC_INLINE inline __attribute__((always_inline))
+#define TFP_FC_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define TFP_FC_INLINE inline
+#define TFP_FC_LAMBDA_INLINE
+#endif
+#endif
+
+template <typename F, int... I>
+TFP_FC_INLINE void UnrollImpl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+// f(std::integral_constant<int, i>) for i in [0, N).
+template <int N, typename F>
+TFP_FC_INLINE void Unroll(F&& f) {
+  UnrollImpl(f, std::make_integer_sequence<int, N>{});
+}
+
+// The last, shorter block of a row (block `tail`, inputs [tail * B, in)) when it is free: its
+// floats (next in the free stream at *fp, which moves past them) times the R input rows' inputs,
+// added to sums[r * kFcGroup].
+template <int B, int R>
+TFP_FC_INLINE void AddFreeTail(const FcPacked& p, const uint64_t* bits, int tail, const float* x,
+                               size_t in, const float*& fp, float* sums) {
+  if (tail < 0 || ((bits[tail / 64] >> (tail % 64)) & 1) == 0) return;
+  const int i0 = tail * B, bi = p.in - i0;
+  for (int r = 0; r < R; ++r) {
+    float s = 0.0f;
+    for (int i = 0; i < bi; ++i) s += fp[i] * x[r * in + i0 + i];
+    sums[r * kFcGroup] += s;
+  }
+  fp += bi;
+}
 
 template <int B, int R>
 void Group(const FcPacked& p, int g, const float* x, const float* tables, float* y, float lo,

@@ -13,14 +13,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 #include "unified_fc_kernels.h"
-
-#if defined(__GNUC__)
-#define TFP_FC_INLINE inline __attribute__((always_inline))
-#else
-#define TFP_FC_INLINE inline
-#endif
 
 namespace tfpconv {
 namespace kernels {
@@ -122,15 +118,7 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*
     for (int n = 1; n < N; ++n) v = vaddq_f32(v, acc[r][n]);
     sums[r * kFcGroup] = vaddvq_f32(v);
   }
-  if (tail >= 0 && ((bits[tail / 64] >> (tail % 64)) & 1)) {
-    const int i0 = tail * B, bi = p.in - i0;
-    for (int r = 0; r < R; ++r) {
-      float s = 0.0f;
-      for (int i = 0; i < bi; ++i) s += f[i] * x[r * in + i0 + i];
-      sums[r * kFcGroup] += s;
-    }
-    f += bi;
-  }
+  AddFreeTail<B, R>(p, bits, tail, x, in, f, sums);
   fp = f;
 }
 

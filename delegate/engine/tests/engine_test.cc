@@ -145,18 +145,7 @@ TEST_P(VariantTest, OtherStridesAndPadding) {
   std::mt19937 rng(99);
   const int strides[][2] = {{1, 2}, {2, 1}, {3, 3}, {1, 3}, {4, 2}};
   for (const auto& st : strides) {
-    ConvShape s;
-    s.batch = 1;
-    s.in_h = 11;
-    s.in_w = 10;
-    s.in_c = 5;
-    s.out_c = 7;
-    s.stride_h = st[0];
-    s.stride_w = st[1];
-    s.pad_top = 1;
-    s.pad_left = 2;
-    s.out_h = (s.in_h + 2 - 3) / s.stride_h + 1;
-    s.out_w = (s.in_w + 3 - 3) / s.stride_w + 1;
+    const ConvShape s = testing::MakeOddlyPaddedShape(1, 11, 10, 5, 7, st[0], st[1]);
     Check(MakeRandomLayer(s, LayerOptions{}, rng()), 4, 3);
   }
 }

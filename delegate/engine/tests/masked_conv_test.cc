@@ -1,8 +1,10 @@
 // Semi-structured activation sparsity (PatternPlan::pixel_mask): the output must be ReferenceConv's
 // times the mask, on the gathered path (only the active units computed) and on the normal path
-// (every pixel computed, the masked ones zeroed), on every instruction set this CPU runs.
+// (the tiles with a kept pixel computed, their masked pixels zeroed), on every instruction set this
+// CPU runs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -82,9 +84,9 @@ void CheckMasked(const RandomLayer& l, const std::vector<float>& reference,
   ASSERT_NE(conv, nullptr) << error;
   EXPECT_EQ(note, "");
   if (gather >= 0) {
-    EXPECT_EQ(conv->skips_masked_units(), gather == 1);
+    EXPECT_EQ(conv->gathers_units(), gather == 1);
   }
-  EXPECT_EQ(conv->kernel_params().params.at("gather"), conv->skips_masked_units() ? 1 : 0);
+  EXPECT_EQ(conv->kernel_params().params.at("gather"), conv->gathers_units() ? 1 : 0);
   SCOPED_TRACE(DescribeTuning(conv->kernel_params(), isa));
   const std::vector<float> one = RunConv(*conv, l, nullptr);
   ExpectMaskedOutput(l, mask, reference, one);
@@ -118,6 +120,7 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> Masks(const ConvShape&
   masks.emplace_back("ones", std::vector<uint8_t>(pixels, 1));
   masks.emplace_back("zeros", std::vector<uint8_t>(pixels, 0));
   masks.emplace_back("units 0.3", RandomUnitMask(s, 0.3, seed));
+  masks.emplace_back("tile units 0.3", RandomUnitMask(s, 0.3, seed, ActivationUnitRows(s.out_h)));
   std::vector<uint8_t> partial = RandomUnitMask(s, 0.3, seed + 1);
   size_t first = 0, last = pixels - 1;
   while (first < pixels && partial[first] == 0) ++first;
@@ -176,18 +179,7 @@ TEST(MaskedConv, OtherStridesAndPadding) {
   const int strides[][2] = {{1, 2}, {2, 1}, {3, 3}};
   uint32_t seed = 300;
   for (const auto& st : strides) {
-    ConvShape s;
-    s.batch = 2;
-    s.in_h = 13;
-    s.in_w = 41;
-    s.in_c = 7;
-    s.out_c = 18;
-    s.stride_h = st[0];
-    s.stride_w = st[1];
-    s.pad_top = 1;
-    s.pad_left = 2;
-    s.out_h = (s.in_h + 2 - 3) / s.stride_h + 1;
-    s.out_w = (s.in_w + 3 - 3) / s.stride_w + 1;
+    const ConvShape s = testing::MakeOddlyPaddedShape(2, 13, 41, 7, 18, st[0], st[1]);
     const RandomLayer l = MakeRandomLayer(s, LayerOptions{}, ++seed);
     const std::vector<float> reference = Reference(l);
     for (Isa isa : SupportedIsas()) {
@@ -198,6 +190,52 @@ TEST(MaskedConv, OtherStridesAndPadding) {
       }
     }
   }
+}
+
+// Masks of whole trained units (ActivationUnitRows x kActivationUnitPixels) run the normal tiles,
+// which skip every masked unit: each instruction set has a variant whose tiles divide the unit, on
+// maps with units of 8 rows (64x64) and 4 rows (28x40, 14x14).
+TEST(MaskedConv, SkipsWholeUnitsOnTheNormalTiles) {
+  EXPECT_EQ(ActivationUnitRows(224), 8);
+  EXPECT_EQ(ActivationUnitRows(56), 8);
+  EXPECT_EQ(ActivationUnitRows(55), 4);
+  EXPECT_EQ(ActivationUnitRows(14), 4);
+  EXPECT_EQ(ActivationUnitRows(13), 1);
+  EXPECT_EQ(ActivationUnitRows(1), 1);
+  for (const auto& [h, w] : {std::pair{64, 64}, std::pair{28, 40}, std::pair{14, 14}}) {
+    const RandomLayer l = MakeRandomLayer(MakeShape(1, h, w, 32, 48, 1, true), {}, 12);
+    const std::vector<float> reference = Reference(l);
+    for (Isa isa : SupportedIsas()) {
+      for (double masked : {0.0, 0.3, 0.7, 1.0}) {
+        SCOPED_TRACE(std::string(IsaName(isa)) + ", " + std::to_string(h) + "x" + std::to_string(w) +
+                     ", masked " + std::to_string(masked));
+        PatternPlan plan = l.plan;
+        plan.pixel_mask = RandomUnitMask(l.shape, masked, 3, ActivationUnitRows(h));
+        std::string error;
+        auto conv = Create(l, plan, isa, &error);
+        ASSERT_NE(conv, nullptr) << error;
+        EXPECT_FALSE(conv->gathers_units());
+        const double kept = double(std::count(plan.pixel_mask.begin(), plan.pixel_mask.end(), 1)) /
+                            double(plan.pixel_mask.size());
+        EXPECT_DOUBLE_EQ(conv->computed_fraction(), kept);
+        ExpectMaskedOutput(l, plan.pixel_mask, reference, RunConv(*conv, l, nullptr));
+      }
+    }
+  }
+}
+
+// An RGB input layer is left to TFLite, unless the delegate takes its mask (and so TFLite's MUL).
+TEST(MaskedConv, ClaimsAFewChannelLayerWithItsMask) {
+  const RandomLayer l = MakeRandomLayer(MakeShape(1, 32, 32, 3, 16, 1, true), {}, 13);
+  PatternPlan plan = l.plan;
+  std::string reason;
+  EXPECT_FALSE(WorthClaiming(l.shape, plan, &reason));
+  EXPECT_NE(reason.find("3 input channel(s)"), std::string::npos) << reason;
+  plan.pixel_mask = RandomUnitMask(l.shape, 0.0, 1, ActivationUnitRows(32));
+  reason.clear();
+  EXPECT_TRUE(WorthClaiming(l.shape, plan, &reason)) << reason;
+  plan.tuning.claim = false;  // a tuned verdict still decides
+  EXPECT_FALSE(WorthClaiming(l.shape, plan, &reason));
 }
 
 // Few gathered tiles and several output-channel chunks: with threads, items of one tile share its
@@ -217,7 +255,7 @@ TEST(MaskedConv, SplitGatheredTiles) {
       std::string error;
       auto conv = Create(l, plan, isa, &error);
       ASSERT_NE(conv, nullptr) << error;
-      ASSERT_TRUE(conv->skips_masked_units());
+      ASSERT_TRUE(conv->gathers_units());
       const std::vector<float> got = RunConv(*conv, l, &pool);
       ExpectMaskedOutput(l, plan.pixel_mask, reference, got);
       EXPECT_TRUE(RunConv(*conv, l, nullptr) == got);
@@ -254,11 +292,11 @@ TEST(MaskedConv, GathersWhereItPays) {
       plan.pixel_mask = std::move(mask);
       auto conv = Create(l, plan, isa, &error);
       EXPECT_NE(conv, nullptr) << error;
-      return conv != nullptr && conv->skips_masked_units();
+      return conv != nullptr && conv->gathers_units();
     };
     const size_t pixels = size_t(48) * 48;
     EXPECT_TRUE(skips(wide, RandomUnitMask(wide.shape, 0.3, 1)));
-    EXPECT_TRUE(skips(wide, std::vector<uint8_t>(pixels, 0)));
+    EXPECT_TRUE(skips(wide, RandomUnitMask(wide.shape, 0.6, 1)));
     EXPECT_FALSE(skips(wide, std::vector<uint8_t>(pixels, 1)));
     std::vector<uint8_t> pixel_zeros(pixels, 1);  // a 0 in every unit: nothing to skip
     for (size_t p = 0; p < pixels; p += 8) pixel_zeros[p] = 0;
@@ -267,7 +305,7 @@ TEST(MaskedConv, GathersWhereItPays) {
 
     auto plain = Create(wide, wide.plan, isa, &error);
     ASSERT_NE(plain, nullptr) << error;
-    EXPECT_FALSE(plain->skips_masked_units());
+    EXPECT_FALSE(plain->gathers_units());
     EXPECT_EQ(plain->kernel_params().params.count("gather"), 0u);
   }
 }
@@ -317,7 +355,7 @@ TEST(MaskedConv, TuningAppliesToTheNormalPath) {
     auto gathered = Create(l, plan, isa, &error, &note);
     ASSERT_NE(gathered, nullptr) << error;
     EXPECT_EQ(note, "");
-    EXPECT_TRUE(gathered->skips_masked_units());
+    EXPECT_TRUE(gathered->gathers_units());
     EXPECT_NE(gathered->kernel_params().params.at("tile_oc"), 8);
 
     plan.tuning.params["gather"] = 2;
@@ -330,7 +368,7 @@ TEST(MaskedConv, TuningAppliesToTheNormalPath) {
     plan.tuning.params["gather"] = 1;
     auto unmasked = Create(l, plan, isa, &error, &note);
     ASSERT_NE(unmasked, nullptr) << error;
-    EXPECT_FALSE(unmasked->skips_masked_units());
+    EXPECT_FALSE(unmasked->gathers_units());
     EXPECT_EQ(unmasked->kernel_params().variant, names.at(1));
     EXPECT_EQ(unmasked->kernel_params().params.count("gather"), 0u);
     EXPECT_LE(MaxRelError(RunConv(*unmasked, l, nullptr), Reference(l)), kTolerance);

@@ -29,6 +29,17 @@ ConvShape MakeShape(int batch, int h, int w, int in_c, int out_c, int stride, bo
   return s;
 }
 
+ConvShape MakeOddlyPaddedShape(int batch, int in_h, int in_w, int in_c, int out_c, int stride_h,
+                               int stride_w) {
+  ConvShape s = MakeShape(batch, in_h, in_w, in_c, out_c, stride_h, /*same=*/false);
+  s.stride_w = stride_w;
+  s.pad_top = 1;
+  s.pad_left = 2;
+  s.out_h = (in_h + 2 - 3) / stride_h + 1;
+  s.out_w = (in_w + 3 - 3) / stride_w + 1;
+  return s;
+}
+
 RandomLayer MakeRandomLayer(const ConvShape& shape, const LayerOptions& opt, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
@@ -70,19 +81,22 @@ RandomLayer MakeRandomLayer(const ConvShape& shape, const LayerOptions& opt, uin
   return l;
 }
 
-std::vector<uint8_t> RandomUnitMask(const ConvShape& s, double masked, uint32_t seed) {
+std::vector<uint8_t> RandomUnitMask(const ConvShape& s, double masked, uint32_t seed,
+                                    int unit_rows) {
   const int units_per_row = (s.out_w + kActivationUnitPixels - 1) / kActivationUnitPixels;
-  std::vector<size_t> units(size_t(s.out_h) * units_per_row);
+  const int unit_bands = (s.out_h + unit_rows - 1) / unit_rows;
+  std::vector<size_t> units(size_t(unit_bands) * units_per_row);
   for (size_t u = 0; u < units.size(); ++u) units[u] = u;
   std::mt19937 rng(seed);
   std::shuffle(units.begin(), units.end(), rng);
   const size_t zeros = std::min(units.size(), size_t(std::lround(masked * double(units.size()))));
   std::vector<uint8_t> mask(size_t(s.out_h) * s.out_w, 1);
   for (size_t k = 0; k < zeros; ++k) {
-    const int y = int(units[k] / units_per_row);
+    const int y0 = int(units[k] / units_per_row) * unit_rows;
     const int x0 = int(units[k] % units_per_row) * kActivationUnitPixels;
     const int x1 = std::min(s.out_w, x0 + kActivationUnitPixels);
-    std::fill(mask.begin() + size_t(y) * s.out_w + x0, mask.begin() + size_t(y) * s.out_w + x1, 0);
+    for (int y = y0; y < std::min(s.out_h, y0 + unit_rows); ++y)
+      std::fill(mask.begin() + size_t(y) * s.out_w + x0, mask.begin() + size_t(y) * s.out_w + x1, 0);
   }
   return mask;
 }

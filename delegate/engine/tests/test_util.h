@@ -30,11 +30,19 @@ struct LayerOptions {
   bool shuffle_order = true;
 };
 
+// A shape with its own strides and padding: 1 row on top, 2 columns on the left, and on the
+// bottom / right what leaves out = (in + 2 - 3) / stride_h + 1 rows and (in + 3 - 3) / stride_w + 1
+// columns (the generic path: no TFLite padding rule makes it).
+ConvShape MakeOddlyPaddedShape(int batch, int in_h, int in_w, int in_c, int out_c, int stride_h,
+                               int stride_w);
+
 RandomLayer MakeRandomLayer(const ConvShape& shape, const LayerOptions& options, uint32_t seed);
 
-// A pixel mask (PatternPlan::pixel_mask) of whole units (kActivationUnitPixels along a row):
-// round(masked x units) units chosen at random are 0, the others 1.
-std::vector<uint8_t> RandomUnitMask(const ConvShape& shape, double masked, uint32_t seed);
+// A pixel mask (PatternPlan::pixel_mask) of whole units of unit_rows rows x kActivationUnitPixels
+// pixels (on a grid from pixel (0, 0); 1 row: runs along a row, ActivationUnitRows(out_h): the
+// units of trained masks): round(masked x units) units chosen at random are 0, the others 1.
+std::vector<uint8_t> RandomUnitMask(const ConvShape& shape, double masked, uint32_t seed,
+                                    int unit_rows = 1);
 
 // The output times the mask (out_h * out_w flags, every image and channel): 0.0f where it is 0.
 void ApplyPixelMask(const ConvShape& shape, const std::vector<uint8_t>& mask,

@@ -101,10 +101,12 @@ TFPCONV_EXPORT int TfpconvDelegateTuningCandidates(int in_h, int in_w, int in_c,
                                                    int stride_h, int stride_w, int padding,
                                                    const char* isa, char* buffer, int capacity);
 
-/* The unit of semi-structured activation sparsity: the engine computes a masked convolution's
- * output in runs of this many consecutive pixels of one output row (a row's last run may be
- * shorter) and skips a run whose mask is all zero. tfpconv.activation.sparsify trains masks in
- * these units. */
+/* The unit of semi-structured activation sparsity on a layer of out_h output rows: a block of
+ * ActivationUnitRows(out_h) rows x ActivationUnitPixels pixels on a grid from pixel (0, 0) (blocks
+ * at the bottom and right edges may be smaller), output pixels the engine's kernels compute
+ * together; the engine skips a unit whose mask is all zero. tfpconv.activation.sparsify trains
+ * masks in these units. Rows: 0 for out_h < 1. */
+TFPCONV_EXPORT int TfpconvDelegateActivationUnitRows(int out_h);
 TFPCONV_EXPORT int TfpconvDelegateActivationUnitPixels(void);
 
 #ifdef __cplusplus
