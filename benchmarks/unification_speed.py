@@ -9,7 +9,9 @@ path (XNNPACK), the runs interleaved in this process (medians):
 * the whole model: 8 patterns + connectivity 0.72 in the 3x3 convolutions, with the unified head
   and with a dense head (the patterns-only conversion), each against XNNPACK on the same file.
 
-Writes ``unification_speed_<isa>.json`` and ``.md`` (CPU, instruction set, the targets met or not,
+Writes ``unification_speed_<isa>_<cpu>.json`` and ``.md`` (``<cpu>`` e.g. ``amd-epyc``: a head
+bound by memory bandwidth depends on the machine as much as on the instruction set; inside: CPU,
+instruction set, the targets met or not,
 the weight bytes the delegate keeps next to the dense bytes).
 
     python3 benchmarks/unification_speed.py                 # about 15 minutes
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -175,13 +178,17 @@ def main() -> None:
                 f"{result['tfpconv_ms']:.1f} ms, {result['speedup']:.2f}x"
             )
 
-    isa = machine["isa"]
+    stem = f"unification_speed_{machine['isa']}_{cpu_slug(machine['cpu'])}"
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(
-        args.out / f"unification_speed_{isa}.json", (json.dumps(results, indent=2) + "\n").encode()
-    )
-    write_atomic(args.out / f"unification_speed_{isa}.md", markdown(results).encode())
-    console.print(f"wrote {args.out}/unification_speed_{isa}.{{json,md}}")
+    write_atomic(args.out / f"{stem}.json", (json.dumps(results, indent=2) + "\n").encode())
+    write_atomic(args.out / f"{stem}.md", markdown(results).encode())
+    console.print(f"wrote {args.out}/{stem}.{{json,md}}")
+
+
+def cpu_slug(cpu: str) -> str:
+    """``"amd-epyc"`` for "AMD EPYC 9R14", ``"intel-xeon"`` for "Intel(R) Xeon(R) Processor"."""
+    words = re.sub(r"\((r|tm)\)", "", cpu.lower()).split()
+    return "-".join(re.sub(r"[^a-z0-9]", "", w) for w in words[:2]) or "unknown-cpu"
 
 
 def markdown(results: dict) -> str:

@@ -136,10 +136,12 @@ TFP_FC_INLINE void PrefetchFree(const float* f) {
   _mm_prefetch(reinterpret_cast<const char*>(f) + kPrefetchL2, _MM_HINT_T1);
 }
 
-// The free blocks of one output row (bit j of `bits`), dotted with R input rows: sums[r * 16].
+// The free blocks of one output row in the words [w_begin, w_end) of its free bits (bit j of
+// `bits`), dotted with R input rows and added to sums[r][lane].
 template <int B, int R>
-TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*& fp, const float* x,
-                           float* sums) {
+TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, int w_begin, int w_end,
+                           const float*& fp, const float* x,
+                           float (&sums)[R][kFcGroup], int lane) {
   using BV = Block<B>;
   using V = typename BV::V;
   constexpr int N = BV::N;     // vectors per block
@@ -150,9 +152,9 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*
   for (int r = 0; r < R; ++r)
     for (int k = 0; k < K; ++k)
       for (int n = 0; n < N; ++n) acc[r][k][n] = BV::Zero();
-  const int tail = p.in % B != 0 ? p.nb - 1 : -1;
+  const int tail = FreeTailIn(p, w_begin, w_end);  // the shorter last column, done apart
   const float* f = fp;
-  for (int w = 0; w < p.words; ++w) {
+  for (int w = w_begin; w < w_end; ++w) {
     uint64_t m = bits[w];
     if (tail >= 0 && w == tail / 64) m &= ~(uint64_t(1) << (tail % 64));
     const float* xw = x + size_t(w) * 64 * B;
@@ -195,9 +197,9 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*
     for (int k = 0; k < K; ++k)
       for (int n = 0; n < N; ++n)
         if (k + n > 0) v = BV::Add(v, acc[r][k][n]);
-    sums[r * kFcGroup] = BV::Sum(v);
+    sums[r][lane] += BV::Sum(v);
   }
-  AddFreeTail<B, R>(p, bits, tail, x, in, f, sums);
+  AddFreeTail<B, R>(p, bits, tail, x, in, f, sums, lane);
   fp = f;
 }
 
@@ -248,15 +250,13 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
       sp += FcSignBytes(start, B);
     }
   };
-  // FREE blocks one output row at a time, each followed by a sixteenth of the UNIFIED columns (so
-  // the unified work overlaps the streaming of the free blocks).
   alignas(32) float free_sums[R][kFcGroup] = {};
   const float* fp = p.free + off.free;
-  for (int l = 0; l < kFcGroup; ++l) {
-    if (l < lanes)
-      FreeRow<B, R>(p, p.free_bits + size_t(g * kFcGroup + l) * p.words, fp, x, &free_sums[0][l]);
-    columns(p.nb * l / kFcGroup, p.nb * (l + 1) / kFcGroup);
-  }
+  const auto free_row = [&](int w, int l) TFP_FC_LAMBDA_INLINE {
+    FreeRow<B, R>(p, p.free_bits + size_t(g * kFcGroup + l) * p.words, w, w + 1, fp, x, free_sums,
+                  l);
+  };
+  WalkFreeWords(p, lanes, free_row, columns);
   for (int r = 0; r < R; ++r)
     for (int h = 0; h < 2; ++h)
       acc[r][h] = _mm256_add_ps(acc[r][h], _mm256_load_ps(free_sums[r] + 8 * h));

@@ -117,11 +117,13 @@ TFP_FC_INLINE void PrefetchFree(const float* f) {
   _mm_prefetch(reinterpret_cast<const char*>(f) + kPrefetchL2, _MM_HINT_T1);
 }
 
-// The free blocks of one output row (bit j of `bits` = block j is FREE), dotted with R input rows:
-// sums[r * 16]. Walks the set bits with tzcnt, K independent accumulators per input row.
+// The free blocks of one output row in the words [w_begin, w_end) of its free bits (bit j of
+// `bits` = block j is FREE), dotted with R input rows and added to sums[r][lane]. Walks the set bits
+// with tzcnt, K independent accumulators per input row.
 template <int B, int R>
-TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*& fp, const float* x,
-                           float* sums) {
+TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, int w_begin, int w_end,
+                           const float*& fp, const float* x,
+                           float (&sums)[R][kFcGroup], int lane) {
   using BV = Block<B>;
   using V = typename BV::V;
   constexpr int K = R == 1 ? 4 : 2;
@@ -129,9 +131,9 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*
   V acc[R][K];
   for (int r = 0; r < R; ++r)
     for (int k = 0; k < K; ++k) acc[r][k] = BV::Zero();
-  const int tail = p.in % B != 0 ? p.nb - 1 : -1;  // the shorter last column, done apart
+  const int tail = FreeTailIn(p, w_begin, w_end);  // the shorter last column, done apart
   const float* f = fp;
-  for (int w = 0; w < p.words; ++w) {
+  for (int w = w_begin; w < w_end; ++w) {
     uint64_t m = bits[w];
     if (tail >= 0 && w == tail / 64) m &= ~(uint64_t(1) << (tail % 64));
     const float* xw = x + size_t(w) * 64 * B;
@@ -166,9 +168,9 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*
   for (int r = 0; r < R; ++r) {
     V v = acc[r][0];
     for (int k = 1; k < K; ++k) v = BV::Add(v, acc[r][k]);
-    sums[r * kFcGroup] = BV::Sum(v);
+    sums[r][lane] += BV::Sum(v);
   }
-  AddFreeTail<B, R>(p, bits, tail, x, in, f, sums);
+  AddFreeTail<B, R>(p, bits, tail, x, in, f, sums, lane);
   fp = f;
 }
 
@@ -286,14 +288,12 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
     }
   };
   if constexpr (!column_major) {
-    // FREE blocks one output row at a time, each followed by a sixteenth of the columns (so the
-    // unified work overlaps the streaming of the free blocks).
     alignas(64) float free_sums[R][kFcGroup] = {};
-    for (int l = 0; l < kFcGroup; ++l) {
-      if (l < lanes)
-        FreeRow<B, R>(p, p.free_bits + size_t(g * kFcGroup + l) * p.words, fp, x, &free_sums[0][l]);
-      columns(p.nb * l / kFcGroup, p.nb * (l + 1) / kFcGroup);
-    }
+    const auto free_row = [&](int w, int l) TFP_FC_LAMBDA_INLINE {
+      FreeRow<B, R>(p, p.free_bits + size_t(g * kFcGroup + l) * p.words, w, w + 1, fp, x,
+                    free_sums, l);
+    };
+    WalkFreeWords(p, lanes, free_row, columns);
     for (int r = 0; r < R; ++r) acc[r] = _mm512_add_ps(acc[r], _mm512_load_ps(free_sums[r]));
   } else {
     columns(0, p.nb);

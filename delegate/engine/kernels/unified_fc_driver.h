@@ -28,18 +28,43 @@ TFP_FC_INLINE void Unroll(F&& f) {
   UnrollImpl(f, std::make_integer_sequence<int, N>{});
 }
 
+// The row-major free blocks of a row are walked a word of 64 block columns at a time (the free
+// stream's order, see unified_fc_kernels.h). The shorter last column when the words [w_begin,
+// w_end) hold it (the kernels do it apart, AddFreeTail), else -1.
+TFP_FC_INLINE int FreeTailIn(const FcPacked& p, int w_begin, int w_end) {
+  const int tail = p.in % p.block != 0 ? p.nb - 1 : -1;
+  return tail >= 0 && tail / 64 >= w_begin && tail / 64 < w_end ? tail : -1;
+}
+
+// The row-major FREE blocks of a group in the free stream's order -- a word of 64 columns at a
+// time (their inputs stay in L1 for the 16 rows), one output row at a time -- each row followed by
+// a sixteenth of the word's block columns, so that the unified work overlaps the streaming of the
+// free blocks: free_row(w, l) for the rows l < lanes, columns(j_begin, j_end).
+template <typename FreeRowFn, typename ColumnsFn>
+TFP_FC_INLINE void WalkFreeWords(const FcPacked& p, int lanes, FreeRowFn&& free_row,
+                                 ColumnsFn&& columns) {
+  for (int w = 0; w < p.words; ++w) {
+    const int c0 = 64 * w, cn = std::min(64, p.nb - c0);
+    for (int l = 0; l < kFcGroup; ++l) {
+      if (l < lanes) free_row(w, l);
+      columns(c0 + cn * l / kFcGroup, c0 + cn * (l + 1) / kFcGroup);
+    }
+  }
+}
+
 // The last, shorter block of a row (block `tail`, inputs [tail * B, in)) when it is free: its
 // floats (next in the free stream at *fp, which moves past them) times the R input rows' inputs,
-// added to sums[r * kFcGroup].
+// added to sums[r][lane].
 template <int B, int R>
 TFP_FC_INLINE void AddFreeTail(const FcPacked& p, const uint64_t* bits, int tail, const float* x,
-                               size_t in, const float*& fp, float* sums) {
+                               size_t in, const float*& fp, float (&sums)[R][kFcGroup],
+                               int lane) {
   if (tail < 0 || ((bits[tail / 64] >> (tail % 64)) & 1) == 0) return;
   const int i0 = tail * B, bi = p.in - i0;
   for (int r = 0; r < R; ++r) {
     float s = 0.0f;
     for (int i = 0; i < bi; ++i) s += fp[i] * x[r * in + i0 + i];
-    sums[r * kFcGroup] += s;
+    sums[r][lane] += s;
   }
   fp += bi;
 }

@@ -87,18 +87,22 @@ TFP_FC_INLINE uint32x4_t LoadSigns(const uint8_t* sp, int start) {
   }
 }
 
-// The free blocks of one output row (bit j of `bits`), dotted with R input rows: sums[r * 16].
+// The free blocks of one output row in the words [w_begin, w_end) of its free bits (bit j of
+// `bits`), dotted with R input rows and added to sums[r][lane].
+// Kept out of line: inlined into Group's word-major loop, GCC 12 for aarch64 at -O3 gave wrong
+// sums for several input rows (the unified FC tests under qemu; right at -O0 and out of line).
 template <int B, int R>
-TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*& fp, const float* x,
-                           float* sums) {
+__attribute__((noinline)) void FreeRow(const FcPacked& p, const uint64_t* bits, int w_begin,
+                                       int w_end, const float*& fp, const float* x,
+                                       float (&sums)[R][kFcGroup], int lane) {
   constexpr int N = B / 4;  // vectors per block
   const size_t in = size_t(p.in);
   float32x4_t acc[R][N];
   for (int r = 0; r < R; ++r)
     for (int n = 0; n < N; ++n) acc[r][n] = vdupq_n_f32(0.0f);
-  const int tail = p.in % B != 0 ? p.nb - 1 : -1;
+  const int tail = FreeTailIn(p, w_begin, w_end);  // the shorter last column, done apart
   const float* f = fp;
-  for (int w = 0; w < p.words; ++w) {
+  for (int w = w_begin; w < w_end; ++w) {
     uint64_t m = bits[w];
     if (tail >= 0 && w == tail / 64) m &= ~(uint64_t(1) << (tail % 64));
     const float* xw = x + size_t(w) * 64 * B;
@@ -116,9 +120,9 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, const float*
   for (int r = 0; r < R; ++r) {
     float32x4_t v = acc[r][0];
     for (int n = 1; n < N; ++n) v = vaddq_f32(v, acc[r][n]);
-    sums[r * kFcGroup] = vaddvq_f32(v);
+    sums[r][lane] += vaddvq_f32(v);
   }
-  AddFreeTail<B, R>(p, bits, tail, x, in, f, sums);
+  AddFreeTail<B, R>(p, bits, tail, x, in, f, sums, lane);
   fp = f;
 }
 
@@ -130,10 +134,13 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
   const FcGroupOffsets& off = p.group_off[g];
   const int lanes = std::min(kFcGroup, p.out - g * kFcGroup);
 
+  // FREE blocks a word of 64 columns at a time (the free stream's order), one row at a time.
   float free_sums[R][kFcGroup] = {};
   const float* fp = p.free + off.free;
-  for (int l = 0; l < lanes; ++l)
-    FreeRow<B, R>(p, p.free_bits + size_t(g * kFcGroup + l) * p.words, fp, x, &free_sums[0][l]);
+  for (int w = 0; w < p.words; ++w)
+    for (int l = 0; l < lanes; ++l)
+      FreeRow<B, R>(p, p.free_bits + size_t(g * kFcGroup + l) * p.words, w, w + 1, fp, x,
+                    free_sums, l);
 
   float32x4_t acc[R][4];
   for (int r = 0; r < R; ++r)

@@ -26,18 +26,20 @@ void Run(const FcArgs& a) {
       const float* x = a.x + size_t(r) * p.in;
       const FcGroupOffsets& off = p.group_off[g];
       float acc[kFcGroup] = {};
-      // Free blocks, row by row.
+      // Free blocks, a word of 64 columns at a time, row by row (the free stream's order).
       const float* fp = p.free + off.free;
-      for (int l = 0; l < lanes; ++l) {
-        const uint64_t* bits = p.free_bits + size_t(g * kFcGroup + l) * p.words;
-        float s = 0.0f;
-        for (int j = 0; j < p.nb; ++j) {
-          if (!((bits[j / 64] >> (j % 64)) & 1)) continue;
-          const int i0 = j * b, bi = std::min(b, p.in - i0);
-          for (int i = 0; i < bi; ++i) s += fp[i] * x[i0 + i];
-          fp += bi;
+      for (int w = 0; w < p.words; ++w) {
+        for (int l = 0; l < lanes; ++l) {
+          const uint64_t bits = p.free_bits[size_t(g * kFcGroup + l) * p.words + w];
+          float s = 0.0f;
+          for (int j = 64 * w; j < std::min(p.nb, 64 * w + 64); ++j) {
+            if (!((bits >> (j % 64)) & 1)) continue;
+            const int i0 = j * b, bi = std::min(b, p.in - i0);
+            for (int i = 0; i < bi; ++i) s += fp[i] * x[i0 + i];
+            fp += bi;
+          }
+          acc[l] += s;
         }
-        acc[l] = s;
       }
       // Unified blocks, column by column.
       const float* mp = p.mags + off.mags;

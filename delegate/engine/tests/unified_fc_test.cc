@@ -158,19 +158,22 @@ TEST_P(UnifiedFcIsaTest, EveryRowCount) {
   }
 }
 
-// Rows with more than 64 blocks (whole words of free bits, the all-FREE fast paths) and more input
+// Rows with more than 64 blocks (whole words of free bits, the all-FREE fast paths; the free
+// stream goes a word at a time, the shorter last block in the second or third word) and more input
 // rows than one pass of the weights takes (kFcMaxRowsPerRun = 16).
 TEST_P(UnifiedFcIsaTest, LongRowsAndManyInputRows) {
   uint32_t seed = 500;
   for (int block : {4, 8, 16}) {
-    for (Fractions f : {Fractions{0.0, 0.0}, Fractions{0.1, 0.05}, Fractions{0.5, 0.25}}) {
-      for (int rows : {1, 4, 17}) {
-        FcShape s;
-        s.block = block;
-        s.in = 64 * block + 2 * block + 3;
-        s.out = 20;
-        s.rows = rows;
-        Check(MakeRandomFc(s, f, true, seed++), f);
+    for (int in : {64 * block + 2 * block + 3, 128 * block + block / 2 + 1}) {
+      for (Fractions f : {Fractions{0.0, 0.0}, Fractions{0.1, 0.05}, Fractions{0.5, 0.25}}) {
+        for (int rows : {1, 4, 17}) {
+          FcShape s;
+          s.block = block;
+          s.in = in;
+          s.out = 20;
+          s.rows = rows;
+          Check(MakeRandomFc(s, f, true, seed++), f);
+        }
       }
     }
   }
