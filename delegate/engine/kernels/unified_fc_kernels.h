@@ -15,7 +15,7 @@
 // Neither bit: PRUNED. The payload, in three streams:
 //   free   row-major: for g, for each word w of 64 columns, for each row o of the group, for each
 //          FREE block (o, j) of the word in column order, its bi floats (a word's inputs stay in
-//          L1 while the kernels walk its 16 rows: 40% more DRAM bandwidth on Zen 4 than whole rows,
+//          L1 while the kernels walk its 16 rows: 1.5x the DRAM bandwidth of whole rows on Zen 4,
 //          whose inputs come from L2); column-major: for g, for j, for each input i of the column, the weights of the
 //          column's F free rows (ascending), bi * F floats;
 //   mags   for g, for j: the magnitudes of the column's U unified rows (ascending), U floats;

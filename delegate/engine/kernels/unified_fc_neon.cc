@@ -89,8 +89,9 @@ TFP_FC_INLINE uint32x4_t LoadSigns(const uint8_t* sp, int start) {
 
 // The free blocks of one output row in the words [w_begin, w_end) of its free bits (bit j of
 // `bits`), dotted with R input rows and added to sums[r][lane].
-// Kept out of line: inlined into Group's word-major loop, GCC 12 for aarch64 at -O3 gave wrong
-// sums for several input rows (the unified FC tests under qemu; right at -O0 and out of line).
+// Kept out of line: inlined into Group's word loop, GCC 12.2 for aarch64 at -O2 and -O3 gave
+// wrong sums for several input rows (the unified FC tests under qemu), though the same code is
+// right at -O0, with UBSan, and from clang 14 at -O3 inlined.
 template <int B, int R>
 __attribute__((noinline)) void FreeRow(const FcPacked& p, const uint64_t* bits, int w_begin,
                                        int w_end, const float*& fp, const float* x,

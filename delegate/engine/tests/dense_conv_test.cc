@@ -253,7 +253,7 @@ TEST(DenseConv, RejectsWhatItCannotRun) {
     std::vector<float> w(size_t(2) * 9 * 2);
     EXPECT_EQ(DenseConv::Create(s, w.data(), nullptr, {}, isa, &error), nullptr);
     EXPECT_FALSE(error.empty());
-    GTEST_SKIP() << "dense path unavailable here: " << error;
+    return;  // without the dense path every layer is rejected: that is what there is to check
   }
   std::vector<float> w(size_t(4) * 25 * 4, 1.0f);
   std::string error;
