@@ -31,6 +31,7 @@ import tfpconv  # noqa: E402
 from tfpconv.runtime import bench  # noqa: E402
 from tfpconv.runtime.bench_report import BenchReport, write_report  # noqa: E402
 from tfpconv.runtime.latency_table import machine_facts  # noqa: E402
+from tfpconv.runtime.machine import cpu_slug  # noqa: E402
 from tfpconv.tflite.files import write_atomic  # noqa: E402
 
 MODELS = {
@@ -200,7 +201,7 @@ def main() -> None:
                     f"tfpconv {result.delegate_ms:.2f} ms, {result.speedup:.2f}x"
                 )
     facts = machine_facts(threads=1)
-    stem = f"latency_{facts['isa']}"
+    stem = f"latency_{facts['isa']}_{cpu_slug(facts['cpu'])}"
     write_report(list(reports.values()), args.out, stem)
     targets = target_lines(reports)
     conversion = "engine defaults (no tuning)" if args.no_tune else "tune=True"

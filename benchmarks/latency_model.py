@@ -3,8 +3,9 @@
 For each model (VGG-16 at 32x32, ResNet-18 at 224x224 by default) the latency table is measured on
 this machine (``tfpconv.runtime.latency_table``, cached in ``benchmarks/results/tables/``), then
 random candidates are drawn (``latency_table.random_candidate``: a keep ratio per channel group
-from {0.25, 0.5, 0.75, 1}, a connectivity per 3x3 convolution from {0, 0.5, 0.72, 0.9}, 8 patterns,
-the first convolution keeps its kernels; another seed than the table's calibration), built for
+from {0.25, 0.5, 0.75, 1}, per 3x3 convolution dense or a connectivity from {0, 0.5, 0.72, 0.9}, 8
+patterns, the first convolution dense or patterns at 0; another seed than the table's
+calibration; the committed results predate the dense choice), built for
 real (channel surgery + pattern projection), converted, and timed as deployed
 (``tfpconv.Interpreter``, one thread, medians). Writes
 ``benchmarks/results/latency_model.{json,md}`` with every candidate and the median absolute error

@@ -5,16 +5,20 @@ VGG-style network (widths ``--widths``, two 3x3 convolutions per stage, BatchNor
 for ``--epochs`` epochs. The latency table is measured here with the delegate; the search runs
 ``--trials`` candidates (short fine-tunes scored on a held-out validation split). Budgets are
 fractions of the dense model's measured latency. Per budget three models are fine-tuned with the
-same budget (``--finetune-epochs``) and scored on the test set, their converted ``.tflite`` timed
-as deployed (tfpconv.Interpreter, one thread):
+same budget (``--finetune-epochs``, once per ``--seeds`` seed: mean and spread reported) and scored
+on the test set, their converted ``.tflite`` timed as deployed (tfpconv.Interpreter, one thread):
 
-- searched: the most accurate front candidate within the budget (``tfpconv.search.select``);
-- channel pruning only: the widest uniform keep ratio (0.1 grid) within the budget;
+- searched: the budget's finalist (``tfpconv.search.finalist``): of the ``--finalists`` candidates
+  with the best search estimate within the budget (measured latency; the front and the uniform
+  points the search started from), the one with the best validation accuracy after the same
+  fine-tune as below on the training split;
+- channel pruning only: the widest uniform keep ratio (0.1 grid) within the budget, every
+  convolution dense (TFLite's own kernels);
 - patterns + connectivity only: the lowest uniform connectivity (0.1 grid) within the budget.
 
 Writes ``benchmarks/results/search.{json,md,png}``.
 
-    python3 benchmarks/search.py                 # about 15 minutes on 2 cores
+    python3 benchmarks/search.py                 # about 25 minutes on 2 cores
     python3 benchmarks/search.py --trials 80 --images 30000
 """
 
@@ -55,8 +59,9 @@ def compiled(model, learning_rate):
     return model
 
 
-def finetune(model, candidate, x, y, x_test, y_test, args):
+def finetune(model, candidate, x, y, x_test, y_test, args, seed):
     """The candidate fine-tuned as a user would: materialize, fit with the pruning callback."""
+    keras.utils.set_random_seed(seed)
     small, callbacks = search.materialize(model, candidate, verbose=0)
     compiled(small, args.finetune_lr)
     small.fit(x, y, batch_size=128, epochs=args.finetune_epochs, callbacks=callbacks, verbose=0)
@@ -71,9 +76,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--population", type=int, default=8)
-    parser.add_argument("--finetune-steps", type=int, default=60)
+    parser.add_argument("--finetune-steps", type=int, default=100)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--finetune-lr", type=float, default=5e-4)
+    parser.add_argument("--seeds", type=int, default=3, help="fine-tunes per model")
+    parser.add_argument("--finalists", type=int, default=3, help="candidates ranked per budget")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.35, 0.2])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -113,11 +120,14 @@ def main() -> None:
     for fraction, budget in zip(args.budgets, budgets_ms, strict=True):
         picks = {}
         try:
-            picks["searched"] = search.select(front, budget).candidate
+            picks["searched"] = search.finalist(
+                front, estimator, budget, top=args.finalists, epochs=args.finetune_epochs,
+                progress=lambda line, f=fraction: say(f"budget {f:g}: finalist {line}"),
+            ).candidate  # fmt: skip
         except ValueError as err:
             say(f"budget {budget:.3f} ms: {err}")
         for ratio in np.arange(1.0, 0.25, -0.1):
-            candidate = space.uniform(width=round(float(ratio), 1))
+            candidate = space.uniform(width=round(float(ratio), 1), connectivity=search.DENSE)
             if uniform_latency(candidate) <= budget:
                 picks["channel pruning only"] = candidate
                 break
@@ -127,15 +137,27 @@ def main() -> None:
                 picks["patterns + connectivity only"] = candidate
                 break
         for method, candidate in picks.items():
-            accuracy, ms = finetune(model, candidate, x, y, x_test, y_test, args)
+            runs = [
+                finetune(model, candidate, x, y, x_test, y_test, args, seed)
+                for seed in range(args.seeds)
+            ]
+            accuracies = [a for a, _ in runs]
+            ms = float(np.median([m for _, m in runs]))
+            predicted = table.predict(model, candidate.widths, candidate.connectivity)
             rows.append(
                 {
                     "budget_fraction": fraction, "budget_ms": budget, "method": method,
-                    "test_accuracy": accuracy, "measured_ms": ms,
+                    "test_accuracy": float(np.mean(accuracies)),
+                    "test_accuracy_std": float(np.std(accuracies)),
+                    "test_accuracies": accuracies, "measured_ms": ms, "predicted_ms": predicted,
                     "widths": candidate.widths, "connectivity": candidate.connectivity,
                 }
             )  # fmt: skip
-            say(f"budget {fraction:g}: {method}: {100 * accuracy:.2f}%, {ms:.3f} ms")
+            say(
+                f"budget {fraction:g}: {method}: {100 * np.mean(accuracies):.2f}% "
+                f"(+-{100 * np.std(accuracies):.2f}), {ms:.3f} ms measured, "
+                f"{predicted:.3f} predicted"
+            )
 
     result = {
         "machine": {**table.machine, "platform": platform.platform(), "cpu_model": cpu_model()},
@@ -158,16 +180,18 @@ def main() -> None:
         "",
         f"CPU: {table.machine['cpu']} ({table.machine['isa']}), 1 thread. Dense: "
         f"{100 * dense_accuracy:.2f}% test, {dense_ms:.3f} ms. Search: {args.trials} candidates, "
-        f"1 worker, {search_seconds:.0f} s. Fine-tune per model: {args.finetune_epochs} epochs.",
+        f"1 worker, {search_seconds:.0f} s. Fine-tune per model: {args.finetune_epochs} epochs, "
+        f"{args.seeds} seeds (test accuracy: mean +- std).",
         "",
-        "| budget | method | test accuracy | measured ms | within budget |",
-        "|---|---|---|---|---|",
+        "| budget | method | test accuracy | measured ms | predicted ms | within budget |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
+        within = "yes" if row["measured_ms"] <= row["budget_ms"] else "no"
         lines.append(
             f"| {row['budget_fraction']:g} x dense ({row['budget_ms']:.3f} ms) | {row['method']} "
-            f"| {100 * row['test_accuracy']:.2f}% | {row['measured_ms']:.3f} | "
-            f"{'yes' if row['measured_ms'] <= row['budget_ms'] else 'no'} |"
+            f"| {100 * row['test_accuracy']:.2f}% +- {100 * row['test_accuracy_std']:.2f} | "
+            f"{row['measured_ms']:.3f} | {row['predicted_ms']:.3f} | {within} |"
         )
     lines += ["", "## Front (validation accuracy after the short fine-tune)", "", front.markdown()]
     write_atomic(args.out / "search.md", ("\n".join(lines) + "\n").encode())

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from rich.console import Console  # noqa: E402
 
 import tfpconv  # noqa: E402
 from tfpconv.runtime.latency_table import machine_facts  # noqa: E402
+from tfpconv.runtime.machine import cpu_slug  # noqa: E402
 from tfpconv.runtime.timing import interleaved_latencies, pair  # noqa: E402
 from tfpconv.tflite.files import write_atomic  # noqa: E402
 
@@ -183,12 +183,6 @@ def main() -> None:
     write_atomic(args.out / f"{stem}.json", (json.dumps(results, indent=2) + "\n").encode())
     write_atomic(args.out / f"{stem}.md", markdown(results).encode())
     console.print(f"wrote {args.out}/{stem}.{{json,md}}")
-
-
-def cpu_slug(cpu: str) -> str:
-    """``"amd-epyc"`` for "AMD EPYC 9R14", ``"intel-xeon"`` for "Intel(R) Xeon(R) Processor"."""
-    words = re.sub(r"\((r|tm)\)", "", cpu.lower()).split()
-    return "-".join(re.sub(r"[^a-z0-9]", "", w) for w in words[:2]) or "unknown-cpu"
 
 
 def markdown(results: dict) -> str:

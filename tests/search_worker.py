@@ -36,6 +36,9 @@ def main():
         model, x, y, LatencyTable.load(table_path, force=True), int(trials),
         storage=open_storage(url, heartbeat_interval=1, grace_period=3),
         study_name="shared", population_size=4, worker=True, estimator=estimator,
+        # sampled candidates only: a retried trial then runs before the study ends (it would
+        # queue behind the uniform starting points otherwise)
+        start_from_baselines=False,
     )  # fmt: skip
     print("worker done", flush=True)
 

@@ -111,7 +111,10 @@ def _check_grids(table: lt.LatencyTable, model) -> None:
     expected = lt._missing_grids(model, lt.LatencyTable(machine={}))
     # (a table read back from its file has its shapes in sorted order)
     assert sorted(table.shapes) == sorted(expected)
-    assert list(expected) == ["8x8_k3_s1_same", "8x8_k1_s1_valid", "4x4_k3_s1_same"]
+    assert list(expected) == [
+        "8x8_k3_s1_same", "8x8_k3_s1_same_dense", "8x8_k1_s1_valid",
+        "4x4_k3_s1_same", "4x4_k3_s1_same_dense",
+    ]  # fmt: skip
     for key, (site, ins, outs) in expected.items():
         grid = table.shapes[key]
         assert (grid.in_channels, grid.out_channels) == (ins, outs)
@@ -126,7 +129,7 @@ def _check_table(table: lt.LatencyTable, model) -> None:
     """The grids, and the overhead rule of timings that the grid explains exactly (scale 1)."""
     _check_grids(table, model)
     assert table.scale[model.name] == pytest.approx(1.0)
-    convs = sum(table.conv_ms(s, s.in_channels, s.out_channels, 0.0) for s in lt.conv_sites(model))
+    convs = sum(table.conv_ms(s, s.in_channels, s.out_channels, None) for s in lt.conv_sites(model))
     assert table.overhead_ms[model.name] == pytest.approx(FULL_MODEL_MS - convs)
     assert table.predict(model) == pytest.approx(FULL_MODEL_MS)
     smaller = table.predict(model, 0.5, {"c2": 0.9})
@@ -262,8 +265,9 @@ def test_cli_export_and_from_device(exported, tmp_path, capsys):
         )
         == 0
     )
-    assert "8 one-layer models" in capsys.readouterr().out
-    assert len(json.loads((export / "manifest.json").read_text())["entries"]) == 8
+    # 1 x 2 channel counts: 4 connectivities each, and the dense twin
+    assert "10 one-layer models" in capsys.readouterr().out
+    assert len(json.loads((export / "manifest.json").read_text())["entries"]) == 10
 
 
 # -- the app's Kotlin on the JVM -----------------------------------------------------------------

@@ -46,15 +46,21 @@ def test_measured_table_covers_every_convolution(small):
     model, table = small
     sites = lt.conv_sites(model)
     assert [s.layer for s in sites] == ["conv1_1", "conv1_2", "conv2_1", "conv2_2"]
-    assert {s.key for s in sites} == set(table.shapes) == {"24x24_k3_s1_same", "12x12_k3_s1_same"}
+    assert {s.key for s in sites} == {"24x24_k3_s1_same", "12x12_k3_s1_same"}
+    # Each 3x3 shape also has its dense twin: the layer without patterns, as TFLite runs it.
+    assert set(table.shapes) == {
+        "24x24_k3_s1_same", "24x24_k3_s1_same_dense", "12x12_k3_s1_same", "12x12_k3_s1_same_dense"
+    }  # fmt: skip
+    assert table.shapes["12x12_k3_s1_same_dense"].connectivities == [0.0]
     first = table.shapes["24x24_k3_s1_same"]
     # The grid spans the channel counts of every layer of the shape, RGB input included.
     assert 3 in first.in_channels and 16 in first.in_channels and 16 in first.out_channels
     assert first.connectivities == list(lt.CONNECTIVITIES)
     assert np.all(np.asarray(first.ms) > 0)
     assert table.machine["threads"] == 1 and table.machine["cpu"]
-    # Prediction = overhead + scale x the table's convolutions, both calibrated on the model.
-    convs = sum(table.conv_ms(s, s.in_channels, s.out_channels, 0.0) for s in sites)
+    # Prediction = overhead + scale x the table's convolutions, both calibrated on the model
+    # (as it is: dense).
+    convs = sum(table.conv_ms(s, s.in_channels, s.out_channels, None) for s in sites)
     assert table.convs_ms(model) == pytest.approx(convs)
     assert 0.2 <= table.scale["small"] <= 5.0
     assert table.predict(model) == pytest.approx(
@@ -85,8 +91,8 @@ def test_predictions_of_candidates_are_sane(small):
             for g in tfpconv.channels.groups(model)
             if g.prunable
         }
-        connectivity = {
-            s.layer: float(rng.choice([0.0, 0.5, 0.9])) for s in lt.conv_sites(model)[1:]
+        connectivity = {  # None: left dense
+            s.layer: [None, 0.0, 0.5, 0.9][int(rng.integers(4))] for s in lt.conv_sites(model)[1:]
         }
         predicted = table.predict(model, widths, connectivity)
         measured = lt.measured_latency(convert_model(build_candidate(model, widths, connectivity)))
@@ -119,7 +125,9 @@ def test_cli_measures_a_table(tmp_path: Path, capsys):
     model.save(tmp_path / "tiny.keras")
     out = tmp_path / "tiny.json"
     assert tfpconv.cli.main(["latency-table", str(tmp_path / "tiny.keras"), "-o", str(out)]) == 0
-    assert "2 convolution shapes" in capsys.readouterr().out
+    assert "2 convolution shapes (2 of them 3x3, also timed without patterns)" in (
+        capsys.readouterr().out
+    )
     assert "tiny" in lt.LatencyTable.load(out).overhead_ms
 
 

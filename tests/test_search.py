@@ -45,13 +45,27 @@ def test_space_bounds_protect_first_residual_and_strided_layers():
     assert space.width_genes["stem"][0] == 0.5 and space.width_genes["down"][0] == 0.3
     assert set(space.width_genes) == {"stem", "down", "wide"}
     assert all(genes[-1] == 1.0 for genes in space.width_genes.values())
-    # the first convolution keeps its kernels; the strided one loses at most 0.7
-    assert set(space.connectivity_genes) == {"res", "down", "wide"}
+    # Every 3x3 conv may stay dense; the first one keeps its kernels (patterns at most); the
+    # strided one loses at most 0.7.
+    assert space.connectivity_genes["stem"] == [search.DENSE, 0.0]
     assert space.connectivity_genes["down"][-1] == 0.7
-    assert space.connectivity_genes["wide"] == [round(0.1 * i, 2) for i in range(10)]
+    assert space.connectivity_genes["wide"] == [search.DENSE] + [
+        round(0.1 * i, 2) for i in range(10)
+    ]
     assert space.uniform(width=0.1).widths == {"stem": 0.5, "down": 0.3, "wide": 0.3}
+    assert space.uniform(connectivity=0.8).connectivity == {
+        "stem": 0.0,
+        "res": 0.8,
+        "down": 0.7,
+        "wide": 0.8,
+    }
+    channel_only = space.uniform(width=0.5, connectivity=search.DENSE)
+    assert set(channel_only.connectivity.values()) == {search.DENSE}
+    assert channel_only.pattern_connectivity == {}
     candidate = space.smallest
-    assert search.Candidate.from_params(candidate.to_params()) == candidate
+    assert candidate.pattern_connectivity == candidate.connectivity
+    for each in (candidate, channel_only):
+        assert search.Candidate.from_params(each.to_params()) == each
     with pytest.raises(ValueError, match="min_width"):
         search.SearchSpace.of(residual_model(), min_width=0.0)
 
@@ -165,6 +179,8 @@ def test_search_embedded_finds_a_front_caches_genomes_and_resumes(tiny, tmp_path
             b.predicted_ms <= a.predicted_ms and b.accuracy > a.accuracy for b in front.entries
         )
     assert set(front.baselines) == {"channel pruning only", "patterns + connectivity only"}
+    channel_only = front.baselines["channel pruning only"]
+    assert all(set(e.candidate.connectivity.values()) == {search.DENSE} for e in channel_only)
     # Resuming: the same storage and name continue the same study up to the new total.
     search.search(
         model, *tiny_data(), table, trials=10, storage=tmp_path / "s.journal",
@@ -173,6 +189,10 @@ def test_search_embedded_finds_a_front_caches_genomes_and_resumes(tiny, tmp_path
     study = optuna.load_study(study_name="jcw-tiny", storage=open_storage(tmp_path / "s.journal"))
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(completed) == 10
+    # The evolution started from the uniform baselines (their evaluations are the front's).
+    uniform = [e.candidate for entries in front.baselines.values() for e in entries]
+    started = [search.Candidate.from_params(t.params) for t in study.trials[: len(uniform)]]
+    assert started == uniform
     by_genome = {}
     for trial in completed:
         key = tuple(sorted(search.Candidate.from_params(trial.params).to_params().items()))
@@ -195,6 +215,69 @@ def test_materialize_prunes_channels_and_returns_the_pruning_callback(tiny):
     for name, connectivity in candidate.connectivity.items():
         removed = (codes[name] == tfpconv.patterns.PRUNED).mean()
         assert removed == pytest.approx(connectivity, abs=0.1)
+
+
+def test_dense_genes_leave_convolutions_without_patterns(tiny):
+    model, table, _ = tiny
+    estimator = tiny_estimator(model)
+    space = search.SearchSpace.of(model)
+    full = space.uniform(width=1.0)
+    mixed = search.Candidate(
+        full.widths,
+        {"conv1_1": search.DENSE, "conv1_2": 0.5, "conv2_1": search.DENSE, "conv2_2": 0.9},
+    )
+    built = estimator.build(mixed)
+    before = {la.name: np.asarray(la.kernel) for la in model.layers if la.name.startswith("conv")}
+
+    def nonzero_taps(name):
+        return np.count_nonzero(np.asarray(built.get_layer(name).kernel), axis=(0, 1))
+
+    assert np.array_equal(np.asarray(built.get_layer("conv1_1").kernel), before["conv1_1"])
+    assert np.array_equal(np.asarray(built.get_layer("conv2_1").kernel), before["conv2_1"])
+    assert nonzero_taps("conv1_2").max() == 4 and nonzero_taps("conv2_2").max() == 4
+    # The table predicts a dense convolution from its dense twin (TFLite's own path).
+    sites = {s.layer: s for s in lt.conv_sites(model)}
+    site = sites["conv2_1"]
+    twin = table.shapes[site.key + "_dense"]
+    assert twin.connectivities == [0.0]
+    dense_ms = table.conv_ms(site, site.in_channels, site.out_channels, search.DENSE)
+    assert dense_ms == twin.at(site.in_channels, site.out_channels, 0.0)
+    assert dense_ms != table.conv_ms(site, site.in_channels, site.out_channels, 0.0)
+    all_dense = space.uniform(connectivity=search.DENSE)
+    assert table.predict(model, all_dense.widths, all_dense.connectivity) == table.predict(model)
+    # Fine-tuning prunes the pattern convolutions only; with none, no callback.
+    small, callbacks = search.materialize(model, mixed, verbose=0)
+    small.compile("adam", "sparse_categorical_crossentropy")
+    small.fit(*tiny_data(), epochs=1, batch_size=32, callbacks=callbacks, verbose=0)
+    assert set(callbacks[0].codes) == {"conv1_2", "conv2_2"}
+    assert search.materialize(model, all_dense)[1] == []
+    assert 0.0 <= estimator.evaluate(all_dense).accuracy <= 1.0
+
+
+def test_finalist_ranks_a_budgets_best_candidates_by_a_full_finetune(tiny):
+    model, _, _ = tiny
+    estimator = tiny_estimator(model)
+    space = search.SearchSpace.of(model)
+
+    def entry(candidate, ms, accuracy):
+        return search.FrontEntry(candidate, ms, accuracy, 1, 1, measured_ms=ms)
+
+    fast = entry(space.smallest, 1.0, 0.60)
+    channel_only = entry(space.uniform(width=0.5, connectivity=search.DENSE), 2.0, 0.70)
+    slow = entry(space.uniform(), 9.0, 0.99)  # over the budget
+    front = search.Front([fast, slow], {"channel pruning only": [channel_only]}, [2.0], 9.0)
+    lines = []
+    best = search.finalist(front, estimator, 2.5, top=2, epochs=1, progress=lines.append)
+    assert len(lines) == 2  # both candidates within 2.5 ms, the baseline included
+    assert best.candidate in (fast.candidate, channel_only.candidate)
+    # The entry carries the accuracy of the fine-tune, not the search's estimate.
+    assert 0.0 <= best.accuracy <= 1.0
+    assert any(f"-> {100 * best.accuracy:.2f}% after 1 epochs" in line for line in lines)
+    # top=1: only the best estimate within the budget is fine-tuned.
+    only = search.finalist(front, estimator, 2.5, top=1, epochs=1)
+    assert only.candidate == channel_only.candidate
+    with pytest.raises(ValueError, match="fastest takes 1.000 ms"):
+        search.finalist(front, estimator, 0.5)
 
 
 @pytest.fixture

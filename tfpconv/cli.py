@@ -473,8 +473,10 @@ def _run_latency_table(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     table.save(args.output)
+    twins = sum(key.endswith("_dense") for key in table.shapes)
     print(
-        f"wrote {args.output}: {len(table.shapes)} convolution shapes, overhead of "
+        f"wrote {args.output}: {len(table.shapes) - twins} convolution shapes ({twins} of them "
+        f"3x3, also timed without patterns), overhead of "
         f"{model.name!r} {table.overhead_ms[model.name]:.3f} ms ({table.machine['cpu']}, "
         f"{table.machine['isa']}, {table.machine['threads']} thread(s))"
     )

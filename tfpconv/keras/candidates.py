@@ -14,12 +14,24 @@ __all__ = ["build_candidate"]
 def build_candidate(
     model: Any,
     widths: channels.Widths = 1.0,
-    connectivity: float | Mapping[str, float] = 0.0,
+    connectivity: float | Mapping[str, float | None] = 0.0,
     num_patterns: int = 8,
 ) -> Any:
     """A new model: ``model`` channel-pruned to ``widths`` (:func:`tfpconv.channels.prune`), its 3x3
-    convolutions then projected onto ``num_patterns`` patterns with ``connectivity`` (one fraction
-    for every layer but the first, or per layer name). The original model is left as it is."""
+    convolutions then projected onto ``num_patterns`` patterns with ``connectivity``: one fraction
+    for every layer but the first (which gets patterns only), or per layer name, where ``None``
+    leaves a layer dense. The original model is left as it is."""
     smaller = channels.prune(model, widths)
-    prune_patterns(smaller, num_patterns=num_patterns, connectivity=connectivity)
+    if not isinstance(connectivity, Mapping):
+        prune_patterns(smaller, num_patterns=num_patterns, connectivity=connectivity)
+        return smaller
+    patterned = {name: c for name, c in connectivity.items() if c is not None}
+    if patterned:
+        prune_patterns(
+            smaller,
+            num_patterns=num_patterns,
+            connectivity=patterned,
+            layers=list(patterned),
+            first_layer="patterns",
+        )
     return smaller

@@ -3,10 +3,12 @@
 For every convolution shape of a model (input size, kernel, stride, padding) the table holds the
 latency of a one-layer model over a grid of input / output channel counts and, for 3x3 layers, of
 pattern connectivities (8 patterns), each timed as the deployed runtime runs it: the tfpconv
-delegate where it claims the layer (its default claim policy), TFLite's XNNPACK otherwise. A
-candidate's latency (channel widths per group, connectivity per convolution) is predicted without
-building it: interpolation in the table per convolution, summed, plus a per-model overhead measured
-once (everything that is not a convolution: pooling, adds, the classifier, the interpreter).
+delegate where it claims the layer (its default claim policy), TFLite's XNNPACK otherwise. A 3x3
+shape also has a dense twin (key suffix ``_dense``): the layer without patterns, as TFLite runs it.
+A candidate's latency (channel widths per group, connectivity per convolution, ``None`` for a
+convolution left dense) is predicted without building it: interpolation in the table per
+convolution, summed, plus a per-model overhead measured once (everything that is not a
+convolution: pooling, adds, the classifier, the interpreter).
 
 Tables are JSON files that record the CPU model, instruction set, thread count and versions they
 were measured with; :func:`LatencyTable.load` refuses a table of another machine unless forced.
@@ -24,7 +26,7 @@ import importlib.metadata
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,8 @@ __all__ = [
 ]
 
 TABLE_FORMAT = 1
+#: A candidate's connectivity: one for every 3x3 convolution, or per layer name; None: dense.
+Connectivity = float | Mapping[str, float | None] | None
 #: Connectivities measured for pattern-prunable 3x3 convolutions (8 patterns).
 CONNECTIVITIES = (0.0, 0.5, 0.72, 0.9)
 #: Channel counts measured, as fractions of the layer's full width.
@@ -94,15 +98,22 @@ class ConvSite:
     padding: str
     in_channels: int
     out_channels: int
+    #: A 3x3 convolution timed without patterns (the dense twin of a pattern site).
+    dense: bool = False
 
     @property
     def pattern(self) -> bool:
-        """A 3x3 convolution: pattern pruning applies."""
-        return self.kernel == 3
+        """A 3x3 convolution with patterns: pattern pruning applies."""
+        return self.kernel == 3 and not self.dense
 
     @property
     def key(self) -> str:
-        return f"{self.height}x{self.width}_k{self.kernel}_s{self.stride}_{self.padding}"
+        suffix = "_dense" if self.dense else ""
+        return f"{self.height}x{self.width}_k{self.kernel}_s{self.stride}_{self.padding}{suffix}"
+
+    def dense_twin(self) -> ConvSite:
+        """The same convolution left dense (no patterns): what TFLite runs."""
+        return replace(self, dense=True) if self.pattern else self
 
 
 def conv_sites(model: Any) -> list[ConvSite]:
@@ -180,22 +191,31 @@ class LatencyTable:
 
     # -- prediction --------------------------------------------------------------------------
 
-    def conv_ms(self, site: ConvSite, in_channels: int, out_channels: int, c: float) -> float:
-        """Predicted milliseconds of one convolution at these channel counts and connectivity."""
+    def conv_ms(
+        self, site: ConvSite, in_channels: int, out_channels: int, c: float | None
+    ) -> float:
+        """Predicted milliseconds of one convolution at these channel counts and connectivity
+        (``None``: left dense, without patterns)."""
+        if c is None:
+            site = site.dense_twin()
         grid = self.shapes.get(site.key)
         if grid is None:
-            raise KeyError(f"the table has no entry for {site.key} (layer {site.layer!r})")
+            raise KeyError(
+                f"the table has no entry for {site.key} (layer {site.layer!r}); measure the "
+                "table again with this tfpconv (`tfpconv latency-table`)"
+            )
         return grid.at(in_channels, out_channels, c if site.pattern else 0.0)
 
     def predict(
         self,
         model: Any,
         widths: channels.Widths = 1.0,
-        connectivity: float | Mapping[str, float] = 0.0,
+        connectivity: Connectivity = None,
     ) -> float:
         """Predicted end-to-end milliseconds of ``model`` channel-pruned to ``widths`` (see
         :func:`tfpconv.channels.plan`) with the 3x3 convolutions pattern-pruned at
-        ``connectivity`` (one value, or per layer name; absent layers: 0)."""
+        ``connectivity``: one value for all, or per layer name; ``None`` (the default, and for
+        layers a mapping does not name) leaves a convolution dense."""
         if model.name not in self.overhead_ms:
             raise KeyError(
                 f"the table has no overhead for model {model.name!r}; measure it with "
@@ -209,7 +229,7 @@ class LatencyTable:
         self,
         model: Any,
         widths: channels.Widths = 1.0,
-        connectivity: float | Mapping[str, float] = 0.0,
+        connectivity: Connectivity = None,
     ) -> float:
         """The table's milliseconds of the model's convolutions, summed (no overhead, no scale)."""
         decision = channels.plan(model, widths)
@@ -218,11 +238,7 @@ class LatencyTable:
             cin = int(decision.input_keep(site.layer).sum())
             group = next(g for g in decision.groups if site.layer in g.producers)
             cout = len(decision.kept[group.name])
-            c = (
-                connectivity.get(site.layer, 0.0)
-                if isinstance(connectivity, Mapping)
-                else connectivity
-            )
+            c = connectivity.get(site.layer) if isinstance(connectivity, Mapping) else connectivity
             total += self.conv_ms(site, cin, cout, c)
         return total
 
@@ -368,16 +384,17 @@ def _missing_grids(
     """One grid per shape not yet in ``table``, over the channel counts of every layer of that
     shape (in model order)."""
     todo: dict[str, tuple[ConvSite, set[int], set[int]]] = {}
-    for site in conv_sites(model):
-        if site.key not in table.shapes:
-            _, ins, outs = todo.setdefault(site.key, (site, set(), set()))
-            ins.update(_grid(site.in_channels))
-            outs.update(_grid(site.out_channels))
+    for model_site in conv_sites(model):
+        for site in dict.fromkeys((model_site, model_site.dense_twin())):
+            if site.key not in table.shapes:
+                _, ins, outs = todo.setdefault(site.key, (site, set(), set()))
+                ins.update(_grid(site.in_channels))
+                outs.update(_grid(site.out_channels))
     return {key: (site, sorted(ins), sorted(outs)) for key, (site, ins, outs) in todo.items()}
 
 
 #: A calibration point: channel widths, connectivity, and the measured end-to-end milliseconds.
-Calibration = tuple[channels.Widths, "float | Mapping[str, float]", float]
+Calibration = tuple[channels.Widths, Connectivity, float]
 
 
 def _assemble_table(
@@ -413,14 +430,18 @@ def _assemble_table(
 
 def random_candidate(
     model: Any, rng: np.random.Generator
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[dict[str, float], dict[str, float | None]]:
     """A random candidate: a keep ratio per prunable channel group from {0.25, 0.5, 0.75, 1}, and
-    a connectivity per 3x3 convolution but the first from {0, 0.5, 0.72, 0.9}."""
+    per 3x3 convolution a connectivity from {dense (None), 0, 0.5, 0.72, 0.9} (the first
+    convolution: dense or patterns at 0)."""
     widths = {
         g.name: float(rng.choice(WIDTH_FRACTIONS)) for g in channels.groups(model) if g.prunable
     }
     sites = [s for s in conv_sites(model) if s.pattern]
-    connectivity = {s.layer: float(rng.choice(CONNECTIVITIES)) for s in sites[1:]}
+    connectivity: dict[str, float | None] = {}
+    for index, site in enumerate(sites):
+        choices = (None, 0.0) if index == 0 else (None, *CONNECTIVITIES)
+        connectivity[site.layer] = choices[int(rng.integers(len(choices)))]
     return widths, connectivity
 
 
@@ -436,7 +457,7 @@ def _calibration_models(
     """The model itself (full widths, dense) and ``count`` random candidates, converted."""
     from tfpconv.keras.candidates import build_candidate  # the keras side, for real candidates
 
-    models: list[tuple[Any, Any, bytes]] = [(1.0, 0.0, convert_model(model))]
+    models: list[tuple[Any, Any, bytes]] = [(1.0, None, convert_model(model))]
     rng = np.random.default_rng(seed)
     for _ in range(count):
         widths, connectivity = random_candidate(model, rng)
@@ -666,7 +687,7 @@ def table_from_device(
     full = (timed.get("full_model") or {}).get("median_ms")
     if full is None or not math.isfinite(float(full)) or float(full) <= 0:
         raise ValueError(f"{timings}: no timing of the full model")
-    points: list[Calibration] = [(1.0, 0.0, float(full))]
+    points: list[Calibration] = [(1.0, None, float(full))]
     timed_calibration = {
         str(t.get("file")): t.get("median_ms")
         for t in timed.get("calibration", [])

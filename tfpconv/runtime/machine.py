@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import re
 from pathlib import Path
 
 
@@ -22,3 +23,10 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_slug(cpu: str) -> str:
+    """A short file-name tag of a CPU model: ``"amd-epyc"`` for "AMD EPYC 9R14",
+    ``"intel-xeon"`` for "Intel(R) Xeon(R) Processor" (results of different CPUs side by side)."""
+    words = re.sub(r"\((r|tm)\)", "", cpu.lower()).split()
+    return "-".join(re.sub(r"[^a-z0-9]", "", w) for w in words[:2]) or "unknown-cpu"

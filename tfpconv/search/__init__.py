@@ -13,7 +13,9 @@ Example::
     table = tfpconv.runtime.latency_table.measure_table(model)
     front = tfpconv.search.search(model, x_train, y_train, table, trials=60,
                                   storage="runs/search.journal")
-    best = tfpconv.search.select(front, latency_ms=0.5)
+    best = tfpconv.search.select(front, latency_ms=0.5)      # by the search's estimate, or
+    estimator = tfpconv.search.AccuracyEstimator(model, x_train, y_train)
+    best = tfpconv.search.finalist(front, estimator, latency_ms=0.5)   # top 3 fine-tuned
     small, callbacks = tfpconv.search.materialize(model, best.candidate)
     small.compile(...); small.fit(x_train, y_train, epochs=4, callbacks=callbacks)
     tfpconv.convert(small, "small.tflite")
@@ -21,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,19 +31,20 @@ from typing import Any
 import numpy as np
 
 from tfpconv.keras import channels
-from tfpconv.keras.callbacks import PatternPruning
 from tfpconv.runtime.latency_table import LatencyTable
-from tfpconv.search.estimator import AccuracyEstimator
+from tfpconv.search.estimator import AccuracyEstimator, pattern_callbacks
 from tfpconv.search.front import Front, FrontEntry, select
-from tfpconv.search.space import Candidate, SearchSpace
+from tfpconv.search.space import DENSE, Candidate, SearchSpace
 from tfpconv.search.study import baseline, default_anchors, front_of, open_storage, open_study, run
 
 __all__ = [
+    "DENSE",
     "AccuracyEstimator",
     "Candidate",
     "Front",
     "FrontEntry",
     "SearchSpace",
+    "finalist",
     "materialize",
     "search",
     "select",
@@ -48,7 +52,7 @@ __all__ = [
 
 #: Uniform baselines drawn next to the front: channel pruning alone, patterns alone.
 CHANNEL_RATIOS = (0.9, 0.7, 0.5, 0.3)
-CONNECTIVITIES = (0.5, 0.72, 0.9)
+CONNECTIVITIES = (0.5, 0.7, 0.9)
 
 
 def search(
@@ -66,6 +70,7 @@ def search(
     estimator: AccuracyEstimator | None = None,
     space: SearchSpace | None = None,
     baselines: bool = True,
+    start_from_baselines: bool = True,
     measure: bool = True,
     threads: int = 1,
     seed: int = 0,
@@ -90,6 +95,8 @@ def search(
       estimator: how candidates are scored (default: :class:`AccuracyEstimator` on ``x, y``).
       space: the genome's bounds (default: :meth:`SearchSpace.of` the model).
       baselines: also evaluate channel-only and pattern-only pruning at uniform ratios.
+      start_from_baselines: a new study's first candidates are those uniform ratios, so the
+        evolution starts from them (and the front contains them unless it beats them).
       measure: time the front's (and baselines') converted models through the runtime.
       threads: threads of those timings (the table's).
       seed: of the sampler.
@@ -102,6 +109,12 @@ def search(
         raise ValueError(f"trials must be at least 1, got {trials}")
     space = space or SearchSpace.of(model)
     estimator = estimator or AccuracyEstimator(model, x, y)
+    uniform = {
+        "channel pruning only": [
+            space.uniform(width=r, connectivity=DENSE) for r in CHANNEL_RATIOS
+        ],
+        "patterns + connectivity only": [space.uniform(connectivity=c) for c in CONNECTIVITIES],
+    }
     anchors = list(anchors_ms) if anchors_ms else default_anchors(table, model, space)
     study = open_study(
         open_storage(storage) if isinstance(storage, (str, Path)) else storage,
@@ -110,32 +123,72 @@ def search(
         population_size,
         seed,
     )
+    if start_from_baselines and not study.trials:
+        for candidates in uniform.values():
+            for candidate in candidates:
+                study.enqueue_trial(candidate.to_params(), skip_if_exists=True)
     run(study, model, space, table, estimator, trials, progress)
     if worker:
         return None
     front = front_of(study, model, estimator, table, measure, threads)
     if baselines:
         front.baselines = {
-            "channel pruning only": baseline(
-                model, table, estimator,
-                [space.uniform(width=r) for r in CHANNEL_RATIOS], measure, threads,
-            ),
-            "patterns + connectivity only": baseline(
-                model, table, estimator,
-                [space.uniform(connectivity=c) for c in CONNECTIVITIES], measure, threads,
-            ),
-        }  # fmt: skip
+            name: baseline(study, model, table, estimator, candidates, measure, threads)
+            for name, candidates in uniform.items()
+        }
     return front
+
+
+def finalist(
+    front: Front,
+    estimator: AccuracyEstimator,
+    latency_ms: float,
+    top: int = 3,
+    epochs: int = 2,
+    progress: Callable[[str], None] | None = None,
+) -> FrontEntry:
+    """The best candidate for a latency budget, ranked by a faithful fine-tune.
+
+    The short fine-tune of the search ranks candidates cheaply but not always in the order a full
+    fine-tune leaves them (a one-shot projection at high connectivity recovers more with gradual
+    pruning than 100 steps show). So the ``top`` candidates within ``latency_ms`` (measured where
+    known), from the front and the uniform baselines (which are points of the search space), are
+    fine-tuned as a user would for ``epochs`` epochs
+    (:meth:`AccuracyEstimator.finetuned_accuracy`) and the one with the best validation accuracy
+    wins; the returned entry carries that accuracy. Never the test set.
+
+    Raises:
+      ValueError: no candidate is that fast (as :func:`select`).
+    """
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    pool = Front(
+        front.entries + [e for entries in front.baselines.values() for e in entries],
+        dense_ms=front.dense_ms,
+    )
+    select(pool, latency_ms)  # raises the usual message when nothing fits
+    unique: dict[tuple, FrontEntry] = {}
+    for entry in sorted(pool.entries, key=lambda e: (-e.accuracy, e.latency_ms)):
+        if entry.latency_ms <= latency_ms:
+            unique.setdefault(tuple(sorted(entry.candidate.to_params().items())), entry)
+    scored = []
+    for entry in list(unique.values())[:top]:
+        accuracy = estimator.finetuned_accuracy(entry.candidate, epochs)
+        if progress is not None:
+            progress(f"{entry.latency_ms:.3f} ms, estimate {100 * entry.accuracy:.2f}% -> "
+                     f"{100 * accuracy:.2f}% after {epochs} epochs")  # fmt: skip
+        scored.append(dataclasses.replace(entry, accuracy=accuracy))
+    return max(scored, key=lambda e: (e.accuracy, -e.latency_ms))
 
 
 def materialize(
     model: Any, candidate: Candidate, num_patterns: int = 8, **pruning: Any
 ) -> tuple[Any, list[Any]]:
     """The candidate ready for a full fine-tune: the channel-pruned model (weights inherited) and
-    the callbacks that prune its 3x3 convolutions to the candidate's connectivities while ``fit``
-    trains (``pruning`` goes to :class:`~tfpconv.callbacks.PatternPruning`; the first
-    convolution gets patterns, as the latency table timed it, unless ``first_layer`` says
-    otherwise)."""
-    smaller = channels.prune(model, candidate.widths)
-    pruning.setdefault("first_layer", "patterns")
-    return smaller, [PatternPruning(num_patterns, dict(candidate.connectivity), **pruning)]
+    the callbacks that prune its pattern convolutions to the candidate's connectivities while
+    ``fit`` trains, its dense ones left alone (``pruning`` goes to
+    :class:`~tfpconv.callbacks.PatternPruning`; no callback when every convolution stays
+    dense)."""
+    return channels.prune(model, candidate.widths), pattern_callbacks(
+        candidate, num_patterns, **pruning
+    )

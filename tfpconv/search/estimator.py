@@ -14,12 +14,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfpconv.keras import compat
+from tfpconv.keras import channels, compat
 from tfpconv.keras.callbacks import PatternPruning
 from tfpconv.keras.candidates import build_candidate
 from tfpconv.search.space import Candidate
 
-__all__ = ["AccuracyEstimator", "Evaluation"]
+__all__ = ["AccuracyEstimator", "Evaluation", "pattern_callbacks"]
 
 
 @dataclass
@@ -29,6 +29,18 @@ class Evaluation:
     accuracy: float
     flops: int
     weights: int
+
+
+def pattern_callbacks(candidate: Candidate, num_patterns: int = 8, **pruning: Any) -> list[Any]:
+    """The :class:`~tfpconv.callbacks.PatternPruning` callback that trains the candidate's
+    pattern convolutions to their connectivities (its dense ones left alone); none when the
+    candidate has no pattern convolution. The first convolution gets patterns when the candidate
+    gives it some, as the latency table timed it. ``pruning`` goes to the callback."""
+    patterned = candidate.pattern_connectivity
+    if not patterned:
+        return []
+    pruning.setdefault("first_layer", "patterns")
+    return [PatternPruning(num_patterns, patterned, layers=list(patterned), **pruning)]
 
 
 def _count(model: Any) -> tuple[int, int]:
@@ -115,35 +127,54 @@ class AccuracyEstimator:
         for layer, momentum in zip(layers, saved, strict=True):
             layer.momentum = momentum
 
+    def _compiled(self, model: Any, learning_rate: float) -> Any:
+        flavour = compat.tf_keras_module() if compat.is_tf_keras_object(model) else keras
+        model.compile(
+            optimizer=flavour.optimizers.Adam(learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+    def _validation_accuracy(self, model: Any) -> float:
+        probabilities = model.predict(self.x_val, batch_size=256, verbose=0)
+        return float(np.mean(np.argmax(probabilities, axis=-1) == self.y_val))
+
     def evaluate(self, candidate: Candidate) -> Evaluation:
         """Build, fine-tune and score one candidate."""
         model = self.build(candidate)
         if self.finetune_steps > 0:
-            flavour = compat.tf_keras_module() if compat.is_tf_keras_object(model) else keras
-            model.compile(
-                optimizer=flavour.optimizers.Adam(self.learning_rate),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
+            self._compiled(model, self.learning_rate)
             rng = np.random.default_rng(self.seed)
             count = self.finetune_steps * self.batch_size
             picks = rng.choice(len(self.x_train), size=count, replace=count > len(self.x_train))
-            keep = PatternPruning(
-                self.num_patterns,
-                dict(candidate.connectivity),
-                first_layer="patterns",  # as the latency table times it
-                pruning_epochs=0,
-                verbose=0,
-            )
             model.fit(
                 self.x_train[picks],
                 self.y_train[picks],
                 batch_size=self.batch_size,
                 epochs=1,
-                callbacks=[keep],
+                callbacks=pattern_callbacks(
+                    candidate, self.num_patterns, pruning_epochs=0, verbose=0
+                ),
                 verbose=0,
             )
-        probabilities = model.predict(self.x_val, batch_size=256, verbose=0)
-        accuracy = float(np.mean(np.argmax(probabilities, axis=-1) == self.y_val))
+        accuracy = self._validation_accuracy(model)
         flops, weights = _count(model)
         return Evaluation(accuracy, flops, weights)
+
+    def finetuned_accuracy(
+        self, candidate: Candidate, epochs: int, batch_size: int = 128, learning_rate: float = 5e-4
+    ) -> float:
+        """Validation accuracy after the fine-tune a user runs (:func:`tfpconv.search.materialize`:
+        channel surgery, then ``epochs`` epochs on the training split with the pattern callbacks
+        pruning gradually): the costly, faithful score that ranks a budget's finalists."""
+        model = self._compiled(channels.prune(self.model, candidate.widths), learning_rate)
+        model.fit(
+            self.x_train,
+            self.y_train,
+            batch_size=batch_size,
+            epochs=epochs,
+            callbacks=pattern_callbacks(candidate, self.num_patterns, verbose=0),
+            verbose=0,
+        )
+        return self._validation_accuracy(model)

@@ -89,7 +89,10 @@ class Front:
         for e in self.entries:
             measured = f"{e.measured_ms:.3f}" if e.measured_ms is not None else "-"
             widths = " ".join(f"{k}={v:g}" for k, v in e.candidate.widths.items())
-            conn = " ".join(f"{k}={v:g}" for k, v in e.candidate.connectivity.items())
+            conn = " ".join(
+                f"{k}={'dense' if v is None else format(v, 'g')}"
+                for k, v in e.candidate.connectivity.items()
+            )
             lines.append(
                 f"| {e.predicted_ms:.3f} | {measured} | {100 * e.accuracy:.2f}% | "
                 f"{e.flops / 1e6:.2f} | {e.weights} | {widths} | {conn} |"

@@ -173,6 +173,7 @@ def front_of(
 
 
 def baseline(
+    study: optuna.Study,
     model: Any,
     table: LatencyTable,
     estimator: AccuracyEstimator,
@@ -180,14 +181,21 @@ def baseline(
     measure: bool = True,
     threads: int = 1,
 ) -> list[FrontEntry]:
-    """Fixed candidates (uniform ratios) evaluated exactly as the searched ones."""
+    """Fixed candidates (uniform ratios) evaluated exactly as the searched ones (the study's
+    evaluation where it has one)."""
     entries = []
     for candidate in candidates:
-        evaluation = estimator.evaluate(candidate)
+        earlier = _cached(study, candidate)
+        if earlier is not None:
+            accuracy = float(earlier.values[1])
+            flops, weights = int(earlier.user_attrs["flops"]), int(earlier.user_attrs["weights"])
+        else:
+            evaluation = estimator.evaluate(candidate)
+            accuracy, flops, weights = evaluation.accuracy, evaluation.flops, evaluation.weights
         entries.append(
             FrontEntry(
                 candidate, table.predict(model, candidate.widths, candidate.connectivity),
-                evaluation.accuracy, evaluation.flops, evaluation.weights,
+                accuracy, flops, weights,
                 measured_ms=_measured_ms(estimator, candidate, threads) if measure else None,
             )
         )  # fmt: skip
