@@ -30,9 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from tfpconv.keras import channels
 from tfpconv.runtime.latency_table import LatencyTable
-from tfpconv.search.estimator import AccuracyEstimator, pattern_callbacks
+from tfpconv.search.estimator import AccuracyEstimator, materialize
 from tfpconv.search.front import Front, FrontEntry, select
 from tfpconv.search.space import DENSE, Candidate, SearchSpace
 from tfpconv.search.study import baseline, default_anchors, front_of, open_storage, open_study, run
@@ -179,16 +178,3 @@ def finalist(
                      f"{100 * accuracy:.2f}% after {epochs} epochs")  # fmt: skip
         scored.append(dataclasses.replace(entry, accuracy=accuracy))
     return max(scored, key=lambda e: (e.accuracy, -e.latency_ms))
-
-
-def materialize(
-    model: Any, candidate: Candidate, num_patterns: int = 8, **pruning: Any
-) -> tuple[Any, list[Any]]:
-    """The candidate ready for a full fine-tune: the channel-pruned model (weights inherited) and
-    the callbacks that prune its pattern convolutions to the candidate's connectivities while
-    ``fit`` trains, its dense ones left alone (``pruning`` goes to
-    :class:`~tfpconv.callbacks.PatternPruning`; no callback when every convolution stays
-    dense)."""
-    return channels.prune(model, candidate.widths), pattern_callbacks(
-        candidate, num_patterns, **pruning
-    )

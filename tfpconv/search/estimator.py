@@ -19,7 +19,7 @@ from tfpconv.keras.callbacks import PatternPruning
 from tfpconv.keras.candidates import build_candidate
 from tfpconv.search.space import Candidate
 
-__all__ = ["AccuracyEstimator", "Evaluation", "pattern_callbacks"]
+__all__ = ["AccuracyEstimator", "Evaluation", "materialize", "pattern_callbacks"]
 
 
 @dataclass
@@ -41,6 +41,19 @@ def pattern_callbacks(candidate: Candidate, num_patterns: int = 8, **pruning: An
         return []
     pruning.setdefault("first_layer", "patterns")
     return [PatternPruning(num_patterns, patterned, layers=list(patterned), **pruning)]
+
+
+def materialize(
+    model: Any, candidate: Candidate, num_patterns: int = 8, **pruning: Any
+) -> tuple[Any, list[Any]]:
+    """The candidate ready for a full fine-tune: the channel-pruned model (weights inherited) and
+    the callbacks that prune its pattern convolutions to the candidate's connectivities while
+    ``fit`` trains, its dense ones left alone (``pruning`` goes to
+    :class:`~tfpconv.callbacks.PatternPruning`; no callback when every convolution stays
+    dense)."""
+    return channels.prune(model, candidate.widths), pattern_callbacks(
+        candidate, num_patterns, **pruning
+    )
 
 
 def _count(model: Any) -> tuple[int, int]:
@@ -165,16 +178,17 @@ class AccuracyEstimator:
     def finetuned_accuracy(
         self, candidate: Candidate, epochs: int, batch_size: int = 128, learning_rate: float = 5e-4
     ) -> float:
-        """Validation accuracy after the fine-tune a user runs (:func:`tfpconv.search.materialize`:
-        channel surgery, then ``epochs`` epochs on the training split with the pattern callbacks
-        pruning gradually): the costly, faithful score that ranks a budget's finalists."""
-        model = self._compiled(channels.prune(self.model, candidate.widths), learning_rate)
+        """Validation accuracy after the fine-tune a user runs (:func:`materialize`: channel
+        surgery, then ``epochs`` epochs on the training split with the pattern callbacks pruning
+        gradually): the costly, faithful score that ranks a budget's finalists."""
+        model, callbacks = materialize(self.model, candidate, self.num_patterns, verbose=0)
+        self._compiled(model, learning_rate)
         model.fit(
             self.x_train,
             self.y_train,
             batch_size=batch_size,
             epochs=epochs,
-            callbacks=pattern_callbacks(candidate, self.num_patterns, verbose=0),
+            callbacks=callbacks,
             verbose=0,
         )
         return self._validation_accuracy(model)
