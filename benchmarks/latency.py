@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# NumPy's OpenBLAS threads spin on the other core after any BLAS call (2% of the samples in a
+# ResNet-50 profile); timing needs both cores for the runs themselves.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import keras  # noqa: E402
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402

@@ -244,6 +244,52 @@ def test_resized_batch_and_two_threads_give_the_same_numbers(patterns):
         assert interpreter.delegated_nodes()
 
 
+def pointwise_net(seed):
+    """1x1 (stride 1, then stride 2 VALID) -> 3x3 -> 1x1, on 32 x 32 x 8."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 8))
+    x = keras.layers.Conv2D(16, 1, activation="relu")(inputs)
+    x = keras.layers.Conv2D(24, 1, strides=2, padding="valid", activation="relu6")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    outputs = keras.layers.Conv2D(8, 1, padding="same")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_masked_pointwise_convolutions_run_on_the_dense_path():
+    model = tfpconv.activation.sparsify(pointwise_net(13), sparsity=0.5, pointwise=True)
+    tfpconv.activation.apply_random_masks(model, seed=1)
+    data = convert(model)
+    plan = tfpconv.read_plan(data)
+    assert sorted(op.kernel_shape[1:3] for op in plan.dense_convs) == [(1, 1)] * 3 + [(3, 3)]
+    for batch, threads in ((1, 1), (3, 2)):
+        inputs = random_inputs((batch, 32, 32, 8), 5 + batch)
+        expected = run(tfpconv.Interpreter(model_content=data, use_delegate=False), inputs)
+        interpreter = tfpconv.Interpreter(model_content=data, num_threads=threads)
+        assert_close(run(interpreter, inputs), expected)
+        assert {op.operator_index for op in plan.dense_convs} <= set(interpreter.delegated_nodes())
+
+
+def test_a_pointwise_convolution_is_claimed_only_where_its_mask_skips_a_quarter():
+    model = tfpconv.activation.sparsify(pointwise_net(14), sparsity=0.2, pointwise=True)
+    tfpconv.activation.apply_random_masks(model, seed=2)
+    data = convert(model)
+    interpreter = tfpconv.Interpreter(model_content=data)
+    inputs = random_inputs((1, 32, 32, 8), 9)
+    assert_close(
+        run(interpreter, inputs),
+        run(tfpconv.Interpreter(model_content=data, use_delegate=False), inputs),
+    )
+    decisions = {}
+    for op in tfpconv.read_plan(data).dense_convs:
+        mask = op.activation_mask
+        computed = 1 - mask.masked_pixels / (mask.height * mask.width)
+        decisions[(op.kernel_shape[1], round(computed, 2))] = (
+            op.operator_index in interpreter.delegated_nodes()
+        )
+    # 1x1: at most 75% computed; 3x3: up to 90% (AVX2) or 95% (AVX-512)
+    assert decisions == {(1, 0.81): False, (1, 0.75): True, (3, 0.75): True}, decisions
+
+
 def _with_mask_bytes(data, change):
     """The model with its first mask tensor's bytes changed by ``change(values)``."""
     plan = tfpconv.read_plan(data)

@@ -1,5 +1,7 @@
 // Which instruction sets are compiled in (TFPCONV_HAVE_* from CMakeLists.txt) and which this CPU
 // runs (libcpuinfo when available, else the compiler's CPU probe; NEON is part of AArch64).
+#include <unistd.h>
+
 #include <string>
 
 #include "dispatch.h"
@@ -109,6 +111,23 @@ std::vector<std::string> VariantNames(Isa isa) {
     for (int v = 0; v < set->num_variants; ++v) names.emplace_back(set->variants[v].name);
   }
   return names;
+}
+
+size_t L1DataCacheBytes() {
+  static const size_t bytes = [] {
+#if defined(TFPCONV_HAVE_CPUINFO)
+    if (cpuinfo_initialize()) {
+      const cpuinfo_cache* l1d = cpuinfo_get_l1d_cache(0);
+      if (l1d != nullptr && l1d->size > 0) return size_t{l1d->size};
+    }
+#endif
+#if defined(_SC_LEVEL1_DCACHE_SIZE)
+    const long size = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    if (size > 0) return static_cast<size_t>(size);
+#endif
+    return size_t{48 * 1024};
+  }();
+  return bytes;
 }
 
 Isa BestIsa() {

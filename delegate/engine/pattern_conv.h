@@ -166,9 +166,10 @@ bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string*
 std::vector<KernelTuning> TuningCandidates(const ConvShape& shape, Isa isa);
 std::string DescribeTuning(const KernelTuning& tuning, Isa isa);
 
-// Dense direct convolution, the reference the kernels are tested against.
+// Dense direct convolution, the reference the kernels are tested against. weights: OHWI
+// [out_c][kernel_h][kernel_w][in_c] (3x3 unless said).
 void ReferenceConv(const ConvShape& shape, const float* weights, const float* bias,
-                   const float* input, float* output);
+                   const float* input, float* output, int kernel_h = 3, int kernel_w = 3);
 
 }  // namespace tfpconv
 

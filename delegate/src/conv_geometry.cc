@@ -9,11 +9,12 @@ namespace {
 // Output size and leading padding of one spatial dimension. TFLite: SAME gives ceil(in / stride)
 // outputs and pads (out - 1) * stride + k - in in total, the odd element at the end; VALID gives
 // ceil((in - k + 1) / stride) outputs and no padding.
-bool ResolveDimension(tfl::Padding padding, int in, int stride, int* out, int* pad_before) {
+bool ResolveDimension(tfl::Padding padding, int in, int stride, int kernel, int* out,
+                      int* pad_before) {
   const long long size = padding == tfl::kPaddingSame ? (static_cast<long long>(in) + stride - 1) / stride
-                                                      : (static_cast<long long>(in) - kKernelSize + stride) / stride;
+                                                      : (static_cast<long long>(in) - kernel + stride) / stride;
   if (in <= 0 || size <= 0) return false;
-  const long long total = std::max<long long>((size - 1) * stride + kKernelSize - in, 0);
+  const long long total = std::max<long long>((size - 1) * stride + kernel - in, 0);
   *out = static_cast<int>(size);
   *pad_before = static_cast<int>(total / 2);
   return true;
@@ -41,7 +42,8 @@ std::string UnsupportedConvParams(const tfl::ConvParams& params) {
 }
 
 bool ResolveConvShape(const tfl::ConvParams& params, int batch, int in_h, int in_w, int in_c,
-                      int out_c, ConvShape* shape, std::string* error) {
+                      int out_c, ConvShape* shape, std::string* error, int kernel_h,
+                      int kernel_w) {
   if (batch <= 0 || in_c <= 0 || out_c <= 0) {
     *error = "empty batch or channel dimension";
     return false;
@@ -54,8 +56,10 @@ bool ResolveConvShape(const tfl::ConvParams& params, int batch, int in_h, int in
   result.out_c = out_c;
   result.stride_h = params.stride_height;
   result.stride_w = params.stride_width;
-  if (!ResolveDimension(params.padding, in_h, params.stride_height, &result.out_h, &result.pad_top) ||
-      !ResolveDimension(params.padding, in_w, params.stride_width, &result.out_w, &result.pad_left)) {
+  if (!ResolveDimension(params.padding, in_h, params.stride_height, kernel_h, &result.out_h,
+                        &result.pad_top) ||
+      !ResolveDimension(params.padding, in_w, params.stride_width, kernel_w, &result.out_w,
+                        &result.pad_left)) {
     *error = "input " + std::to_string(in_h) + "x" + std::to_string(in_w) + " gives an empty output";
     return false;
   }
@@ -82,10 +86,10 @@ bool SameConvShape(const ConvShape& a, const ConvShape& b) {
          a.act_min == b.act_min && a.act_max == b.act_max;
 }
 
-int TfliteOutputSize(tfl::Padding padding, int in, int stride) {
+int TfliteOutputSize(tfl::Padding padding, int in, int stride, int kernel) {
   if (stride <= 0) return -1;
   // C++ division truncates toward zero, as in TFLite's ComputeOutSize.
-  return padding == tfl::kPaddingSame ? (in + stride - 1) / stride : (in + stride - kKernelSize) / stride;
+  return padding == tfl::kPaddingSame ? (in + stride - 1) / stride : (in + stride - kernel) / stride;
 }
 
 }  // namespace tfpconv

@@ -166,7 +166,9 @@ std::string DescribeClaim(const ClaimedNode& claimed) {
            "% of pixels zero)";
   }
   const std::string kernel = claimed.kind == PlannedOpKind::kDenseConv
-                                 ? std::string("dense weights, the engine's dense path")
+                                 ? std::to_string(claimed.kernel_h) + "x" +
+                                       std::to_string(claimed.kernel_w) +
+                                       " dense weights, the engine's dense path"
                                  : DescribeKernel(*claimed.conv);
   return "CONV_2D node " + std::to_string(claimed.node_index) + " (" + DescribeShape(claimed.shape) +
          ", " + kernel + mask + (claimed.shape_note.empty() ? "" : "; ") +

@@ -17,8 +17,10 @@ bool SpatialSizeOpen(const tfl::Tensor* tensor) {
          (signature->data[1] < 0 || signature->data[2] < 0);
 }
 
-// Checks the op itself (no plan involved). Fills the tensor indices and params of *claimed.
-std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, ClaimedNode* claimed) {
+// Checks the op itself (no plan involved): a 3x3 filter, or with allow_1x1 (the dense path) also a
+// 1x1 one. Fills the tensor indices, params and kernel size of *claimed.
+std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, bool allow_1x1,
+                                ClaimedNode* claimed) {
   const int inputs = ArraySize(node.inputs);
   if ((inputs != 2 && inputs != 3) || ArraySize(node.outputs) != 1) return "unexpected input/output count";
   if (node.builtin_data == nullptr) return "missing CONV_2D options";
@@ -40,9 +42,13 @@ std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, Cl
     return "filter is not a constant dense float32 tensor";
   }
   const int* f = filter->dims->data;
-  if (f[1] != kKernelSize || f[2] != kKernelSize) {
-    return "filter is " + std::to_string(f[1]) + "x" + std::to_string(f[2]) + ", not 3x3";
+  const bool square = f[1] == f[2];
+  if (!square || (f[1] != kKernelSize && !(allow_1x1 && f[1] == 1))) {
+    return "filter is " + std::to_string(f[1]) + "x" + std::to_string(f[2]) +
+           (allow_1x1 ? ", not 1x1 or 3x3" : ", not 3x3");
   }
+  const int kernel = f[1];
+  claimed->kernel_h = claimed->kernel_w = kernel;
   if (f[3] != input->dims->data[3]) return "grouped convolution (filter depth != input channels)";
   if (claimed->bias_tensor != tfl::kOptionalTensor) {
     const tfl::Tensor* bias = TensorAt(context, claimed->bias_tensor);
@@ -60,13 +66,14 @@ std::string UnsupportedConvNode(tfl::Context* context, const tfl::Node& node, Cl
   }
   const int* in = input->dims->data;
   std::string error;
-  if (!ResolveConvShape(claimed->params, in[0], in[1], in[2], in[3], f[0], &claimed->shape, &error)) {
+  if (!ResolveConvShape(claimed->params, in[0], in[1], in[2], in[3], f[0], &claimed->shape, &error,
+                        kernel, kernel)) {
     // A height or width the model leaves open (-1 in the shape signature) has a placeholder size
     // in the file, often 1, too small for a VALID 3x3 convolution. The partition kernel packs for
-    // the real size once TFLite has it; the plan is checked against a 3x3 stand-in now.
+    // the real size once TFLite has it; the plan is checked against a kernel-sized stand-in now.
     if (!SpatialSizeOpen(input) ||
-        !ResolveConvShape(claimed->params, in[0], std::max(in[1], kKernelSize),
-                          std::max(in[2], kKernelSize), in[3], f[0], &claimed->shape, &error)) {
+        !ResolveConvShape(claimed->params, in[0], std::max(in[1], kernel), std::max(in[2], kernel),
+                          in[3], f[0], &claimed->shape, &error, kernel, kernel)) {
       return error;
     }
     claimed->shape_note = "input height/width known only at run time";
@@ -81,7 +88,10 @@ std::string PlanMismatch(tfl::Context* context, const PlannedOp& planned, const 
            ", the node's filter is tensor " + std::to_string(claimed.filter_tensor);
   }
   const tfl::Tensor* filter = TensorAt(context, claimed.filter_tensor);
-  if (planned.out_channels != filter->dims->data[0] || planned.in_channels != filter->dims->data[3]) {
+  const bool kernel_differs =
+      planned.kind == PlannedOpKind::kDenseConv && planned.kernel_size != claimed.kernel_h;
+  if (planned.out_channels != filter->dims->data[0] || planned.in_channels != filter->dims->data[3] ||
+      kernel_differs) {
     return "stale plan: its kernel_shape differs from the filter's shape";
   }
   std::string error;
@@ -96,7 +106,15 @@ std::string PlanMismatch(tfl::Context* context, const PlannedOp& planned, const 
 // fraction of the output to compute, with a margin for the MUL it replaces. With AVX2, 0.9 takes
 // ResNet-18's 14x14 and 7x7 layers at sparsity 0.2 (86% computed): the whole model 1.21x faster
 // than XNNPACK with them, 1.11x without (benchmarks/activation_speed.py --isa avx2).
-double DenseMaxComputedFraction(Isa isa) { return isa == Isa::kAvx512 ? 0.95 : 0.9; }
+// A 1x1 convolution is a plain GEMM, where XNNPACK is at its best: against TFLite's convolution +
+// MUL, one-layer models of ResNet-50's and ResNet-18's 1x1 shapes (same CPU, interleaved runs)
+// ran 0.82-1.05x with about 95% of the output computed, 0.97-1.24x with 80% (the slowest: 56x56,
+// 64 -> 256 channels) and 1.04-1.38x with 70-75%, with either instruction set: 1x1 layers are
+// claimed up to 75%.
+double DenseMaxComputedFraction(Isa isa, int kernel) {
+  if (kernel == 1) return 0.75;
+  return isa == Isa::kAvx512 ? 0.95 : 0.9;
+}
 
 // The fraction of output pixels the dense path computes: those in units with a kept pixel.
 double ComputedFraction(const std::vector<uint8_t>& pixels, int height, int width) {
@@ -112,7 +130,7 @@ Verdict SelectDenseConvNode(tfl::Context* context, int node_index, const tfl::No
   *claimed = ClaimedNode();
   claimed->kind = PlannedOpKind::kDenseConv;
   claimed->node_index = node_index;
-  *reason = UnsupportedConvNode(context, node, claimed);
+  *reason = UnsupportedConvNode(context, node, /*allow_1x1=*/true, claimed);
   if (!reason->empty()) return Verdict::kUnsupported;
   *reason = PlanMismatch(context, planned, *claimed);
   if (!reason->empty()) return Verdict::kPlanMismatch;
@@ -134,7 +152,7 @@ Verdict SelectDenseConvNode(tfl::Context* context, int node_index, const tfl::No
   }
   const double computed =
       ComputedFraction(claimed->mask.pixels, claimed->shape.out_h, claimed->shape.out_w);
-  if (!claim_all && computed > DenseMaxComputedFraction(isa)) {
+  if (!claim_all && computed > DenseMaxComputedFraction(isa, claimed->kernel_h)) {
     *reason = "its mask leaves " + std::to_string(static_cast<int>(100 * computed + 0.5)) +
               "% of the output to compute: TFLite's dense kernel is faster";
     return Verdict::kNotWorthIt;
@@ -154,7 +172,7 @@ std::unique_ptr<DenseConv> CreateDenseConv(tfl::Context* context, const ClaimedN
                                            std::string* error) {
   const tfl::Tensor* filter = TensorAt(context, node.filter_tensor);
   const tfl::Tensor* bias = TensorAt(context, node.bias_tensor);
-  return DenseConv::Create(DenseConvShape(node.shape, kKernelSize, kKernelSize),
+  return DenseConv::Create(DenseConvShape(node.shape, node.kernel_h, node.kernel_w),
                            static_cast<const float*>(filter->data),
                            bias ? static_cast<const float*>(bias->data) : nullptr,
                            node.mask.pixels, isa, error);
@@ -168,7 +186,7 @@ Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& n
   }
   *claimed = ClaimedNode();
   claimed->node_index = node_index;
-  *reason = UnsupportedConvNode(context, node, claimed);
+  *reason = UnsupportedConvNode(context, node, /*allow_1x1=*/false, claimed);
   if (!reason->empty()) return Verdict::kUnsupported;
   if (plan == nullptr) {
     *reason = "no usable tfpconv plan";

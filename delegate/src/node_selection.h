@@ -44,6 +44,7 @@ struct ClaimedNode {
   tfl::ConvParams params{};
   PatternPlan pattern;
   ConvShape shape;                    // geometry when it was selected
+  int kernel_h = 3, kernel_w = 3;     // filter taps (1x1 only on the dense path)
   std::unique_ptr<PatternConv> conv;  // the engine's convolution for `shape` (kPatternConv)
   std::unique_ptr<DenseConv> dense;   // the engine's convolution for `shape` (kDenseConv)
   std::string tuning_note;            // why the plan's tuned parameters were not used, if so

@@ -111,7 +111,8 @@ bool PartitionKernel::PrepareConvStep(tfl::Context* context, Step* step) {
   ConvShape shape;
   std::string error;
   const bool resolved =
-      ResolveConvShape(conv.params, in[0], in[1], in[2], in[3], conv.shape.out_c, &shape, &error);
+      ResolveConvShape(conv.params, in[0], in[1], in[2], in[3], conv.shape.out_c, &shape, &error,
+                       conv.kernel_h, conv.kernel_w);
   if (resolved && conv.mask.present()) {
     if (shape.out_h != conv.mask.height || shape.out_w != conv.mask.width) {
       state_->logger.Log(kTfpconvLogError, "node %d: output %dx%d does not fit its %dx%d activation mask",
@@ -124,8 +125,10 @@ bool PartitionKernel::PrepareConvStep(tfl::Context* context, Step* step) {
     // An input with no elements (batch 0) or too small for VALID: TFLite's kernel gives an empty
     // output, so does the partition. Sizes TFLite refuses fail here too.
     const std::vector<int> out = {in[0],
-                                  TfliteOutputSize(conv.params.padding, in[1], conv.params.stride_height),
-                                  TfliteOutputSize(conv.params.padding, in[2], conv.params.stride_width),
+                                  TfliteOutputSize(conv.params.padding, in[1], conv.params.stride_height,
+                                                   conv.kernel_h),
+                                  TfliteOutputSize(conv.params.padding, in[2], conv.params.stride_width,
+                                                   conv.kernel_w),
                                   conv.shape.out_c};
     if (std::min({out[0], out[1], out[2]}) < 0 || in[1] < 0 || in[2] < 0) {
       state_->logger.Log(kTfpconvLogError, "node %d: %s", conv.node_index, error.c_str());
@@ -262,7 +265,8 @@ tfl::Status PartitionKernel::Invoke(tfl::Context* context) {
       const tfl::Tensor* filter = TensorAt(context, conv.filter_tensor);
       const tfl::Tensor* bias = TensorAt(context, conv.bias_tensor);
       ReferenceConv(conv.shape, static_cast<const float*>(filter->data),
-                    bias ? static_cast<const float*>(bias->data) : nullptr, input, output);
+                    bias ? static_cast<const float*>(bias->data) : nullptr, input, output,
+                    conv.kernel_h, conv.kernel_w);
       if (conv.mask.present()) ApplyPixelMask(conv.shape, conv.mask.pixels, output);
     } else if (conv.kind == PlannedOpKind::kDenseConv) {
       conv.dense->Run(input, output, pool);

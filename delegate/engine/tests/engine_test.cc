@@ -496,6 +496,25 @@ TEST(PatternConv, TunedVariantThatNoLongerFitsFallsBackToTheDefaults) {
   }
 }
 
+// The engine's default input-channel block is as large as this core's L1 data cache allows.
+TEST(PatternConv, DefaultInputBlocksFillTheL1DataCache) {
+  const size_t l1 = L1DataCacheBytes();
+  EXPECT_GE(l1, size_t{4} << 10);
+  EXPECT_LE(l1, size_t{4} << 20);
+  const RandomLayer l = MakeRandomLayer(MakeShape(1, 28, 28, 512, 32, 1, true), LayerOptions{}, 3);
+  for (Isa isa : SupportedIsas()) {
+    const KernelTuning used = CreateConv(l, isa, l.plan)->kernel_params();
+    const kernels::KernelSet* set = KernelSetFor(isa);
+    const kernels::Variant* variant = nullptr;
+    for (int v = 0; v < set->num_variants; ++v)
+      if (used.variant == set->variants[v].name) variant = &set->variants[v];
+    ASSERT_NE(variant, nullptr) << used.variant;
+    const ptrdiff_t block_floats = MakeGeometry(l.shape, *variant, set->lanes).channel_stride;
+    const int64_t expected = std::max<int64_t>(1, int64_t(l1 / sizeof(float)) / block_floats);
+    EXPECT_EQ(used.params.at("tile_ic"), expected) << IsaName(isa) << " " << used.variant;
+  }
+}
+
 TEST(PatternConv, TuningCandidatesAreNamedAndDescribed) {
   const ConvShape s = MakeShape(1, 12, 14, 20, 24, 1, true);
   for (Isa isa : SupportedIsas()) {
