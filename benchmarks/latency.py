@@ -12,6 +12,7 @@ engine runs here (``avx512``, ``avx2``, ...).
     python3 benchmarks/latency.py                              # everything (about 40 minutes)
     python3 benchmarks/latency.py --models vgg16_32 --connectivity 0.72 --threads 1 --runs 5
     python3 benchmarks/latency.py --targets --no-tune          # only the runs the targets need
+    python3 benchmarks/latency.py --targets --no-tune --isa avx2   # the AVX2 kernels on this CPU
 """
 
 from __future__ import annotations
@@ -164,6 +165,13 @@ def main() -> None:
     parser.add_argument(
         "--no-tune", action="store_true", help="convert without tune=True (engine defaults)"
     )
+    parser.add_argument(
+        "--isa",
+        choices=["avx512", "avx2", "scalar"],
+        help="run the delegate with this instruction set's kernels (XNNPACK keeps its best ones; "
+        "results go to latency_<isa>_on_<cpu isa>_<cpu>.*); with --no-tune, as tuning times the "
+        "best instruction set",
+    )
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     args.model_dir.mkdir(parents=True, exist_ok=True)
@@ -196,6 +204,7 @@ def main() -> None:
                 progress=lambda message, lbl=label: progress.update(
                     task, description=f"{lbl}: {message}"
                 ),
+                delegate_options={"isa": args.isa} if args.isa else None,
             )
             progress.advance(task)
             for result in reports[config].results:
@@ -204,12 +213,15 @@ def main() -> None:
                     f"tfpconv {result.delegate_ms:.2f} ms, {result.speedup:.2f}x"
                 )
     facts = machine_facts(threads=1)
-    stem = f"latency_{facts['isa']}_{cpu_slug(facts['cpu'])}"
+    engine_isa, stem = facts["isa"], f"latency_{facts['isa']}_{cpu_slug(facts['cpu'])}"
+    if args.isa and args.isa != facts["isa"]:
+        engine_isa = f"{args.isa} (forced; the CPU runs {facts['isa']}, XNNPACK its best kernels)"
+        stem = f"latency_{args.isa}_on_{facts['isa']}_{cpu_slug(facts['cpu'])}"
     write_report(list(reports.values()), args.out, stem)
     targets = target_lines(reports)
     conversion = "engine defaults (no tuning)" if args.no_tune else "tune=True"
     summary = (
-        f"Machine: {facts['cpu']}, engine ISA {facts['isa']}, {os.cpu_count()} cores; "
+        f"Machine: {facts['cpu']}, engine ISA {engine_isa}, {os.cpu_count()} cores; "
         f"tfpconv {facts['tfpconv']}, ai-edge-litert {facts['ai_edge_litert']}; {conversion}.\n\n"
         + summary_table(reports)
         + ("\n\nTargets:\n\n" + "\n".join(targets) if targets else "")

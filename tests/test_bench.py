@@ -77,6 +77,18 @@ def test_one_thread_count_has_no_scaling_run(tiny_model):
     assert "Thread scaling" not in report.markdown()
 
 
+def test_delegate_options_reach_every_delegate_it_loads(tiny_model):
+    report = bench.bench(
+        tiny_model, threads=(1, 2), runs=2, memory=False, delegate_options={"isa": "scalar"}
+    )
+    for result in report.results:
+        assert result.delegated_nodes == 3 and result.max_rel_diff < 1e-4
+        assert all(layer.claimed for layer in result.layers)
+    assert set(report.scaling["delegate"]) == {1, 2}
+    with pytest.raises(ValueError, match="isa"):
+        bench.bench(tiny_model, runs=1, memory=False, delegate_options={"isa": "sse9"})
+
+
 def test_peak_memory_is_measured_in_a_fresh_process(tiny_model):
     assert peak_memory_mb(tiny_model, threads=1, use_delegate=True) > 0
 

@@ -9,8 +9,9 @@ model and timed the same way) and peak memory (each configuration in a fresh pro
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ def per_layer(
     threads: int,
     runs: int,
     progress: Callable[[str], None] | None = None,
+    delegate_options: Mapping[str, Any] | None = None,
 ) -> list[LayerTiming]:
     """Each planned convolution of the model timed alone, XNNPACK vs the delegate."""
     model = TFLiteModel.from_bytes(model_bytes)
@@ -41,7 +43,7 @@ def per_layer(
         if progress is not None:
             progress(name)
         single = single_conv_model(model, conv)
-        plain, fast = pair(single, threads)
+        plain, fast = pair(single, threads, delegate_options)
         plain_ms, fast_ms = interleaved_latencies([plain, fast], runs)
         timings.append(
             LayerTiming(
@@ -65,6 +67,7 @@ def bench(
     layers: bool = True,
     memory: bool = True,
     progress: Callable[[str], None] | None = None,
+    delegate_options: Mapping[str, Any] | None = None,
 ) -> BenchReport:
     """Time a tfpconv-converted model with XNNPACK and with the delegate, side by side.
 
@@ -76,6 +79,9 @@ def bench(
       layers: also time every planned convolution alone.
       memory: also measure peak memory of each path (fresh processes).
       progress: called with a short description before each step.
+      delegate_options: options of the delegate's interpreters (``load_delegate``), e.g.
+        ``{"isa": "avx2"}`` to time its AVX2 kernels on an AVX-512 CPU. Peak memory is measured
+        without them.
     """
     path = Path(model_path)
     if not path.is_file():
@@ -86,10 +92,14 @@ def bench(
     results = []
     for count in threads:
         say(f"{path.name}: end to end, {count} thread(s)")
-        result = ThreadResult(count, *compare(data, count, runs))
+        result = ThreadResult(count, *compare(data, count, runs, delegate_options))
         if layers:
             result.layers = per_layer(
-                data, count, runs, lambda name, c=count: say(f"{path.name}: {name}, {c} thread(s)")
+                data,
+                count,
+                runs,
+                lambda name, c=count: say(f"{path.name}: {name}, {c} thread(s)"),
+                delegate_options,
             )
         if memory:
             say(f"{path.name}: peak memory, {count} thread(s)")
@@ -100,7 +110,7 @@ def bench(
     if len(set(threads)) > 1:
         say(f"{path.name}: thread scaling, {len(set(threads))} thread counts interleaved")
         # Cheap next to the per-layer runs, and the ratio of two noisy medians wants more runs.
-        scaling = thread_scaling(data, threads, 3 * runs)
+        scaling = thread_scaling(data, threads, 3 * runs, delegate_options)
     return BenchReport(
         model=path.name,
         planned_convs=len(plan.convs),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,16 +55,23 @@ def output_errors(expected: Any, actual: Any) -> tuple[float, float]:
     return float(max(d[0] for d in diffs)), float(max(d[1] for d in diffs))
 
 
-def pair(model: bytes, threads: int) -> tuple[Any, Any]:
+def pair(
+    model: bytes, threads: int, delegate_options: Mapping[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """Plain TFLite and TFLite with the delegate (``delegate_options``: see ``load_delegate``)."""
     plain = Interpreter(model_content=model, num_threads=threads, use_delegate=False)
-    fast = Interpreter(model_content=model, num_threads=threads, use_delegate=True)
+    fast = Interpreter(
+        model_content=model, num_threads=threads, use_delegate=True, **(delegate_options or {})
+    )
     plain.allocate_tensors()
     fast.allocate_tensors()
     return plain, fast
 
 
-def compare(model: bytes, threads: int, runs: int) -> tuple[float, float, float, float, int, int]:
-    plain, fast = pair(model, threads)
+def compare(
+    model: bytes, threads: int, runs: int, delegate_options: Mapping[str, Any] | None = None
+) -> tuple[float, float, float, float, int, int]:
+    plain, fast = pair(model, threads, delegate_options)
     plain_ms, fast_ms = interleaved_latencies([plain, fast], runs)
     return (
         float(np.median(plain_ms)),
@@ -75,10 +82,17 @@ def compare(model: bytes, threads: int, runs: int) -> tuple[float, float, float,
     )
 
 
-def thread_scaling(model: bytes, threads: Sequence[int], runs: int) -> dict[str, dict[int, float]]:
+def thread_scaling(
+    model: bytes,
+    threads: Sequence[int],
+    runs: int,
+    delegate_options: Mapping[str, Any] | None = None,
+) -> dict[str, dict[int, float]]:
     """Median ms of XNNPACK and of the delegate at every thread count, all interleaved."""
     counts = sorted(set(threads))
-    interpreters = [interpreter for count in counts for interpreter in pair(model, count)]
+    interpreters = [
+        interpreter for count in counts for interpreter in pair(model, count, delegate_options)
+    ]
     medians = [float(np.median(t)) for t in interleaved_latencies(interpreters, runs)]
     return {
         "xnnpack": dict(zip(counts, medians[0::2], strict=True)),
