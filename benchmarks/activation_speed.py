@@ -17,10 +17,10 @@ delegate unmasked and masked.
     python3 benchmarks/activation_speed.py --cases vgg16_224_patterns --no-layers
     python3 benchmarks/activation_speed.py --isa avx2   # the delegate's AVX2 kernels on this CPU
 
-Results: benchmarks/results/activation_speed_<isa>.{json,md}, ``<isa>`` being the delegate's
-instruction set. With ``--isa`` below what the CPU supports, XNNPACK still runs its best kernels:
-the pattern cases' ratios (delegate against delegate) stand for a CPU of that ISA, the dense case's
-ratio is then a lower bound.
+Results: benchmarks/results/activation_speed_<isa>_<cpu>.{json,md}, ``<isa>`` being the
+delegate's instruction set, ``<cpu>`` the CPU (e.g. ``amd-epyc-zen5``). With ``--isa`` below
+what the CPU supports, XNNPACK still runs its best kernels: the pattern cases' ratios (delegate
+against delegate) stand for a CPU of that ISA, the dense case's ratio is then a lower bound.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import tfpconv  # noqa: E402
 from tfpconv.runtime.interpreter import Interpreter  # noqa: E402
 from tfpconv.runtime.latency_table import machine_facts  # noqa: E402
+from tfpconv.runtime.machine import cpu_slug  # noqa: E402
 from tfpconv.runtime.timing import interleaved_latencies, output_errors  # noqa: E402
 from tfpconv.tflite.files import write_atomic  # noqa: E402
 
@@ -164,7 +165,8 @@ def per_layer(masked_model: keras.Model, runs: int) -> list[dict]:
 
 def markdown(results: list[dict], machine: dict) -> str:
     lines = [
-        f"CPU: {machine.get('cpu', '?')} ({machine.get('cpu_isa', '?')}), delegate ISA "
+        f"CPU: {machine.get('cpu', '?')} ({machine.get('microarchitecture') or '?'}, "
+        f"{machine.get('cpu_isa', '?')}), delegate ISA "
         f"{machine.get('isa', '?')}, 1 thread. Medians of "
         "interleaved runs in one process. Ratio: the case's baseline (pattern cases: the "
         "delegate on the unmasked model; dense case: XNNPACK on the unmasked model) over the "
@@ -242,14 +244,15 @@ def main() -> None:
             if not args.no_layers:
                 result["layers"] = per_layer(masked_model, args.layer_runs)
             results.append(result)
-    isa = machine.get("isa", "unknown")
+    cpu_tag = cpu_slug(machine["cpu"], machine["microarchitecture"])
+    stem = f"activation_speed_{machine['isa']}_{cpu_tag}"
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(results, machine)
     write_atomic(
-        args.out / f"activation_speed_{isa}.json",
+        args.out / f"{stem}.json",
         json.dumps({"machine": machine, "results": results}, indent=1).encode(),
     )
-    write_atomic(args.out / f"activation_speed_{isa}.md", table.encode())
+    write_atomic(args.out / f"{stem}.md", table.encode())
     print(table)
 
 

@@ -213,15 +213,17 @@ def main() -> None:
                     f"tfpconv {result.delegate_ms:.2f} ms, {result.speedup:.2f}x"
                 )
     facts = machine_facts(threads=1)
-    engine_isa, stem = facts["isa"], f"latency_{facts['isa']}_{cpu_slug(facts['cpu'])}"
+    cpu_tag = cpu_slug(facts["cpu"], facts["microarchitecture"])
+    engine_isa, stem = facts["isa"], f"latency_{facts['isa']}_{cpu_tag}"
     if args.isa and args.isa != facts["isa"]:
         engine_isa = f"{args.isa} (forced; the CPU runs {facts['isa']}, XNNPACK its best kernels)"
-        stem = f"latency_{args.isa}_on_{facts['isa']}_{cpu_slug(facts['cpu'])}"
+        stem = f"latency_{args.isa}_on_{facts['isa']}_{cpu_tag}"
     write_report(list(reports.values()), args.out, stem)
     targets = target_lines(reports)
     conversion = "engine defaults (no tuning)" if args.no_tune else "tune=True"
     summary = (
-        f"Machine: {facts['cpu']}, engine ISA {engine_isa}, {os.cpu_count()} cores; "
+        f"Machine: {facts['cpu']} ({facts['microarchitecture'] or 'micro-architecture unknown'}), "
+        f"engine ISA {engine_isa}, {os.cpu_count()} cores; "
         f"tfpconv {facts['tfpconv']}, ai-edge-litert {facts['ai_edge_litert']}; {conversion}.\n\n"
         + summary_table(reports)
         + ("\n\nTargets:\n\n" + "\n".join(targets) if targets else "")

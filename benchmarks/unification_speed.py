@@ -9,7 +9,7 @@ path (XNNPACK), the runs interleaved in this process (medians):
 * the whole model: 8 patterns + connectivity 0.72 in the 3x3 convolutions, with the unified head
   and with a dense head (the patterns-only conversion), each against XNNPACK on the same file.
 
-Writes ``unification_speed_<isa>_<cpu>.json`` and ``.md`` (``<cpu>`` e.g. ``amd-epyc``: a head
+Writes ``unification_speed_<isa>_<cpu>.json`` and ``.md`` (``<cpu>`` e.g. ``amd-epyc-zen5``: a head
 bound by memory bandwidth depends on the machine as much as on the instruction set; inside: CPU,
 instruction set, the targets met or not,
 the weight bytes the delegate keeps next to the dense bytes).
@@ -178,7 +178,8 @@ def main() -> None:
                 f"{result['tfpconv_ms']:.1f} ms, {result['speedup']:.2f}x"
             )
 
-    stem = f"unification_speed_{machine['isa']}_{cpu_slug(machine['cpu'])}"
+    cpu_tag = cpu_slug(machine["cpu"], machine.get("microarchitecture", ""))
+    stem = f"unification_speed_{machine['isa']}_{cpu_tag}"
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out / f"{stem}.json", (json.dumps(results, indent=2) + "\n").encode())
     write_atomic(args.out / f"{stem}.md", markdown(results).encode())
@@ -187,10 +188,12 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     machine, settings = results["machine"], results["settings"]
+    microarchitecture = machine.get("microarchitecture") or "micro-architecture unknown"
     lines = [
         "# Weight unification: VGG-16's fully connected head from compressed weights",
         "",
-        f"Machine: {machine['cpu']}, engine ISA {machine['isa']}, 1 thread, batch 1; tfpconv "
+        f"Machine: {machine['cpu']} ({microarchitecture}), engine ISA {machine['isa']}, 1 thread, "
+        "batch 1; tfpconv "
         f"{machine['tfpconv']}, ai-edge-litert {machine['ai_edge_litert']}. Head unified "
         f"{settings['unify']} / pruned {settings['prune']} in blocks of {settings['block_size']}; "
         f"medians of {settings['runs']} interleaved runs "

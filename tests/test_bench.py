@@ -13,6 +13,7 @@ keras = pytest.importorskip("keras")
 import tfpconv  # noqa: E402
 from tfpconv.runtime import bench, bench_report  # noqa: E402
 from tfpconv.runtime.layer_models import single_conv_model  # noqa: E402
+from tfpconv.runtime.machine import cpu_slug, microarchitecture_of  # noqa: E402
 from tfpconv.runtime.memory import peak_memory_mb  # noqa: E402
 from tfpconv.runtime.timing import interleaved_latencies  # noqa: E402
 
@@ -224,3 +225,27 @@ def test_latency_plot_replaces_the_file(tmp_path):
     assert png.read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "held.png").read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _cpuinfo(vendor: str, family: int, model: int) -> str:
+    """A /proc/cpuinfo text of two processors, the second of another vendor (only the first
+    counts)."""
+    first = f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+    return first + "model name\t: AMD EPYC\n\nprocessor\t: 1\nvendor_id\t: Other\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        (_cpuinfo("AuthenticAMD", 26, 2), "zen5"),
+        (_cpuinfo("AuthenticAMD", 25, 17), "zen4"),
+        (_cpuinfo("AuthenticAMD", 25, 1), "zen3"),
+        (_cpuinfo("GenuineIntel", 6, 143), "sapphirerapids"),
+        (_cpuinfo("GenuineIntel", 6, 2), ""),
+        ("model name\t: Some Arm core\n", ""),
+    ],
+)
+def test_microarchitecture_from_family_and_model(cpuinfo, expected):
+    assert microarchitecture_of(cpuinfo) == expected
+    tag = cpu_slug("AMD EPYC", expected)
+    assert tag == ("amd-epyc-" + expected if expected else "amd-epyc")

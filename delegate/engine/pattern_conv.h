@@ -156,7 +156,7 @@ class PatternConv {
 // it to TFLite otherwise, saying why in *reason). plan.tuning.claim decides when set (the
 // convert-time tuner measured both on this instruction set); else a layer with fewer than 4 input
 // channels (an RGB input layer: few kernels per output, so the layout transforms dominate) is left
-// to TFLite, unless it comes with its pixel mask (the delegate then saves TFLite's MUL).
+// to TFLite, with its pixel mask too (TFLite then runs the mask's MUL).
 bool WorthClaiming(const ConvShape& shape, const PatternPlan& plan, std::string* reason);
 
 // Tuning hooks for a convert-time auto-tuner: the kernel tunings worth timing for this shape on

@@ -37,7 +37,7 @@ from tfpconv.keras import channels
 from tfpconv.runtime.delegate import tuning_candidates
 from tfpconv.runtime.interpreter import Interpreter
 from tfpconv.runtime.layer_models import conv_model
-from tfpconv.runtime.machine import TableMismatchError, cpu_model
+from tfpconv.runtime.machine import TableMismatchError, cpu_microarchitecture, cpu_model
 from tfpconv.runtime.timing import interleaved_latencies
 from tfpconv.sparsity import patterns
 from tfpconv.tflite.conversion import convert_model
@@ -172,6 +172,7 @@ def machine_facts(threads: int) -> dict[str, Any]:
     candidates = tuning_candidates((8, 8, 8), 8)
     return {
         "cpu": cpu_model(),
+        "microarchitecture": cpu_microarchitecture(),
         "isa": candidates[0].isa if candidates else "unknown",
         "threads": threads,
         "tfpconv": __version__,

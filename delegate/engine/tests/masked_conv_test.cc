@@ -224,18 +224,21 @@ TEST(MaskedConv, SkipsWholeUnitsOnTheNormalTiles) {
   }
 }
 
-// An RGB input layer is left to TFLite, unless the delegate takes its mask (and so TFLite's MUL).
-TEST(MaskedConv, ClaimsAFewChannelLayerWithItsMask) {
+// An RGB input layer is left to TFLite, with its mask too, unless the tuner measured it faster here.
+TEST(MaskedConv, LeavesAFewChannelLayerToTfliteUnlessTuned) {
   const RandomLayer l = MakeRandomLayer(MakeShape(1, 32, 32, 3, 16, 1, true), {}, 13);
   PatternPlan plan = l.plan;
   std::string reason;
   EXPECT_FALSE(WorthClaiming(l.shape, plan, &reason));
   EXPECT_NE(reason.find("3 input channel(s)"), std::string::npos) << reason;
-  plan.pixel_mask = RandomUnitMask(l.shape, 0.0, 1, ActivationUnitRows(32));
+  plan.pixel_mask = RandomUnitMask(l.shape, 0.3, 1, ActivationUnitRows(32));
+  reason.clear();
+  EXPECT_FALSE(WorthClaiming(l.shape, plan, &reason));
+  EXPECT_NE(reason.find("tune=True"), std::string::npos) << reason;
+  plan.tuning.claim = true;  // a tuned verdict decides
   reason.clear();
   EXPECT_TRUE(WorthClaiming(l.shape, plan, &reason)) << reason;
-  plan.tuning.claim = false;  // a tuned verdict still decides
-  EXPECT_FALSE(WorthClaiming(l.shape, plan, &reason));
+  EXPECT_TRUE(reason.empty()) << reason;
 }
 
 // Few gathered tiles and several output-channel chunks: with threads, items of one tile share its
