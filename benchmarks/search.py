@@ -16,7 +16,7 @@ on the test set, their converted ``.tflite`` timed as deployed (tfpconv.Interpre
   convolution dense (TFLite's own kernels);
 - patterns + connectivity only: the lowest uniform connectivity (0.1 grid) within the budget.
 
-Writes ``benchmarks/results/search.{json,md,png}``.
+Writes ``benchmarks/results/search_<cpu>.{json,md,png}`` (``<cpu>`` e.g. ``amd-epyc-zen5``).
 
     python3 benchmarks/search.py                 # about 25 minutes on 2 cores
     python3 benchmarks/search.py --trials 80 --images 30000
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import tfpconv  # noqa: E402
 import tfpconv.search as search  # noqa: E402
 from tfpconv.runtime import latency_table as lt  # noqa: E402
-from tfpconv.runtime.machine import cpu_model  # noqa: E402
+from tfpconv.runtime.machine import cpu_model, cpu_slug  # noqa: E402
 from tfpconv.tflite.conversion import convert_model  # noqa: E402
 from tfpconv.tflite.files import write_atomic  # noqa: E402
 
@@ -172,13 +172,16 @@ def main() -> None:
         "rows": rows,
         "total_seconds": time.time() - started,
     }
+    microarchitecture = table.machine.get("microarchitecture", "")
+    stem = f"search_{cpu_slug(table.machine['cpu'], microarchitecture)}"
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / "search.json", (json.dumps(result, indent=1) + "\n").encode())
-    front.plot(args.out / "search.png", title="JCW search, Fashion-MNIST VGG (validation)")
+    write_atomic(args.out / f"{stem}.json", (json.dumps(result, indent=1) + "\n").encode())
+    front.plot(args.out / f"{stem}.png", title="JCW search, Fashion-MNIST VGG (validation)")
     lines = [
         "# JCW search vs uniform baselines (Fashion-MNIST)",
         "",
-        f"CPU: {table.machine['cpu']} ({table.machine['isa']}), 1 thread. Dense: "
+        f"CPU: {table.machine['cpu']} ({microarchitecture or 'micro-architecture unknown'}, "
+        f"{table.machine['isa']}), 1 thread. Dense: "
         f"{100 * dense_accuracy:.2f}% test, {dense_ms:.3f} ms. Search: {args.trials} candidates, "
         f"1 worker, {search_seconds:.0f} s. Fine-tune per model: {args.finetune_epochs} epochs, "
         f"{args.seeds} seeds (test accuracy: mean +- std).",
@@ -194,8 +197,8 @@ def main() -> None:
             f"{row['measured_ms']:.3f} | {row['predicted_ms']:.3f} | {within} |"
         )
     lines += ["", "## Front (validation accuracy after the short fine-tune)", "", front.markdown()]
-    write_atomic(args.out / "search.md", ("\n".join(lines) + "\n").encode())
-    say(f"wrote {args.out}/search.{{json,md,png}} in {time.time() - started:.0f} s")
+    write_atomic(args.out / f"{stem}.md", ("\n".join(lines) + "\n").encode())
+    say(f"wrote {args.out}/{stem}.{{json,md,png}} in {time.time() - started:.0f} s")
 
 
 if __name__ == "__main__":
