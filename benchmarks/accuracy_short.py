@@ -14,7 +14,8 @@ for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, 
 - ``admm``: the same with ``method="admm"``, everything else default;
 - ablations, one default reverted each (not run unless named in ``--variants``):
   ``uniform`` (``connectivity_allocation="uniform"``), ``first-patterns``
-  (``first_layer="patterns"``), ``no-cosine`` (``hard_phase_lr=None``);
+  (``first_layer="patterns"``), ``no-cosine`` (``hard_phase_lr=None``), ``no-restore``
+  (``restore_norms=False``: projected filters keep the norm the projection left them);
 - activation sparsity (not run unless named): ``act-0.1``, ``act-0.2``, ``act-0.3``: the dense
   checkpoint with ``tfpconv.activation.sparsify(model, sparsity=s)`` (a mask after every 3x3
   convolution; the copy is compiled with a fresh Adam 1e-3) and
@@ -77,6 +78,7 @@ VARIANTS = {
     "uniform": {"connectivity_allocation": "uniform"},
     "first-patterns": {"first_layer": "patterns"},
     "no-cosine": {"hard_phase_lr": None},
+    "no-restore": {"restore_norms": False},
     "unified": {"unify": 0.5},
     "head-unified": None,
     "act-0.1": None,
@@ -195,9 +197,10 @@ def markdown(results: list[dict], config: dict) -> str:
         f"VGG (widths {config['widths']}), Adam 1e-3, batch {config['batch_size']}: "
         f"{config['epochs']} epochs dense, then {config['epochs']} more per variant; pruned: "
         f"`PatternPruning(num_patterns={NUM_PATTERNS}, connectivity={CONNECTIVITY})` with "
-        f"defaults except the method shown. Mean ± sample standard deviation over the seeds. "
-        "`head`: the same network without BatchNorm and a 2048-2048 Dense head; `unified`: half "
-        "of the kept 3x3 kernels unified; `head-unified`: the head unified 0.5 / pruned 0.25 "
+        f"defaults except the method shown (`no-restore`: `restore_norms=False`, the defaults "
+        "before 2026-12-05). Mean ± sample standard deviation over the seeds. `head`: the same "
+        "network without BatchNorm and a 2048-2048 Dense head; `unified`: half of the kept 3x3 "
+        "kernels unified; `head-unified`: the head unified 0.5 / pruned 0.25 "
         "(weight bytes as the delegate packs them); `act-s`: activation masks at sparsity s after "
         "every 3x3 convolution (`tfpconv.activation.sparsify` + `ActivationSparsity`).",
         "",

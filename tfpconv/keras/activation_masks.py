@@ -27,14 +27,14 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfpconv.keras import compat
+from tfpconv.keras import compat, graph
+from tfpconv.keras.graph import Call
 from tfpconv.sparsity import activation
 
 __all__ = [
@@ -209,16 +209,6 @@ else:  # pragma: no cover - tf_keras is an optional extra
 # -- the model graph -----------------------------------------------------------------------------
 
 
-@dataclass
-class _Call:
-    """One layer call of a model graph, with its flat input and output tensors."""
-
-    layer: Any
-    node: Any
-    inputs: list[Any]
-    outputs: list[Any]
-
-
 def _flavour(model: Any) -> Any:
     """The Keras module ``model`` belongs to: ``keras`` or ``tf_keras``."""
     return compat.tf_keras_module() if compat.is_tf_keras_object(model) else keras
@@ -245,34 +235,27 @@ def _is_plain_conv2d(layer: Any) -> bool:
     )
 
 
-def _model_calls(model: Any) -> list[_Call]:
+def _model_calls(model: Any) -> list[Call]:
     """The model's layer calls in topological order (input layers left out)."""
-    functional = getattr(model, "_functional", None) or model  # Keras 3 Sequential wraps one
-    nodes_by_depth = getattr(functional, "_nodes_by_depth", None)
-    if not nodes_by_depth:
+    calls = graph.layer_calls(model)
+    if calls is None:
         raise ValueError(
             f"activation masks need a functional or Sequential model built on an Input; "
             f"{type(model).__name__} {getattr(model, 'name', '')!r} has no layer graph "
             "(subclassed or unbuilt models cannot be followed)"
         )
-    calls, seen = [], set()
-    for depth in sorted(nodes_by_depth, reverse=True):
-        for node in nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            layer = getattr(node, "operation", None) or node.layer
-            if id(layer) in seen:
-                raise ValueError(
-                    f"layer {layer.name!r} is called more than once in model {model.name!r}; "
-                    "activation masks cannot follow shared layers"
-                )
-            seen.add(id(layer))
-            inputs = tf.nest.flatten(node.input_tensors)
-            calls.append(_Call(layer, node, inputs, tf.nest.flatten(node.output_tensors)))
+    seen = set()
+    for call in calls:
+        if id(call.layer) in seen:
+            raise ValueError(
+                f"layer {call.layer.name!r} is called more than once in model {model.name!r}; "
+                "activation masks cannot follow shared layers"
+            )
+        seen.add(id(call.layer))
     return calls
 
 
-def _chain_end(call: _Call, consumers: dict[int, list[_Call]], output_uses: dict[int, int]) -> Any:
+def _chain_end(call: Call, consumers: dict[int, list[Call]], output_uses: dict[int, int]) -> Any:
     """The tensor a mask after ``call``'s layer goes on: past BN / Activation / ReLU layers that
     are the only consumer of the current tensor (a model output counts as a consumer)."""
     tensor = call.outputs[0]
@@ -286,21 +269,6 @@ def _chain_end(call: _Call, consumers: dict[int, list[_Call]], output_uses: dict
         tensor = user.outputs[0]
 
 
-def _consumers(calls: list[_Call]) -> dict[int, list[_Call]]:
-    users: dict[int, list[_Call]] = {}
-    for call in calls:
-        for tensor in call.inputs:
-            users.setdefault(id(tensor), []).append(call)
-    return users
-
-
-def _output_uses(model: Any) -> dict[int, int]:
-    uses: dict[int, int] = {}
-    for tensor in tf.nest.flatten(model.outputs):
-        uses[id(tensor)] = uses.get(id(tensor), 0) + 1
-    return uses
-
-
 # -- selection -----------------------------------------------------------------------------------
 
 
@@ -309,7 +277,7 @@ def _default_selected(layer: Any, pointwise: bool) -> bool:
     return pointwise or kernel[0] * kernel[1] > 1
 
 
-def _select_convs(model: Any, calls: list[_Call], layers: ConvFilter, pointwise: bool) -> list:
+def _select_convs(model: Any, calls: list[Call], layers: ConvFilter, pointwise: bool) -> list:
     """The Conv2D layers that get a mask, in model order."""
     convs = [call.layer for call in calls if _is_plain_conv2d(call.layer)]
     names = [conv.name for conv in convs]
@@ -352,7 +320,7 @@ def _check_no_masks(model: Any) -> None:
         )
 
 
-def _check_nested(calls: list[_Call]) -> None:
+def _check_nested(calls: list[Call]) -> None:
     for call in calls:
         if isinstance(call.layer, _model_classes()):
             inner = [
@@ -424,7 +392,7 @@ def _structure(model: Any, which: str) -> Any:
     return getattr(model, which)
 
 
-def _rebuild_functional(model: Any, calls: list[_Call], masks: dict[int, Any], flavour: Any) -> Any:
+def _rebuild_functional(model: Any, calls: list[Call], masks: dict[int, Any], flavour: Any) -> Any:
     """The model's graph called again on fresh layers, a mask applied where ``masks`` says."""
     new: dict[int, Any] = {}
 
@@ -445,7 +413,7 @@ def _rebuild_functional(model: Any, calls: list[_Call], masks: dict[int, Any], f
     return flavour.Model(new_inputs, new_outputs, name=model.name)
 
 
-def _rebuild_sequential(model: Any, calls: list[_Call], masks: dict[int, Any], flavour: Any) -> Any:
+def _rebuild_sequential(model: Any, calls: list[Call], masks: dict[int, Any], flavour: Any) -> Any:
     """A Sequential model of fresh layers with the masks inserted after their chains."""
     if len(model.inputs) != 1:
         raise ValueError(f"Sequential model {model.name!r} has {len(model.inputs)} inputs")
@@ -506,7 +474,7 @@ def insert_masks(
     chosen = _select_convs(model, calls, layers, pointwise)
     flavour = _flavour(model)
     names = {call.layer.name for call in calls} | {t._keras_history[0].name for t in model.inputs}
-    consumers, output_uses = _consumers(calls), _output_uses(model)
+    consumers, output_uses = graph.consumers(calls), graph.output_uses(model)
     conv_calls = {id(call.layer): call for call in calls}
     is_sequential = isinstance(model, flavour.Sequential)
     masks: dict[int, Any] = {}  # id(tensor) -> the mask layer that goes on it

@@ -21,7 +21,9 @@ import tensorflow as tf
 
 from tfpconv.keras import compat as _compat
 from tfpconv.keras import distributed as _distributed
+from tfpconv.keras import graph as _graph
 from tfpconv.keras.constraint import Constraint, SchedulePoint
+from tfpconv.sparsity import norms
 from tfpconv.sparsity.admm import ADMMState
 from tfpconv.sparsity.schedules import cubic_progress, half_cosine
 
@@ -86,6 +88,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         rho_growth: float | None = None,
         rho_max: float = 100.0,
         hard_phase_lr: str | None = "cosine",
+        restore_norms: bool = False,
         verbose: int = 1,
     ) -> None:
         super().__init__()
@@ -121,6 +124,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self.rho_initial, self.rho_max = float(rho), float(rho_max)
         self.rho_growth = None if rho_growth is None else float(rho_growth)
         self.hard_phase_lr = hard_phase_lr
+        self.restore_norms = bool(restore_norms)
         self.verbose = verbose
         self._lr_decay: tuple[float, int, int] | None = None
         self._layers: list[_Layer] = []
@@ -128,6 +132,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self._sync = _distributed.Synchronizer(None)
         self._admm: list[ADMMState] = []
         self._pull_targets: list[tf.Tensor] = []
+        self._renormalized: set[int] = set()  # layers a BatchNormalization follows (by id)
 
     @property
     def _who(self) -> str:
@@ -161,6 +166,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
                 entry = by_id.setdefault(id(layer), _Layer(layer, constraint.variable_of(layer)))
                 entry.chain.append((constraint, index))
         self._layers = list(by_id.values())
+        self._renormalized = _graph.renormalized_layers(self.model) if self.restore_norms else set()
         for constraint in self.constraints:
             kernels = [
                 entry.kernel() for entry in self._layers for c, _ in entry.chain if c is constraint
@@ -317,7 +323,10 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         at = self._point()
         for constraint in self.constraints:
             constraint.prepare(self.model, at)
-        projected = [entry.project(entry.kernel(), at) for entry in self._layers]
+        projected = []
+        for entry in self._layers:
+            weights = entry.kernel()
+            projected.append(self._restored(entry, weights, entry.project(weights, at)))
         projected = self._sync.from_first_worker(projected)
         for entry, weights in zip(self._layers, projected, strict=True):
             entry.assign(weights)
@@ -331,14 +340,14 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         arrays: list[np.ndarray] = []
         layout: list[list[int]] = []
         for entry in self._layers:
-            weights = entry.kernel()
+            weights = before = entry.kernel()
             sizes = []
             for constraint, index in entry.chain:
                 fixed = constraint.fix(index, weights, at)
                 weights = fixed[0]
                 arrays += fixed[1:]
                 sizes.append(len(fixed) - 1)
-            arrays.append(weights)
+            arrays.append(self._restored(entry, before, weights))
             layout.append(sizes)
         shared = iter(self._sync.from_first_worker(arrays))
         for entry, sizes in zip(self._layers, layout, strict=True):
@@ -387,6 +396,14 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         )
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _restored(self, entry: _Layer, before: np.ndarray, projected: np.ndarray) -> np.ndarray:
+        """With ``restore_norms``, the projected weights with every output channel scaled back
+        to its norm before the projection (zeros stay zero), unless a BatchNormalization
+        renormalizes the layer's output anyway."""
+        if not self.restore_norms or id(entry.layer) in self._renormalized:
+            return projected
+        return norms.restore_norms(before, projected)
 
     def _metrics(self) -> dict[str, float]:
         at = self._point()
