@@ -221,11 +221,10 @@ def _model_classes() -> tuple[type, ...]:
 
 def _chain_classes() -> tuple[type, ...]:
     """The element-wise layers a mask moves past: BatchNormalization, Activation, ReLU."""
-    classes: list[type] = []
+    classes: list[type] = list(compat.batch_norm_classes())
     for module in (keras, compat.tf_keras_module()):
         if module is not None:
-            layers = module.layers
-            classes += [layers.BatchNormalization, layers.Activation, layers.ReLU]
+            classes += [module.layers.Activation, module.layers.ReLU]
     return tuple(classes)
 
 

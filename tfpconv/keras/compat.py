@@ -54,6 +54,15 @@ def conv2d_classes() -> tuple[type, ...]:
     return tuple(classes)
 
 
+def batch_norm_classes() -> tuple[type, ...]:
+    """The BatchNormalization layer classes of the installed flavours."""
+    classes: list[type] = [keras.layers.BatchNormalization]
+    tf_keras = tf_keras_module()
+    if tf_keras is not None:
+        classes.append(tf_keras.layers.BatchNormalization)
+    return tuple(classes)
+
+
 def dense_classes() -> tuple[type, ...]:
     """The Dense layer classes of the installed flavours."""
     classes: list[type] = [keras.layers.Dense]

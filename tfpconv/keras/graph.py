@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from tfpconv.keras import compat
@@ -61,15 +60,6 @@ def output_uses(model: Any) -> dict[int, int]:
     return uses
 
 
-def batch_norm_classes() -> tuple[type, ...]:
-    """``BatchNormalization`` of Keras 3, and of ``tf_keras`` when it is installed."""
-    return tuple(
-        module.layers.BatchNormalization
-        for module in (keras, compat.tf_keras_module())
-        if module is not None
-    )
-
-
 def renormalized_layers(model: Any) -> set[int]:
     """The ``id`` of every layer whose output goes only into a ``BatchNormalization`` (so the
     scale of its output does not matter to the rest of the model), over the model and the models
@@ -79,12 +69,13 @@ def renormalized_layers(model: Any) -> set[int]:
     if calls is None:
         return found
     users, outputs = consumers(calls), output_uses(model)
+    batch_norms = compat.batch_norm_classes()
     for call in calls:
         if layer_calls(call.layer) is not None:  # a nested functional or Sequential model
             found |= renormalized_layers(call.layer)
         if len(call.outputs) != 1 or outputs.get(id(call.outputs[0]), 0):
             continue
         next_calls = users.get(id(call.outputs[0]), [])
-        if next_calls and all(isinstance(c.layer, batch_norm_classes()) for c in next_calls):
+        if next_calls and all(isinstance(c.layer, batch_norms) for c in next_calls):
             found.add(id(call.layer))
     return found
