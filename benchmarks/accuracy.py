@@ -45,7 +45,16 @@ VARIANTS = (
 )
 #: Options that only change the pruned variants: a dense result does not depend on them.
 PRUNING_OPTIONS = frozenset(
-    ("method", "update_every", "pruning_epochs", "rho", "rho_growth", "rho_max", "allocation")
+    (
+        "method",
+        "update_every",
+        "pruning_epochs",
+        "rho",
+        "rho_growth",
+        "rho_max",
+        "allocation",
+        "filter_group",
+    )
 )
 
 
@@ -74,6 +83,7 @@ def train_variant(name, connectivity, data, args, initial_weights):
                 rho_max=args.rho_max,
                 pruning_epochs=args.pruning_epochs,
                 connectivity_allocation=args.allocation,
+                filter_group=args.filter_group,
             )
         )
     print(f"\n== {name}: {args.epochs} epochs on {len(x_train)} images", flush=True)
@@ -115,7 +125,9 @@ def markdown(results, config) -> str:
         f"the same initial weights; pruning with method={config['method']!r}, "
         f"update_every={config['update_every'] or 'epoch'}, pruning_epochs="
         f"{pruning_epochs if pruning_epochs is not None else 'half'}, "
-        f"connectivity allocation {config['allocation']!r}.",
+        f"connectivity allocation {config['allocation']!r}"
+        + (f", filter_group={config['filter_group']}" if config.get("filter_group", 1) > 1 else "")
+        + ".",
         "",
         "| variant | 3x3 weights kept | compression | 3x3 FLOPs kept | test accuracy "
         "| vs dense (points) |",
@@ -187,6 +199,12 @@ def main() -> None:
         choices=ALLOCATIONS,
         default="erdos_renyi",
         help="how the connectivity target is split over the layers",
+    )
+    parser.add_argument(
+        "--filter-group",
+        type=int,
+        default=1,
+        help="filters that share patterns and kept input channels (PatternPruning's filter_group)",
     )
     parser.add_argument("--rho", type=float, default=1.0, help="initial ADMM penalty")
     parser.add_argument("--rho-growth", type=float, default=2.0, help="rho factor per update")

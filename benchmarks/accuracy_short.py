@@ -16,6 +16,12 @@ for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, 
   ``uniform`` (``connectivity_allocation="uniform"``), ``first-patterns``
   (``first_layer="patterns"``), ``no-cosine`` (``hard_phase_lr=None``), ``no-restore``
   (``restore_norms=False``: projected filters keep the norm the projection left them);
+- filter groups (not run unless named): ``group-2``, ``group-4`` (``filter_group=2`` / ``4``: that
+  many consecutive filters share their patterns and kept input channels, for the delegate's
+  shared-load kernels)::
+
+    python3 benchmarks/accuracy_short.py --variants group-2 group-4 --merge
+
 - activation sparsity (not run unless named): ``act-0.1``, ``act-0.2``, ``act-0.3``: the dense
   checkpoint with ``tfpconv.activation.sparsify(model, sparsity=s)`` (a mask after every 3x3
   convolution; the copy is compiled with a fresh Adam 1e-3) and
@@ -80,6 +86,8 @@ VARIANTS = {
     "no-cosine": {"hard_phase_lr": None},
     "no-restore": {"restore_norms": False},
     "unified": {"unify": 0.5},
+    "group-2": {"filter_group": 2},
+    "group-4": {"filter_group": 4},
     "head-unified": None,
     "act-0.1": None,
     "act-0.2": None,
@@ -202,7 +210,8 @@ def markdown(results: list[dict], config: dict) -> str:
         "network without BatchNorm and a 2048-2048 Dense head; `unified`: half of the kept 3x3 "
         "kernels unified; `head-unified`: the head unified 0.5 / pruned 0.25 "
         "(weight bytes as the delegate packs them); `act-s`: activation masks at sparsity s after "
-        "every 3x3 convolution (`tfpconv.activation.sparsify` + `ActivationSparsity`).",
+        "every 3x3 convolution (`tfpconv.activation.sparsify` + `ActivationSparsity`); `group-g`: "
+        "`filter_group=g`.",
         "",
         "| network | variant | seeds | 3x3 compression | unified | activations masked "
         "| test accuracy | vs dense (points) | per seed |",

@@ -13,6 +13,11 @@ engine runs here (``avx512``, ``avx2``, ...).
     python3 benchmarks/latency.py --models vgg16_32 --connectivity 0.72 --threads 1 --runs 5
     python3 benchmarks/latency.py --targets --no-tune          # only the runs the targets need
     python3 benchmarks/latency.py --targets --no-tune --isa avx2   # the AVX2 kernels on this CPU
+    python3 benchmarks/latency.py --targets --no-tune --filter-group 4   # latency_..._fg4.*
+
+``--filter-group G`` prunes with ``filter_group=G`` (G consecutive filters share their patterns and
+kept input channels, so the engine loads each input vector once for G filters; not the default
+conversion, so its results go to their own files and its targets are printed for comparison).
 """
 
 from __future__ import annotations
@@ -62,10 +67,11 @@ TARGETS = [
 ]
 
 
-def build_converted(config: Config, model_dir: Path, tune: bool) -> Path:
+def build_converted(config: Config, model_dir: Path, tune: bool, filter_group: int = 1) -> Path:
     """The pruned, converted model (cached on disk: conversion of VGG-16 takes a while)."""
     name, connectivity, allocation = config
     suffix = ("_er" if allocation == "erdos_renyi" else "") + ("_tuned" if tune else "")
+    suffix += f"_fg{filter_group}" if filter_group > 1 else ""
     path = model_dir / f"{name}_8p_c{connectivity:.2f}{suffix}.tflite"
     if not path.exists():
         keras.utils.set_random_seed(0)
@@ -75,6 +81,7 @@ def build_converted(config: Config, model_dir: Path, tune: bool) -> Path:
             num_patterns=8,
             connectivity=connectivity,
             connectivity_allocation=allocation,
+            filter_group=filter_group,
         )
         tfpconv.convert(model, output_path=path, tune=tune)
     return path
@@ -172,6 +179,12 @@ def main() -> None:
         "results go to latency_<isa>_on_<cpu isa>_<cpu>.*); with --no-tune, as tuning times the "
         "best instruction set",
     )
+    parser.add_argument(
+        "--filter-group",
+        type=int,
+        default=1,
+        help="prune with filter_group=G (results go to latency_..._fg<G>.*)",
+    )
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     args.model_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +207,7 @@ def main() -> None:
         for config in configs:
             label = label_of(config)
             progress.update(task, description=f"{label}: pruning + converting")
-            path = build_converted(config, args.model_dir, not args.no_tune)
+            path = build_converted(config, args.model_dir, not args.no_tune, args.filter_group)
             reports[config] = bench.bench(
                 path,
                 threads=threads,
@@ -218,9 +231,13 @@ def main() -> None:
     if args.isa and args.isa != facts["isa"]:
         engine_isa = f"{args.isa} (forced; the CPU runs {facts['isa']}, XNNPACK its best kernels)"
         stem = f"latency_{args.isa}_on_{facts['isa']}_{cpu_tag}"
+    if args.filter_group > 1:
+        stem += f"_fg{args.filter_group}"
     write_report(list(reports.values()), args.out, stem)
     targets = target_lines(reports)
     conversion = "engine defaults (no tuning)" if args.no_tune else "tune=True"
+    if args.filter_group > 1:
+        conversion += f", pruned with filter_group={args.filter_group}"
     summary = (
         f"Machine: {facts['cpu']} ({facts['microarchitecture'] or 'micro-architecture unknown'}), "
         f"engine ISA {engine_isa}, {os.cpu_count()} cores; "

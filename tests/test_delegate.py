@@ -42,6 +42,7 @@ class ConvSpec:
     connectivity: float = 0.0
     pruned_filters: int = 0  # output filters zeroed whole
     pool_after: bool = False  # a MaxPool after it (ends the delegate partition)
+    filter_group: int = 1  # consecutive filters sharing patterns and connectivity
 
 
 def build_model(input_shape, batch, convs, seed, dense_head=False):
@@ -69,7 +70,7 @@ def build_model(input_shape, batch, convs, seed, dense_head=False):
     for layer, spec in zip(conv_layers, convs, strict=True):
         weights = layer.get_weights()
         kernel = rng.standard_normal(weights[0].shape).astype(np.float32)
-        kernel, _ = patterns.project(kernel, LIBRARY, spec.connectivity)
+        kernel, _ = patterns.project(kernel, LIBRARY, spec.connectivity, spec.filter_group)
         if spec.pruned_filters:
             kernel[..., : spec.pruned_filters] = 0.0
         weights[0] = kernel
@@ -206,6 +207,21 @@ def test_two_consecutive_convs_share_one_partition():
     assert interpreter.delegated_nodes() == [0, 1]
     delegate_ops = [op for op in interpreter._get_ops_details() if op["index"] >= 2]
     assert len(delegate_ops) == 1, "one delegate kernel for the whole chain"
+
+
+def test_filter_groups_run_from_shared_kernels():
+    """Filters with equal kernel codes (PatternPruning's filter_group) share the engine's input
+    loads; the numbers stay TFLite's, with groups of 4, of 2 and a remainder."""
+    convs = [
+        ConvSpec(12, activation="relu", connectivity=0.5, filter_group=4),
+        ConvSpec(10, connectivity=0.7, filter_group=4),  # 4 + 4 + 2
+        ConvSpec(7, strides=(2, 2), connectivity=0.3, filter_group=2),  # 2 + 2 + 2 + 1
+    ]
+    model = build_model((13, 18, 6), 2, convs, seed=9)
+    data = convert(model)
+    for num_threads in (1, 2):
+        interpreter = compare(data, random_inputs((2, 13, 18, 6), 9), num_threads=num_threads)
+        assert interpreter.delegated_nodes() == conv_nodes(data)
 
 
 def test_fully_pruned_filters_and_layers():

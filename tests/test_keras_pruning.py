@@ -171,6 +171,22 @@ def test_magnitude_method_and_a_given_library():
     assert "pconv_rho" not in history.history
 
 
+@pytest.mark.parametrize("method", ["admm", "magnitude"])
+def test_filter_groups_end_with_equal_codes(method):
+    model = build(sequential_model)
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(4, 0.5, method=method, filter_group=2, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
+    for name, codes in callback.codes.items():
+        kernel = model.get_layer(name).kernel.numpy()
+        np.testing.assert_array_equal(patterns.classify_kernels(kernel) >= 0, codes >= 0)
+        for o in range(0, codes.shape[1] - 1, 2):
+            np.testing.assert_array_equal(codes[:, o], codes[:, o + 1], err_msg=name)
+        kept = codes >= 0
+        assert (np.count_nonzero(kernel, axis=(0, 1))[kept] == 4).all(), name
+        assert 0.3 < 1 - kept.mean() < 0.7, name
+
+
 def test_first_layer_connectivity_can_be_enabled_and_layers_selected():
     model = build(sequential_model)
     x, y = data()
@@ -328,6 +344,7 @@ def test_no_prunable_layer_says_what_was_found():
         ({"pruning_epochs": -1}, "pruning_epochs"),
         ({"update_every": 0}, "update_every"),
         ({"connectivity_allocation": "random"}, "unknown connectivity_allocation 'random'"),
+        ({"filter_group": 0}, "filter_group must be >= 1"),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, message):

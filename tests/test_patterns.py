@@ -129,6 +129,53 @@ def test_projection_is_idempotent():
     np.testing.assert_array_equal(codes, codes2)
 
 
+@pytest.mark.parametrize("filter_group", [2, 3, 4])
+def test_filter_groups_share_patterns_and_connectivity(filter_group):
+    kernel = random_kernel(shape=(3, 3, 5, 10), seed=6)  # 10 filters: the last group is shorter
+    library = patterns.select_library([kernel], 4)
+    projected, codes = patterns.project(kernel, library, 0.5, filter_group)
+    groups = [range(g, min(g + filter_group, 10)) for g in range(0, 10, filter_group)]
+    for group in groups:
+        for o in group:
+            np.testing.assert_array_equal(codes[:, o], codes[:, group[0]])
+    # half of the (input channel, group) pairs are removed, the weakest by summed norm
+    assert (codes[:, [g[0] for g in groups]] == patterns.PRUNED).sum() == int(
+        np.floor(0.5 * 5 * len(groups) + 0.5)
+    )
+    # each group's pattern keeps the largest summed squared norm of its kernels
+    sq = kernel.astype(np.float64) ** 2
+    for i, group in itertools.product(range(5), groups):
+        code = codes[i, group[0]]
+        if code == patterns.PRUNED:
+            continue
+        kept = [
+            sq[:, :, i, list(group)].reshape(9, -1)[patterns.mask_taps(int(m))].sum()
+            for m in library
+        ]
+        assert kept[code] == pytest.approx(max(kept))
+        for o in group:
+            assert np.count_nonzero(projected[:, :, i, o]) == 4
+    twice, codes2 = patterns.project(projected, library, 0.5, filter_group)
+    np.testing.assert_array_equal(projected, twice)
+    np.testing.assert_array_equal(codes, codes2)
+
+
+def test_filter_group_one_is_the_plain_projection():
+    kernel = random_kernel(seed=7)
+    library = patterns.select_library([kernel], 8)
+    plain = patterns.project(kernel, library, 0.6)
+    grouped = patterns.project(kernel, library, 0.6, 1)
+    for a, b in zip(plain, grouped, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
+def test_bad_filter_groups_are_rejected(bad):
+    kernel = random_kernel()
+    with pytest.raises(ValueError, match="filter_group"):
+        patterns.project(kernel, patterns.select_library([kernel], 8), 0.5, bad)
+
+
 def test_projection_mask_matches_the_projection():
     kernel = random_kernel(seed=5)
     library = patterns.select_library([kernel], 4)

@@ -3,8 +3,44 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <string>
+#include <type_traits>
 
 namespace tfpconv {
+namespace {
+
+// Filters of execution positions [begin, end) with equal kernel codes on every input channel
+// share their kernels' loads (kernels.h, SharedKernel). Reorders that range of `order` so equal
+// filters sit together, in groups of 4, then 2, from the first filter of each kind on, and writes
+// each position's group into filters: 4 or 2 at a group's first position, 0 at the others, 1
+// for a filter that runs alone.
+void GroupEqualFilters(const PatternPlan& plan, int in_c, int begin, int end,
+                       std::vector<int32_t>* order, std::vector<uint32_t>* filters) {
+  std::map<std::string, std::vector<int32_t>> kinds;
+  std::vector<const std::vector<int32_t>*> first_seen;
+  for (int j = begin; j < end; ++j) {
+    const int o = (*order)[j];
+    const auto* row = reinterpret_cast<const char*>(plan.codes.data() + size_t(o) * in_c);
+    auto [it, added] = kinds.try_emplace(std::string(row, row + in_c));
+    it->second.push_back(o);
+    if (added) first_seen.push_back(&it->second);
+  }
+  int j = begin;
+  for (const std::vector<int32_t>* kind : first_seen) {
+    size_t left = kind->size();
+    for (int32_t o : *kind) (*order)[j++] = o;
+    for (int at = j - static_cast<int>(left); left > 0;) {
+      const uint32_t g = left >= 4 ? 4 : (left >= 2 ? 2 : 1);
+      (*filters)[at] = g;
+      for (uint32_t f = 1; f < g; ++f) (*filters)[at + f] = 0;
+      at += g;
+      left -= g;
+    }
+  }
+}
+
+}  // namespace
 
 int WholeRowsPerTile(const ConvShape& s, int vector_floats) {
   if (vector_floats < s.out_w) return 0;
@@ -221,6 +257,12 @@ bool PackWeights(const ConvShape& s, const Geometry& geo, const float* weights,
     for (int b = group_begin; b < group_end; b += tile_oc)
       chunks.push_back(std::min(group_end, b + tile_oc));
   }
+  // Filters per task at each execution position (flat packing groups equal filters).
+  std::vector<uint32_t> filters(oc, 1);
+  if (!by_pattern) {
+    for (size_t k = 0; k + 1 < chunks.size(); ++k)
+      GroupEqualFilters(plan, ic, chunks[k], chunks[k + 1], &p->order, &filters);
+  }
   p->position.assign(oc, 0);
   for (int j = 0; j < oc; ++j) p->position[p->order[j]] = j;
   p->bias.resize(oc);
@@ -229,6 +271,8 @@ bool PackWeights(const ConvShape& s, const Geometry& geo, const float* weights,
   p->num_cblocks = (ic + p->cblock - 1) / p->cblock;
 
   p->kernels.clear();
+  p->kernels2.clear();
+  p->kernels4.clear();
   p->runs.clear();
   p->tasks.clear();
   p->nonzero_kernels = 0;
@@ -239,6 +283,34 @@ bool PackWeights(const ConvShape& s, const Geometry& geo, const float* weights,
       for (int j = p->chunk_begin[k]; j < p->chunk_begin[k + 1]; ++j) {
         const int o = p->order[j];
         kernels::OcTask task;
+        task.filters = filters[j];
+        if (task.filters != 1) {
+          // The group's kernels (or, at a follower's position, nothing).
+          const auto add_shared = [&](auto* shared) {
+            constexpr int kG = sizeof(shared->front().w[0]) / sizeof(float);
+            task.run_begin = task.run_end = 0;
+            task.kernel_begin = static_cast<uint32_t>(shared->size());
+            for (int c = c0; c < c1; ++c) {
+              const int code = plan.codes[size_t(o) * ic + c];
+              if (code < 0) continue;
+              const int mask = plan.library[code];
+              typename std::remove_pointer_t<decltype(shared)>::value_type sk;
+              for (int t = 0; t < 4; ++t) {
+                const int tap = kernels::TapOf(mask, t);
+                sk.off[t] = static_cast<int32_t>(c * geo.channel_stride + geo.tap_off[tap]);
+                for (int f = 0; f < kG; ++f) sk.w[t][f] = weight(p->order[j + f], tap, c);
+              }
+              shared->push_back(sk);
+            }
+            task.kernel_end = static_cast<uint32_t>(shared->size());
+            p->nonzero_kernels += size_t(kG) * (task.kernel_end - task.kernel_begin);
+          };
+          if (task.filters == 2) add_shared(&p->kernels2);
+          if (task.filters == 4) add_shared(&p->kernels4);
+          if (task.filters == 0) task.run_begin = task.run_end = task.kernel_begin = task.kernel_end = 0;
+          p->tasks.push_back(task);
+          continue;
+        }
         task.run_begin = static_cast<uint32_t>(p->runs.size());
         task.kernel_begin = static_cast<uint32_t>(p->kernels.size());
         const auto add_kernel = [&](int c, int mask) {

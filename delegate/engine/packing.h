@@ -83,8 +83,12 @@ std::string ValidatePlan(const ConvShape& shape, const PatternPlan& plan);
 // each output channel of the chunk, its kernels. Pattern packing (by_pattern): grouped in runs of
 // one pattern (library order), ascending input channel within a run. Flat packing: ascending
 // input channel, tap offsets folded into each kernel.
+// Flat packing also groups filters with equal kernel codes (in each chunk, in groups of 4, then 2):
+// a group's task holds its kernels once, in kernels2 or kernels4 (kernels.h, OcTask).
 struct PackedWeights {
   std::vector<kernels::PackedKernel> kernels;
+  std::vector<kernels::SharedKernel<2>> kernels2;
+  std::vector<kernels::SharedKernel<4>> kernels4;
   std::vector<kernels::Run> runs;
   std::vector<kernels::OcTask> tasks;  // chunk k's tasks start at chunk_begin[k] * num_cblocks
   std::vector<int32_t> order;          // output channel of each execution position

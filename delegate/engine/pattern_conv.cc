@@ -343,6 +343,8 @@ class ConvImpl final : public PatternConv {
 
   size_t packed_weight_bytes() const override {
     return packed_.kernels.size() * sizeof(kernels::PackedKernel) +
+           packed_.kernels2.size() * sizeof(kernels::SharedKernel<2>) +
+           packed_.kernels4.size() * sizeof(kernels::SharedKernel<4>) +
            packed_.runs.size() * sizeof(kernels::Run) +
            packed_.tasks.size() * sizeof(kernels::OcTask) + packed_.bias.size() * sizeof(float) +
            packed_.order.size() * sizeof(int32_t);
@@ -551,6 +553,8 @@ class ConvImpl final : public PatternConv {
     args.num_tasks = size_t(n);
     args.runs = pw.runs.data();
     args.kernels = pw.kernels.data();
+    args.kernels2 = pw.kernels2.data();
+    args.kernels4 = pw.kernels4.data();
     args.acc = acc;
     const kernels::OcTask* tasks = pw.tasks.data() + size_t(begin) * pw.num_cblocks;
     for (int cb = 0; cb < pw.num_cblocks; ++cb) {

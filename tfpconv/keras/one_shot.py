@@ -116,6 +116,7 @@ def prune_patterns(
     library: Sequence[int] | None = None,
     first_layer: str = "patterns",
     connectivity_allocation: str = "uniform",
+    filter_group: int = 1,
     print_fn: Any = None,
 ) -> PruningSummary:
     """Project a trained model's 3x3 convolutions onto pattern + connectivity sparsity, in place.
@@ -140,6 +141,8 @@ def prune_patterns(
         connectivity (``"full"``); see :class:`tfpconv.callbacks.PatternPruning`.
       connectivity_allocation: ``"uniform"`` (the same fraction in every layer) or
         ``"erdos_renyi"`` (wide layers lose more kernels; see :mod:`tfpconv.allocation`).
+      filter_group: consecutive filters whose kernels on each input channel share one pattern
+        and are kept or removed together (see :class:`tfpconv.callbacks.PatternPruning`).
       print_fn: where to print the resulting summary table (None: don't print).
 
     Returns:
@@ -151,6 +154,7 @@ def prune_patterns(
         print(report.compression)
     """
     patterns.check_num_patterns(num_patterns)
+    patterns.check_filter_group(filter_group)
     check_allocation(connectivity_allocation)
     targets = layer_targets(model, layers, first_layer)
     chosen = resolve_library(targets, num_patterns, library)
@@ -167,7 +171,7 @@ def prune_patterns(
         patterns.check_connectivity(connectivity)
         fractions = layer_connectivities(targets, connectivity, connectivity_allocation)
     for target, fraction in zip(targets, fractions, strict=True):
-        projected, _ = patterns.project(target.kernel(), chosen, fraction)
+        projected, _ = patterns.project(target.kernel(), chosen, fraction, filter_group)
         _compat.assign(target.layer.kernel, projected)
     result = summary(model, print_fn=print_fn, library=chosen)
     pruned = {t.name for t in targets}

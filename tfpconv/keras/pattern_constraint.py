@@ -40,8 +40,10 @@ class PatternConnectivity(Constraint):
         layers: LayerFilter = None,
         first_layer: str = "dense",
         connectivity_allocation: str = "erdos_renyi",
+        filter_group: int = 1,
     ) -> None:
         patterns.check_num_patterns(num_patterns)
+        patterns.check_filter_group(filter_group)
         if library is not None:
             patterns.check_library(library)
         check_allocation(connectivity_allocation)
@@ -59,6 +61,7 @@ class PatternConnectivity(Constraint):
         self.layers = layers
         self.first_layer = first_layer
         self.connectivity_allocation = connectivity_allocation
+        self.filter_group = filter_group
         self._given_library = library
         #: The pattern library in use (9-bit masks), set when training starts.
         self.library: np.ndarray | None = None
@@ -130,11 +133,11 @@ class PatternConnectivity(Constraint):
 
     def project(self, index: int, weights: np.ndarray, at: SchedulePoint) -> np.ndarray:
         fraction = self.fractions(self.connectivity_at(at))[index]
-        return patterns.project(weights, self.library, fraction)[0]
+        return patterns.project(weights, self.library, fraction, self.filter_group)[0]
 
     def fix(self, index: int, weights: np.ndarray, at: SchedulePoint) -> list[np.ndarray]:
         fraction = self.fractions(self.final_connectivity(at))[index]
-        projected, codes = patterns.project(weights, self.library, fraction)
+        projected, codes = patterns.project(weights, self.library, fraction, self.filter_group)
         return [projected, codes]
 
     def adopt(self, index: int, structure: list[np.ndarray]) -> None:

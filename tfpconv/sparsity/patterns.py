@@ -189,17 +189,51 @@ def _library_taps(library: Sequence[int]) -> np.ndarray:
     return _CANDIDATE_TAPS[_CANDIDATE_POSITION[check_library(library)]]
 
 
-def project_patterns(kernel: np.ndarray, library: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def check_filter_group(filter_group: int) -> None:
+    """Raise a ValueError unless ``filter_group`` is a positive integer."""
+    if isinstance(filter_group, bool) or not isinstance(filter_group, (int, np.integer)):
+        raise ValueError(f"filter_group must be a positive integer, got {filter_group!r}")
+    if filter_group < 1:
+        raise ValueError(
+            f"filter_group must be >= 1 (1: every filter chooses its own kernels' patterns), "
+            f"got {filter_group}"
+        )
+
+
+def _group_sums(values: np.ndarray, filter_group: int) -> np.ndarray:
+    """Sums over consecutive groups of ``filter_group`` along axis 1 (the last group may be
+    shorter): ``(in, out, ...)`` -> ``(in, ceil(out / filter_group), ...)``."""
+    starts = np.arange(0, values.shape[1], filter_group)
+    return np.add.reduceat(values, starts, axis=1)
+
+
+def _per_filter(values: np.ndarray, out_channels: int, filter_group: int) -> np.ndarray:
+    """The inverse of :func:`_group_sums`' shape: each group's value repeated for its filters."""
+    return np.repeat(values, filter_group, axis=1)[:, :out_channels]
+
+
+def project_patterns(
+    kernel: np.ndarray, library: Sequence[int], filter_group: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Project every 3x3 kernel onto the library pattern that keeps the largest squared norm.
+
+    With ``filter_group`` g > 1, the kernels of g consecutive filters (output channels) on one
+    input channel take one pattern together, the one that keeps the largest squared norm of the
+    g kernels.
 
     Returns ``(projected, choice)``: the projected HWIO kernel (same dtype) and, per ``(in, out)``
     kernel, the position in ``library`` of the chosen pattern (ties go to the earlier one).
     """
     kernel = check_kernel(kernel)
+    check_filter_group(filter_group)
     masks = _library_taps(library)
     taps = _taps_by_kernel(kernel)
     scores = (taps.astype(np.float64) ** 2) @ masks.T.astype(np.float64)
+    if filter_group > 1:
+        scores = _group_sums(scores, filter_group)
     choice = np.argmax(scores, axis=-1)
+    if filter_group > 1:
+        choice = _per_filter(choice, kernel.shape[3], filter_group)
     projected = np.where(masks[choice], taps, 0).astype(kernel.dtype)
     return _kernels_from_taps(projected), choice
 
@@ -215,29 +249,42 @@ def kernel_norms(kernel: np.ndarray) -> np.ndarray:
     return (check_kernel(kernel).astype(np.float64) ** 2).sum(axis=(0, 1))
 
 
-def connectivity_mask(kernel: np.ndarray, connectivity: float) -> np.ndarray:
+def connectivity_mask(kernel: np.ndarray, connectivity: float, filter_group: int = 1) -> np.ndarray:
     """Which kernels survive removing the ``connectivity`` fraction with the smallest norms.
 
     Returns a boolean ``(in, out)`` array with exactly ``num_to_prune(in * out, connectivity)``
-    False entries; among equal norms the earlier kernel (row-major ``(in, out)``) goes first.
+    False entries; among equal norms the earlier kernel (row-major ``(in, out)``) goes first. With
+    ``filter_group`` g > 1 the kernels of g consecutive filters on one input channel are kept or
+    removed together, by their summed norm: ``num_to_prune`` of the groups are removed.
     """
-    norms = kernel_norms(kernel).ravel()
-    removed = np.argsort(norms, kind="stable")[: num_to_prune(norms.size, connectivity)]
-    keep = np.ones(norms.size, dtype=bool)
+    check_filter_group(filter_group)
+    norms = kernel_norms(kernel)
+    if filter_group > 1:
+        norms = _group_sums(norms, filter_group)
+    flat = norms.ravel()
+    removed = np.argsort(flat, kind="stable")[: num_to_prune(flat.size, connectivity)]
+    keep = np.ones(flat.size, dtype=bool)
     keep[removed] = False
-    return keep.reshape(kernel.shape[2:])
+    keep = keep.reshape(norms.shape)
+    if filter_group > 1:
+        keep = _per_filter(keep, kernel.shape[3], filter_group)
+    return keep
 
 
 def project(
-    kernel: np.ndarray, library: Sequence[int], connectivity: float = 0.0
+    kernel: np.ndarray, library: Sequence[int], connectivity: float = 0.0, filter_group: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pattern projection, then connectivity projection by post-pattern norm.
+
+    ``filter_group`` g > 1 ties the kernels of g consecutive filters on each input channel: they
+    share one pattern and are kept or removed together (see :func:`project_patterns`), so the
+    delegate loads each input vector once for all g filters.
 
     Returns ``(projected, codes)`` where ``codes`` has shape ``(in, out)`` and holds, per kernel,
     the position of its pattern in ``library`` or :data:`PRUNED`.
     """
-    projected, choice = project_patterns(kernel, library)
-    keep = connectivity_mask(projected, connectivity)
+    projected, choice = project_patterns(kernel, library, filter_group)
+    keep = connectivity_mask(projected, connectivity, filter_group)
     projected = projected * keep[np.newaxis, np.newaxis].astype(projected.dtype)
     codes = np.where(keep, choice, PRUNED)
     return projected, codes

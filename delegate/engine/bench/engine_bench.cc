@@ -5,6 +5,8 @@
 //                        [--input=32]   (VGG-16 at a 32x32 input: the same layers, 1/7 the size)
 //                        [--variant=r4v2] [--tile_ic=N] [--tile_oc=N]   (one tuning instead of the defaults)
 //                        [--relu]       (a fused ReLU: the store clamps at 0)
+//                        [--filter_group=4] (runs of that many filters with equal kernel codes,
+//                                        as PatternPruning(filter_group=4) trains them)
 //                        [--mask=0.3]   (activation sparsity: that fraction of the units of
 //                                        kActivationUnitPixels output pixels masked at random;
 //                                        the layer with the mask and without, runs interleaved)
@@ -296,6 +298,8 @@ int main(int argc, char** argv) {
   const int input = Arg(argc, argv, "--input") ? std::atoi(Arg(argc, argv, "--input")) : 224;
   const bool relu = HasFlag(argc, argv, "--relu");
   const bool sweep = HasFlag(argc, argv, "--sweep");
+  const int filter_group =
+      Arg(argc, argv, "--filter_group") ? std::atoi(Arg(argc, argv, "--filter_group")) : 1;
   Isa isa = BestIsa();
   if (Arg(argc, argv, "--isa") && !ParseIsa(Arg(argc, argv, "--isa"), &isa)) {
     std::fprintf(stderr, "unknown isa\n");
@@ -304,7 +308,8 @@ int main(int argc, char** argv) {
   if (Arg(argc, argv, "--fc")) return FcBench(argc, argv, isa, threads, min_ms);
   if (Arg(argc, argv, "--mask")) return MaskBench(argc, argv, isa, threads, keep, min_ms, input, relu);
   ThreadPool pool(threads);
-  std::printf("isa %s, %d thread(s), keep %.2f of kernels x 4/9 taps\n", IsaName(isa), threads, keep);
+  std::printf("isa %s, %d thread(s), keep %.2f of kernels x 4/9 taps, filter groups of %d\n",
+              IsaName(isa), threads, keep, filter_group);
   std::printf("%-8s %-50s %8s %8s %11s %11s %13s\n", "layer", "tuning", "wall ms", "cpu ms",
               "GF/s nz", "GF/s nz cpu", "dense-eq cpu");
   double vgg_ms = 0, vgg_dense_gflop = 0;
@@ -314,6 +319,8 @@ int main(int argc, char** argv) {
     if (only && std::strcmp(only, L.name) != 0) continue;
     testing::LayerOptions opt;
     opt.keep = keep;
+    opt.filter_group = filter_group;
+    opt.shuffle_order = filter_group == 1;  // as the converter's filter reorder keeps them together
     testing::RandomLayer l = testing::MakeRandomLayer(
         testing::MakeShape(1, L.hw, L.hw, L.in_c, L.out_c, 1, true), opt, 42 + li);
     if (relu) l.shape.act_min = 0;

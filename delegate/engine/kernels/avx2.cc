@@ -12,6 +12,7 @@ namespace {
 struct Vec {
   using V = __m256;
   static constexpr int kLanes = 8;
+  static constexpr int kRegisters = 16;
   static TFP_INLINE V Load(const float* p) { return _mm256_loadu_ps(p); }
   static TFP_INLINE void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static TFP_INLINE V Set1(float f) { return _mm256_set1_ps(f); }

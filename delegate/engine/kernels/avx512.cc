@@ -17,6 +17,7 @@ namespace {
 struct Vec {
   using V = __m512;
   static constexpr int kLanes = 16;
+  static constexpr int kRegisters = 32;
   static TFP_INLINE V Load(const float* p) { return _mm512_loadu_ps(p); }
   static TFP_INLINE void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static TFP_INLINE V Set1(float f) { return _mm512_set1_ps(f); }

@@ -252,6 +252,90 @@ TFP_INLINE void SplitTapKernels(Acc<VT, kSplit, V>& acc, const float* x, const P
   }
 }
 
+// ---- shared kernels (flat packing): one input load for G filters ----------------------------
+// A tile of RV vectors runs in passes of P vectors, P as large as lets G x P accumulators, G
+// broadcast weights and the input vector fit VT::kRegisters, with the passes of about equal size;
+// the task's kernels stream by once per pass.
+template <class VT, int G, int RV>
+constexpr int SharedPassVectors() {
+  constexpr int kMost = (VT::kRegisters - G - 2) / G > 0 ? (VT::kRegisters - G - 2) / G : 1;
+  constexpr int kPasses = (RV + kMost - 1) / kMost;
+  return (RV + kPasses - 1) / kPasses;
+}
+
+template <class VT, int G, int P>
+using SharedAcc = typename VT::V[G][P];
+
+template <class VT, int G, int P, int I, int... F>
+TFP_INLINE void FmaFilters(SharedAcc<VT, G, P>& acc, const typename VT::V (&w)[G],
+                           typename VT::V in, Seq<F...>) {
+  ((acc[F][I] = VT::Fma(w[F], in, acc[F][I])), ...);
+}
+
+// One tap: the pass's P input vectors (tile vectors Q .. Q + P - 1), each into G accumulators.
+template <class VT, int V, int kWq, int G, int P, int Q, int... I>
+TFP_INLINE void SharedTap(SharedAcc<VT, G, P>& acc, const typename VT::V (&w)[G], const float* p,
+                          ptrdiff_t wq, Seq<I...>) {
+  (FmaFilters<VT, G, P, I>(
+       acc, w, VT::Load(p + ((Q + I) / V) * Pitch<kWq>(wq) + ((Q + I) % V) * VT::kLanes),
+       std::make_integer_sequence<int, G>{}),
+   ...);
+}
+
+template <class VT, int G, int P, int Q, int I>
+TFP_INLINE void LoadShared(SharedAcc<VT, G, P>& acc, const float* src, ptrdiff_t filter_floats) {
+  if constexpr (I < G * P) {
+    acc[I / P][I % P] = VT::Load(src + (I / P) * filter_floats + (Q + I % P) * VT::kLanes);
+    LoadShared<VT, G, P, Q, I + 1>(acc, src, filter_floats);
+  }
+}
+
+template <class VT, int G, int P, int Q, int I>
+TFP_INLINE void StoreShared(SharedAcc<VT, G, P>& acc, float* dst, ptrdiff_t filter_floats) {
+  if constexpr (I < G * P) {
+    VT::Store(dst + (I / P) * filter_floats + (Q + I % P) * VT::kLanes, acc[I / P][I % P]);
+    StoreShared<VT, G, P, Q, I + 1>(acc, dst, filter_floats);
+  }
+}
+
+template <class VT, int G, int... F>
+TFP_INLINE void SetWeights(typename VT::V (&w)[G], const float* tap_weights, Seq<F...>) {
+  ((w[F] = VT::Set1(tap_weights[F])), ...);
+}
+
+template <class VT, int V, int kWq, int G, int P, int Q>
+TFP_INLINE void SharedPass(float* acc_mem, ptrdiff_t filter_floats, const float* x, ptrdiff_t wq,
+                           const SharedKernel<G>* k, const SharedKernel<G>* end) {
+  constexpr auto kPass = std::make_integer_sequence<int, P>{};
+  constexpr auto kFilters = std::make_integer_sequence<int, G>{};
+  SharedAcc<VT, G, P> acc;
+  LoadShared<VT, G, P, Q, 0>(acc, acc_mem, filter_floats);
+  typename VT::V w[G];
+  for (; k != end; ++k) {
+    SetWeights<VT, G>(w, k->w[0], kFilters);
+    SharedTap<VT, V, kWq, G, P, Q>(acc, w, x + k->off[0], wq, kPass);
+    SetWeights<VT, G>(w, k->w[1], kFilters);
+    SharedTap<VT, V, kWq, G, P, Q>(acc, w, x + k->off[1], wq, kPass);
+    SetWeights<VT, G>(w, k->w[2], kFilters);
+    SharedTap<VT, V, kWq, G, P, Q>(acc, w, x + k->off[2], wq, kPass);
+    SetWeights<VT, G>(w, k->w[3], kFilters);
+    SharedTap<VT, V, kWq, G, P, Q>(acc, w, x + k->off[3], wq, kPass);
+  }
+  StoreShared<VT, G, P, Q, 0>(acc, acc_mem, filter_floats);
+}
+
+// G filters' accumulators (filter_floats apart) over a tile of RV vectors, pass by pass.
+template <class VT, int RV, int V, int kWq, int G, int Q = 0>
+void SharedKernels(float* acc_mem, ptrdiff_t filter_floats, const float* x, ptrdiff_t wq,
+                   const SharedKernel<G>* k, const SharedKernel<G>* end) {
+  constexpr int kP = SharedPassVectors<VT, G, RV>();
+  if constexpr (Q < RV) {
+    constexpr int kThis = RV - Q < kP ? RV - Q : kP;
+    SharedPass<VT, V, kWq, G, kThis, Q>(acc_mem, filter_floats, x, wq, k, end);
+    SharedKernels<VT, RV, V, kWq, G, Q + kThis>(acc_mem, filter_floats, x, wq, k, end);
+  }
+}
+
 template <class VT, int R, int V, int kWq>
 void FlatChunk(const ChunkArgs& a) {
   constexpr int kTile = R * V * VT::kLanes;
@@ -262,6 +346,16 @@ void FlatChunk(const ChunkArgs& a) {
     const OcTask& task = a.tasks[j];
     if (task.kernel_begin == task.kernel_end) continue;
     float* acc_mem = a.acc + j * kTile;
+    if (task.filters == 2) {
+      SharedKernels<VT, R * V, V, kWq, 2>(acc_mem, kTile, a.x, a.wq, a.kernels2 + task.kernel_begin,
+                                          a.kernels2 + task.kernel_end);
+      continue;
+    }
+    if (task.filters == 4) {
+      SharedKernels<VT, R * V, V, kWq, 4>(acc_mem, kTile, a.x, a.wq, a.kernels4 + task.kernel_begin,
+                                          a.kernels4 + task.kernel_end);
+      continue;
+    }
     const PackedKernel* begin = a.kernels + task.kernel_begin;
     const PackedKernel* end = a.kernels + task.kernel_end;
     if constexpr (kSplit == 1) {

@@ -56,6 +56,16 @@ struct PackedKernel {
   float w[4];
 };
 
+// The kernels of `G` filters (output channels) on one input channel that share a pattern (flat
+// packing): one set of tap offsets, each tap's G weights side by side, so an input vector is
+// loaded once for G FMAs. PatternPruning(filter_group=G) trains such groups; the packing finds
+// them by equal kernel codes.
+template <int G>
+struct SharedKernel {
+  int32_t off[4];
+  float w[4][G];
+};
+
 // Consecutive kernels of one output channel sharing a pattern (pattern packing only).
 struct Run {
   uint16_t mask_id;
@@ -63,10 +73,13 @@ struct Run {
   uint32_t count;
 };
 
-// One output channel's work within one input-channel block.
+// One output channel's work within one input-channel block. With shared kernels (flat packing), a
+// task of `filters` 2 or 4 updates the accumulators of its own execution position and the next
+// filters - 1 ones, whose tasks have `filters` 0 (nothing to do), from kernels2 or kernels4.
 struct OcTask {
   uint32_t run_begin, run_end;        // into the runs array (pattern packing)
-  uint32_t kernel_begin, kernel_end;  // into the kernels array
+  uint32_t kernel_begin, kernel_end;  // into the kernels array of `filters`
+  uint32_t filters;                   // 1: kernels; 2: kernels2; 4: kernels4; 0: see above
 };
 
 // Everything a kernel needs for one (spatial tile, output-channel chunk, input-channel block).
@@ -78,6 +91,8 @@ struct ChunkArgs {
   size_t num_tasks;
   const Run* runs;
   const PackedKernel* kernels;
+  const SharedKernel<2>* kernels2;
+  const SharedKernel<4>* kernels4;
   float* acc;  // [num_tasks][rows][vecs * lanes] accumulators, updated in place
 };
 

@@ -12,6 +12,7 @@ namespace {
 struct Vec {
   using V = float32x4_t;
   static constexpr int kLanes = 4;
+  static constexpr int kRegisters = 32;
   static TFP_INLINE V Load(const float* p) { return vld1q_f32(p); }
   static TFP_INLINE void Store(float* p, V v) { vst1q_f32(p, v); }
   static TFP_INLINE V Set1(float f) { return vdupq_n_f32(f); }

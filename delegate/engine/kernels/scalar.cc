@@ -10,6 +10,7 @@ namespace {
 struct Vec {
   using V = float;
   static constexpr int kLanes = 1;
+  static constexpr int kRegisters = 16;
   static TFP_INLINE V Load(const float* p) { return *p; }
   static TFP_INLINE void Store(float* p, V v) { *p = v; }
   static TFP_INLINE V Set1(float f) { return f; }

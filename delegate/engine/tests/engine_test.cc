@@ -140,6 +140,55 @@ TEST_P(VariantTest, RandomShapes) {
   }
 }
 
+// Filters with equal kernel codes run from shared kernels (groups of 4, then 2, per chunk): runs of
+// 2, 3, 4 and 5 equal filters, in shuffled plan order, with chunks that cut through them.
+TEST_P(VariantTest, EqualFiltersShareTheirKernels) {
+  std::mt19937 rng(77 + GetParam().variant);
+  for (int filter_group : {2, 3, 4, 5}) {
+    LayerOptions opt;
+    opt.filter_group = filter_group;
+    opt.shuffle_order = filter_group != 4;
+    const RandomLayer l = MakeRandomLayer(MakeShape(1, 9, 11, 13, 22, 1, true), opt, rng());
+    Check(l, filter_group == 4 ? 32 : 6, filter_group == 3 ? 5 : 13);
+    const RandomLayer strided = MakeRandomLayer(MakeShape(2, 12, 7, 9, 12, 2, false), opt, rng());
+    Check(strided, 12, 9);
+  }
+}
+
+TEST(PatternConv, FlatPackingGroupsEqualFilters) {
+  const kernels::KernelSet& set = *KernelSetFor(Isa::kScalar);
+  int flat = 0;
+  while (set.variants[flat].specialised) ++flat;
+  const ConvShape s = MakeShape(1, 8, 8, 16, 23, 1, true);
+  for (int filter_group : {1, 2, 3, 4}) {
+    LayerOptions opt;
+    opt.filter_group = filter_group;
+    opt.groups = 1;
+    const RandomLayer l = MakeRandomLayer(s, opt, 5);
+    const Geometry geo = MakeGeometry(s, set.variants[flat], set.lanes);
+    for (bool by_pattern : {false, true}) {
+      PackedWeights packed;
+      std::string error;
+      ASSERT_TRUE(PackWeights(s, geo, l.weights.data(), nullptr, l.plan, 64, 16, by_pattern,
+                              &packed, &error))
+          << error;
+      EXPECT_EQ(packed.nonzero_kernels, l.kept_kernels);
+      // 23 filters: groups of 4 give 5 x 4 + 2 + 1, of 3 give 7 x (2 + 1) + 2, of 2 11 x 2 + 1.
+      const size_t in_fours = by_pattern || filter_group != 4 ? 0 : 20;
+      const size_t in_twos = by_pattern || filter_group == 1 ? 0 : (filter_group == 3 ? 16 : 2);
+      size_t fours = 0, twos = 0;
+      for (const kernels::OcTask& task : packed.tasks) {
+        fours += task.filters == 4 ? 4 : 0;
+        twos += task.filters == 2 ? 2 : 0;
+      }
+      EXPECT_EQ(fours, filter_group == 2 ? 0 : in_fours) << filter_group;
+      EXPECT_EQ(twos, filter_group == 2 && !by_pattern ? 22 : in_twos) << filter_group;
+      EXPECT_EQ(packed.kernels4.empty(), fours == 0);
+      EXPECT_EQ(packed.kernels2.empty(), twos == 0);
+    }
+  }
+}
+
 // Mixed and large strides and unusual padding take the generic path.
 TEST_P(VariantTest, OtherStridesAndPadding) {
   std::mt19937 rng(99);

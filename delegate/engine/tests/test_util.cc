@@ -57,10 +57,16 @@ RandomLayer MakeRandomLayer(const ConvShape& shape, const LayerOptions& opt, uin
   const float scale = 1.0f / std::sqrt(std::max(1.0f, float(ic) * 4 * float(opt.keep)));
   l.weights.assign(size_t(oc) * 9 * ic, 0.0f);
   l.plan.codes.assign(size_t(oc) * ic, -1);
+  const int filter_group = std::max(1, opt.filter_group);
   for (int o = 0; o < oc; ++o) {
     for (int c = 0; c < ic; ++c) {
-      if (l.plan.library.empty() || coin(rng) >= opt.keep) continue;
-      const int code = int(rng() % l.plan.library.size());
+      int code = -1;
+      if (o % filter_group != 0) {
+        code = l.plan.codes[size_t(o - o % filter_group) * ic + c];
+      } else if (!l.plan.library.empty() && coin(rng) < opt.keep) {
+        code = int(rng() % l.plan.library.size());
+      }
+      if (code < 0) continue;
       l.plan.codes[size_t(o) * ic + c] = int8_t(code);
       ++l.kept_kernels;
       for (int tap = 0; tap < 9; ++tap)

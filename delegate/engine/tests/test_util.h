@@ -28,6 +28,9 @@ struct LayerOptions {
   int groups = 2;         // plan groups
   bool bias = true;
   bool shuffle_order = true;
+  // Output channels in runs of this many (the last run may be shorter) with equal kernel codes
+  // (PatternPruning's filter_group); their weights differ.
+  int filter_group = 1;
 };
 
 // A shape with its own strides and padding: 1 row on top, 2 columns on the left, and on the
