@@ -126,7 +126,7 @@ def markdown(results, config) -> str:
         f"update_every={config['update_every'] or 'epoch'}, pruning_epochs="
         f"{pruning_epochs if pruning_epochs is not None else 'half'}, "
         f"connectivity allocation {config['allocation']!r}"
-        + (f", filter_group={config['filter_group']}" if config.get("filter_group", 1) > 1 else "")
+        + f", filter_group={config.get('filter_group', 1)}"
         + ".",
         "",
         "| variant | 3x3 weights kept | compression | 3x3 FLOPs kept | test accuracy "
@@ -202,9 +202,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--filter-group",
-        type=int,
-        default=1,
-        help="filters that share patterns and kept input channels (PatternPruning's filter_group)",
+        type=lambda text: text if text == "auto" else int(text),
+        default="auto",
+        help="filters that share patterns and kept input channels: PatternPruning's "
+        "filter_group, an integer or auto (the default)",
     )
     parser.add_argument("--rho", type=float, default=1.0, help="initial ADMM penalty")
     parser.add_argument("--rho-growth", type=float, default=2.0, help="rho factor per update")

@@ -16,11 +16,13 @@ for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, 
   ``uniform`` (``connectivity_allocation="uniform"``), ``first-patterns``
   (``first_layer="patterns"``), ``no-cosine`` (``hard_phase_lr=None``), ``no-restore``
   (``restore_norms=False``: projected filters keep the norm the projection left them);
-- filter groups (not run unless named): ``group-2``, ``group-4`` (``filter_group=2`` / ``4``: that
-  many consecutive filters share their patterns and kept input channels, for the delegate's
-  shared-load kernels)::
+- filter groups (not run unless named): ``group-1``, ``group-2``, ``group-4`` (``filter_group=1``
+  / ``2`` / ``4`` in every layer: that many consecutive filters share their patterns and kept
+  input channels, for the delegate's shared-load kernels; the default ``"auto"`` groups 4 where a
+  BatchNorm follows, so ``default`` is ``group-1`` on the plain network and ``group-4`` on the
+  BatchNorm one)::
 
-    python3 benchmarks/accuracy_short.py --variants group-2 group-4 --merge
+    python3 benchmarks/accuracy_short.py --variants group-1 group-2 group-4 --merge
 
 - activation sparsity (not run unless named): ``act-0.1``, ``act-0.2``, ``act-0.3``: the dense
   checkpoint with ``tfpconv.activation.sparsify(model, sparsity=s)`` (a mask after every 3x3
@@ -86,6 +88,7 @@ VARIANTS = {
     "no-cosine": {"hard_phase_lr": None},
     "no-restore": {"restore_norms": False},
     "unified": {"unify": 0.5},
+    "group-1": {"filter_group": 1},
     "group-2": {"filter_group": 2},
     "group-4": {"filter_group": 4},
     "head-unified": None,
@@ -211,7 +214,10 @@ def markdown(results: list[dict], config: dict) -> str:
         "kernels unified; `head-unified`: the head unified 0.5 / pruned 0.25 "
         "(weight bytes as the delegate packs them); `act-s`: activation masks at sparsity s after "
         "every 3x3 convolution (`tfpconv.activation.sparsify` + `ActivationSparsity`); `group-g`: "
-        "`filter_group=g`.",
+        '`filter_group=g` (`default` has `filter_group="auto"`: 4 where a BatchNorm follows, so '
+        "every pruned layer of the batchnorm network; its `group-1` rows were measured as the "
+        "defaults before that, 2026-12-05). `admm`: ADMM with Z's filter norms restored like the "
+        "magnitude projections' (since 2026-12-05).",
         "",
         "| network | variant | seeds | 3x3 compression | unified | activations masked "
         "| test accuracy | vs dense (points) | per seed |",

@@ -14,10 +14,13 @@ engine runs here (``avx512``, ``avx2``, ...).
     python3 benchmarks/latency.py --targets --no-tune          # only the runs the targets need
     python3 benchmarks/latency.py --targets --no-tune --isa avx2   # the AVX2 kernels on this CPU
     python3 benchmarks/latency.py --targets --no-tune --filter-group 4   # latency_..._fg4.*
+    python3 benchmarks/latency.py --targets --no-tune --filter-group 1   # latency_..._fg1.*
 
-``--filter-group G`` prunes with ``filter_group=G`` (G consecutive filters share their patterns and
-kept input channels, so the engine loads each input vector once for G filters; not the default
-conversion, so its results go to their own files and its targets are printed for comparison).
+The models are pruned with ``filter_group="auto"``, ``prune_patterns``' default: 4 consecutive
+filters share their patterns and kept input channels where a BatchNormalization follows the
+convolution (ResNet-18 and -50), none elsewhere (VGG-16). ``--filter-group G`` prunes every layer
+with ``filter_group=G`` instead (``1``: every filter on its own; results go to their own files,
+``latency_..._fg<G>.*``, and their targets are printed for comparison).
 """
 
 from __future__ import annotations
@@ -67,11 +70,18 @@ TARGETS = [
 ]
 
 
-def build_converted(config: Config, model_dir: Path, tune: bool, filter_group: int = 1) -> Path:
+def filter_group_arg(text: str) -> int | str:
+    """``--filter-group``: ``auto`` or a positive integer."""
+    return text if text == "auto" else int(text)
+
+
+def build_converted(
+    config: Config, model_dir: Path, tune: bool, filter_group: int | str = "auto"
+) -> Path:
     """The pruned, converted model (cached on disk: conversion of VGG-16 takes a while)."""
     name, connectivity, allocation = config
     suffix = ("_er" if allocation == "erdos_renyi" else "") + ("_tuned" if tune else "")
-    suffix += f"_fg{filter_group}" if filter_group > 1 else ""
+    suffix += f"_fg{filter_group}"
     path = model_dir / f"{name}_8p_c{connectivity:.2f}{suffix}.tflite"
     if not path.exists():
         keras.utils.set_random_seed(0)
@@ -181,9 +191,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--filter-group",
-        type=int,
-        default=1,
-        help="prune with filter_group=G (results go to latency_..._fg<G>.*)",
+        type=filter_group_arg,
+        default="auto",
+        help="prune with filter_group=G, an integer or auto (the default; an integer's results "
+        "go to latency_..._fg<G>.*)",
     )
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
@@ -231,12 +242,12 @@ def main() -> None:
     if args.isa and args.isa != facts["isa"]:
         engine_isa = f"{args.isa} (forced; the CPU runs {facts['isa']}, XNNPACK its best kernels)"
         stem = f"latency_{args.isa}_on_{facts['isa']}_{cpu_tag}"
-    if args.filter_group > 1:
+    if args.filter_group != "auto":
         stem += f"_fg{args.filter_group}"
     write_report(list(reports.values()), args.out, stem)
     targets = target_lines(reports)
     conversion = "engine defaults (no tuning)" if args.no_tune else "tune=True"
-    if args.filter_group > 1:
+    if args.filter_group != "auto":
         conversion += f", pruned with filter_group={args.filter_group}"
     summary = (
         f"Machine: {facts['cpu']} ({facts['microarchitecture'] or 'micro-architecture unknown'}), "

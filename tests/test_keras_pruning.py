@@ -187,6 +187,55 @@ def test_filter_groups_end_with_equal_codes(method):
         assert 0.3 < 1 - kept.mean() < 0.7, name
 
 
+def batchnorm_model():
+    """c1 (first, exempt from connectivity), c2 feeding a BatchNormalization, c3 not."""
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.Conv2D(12, 3, padding="same", use_bias=False, name="c2")(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(x))
+    x = keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="c3")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x), name="bn_model")
+
+
+def grouped(codes: np.ndarray, group: int) -> bool:
+    """Whether every run of ``group`` consecutive filters has equal codes on every input."""
+    return all(
+        (codes[:, o : o + group] == codes[:, o : o + 1]).all()
+        for o in range(0, codes.shape[1], group)
+    )
+
+
+@pytest.mark.parametrize("method", ["admm", "magnitude"])
+def test_auto_filter_groups_tie_four_filters_where_batchnorm_follows(method):
+    model = build(batchnorm_model)
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(
+        8, 0.5, method=method, first_layer="full", connectivity_allocation="uniform", verbose=0
+    )
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
+    assert callback.patterns.groups == [1, 4, 1]
+    assert grouped(callback.codes["c2"], 4)
+    assert not grouped(callback.codes["c3"], 4)
+    for name in ("c2", "c3"):  # 96 / 144 kernels: half of the groups or kernels removed
+        kernels = callback.codes[name].size
+        assert (callback.codes[name] == patterns.PRUNED).sum() == kernels // 2, name
+
+
+def test_prune_patterns_groups_filters_by_the_same_rule():
+    model = build(batchnorm_model)
+    tfpconv.prune_patterns(model, connectivity=0.5)
+    codes = {n: patterns.classify_kernels(model.get_layer(n).kernel.numpy()) for n in ("c2", "c3")}
+    assert grouped(codes["c2"], 4) and not grouped(codes["c3"], 4)
+    model = build(batchnorm_model)
+    tfpconv.prune_patterns(model, connectivity=0.5, filter_group=1)
+    assert not grouped(patterns.classify_kernels(model.get_layer("c2").kernel.numpy()), 4)
+    model = build(batchnorm_model)
+    tfpconv.prune_patterns(model, connectivity=0.5, filter_group=2)
+    for name in ("c1", "c2", "c3"):
+        assert grouped(patterns.classify_kernels(model.get_layer(name).kernel.numpy()), 2)
+
+
 def test_first_layer_connectivity_can_be_enabled_and_layers_selected():
     model = build(sequential_model)
     x, y = data()
@@ -345,6 +394,7 @@ def test_no_prunable_layer_says_what_was_found():
         ({"update_every": 0}, "update_every"),
         ({"connectivity_allocation": "random"}, "unknown connectivity_allocation 'random'"),
         ({"filter_group": 0}, "filter_group must be >= 1"),
+        ({"filter_group": "four"}, "filter_group must be 'auto' or a positive integer"),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, message):

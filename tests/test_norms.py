@@ -59,11 +59,8 @@ def test_bad_input_is_refused():
         restore_norms(np.ones((3, 2)), np.ones((3, 2)), max_scale=0.5)
 
 
-@pytest.mark.parametrize("restore", [True, False])
-def test_pattern_pruning_restores_the_filter_norms_where_no_batch_norm_follows(restore):
-    keras = pytest.importorskip("keras")
-    import tfpconv
-
+def plain_and_normalized_model(keras):
+    """first (exempt) -> plain (nothing renormalizes it) -> normalized (a BatchNorm follows)."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 4))
     x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="first")(inputs)
@@ -74,11 +71,25 @@ def test_pattern_pruning_restores_the_filter_norms_where_no_batch_norm_follows(r
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
     # A learning rate of 0: what fit leaves is the projection alone.
     model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    return model
+
+
+def channel_norms(kernel):
+    return np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), axis=0)
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_pattern_pruning_restores_the_filter_norms_where_no_batch_norm_follows(restore):
+    keras = pytest.importorskip("keras")
+    import tfpconv
+
+    model = plain_and_normalized_model(keras)
     before = {name: model.get_layer(name).kernel.numpy() for name in ("plain", "normalized")}
     callback = tfpconv.callbacks.PatternPruning(
         4,
         0.5,
         connectivity_allocation="uniform",
+        filter_group=1,
         pruning_epochs=0,
         restore_norms=restore,
         verbose=0,
@@ -89,12 +100,55 @@ def test_pattern_pruning_restores_the_filter_norms_where_no_batch_norm_follows(r
         after = model.get_layer(name).kernel.numpy()
         codes = patterns.classify_kernels(after)
         assert (codes >= 0).sum() == after.shape[2] * after.shape[3] // 2  # 0.5 of the kernels
-        norms_before = np.linalg.norm(before[name].reshape(-1, 10), axis=0)
-        norms_after = np.linalg.norm(after.reshape(-1, 10), axis=0)
+        norms_before, norms_after = channel_norms(before[name]), channel_norms(after)
         if restore and name == "plain":
             np.testing.assert_allclose(norms_after, norms_before, rtol=1e-5)
         else:  # not asked for, or BatchNorm renormalizes the output anyway
             assert (norms_after < 0.9 * norms_before).all(), name
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_admm_targets_restored_norms_like_the_magnitude_projection(restore):
+    keras = pytest.importorskip("keras")
+    import tfpconv
+
+    model = plain_and_normalized_model(keras)
+    pruning = tfpconv.callbacks.PatternPruning(
+        4,
+        0.5,
+        method="admm",
+        connectivity_allocation="uniform",
+        filter_group=1,
+        pruning_epochs=1,
+        update_every=1,
+        rho_growth=1.0,  # U is never rescaled, so after an update W + U_before = Z + U
+        restore_norms=restore,
+        verbose=0,
+    )
+    states = []
+
+    class ReadState(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if pruning._step == 1:  # the first update (past 3x, the cap would apply)
+                names = [entry.name for entry in pruning._layers]
+                states.append({n: (s.z, s.u) for n, s in zip(names, pruning._admm, strict=True)})
+
+    x = np.random.default_rng(0).normal(size=(32, 8, 8, 4)).astype(np.float32)
+    model.fit(
+        x,
+        np.zeros(32, np.int64),
+        epochs=2,
+        batch_size=4,
+        callbacks=[pruning, ReadState()],
+        verbose=0,
+    )
+    for name, (z, u) in states[0].items():
+        assert (patterns.classify_kernels(z) != patterns.NOT_A_PATTERN).all(), name
+        projected_from = channel_norms(z + u)  # W + U as the update projected it
+        if restore and name == "plain":
+            np.testing.assert_allclose(channel_norms(z), projected_from, rtol=1e-5)
+        else:
+            assert (channel_norms(z) < 0.97 * projected_from).all(), name
 
 
 def test_the_layers_a_batch_norm_renormalizes_are_found_in_nested_models_too():

@@ -20,6 +20,7 @@ import numpy as np
 
 from tfpconv.keras.activation_constraint import DEFAULT_CANDIDATES, ActivationMasks
 from tfpconv.keras.layer_selection import LayerFilter
+from tfpconv.keras.one_shot import FilterGroup
 from tfpconv.keras.pattern_constraint import PatternConnectivity
 from tfpconv.keras.schedules import Connectivity
 from tfpconv.keras.training import (
@@ -61,7 +62,8 @@ class PatternPruning(SparsityTraining):
          its scale and the layers after it need not relearn it; the hard phase's projection does
          the same. Layers whose output goes only into a ``BatchNormalization`` are left as
          projected: BatchNorm renormalizes them anyway.
-       - ``method="admm"``: ADMM with ``Z = project(W + U)`` and ``U += W - Z`` at every update,
+       - ``method="admm"``: ADMM with ``Z = project(W + U)`` (its filter norms restored too, with
+         ``restore_norms``) and ``U += W - Z`` at every update,
          ``rho`` multiplied by ``rho_growth`` (default: the factor that reaches ``rho_max`` at
          the end of the ramp) with ``U`` rescaled to keep the dual. After every optimizer step
          the weights take the exact proximal step of the penalty ``rho/2 ||W - Z + U||^2`` with
@@ -135,12 +137,15 @@ class PatternPruning(SparsityTraining):
         removes that fraction from every layer.
       filter_group: how many consecutive filters (output channels) share their kernels'
         structure: on every input channel their g kernels take one pattern together and are kept
-        or removed together (by their summed norm). 1 (the default) lets every kernel choose
-        alone. With 4 the delegate loads each input vector once for 4 filters: its 3x3 layers
-        ran 1.5x faster with AVX-512 (VGG-16 at connectivity 0.72 4.7x faster than XNNPACK
-        instead of 3.2x, AMD EPYC Zen 5), for 0.8 points of test accuracy without BatchNorm and
-        0.2 with it on the README's short fine-tuning budget. The delegate finds such groups in
-        any converted model.
+        or removed together (by their summed norm); 1 lets every kernel choose alone. With 4 the
+        delegate loads each input vector once for 4 filters: its 3x3 layers ran 1.5x faster with
+        AVX-512 (VGG-16 at connectivity 0.72 4.7x faster than XNNPACK instead of 3.2x, ResNet-18
+        2.9x instead of 2.1x; AMD EPYC Zen 5), for 0.2 points of test accuracy where
+        BatchNormalization follows the convolutions and 0.8 where nothing does, on the README's
+        short fine-tuning budget. ``"auto"`` (the default) therefore groups 4 filters in the
+        layers whose output goes only into a ``BatchNormalization`` and none elsewhere (in a
+        subclassed model, whose graph cannot be followed, none). The delegate finds such groups
+        in any converted model.
       pruning_epochs: length of the pruning phase in epochs (0 = project at once, then only the
         hard phase).
       update_every: steps between ADMM updates / magnitude projections; None spreads
@@ -150,10 +155,10 @@ class PatternPruning(SparsityTraining):
         ``rho_max`` at the end of the ramp).
       hard_phase_lr: ``"cosine"`` or None (leave the learning rate to the optimizer).
       restore_norms: scale every output channel back to its norm before each magnitude
-        projection and the hard phase's (True, the default), or keep the projected weights as
-        they are (False). Layers that feed only a ``BatchNormalization`` keep the projected
-        weights either way (in a subclassed model, whose graph cannot be followed, every layer
-        is scaled).
+        projection, ADMM's ``Z`` and the hard phase's projection (True, the default), or keep the
+        projected weights as they are (False). Layers that feed only a ``BatchNormalization``
+        keep the projected weights either way (in a subclassed model, whose graph cannot be
+        followed, every layer is scaled).
       unify: fraction of the kept 3x3 kernels whose four weights are unified (share one
         magnitude, keep their signs; arXiv 2106.08301), chosen per layer by the least unification
         error and fixed with the masks; 0 (the default) unifies none. Unified kernels cost one
@@ -174,7 +179,7 @@ class PatternPruning(SparsityTraining):
         layers: LayerFilter = None,
         first_layer: str = "dense",
         connectivity_allocation: str = "erdos_renyi",
-        filter_group: int = 1,
+        filter_group: FilterGroup = "auto",
         pruning_epochs: int | None = None,
         update_every: int | None = None,
         rho: float = 1.0,

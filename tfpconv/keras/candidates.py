@@ -20,10 +20,13 @@ def build_candidate(
     """A new model: ``model`` channel-pruned to ``widths`` (:func:`tfpconv.channels.prune`), its 3x3
     convolutions then projected onto ``num_patterns`` patterns with ``connectivity``: one fraction
     for every layer but the first (which gets patterns only), or per layer name, where ``None``
-    leaves a layer dense. The original model is left as it is."""
+    leaves a layer dense. Every filter chooses its own patterns (``filter_group=1``), as the
+    latency table times them. The original model is left as it is."""
     smaller = channels.prune(model, widths)
     if not isinstance(connectivity, Mapping):
-        prune_patterns(smaller, num_patterns=num_patterns, connectivity=connectivity)
+        prune_patterns(
+            smaller, num_patterns=num_patterns, connectivity=connectivity, filter_group=1
+        )
         return smaller
     patterned = {name: c for name, c in connectivity.items() if c is not None}
     if patterned:
@@ -33,5 +36,6 @@ def build_candidate(
             connectivity=patterned,
             layers=list(patterned),
             first_layer="patterns",
+            filter_group=1,
         )
     return smaller

@@ -11,10 +11,13 @@ import tensorflow as tf
 from tfpconv.keras.constraint import Constraint, SchedulePoint
 from tfpconv.keras.layer_selection import LayerFilter, left_alone
 from tfpconv.keras.one_shot import (
+    FilterGroup,
     LayerTarget,
+    check_filter_group,
     check_first_layer,
     exempt_first_layer,
     layer_connectivities,
+    layer_filter_groups,
     layer_targets,
     resolve_library,
 )
@@ -40,10 +43,10 @@ class PatternConnectivity(Constraint):
         layers: LayerFilter = None,
         first_layer: str = "dense",
         connectivity_allocation: str = "erdos_renyi",
-        filter_group: int = 1,
+        filter_group: FilterGroup = "auto",
     ) -> None:
         patterns.check_num_patterns(num_patterns)
-        patterns.check_filter_group(filter_group)
+        check_filter_group(filter_group)
         if library is not None:
             patterns.check_library(library)
         check_allocation(connectivity_allocation)
@@ -68,6 +71,8 @@ class PatternConnectivity(Constraint):
         #: Per layer name, the (in, out) codes fixed in the hard phase.
         self.codes: dict[str, np.ndarray] = {}
         self._targets: list[LayerTarget] = []
+        #: Per target, its filter group (``filter_group`` resolved when training starts).
+        self.groups: list[int] = []
         self._masks: list[tf.Tensor] = []
 
     # -- selection -----------------------------------------------------------------------------
@@ -82,6 +87,7 @@ class PatternConnectivity(Constraint):
                     f"tfpconv.callbacks.PatternPruning: connectivity names layers that are not "
                     f"pruned 3x3 convolutions of {model.name!r}: {unknown}"
                 )
+        self.groups = layer_filter_groups(model, self._targets, self.filter_group)
         self.codes = {}
         self._masks = [None] * len(self._targets)
         return [t.layer for t in self._targets]
@@ -133,11 +139,11 @@ class PatternConnectivity(Constraint):
 
     def project(self, index: int, weights: np.ndarray, at: SchedulePoint) -> np.ndarray:
         fraction = self.fractions(self.connectivity_at(at))[index]
-        return patterns.project(weights, self.library, fraction, self.filter_group)[0]
+        return patterns.project(weights, self.library, fraction, self.groups[index])[0]
 
     def fix(self, index: int, weights: np.ndarray, at: SchedulePoint) -> list[np.ndarray]:
         fraction = self.fractions(self.final_connectivity(at))[index]
-        projected, codes = patterns.project(weights, self.library, fraction, self.filter_group)
+        projected, codes = patterns.project(weights, self.library, fraction, self.groups[index])
         return [projected, codes]
 
     def adopt(self, index: int, structure: list[np.ndarray]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -184,7 +184,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
             self._phase = "admm"
             at = self._point()
             self._admm = [
-                ADMMState.start(entry.kernel(), lambda w, e=entry: e.project(w, at))
+                ADMMState.start(entry.kernel(), self._projection(entry, at))
                 for entry in self._layers
             ]
             self._share_admm_state()
@@ -303,7 +303,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         if self._phase == "admm":
             rho = min(self._rho * self._rho_factor(), self.rho_max)
             for entry, state in zip(self._layers, self._admm, strict=True):
-                state.update(entry.kernel(), lambda w, e=entry: e.project(w, at))
+                state.update(entry.kernel(), self._projection(entry, at))
                 state.rescale_penalty(rho / self._rho)
             self._rho = rho
             self._share_admm_state()
@@ -396,6 +396,10 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         )
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _projection(self, entry: _Layer, at: SchedulePoint) -> Callable[[np.ndarray], np.ndarray]:
+        """ADMM's projection for Z: the same as a magnitude update's, norms restored too."""
+        return lambda weights: self._restored(entry, weights, entry.project(weights, at))
 
     def _restored(self, entry: _Layer, before: np.ndarray, projected: np.ndarray) -> np.ndarray:
         """With ``restore_norms``, the projected weights with every output channel scaled back

@@ -35,11 +35,13 @@ def pattern_callbacks(candidate: Candidate, num_patterns: int = 8, **pruning: An
     """The :class:`~tfpconv.callbacks.PatternPruning` callback that trains the candidate's
     pattern convolutions to their connectivities (its dense ones left alone); none when the
     candidate has no pattern convolution. The first convolution gets patterns when the candidate
-    gives it some, as the latency table timed it. ``pruning`` goes to the callback."""
+    gives it some and every filter chooses its own patterns, as the latency table timed them.
+    ``pruning`` goes to the callback."""
     patterned = candidate.pattern_connectivity
     if not patterned:
         return []
     pruning.setdefault("first_layer", "patterns")
+    pruning.setdefault("filter_group", 1)
     return [PatternPruning(num_patterns, patterned, layers=list(patterned), **pruning)]
 
 
