@@ -129,7 +129,8 @@ def test_admm_targets_restored_norms_like_the_magnitude_projection(restore):
 
     class ReadState(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if pruning._step == 1:  # the first update (past 3x, the cap would apply)
+            # The first update: at later ones W + U can outgrow Z's norm past the 3x cap.
+            if pruning._step == 1:
                 names = [entry.name for entry in pruning._layers]
                 states.append({n: (s.z, s.u) for n, s in zip(names, pruning._admm, strict=True)})
 

@@ -323,10 +323,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         at = self._point()
         for constraint in self.constraints:
             constraint.prepare(self.model, at)
-        projected = []
-        for entry in self._layers:
-            weights = entry.kernel()
-            projected.append(self._restored(entry, weights, entry.project(weights, at)))
+        projected = [self._projection(entry, at)(entry.kernel()) for entry in self._layers]
         projected = self._sync.from_first_worker(projected)
         for entry, weights in zip(self._layers, projected, strict=True):
             entry.assign(weights)
@@ -398,7 +395,8 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
     # -- helpers -------------------------------------------------------------------------------
 
     def _projection(self, entry: _Layer, at: SchedulePoint) -> Callable[[np.ndarray], np.ndarray]:
-        """ADMM's projection for Z: the same as a magnitude update's, norms restored too."""
+        """One layer's projection at ``at``, norms restored (``_restored``): what a magnitude
+        update assigns and what ADMM's Z becomes."""
         return lambda weights: self._restored(entry, weights, entry.project(weights, at))
 
     def _restored(self, entry: _Layer, before: np.ndarray, projected: np.ndarray) -> np.ndarray:
