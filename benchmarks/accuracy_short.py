@@ -16,6 +16,9 @@ for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, 
   ``uniform`` (``connectivity_allocation="uniform"``), ``first-patterns``
   (``first_layer="patterns"``), ``no-cosine`` (``hard_phase_lr=None``), ``no-restore``
   (``restore_norms=False``: projected filters keep the norm the projection left them);
+  ``prune-1`` / ``prune-3`` (``pruning_epochs=1`` / ``3`` instead of 2); ``update-8``,
+  ``update-4``, ``update-2``, ``update-1`` (``update_every=N``: a projection every N steps, 59 to
+  470 per pruning phase, where the default spreads 128: every 4 steps here);
 - filter groups (not run unless named): ``group-1``, ``group-2``, ``group-4`` (``filter_group=1``
   / ``2`` / ``4`` in every layer: that many consecutive filters share their patterns and kept
   input channels, for the delegate's shared-load kernels; the default ``"auto"`` groups 4 where a
@@ -87,6 +90,12 @@ VARIANTS = {
     "first-patterns": {"first_layer": "patterns"},
     "no-cosine": {"hard_phase_lr": None},
     "no-restore": {"restore_norms": False},
+    "prune-1": {"pruning_epochs": 1},
+    "prune-3": {"pruning_epochs": 3},
+    "update-8": {"update_every": 8},
+    "update-4": {"update_every": 4},
+    "update-2": {"update_every": 2},
+    "update-1": {"update_every": 1},
     "unified": {"unify": 0.5},
     "group-1": {"filter_group": 1},
     "group-2": {"filter_group": 2},
@@ -217,7 +226,10 @@ def markdown(results: list[dict], config: dict) -> str:
         '`filter_group=g` (`default` has `filter_group="auto"`: 4 where a BatchNorm follows, so '
         "every pruned layer of the batchnorm network; its `group-1` rows were measured as the "
         "defaults before that, 2026-12-05). `admm`: ADMM with Z's filter norms restored like the "
-        "magnitude projections' (since 2026-12-05).",
+        "magnitude projections' (since 2026-12-05). Since 2026-12-06 `PatternPruning` spreads 128 "
+        "projections over the pruning phase (every 4 steps here: `default` is `update-4`); the "
+        "plain network's `no-restore`, `group-2`, `group-4`, `prune-1` and `prune-3` rows were "
+        "measured with the 32 before (every 15 steps), and `update-N` projects every N steps.",
         "",
         "| network | variant | seeds | 3x3 compression | unified | activations masked "
         "| test accuracy | vs dense (points) | per seed |",

@@ -7,7 +7,10 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 import tfpconv  # noqa: E402
+from tfpconv.keras.callbacks import PATTERN_PROJECTIONS_PER_PHASE  # noqa: E402
 from tfpconv.keras.one_shot import layer_connectivities, layer_targets  # noqa: E402
+from tfpconv.keras.pattern_constraint import PatternConnectivity  # noqa: E402
+from tfpconv.keras.training import UPDATES_PER_PHASE, SparsityTraining  # noqa: E402
 from tfpconv.sparsity import patterns  # noqa: E402
 from tfpconv.sparsity.allocation import layer_fractions  # noqa: E402
 
@@ -543,21 +546,42 @@ def test_naming_the_first_convolution_needs_first_layer_patterns():
     assert (callback.codes["c1"] == patterns.PRUNED).sum() == 0  # patterns only
 
 
+def counted_updates(callback) -> list[int]:
+    """The steps at which ``callback`` updates (projects, or runs an ADMM round), filled by fit."""
+    updates = []
+    update = callback._update
+    callback._update = lambda: (updates.append(callback._step), update())
+    return updates
+
+
 def test_updates_spread_over_the_pruning_phase_and_rho_reaches_its_maximum():
     model = build(sequential_model)
     x, y = data(n=128)
     callback = tfpconv.callbacks.PatternPruning(
         8, 0.5, method="admm", pruning_epochs=2, rho_max=40.0, verbose=0
     )
-    updates = []
-    update = callback._update
-    callback._update = lambda: (updates.append(callback._step), update())
+    updates = counted_updates(callback)
     history = model.fit(x, y, batch_size=4, epochs=3, callbacks=[callback], verbose=0)
-    # 32 steps per epoch, 64 in the pruning phase: an update every 2 steps.
+    # 32 steps per epoch, 64 in the pruning phase: 32 ADMM rounds, every 2 steps.
     assert updates == list(range(2, 65, 2))
     assert history.history["pconv_rho"] == [pytest.approx(40.0 ** (16 / 24)), 40.0]
     ramp = history.history["pconv_connectivity"]
     assert ramp[0] < 0.5 and ramp[1:] == [pytest.approx(0.5)] * 2
+
+
+def test_magnitude_projections_are_four_times_as_many_as_the_machinerys_updates():
+    x, y = data(n=128)
+    pruning = tfpconv.callbacks.PatternPruning(8, 0.5, pruning_epochs=2, verbose=0)
+    machinery = SparsityTraining(
+        [PatternConnectivity(8, 0.5, first_layer="patterns")], pruning_epochs=2, verbose=0
+    )
+    for callback, every in [(pruning, 2), (machinery, 8)]:
+        updates = counted_updates(callback)
+        model = build(sequential_model)
+        model.fit(x, y, batch_size=1, epochs=3, callbacks=[callback], verbose=0)
+        # 128 steps per epoch, 256 in the pruning phase: 128 projections, or 32 updates.
+        assert updates == list(range(every, 257, every))
+    assert PATTERN_PROJECTIONS_PER_PHASE == 4 * UPDATES_PER_PHASE == 128
 
 
 def test_steps_per_execution_above_one_warns_and_still_ends_pattern_sparse():

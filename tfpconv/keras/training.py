@@ -28,7 +28,8 @@ from tfpconv.sparsity.admm import ADMMState
 from tfpconv.sparsity.schedules import cubic_progress, half_cosine
 
 METHODS = ("admm", "magnitude")
-#: Projections (magnitude) or ADMM rounds per pruning phase when ``update_every`` is not given.
+#: Projections (magnitude) or ADMM rounds per pruning phase when ``update_every`` is not given (a
+#: callback class may set its own ``updates_per_phase``).
 UPDATES_PER_PHASE = 32
 #: The ramp reaches its final value at this fraction of the pruning phase.
 RAMP_END = 0.75
@@ -76,6 +77,8 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
 
     #: Prefix of the per-epoch logs.
     log_prefix = "sparsity"
+    #: Updates spread over the pruning phase when ``update_every`` is not given.
+    updates_per_phase = UPDATES_PER_PHASE
 
     def __init__(
         self,
@@ -270,12 +273,12 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         return self._hard_start_epoch * self._steps_per_epoch
 
     def _update_interval(self) -> int | None:
-        """Steps between updates: ``update_every``, else :data:`UPDATES_PER_PHASE` spread over
-        the pruning phase; None while the phase length is unknown (an update per epoch)."""
+        """Steps between updates: ``update_every``, else ``updates_per_phase`` spread over the
+        pruning phase; None while the phase length is unknown (an update per epoch)."""
         if self.update_every is not None:
             return self.update_every
         steps = self._phase_steps()
-        return None if steps is None else max(round(steps / UPDATES_PER_PHASE), 1)
+        return None if steps is None else max(round(steps / self.updates_per_phase), 1)
 
     def _point(self) -> SchedulePoint:
         steps = self._phase_steps()
