@@ -75,11 +75,29 @@ def test_calibration_fits_overhead_and_scale_by_least_squares(small):
     fitted = lt._assemble_table(model, table, None, lambda: points, None)  # every shape is known
     summed = np.array([table.convs_ms(model, w, c) for w, c, _ in points])
     scale, overhead = np.polyfit(summed, [ms for *_, ms in points], 1)
-    assert fitted.scale["small"] == pytest.approx(float(np.clip(scale, 0.2, 5.0)))
-    if 0.2 < scale < 5.0:
+    if overhead >= 0:
+        assert fitted.scale["small"] == pytest.approx(float(np.clip(scale, 0.2, 5.0)))
+    if 0.2 < scale < 5.0 and overhead >= 0:
         assert fitted.overhead_ms["small"] == pytest.approx(overhead)
     one = lt._assemble_table(model, copy.deepcopy(table), None, lambda: points[:1], None)
     assert one.scale["small"] == 1.0 and one.overhead_ms["small"] == pytest.approx(5.0 - summed[0])
+
+
+def test_a_negative_fitted_overhead_gives_way_to_a_scale_through_the_origin(small):
+    # Timing noise can make the least-squares line cross zero above the smallest model: its
+    # prediction would be negative. The calibration then fits the scale alone, overhead 0.
+    model, table = small
+    table = copy.deepcopy(table)
+    candidates = [(1.0, 0.0), ({"conv1_1": 0.5}, 0.0), (0.5, 0.5), (0.25, 0.9)]
+    summed = np.array([table.convs_ms(model, w, c) for w, c in candidates])
+    measured = 2.0 * summed - 0.5 * summed.mean()
+    assert np.polyfit(summed, measured, 1)[1] < 0
+    points = [(w, c, float(ms)) for (w, c), ms in zip(candidates, measured, strict=True)]
+    fitted = lt._assemble_table(model, table, None, lambda: points, None)
+    through_origin = float(summed @ measured / (summed @ summed))
+    assert fitted.scale["small"] == pytest.approx(np.clip(through_origin, 0.2, 5.0))
+    assert fitted.overhead_ms["small"] >= 0.0
+    assert all(fitted.predict(model, w, c) > 0 for w, c in candidates)
 
 
 def test_predictions_of_candidates_are_sane(small):

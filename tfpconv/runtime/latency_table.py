@@ -423,8 +423,14 @@ def _assemble_table(
         # partition boundaries): the sum over-counts in proportion, fitted by least squares.
         scale, _ = np.polyfit(summed, measured, 1)
         scale = float(np.clip(scale, 0.2, 5.0))
+    overhead = float(np.mean(measured - scale * summed))
+    if overhead < 0 and float(summed @ summed) > 0:
+        # Timing noise (a loaded machine, a model of microseconds) can fit a negative fixed cost,
+        # which would predict negative latencies for small candidates: fit the scale alone.
+        scale = float(np.clip(summed @ measured / (summed @ summed), 0.2, 5.0))
+        overhead = max(float(np.mean(measured - scale * summed)), 0.0)
     table.scale[model.name] = scale
-    table.overhead_ms[model.name] = float(np.mean(measured - scale * summed))
+    table.overhead_ms[model.name] = max(overhead, 0.0)
     say(len(todo) + 1, len(todo) + 1, "done")
     return table
 
