@@ -37,7 +37,7 @@ from tfpconv.sparsity import unification
 #: not given. A pattern projection costs little next to a training step (0.4 s for all of
 #: VGG-16's 3x3 kernels on one core), and 128 of them kept 0.16 points more accuracy than 32 on the
 #: short budget (``benchmarks/results/accuracy_short.md``, ``update-*`` rows); ADMM keeps
-#: :data:`UPDATES_PER_PHASE` rounds: it lost about 0.5 points with 128.
+#: :data:`UPDATES_PER_PHASE` rounds: it lost 0.4 points with 117.
 PATTERN_PROJECTIONS_PER_PHASE = 128
 
 __all__ = [
