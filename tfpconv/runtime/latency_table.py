@@ -428,7 +428,7 @@ def _assemble_table(
         # Timing noise (a loaded machine, a model of microseconds) can fit a negative fixed cost,
         # which would predict negative latencies for small candidates: fit the scale alone.
         scale = float(np.clip(summed @ measured / (summed @ summed), 0.2, 5.0))
-        overhead = max(float(np.mean(measured - scale * summed)), 0.0)
+        overhead = float(np.mean(measured - scale * summed))
     table.scale[model.name] = scale
     table.overhead_ms[model.name] = max(overhead, 0.0)
     say(len(todo) + 1, len(todo) + 1, "done")
