@@ -18,7 +18,7 @@ for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, 
   (``restore_norms=False``: projected filters keep the norm the projection left them);
   ``prune-1`` / ``prune-3`` (``pruning_epochs=1`` / ``3`` instead of 2); ``update-8``,
   ``update-4``, ``update-2``, ``update-1`` (``update_every=N``: a projection every N steps, 59 to
-  470 per pruning phase, where the default spreads 128: every 4 steps here); ``admm-update-4``
+  470 per pruning phase, where the default spreads 256: every 2 steps here); ``admm-update-4``
   (ADMM with 117 rounds instead of its default 32);
 - filter groups (not run unless named): ``group-1``, ``group-2``, ``group-4`` (``filter_group=1``
   / ``2`` / ``4`` in every layer: that many consecutive filters share their patterns and kept
@@ -228,13 +228,13 @@ def markdown(results: list[dict], config: dict) -> str:
         '`filter_group=g` (`default` has `filter_group="auto"`: 4 where a BatchNorm follows, so '
         "every pruned layer of the batchnorm network; its `group-1` rows were measured as the "
         "defaults before that, 2026-12-05). `admm`: ADMM with Z's filter norms restored like the "
-        "magnitude projections' (since 2026-12-05). Since 2026-12-06 `PatternPruning` spreads 128 "
-        "magnitude projections over the pruning phase (every 4 steps here: the plain network's "
-        "`default` is `update-4`); the `no-restore`, `group-*`, `prune-1` and `prune-3` rows "
-        "were measured with the 32 before (every 15 steps); `update-N` projects every N steps. "
-        "ADMM keeps 32 rounds (`admm`); `admm-update-4` gives it 117. The batchnorm network's "
-        "runs differ between machines (the plain one's do not): its rows were all measured on one "
-        "(an Intel Xeon, 2026-12-06).",
+        "magnitude projections' (since 2026-12-05). Since 2026-12-06 `PatternPruning` spreads 256 "
+        "magnitude projections over the pruning phase (every 2 steps here: the plain network's "
+        "`default` is `update-2`, to the hundredth); the `no-restore`, `group-*`, `prune-1` and "
+        "`prune-3` rows were measured with the 32 before (every 15 steps); `update-N` projects "
+        "every N steps. ADMM keeps 32 rounds (`admm`); `admm-update-4` gives it 117. The "
+        "batchnorm network's runs differ between machines (the plain one's do not): its rows "
+        "were all measured on one (an Intel Xeon, `lscpu` family 6 model 207, 2026-12-06).",
         "",
         "| network | variant | seeds | 3x3 compression | unified | activations masked "
         "| test accuracy | vs dense (points) | per seed |",

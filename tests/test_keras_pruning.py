@@ -569,19 +569,19 @@ def test_updates_spread_over_the_pruning_phase_and_rho_reaches_its_maximum():
     assert ramp[0] < 0.5 and ramp[1:] == [pytest.approx(0.5)] * 2
 
 
-def test_magnitude_projections_are_four_times_as_many_as_the_machinerys_updates():
+def test_magnitude_projections_are_eight_times_as_many_as_the_machinerys_updates():
     x, y = data(n=128)
     pruning = tfpconv.callbacks.PatternPruning(8, 0.5, pruning_epochs=2, verbose=0)
     machinery = SparsityTraining(
         [PatternConnectivity(8, 0.5, first_layer="patterns")], pruning_epochs=2, verbose=0
     )
-    for callback, every in [(pruning, 2), (machinery, 8)]:
+    for callback, every in [(pruning, 1), (machinery, 8)]:
         updates = counted_updates(callback)
         model = build(sequential_model)
         model.fit(x, y, batch_size=1, epochs=3, callbacks=[callback], verbose=0)
-        # 128 steps per epoch, 256 in the pruning phase: 128 projections, or 32 updates.
+        # 128 steps per epoch, 256 in the pruning phase: 256 projections, or 32 updates.
         assert updates == list(range(every, 257, every))
-    assert PATTERN_PROJECTIONS_PER_PHASE == 4 * UPDATES_PER_PHASE == 128
+    assert PATTERN_PROJECTIONS_PER_PHASE == 8 * UPDATES_PER_PHASE == 256
 
 
 def test_steps_per_execution_above_one_warns_and_still_ends_pattern_sparse():

@@ -120,6 +120,37 @@ def test_connectivity_removes_an_exact_count_of_the_weakest_kernels(connectivity
         assert norms[codes == patterns.PRUNED].max() <= norms[codes != patterns.PRUNED].min()
 
 
+@pytest.mark.parametrize("connectivity", [0.1, 0.5, 0.72, 0.9])
+def test_among_equal_norms_the_earlier_kernels_go_first(connectivity):
+    # kernels of four distinct strengths, each strength many times: every cut falls inside a tie
+    rng = np.random.default_rng(8)
+    scale = rng.integers(1, 5, size=(7, 9)).astype(np.float32)
+    kernel = np.ones((3, 3, 7, 9), np.float32) * scale
+    keep = patterns.connectivity_mask(kernel, connectivity)
+    order = np.argsort(patterns.kernel_norms(kernel).ravel(), kind="stable")
+    expected = np.ones(63, dtype=bool)
+    expected[order[: patterns.num_to_prune(63, connectivity)]] = False
+    np.testing.assert_array_equal(keep.ravel(), expected)
+
+
+def test_a_kernel_with_nan_weights_is_removed_last():
+    kernel = random_kernel(shape=(3, 3, 4, 5), seed=9)
+    kernel[0, 0, 1, 2] = np.nan
+    keep = patterns.connectivity_mask(kernel, 0.95)  # 19 of 20 kernels go: the NaN one stays
+    assert (~keep).sum() == 19 and keep[1, 2]
+
+
+@pytest.mark.parametrize("filter_group", [1, 4])
+def test_projection_is_patterns_then_connectivity_by_the_post_pattern_norm(filter_group):
+    kernel = random_kernel(shape=(3, 3, 12, 16), seed=10)
+    library = patterns.select_library([kernel], 8)
+    projected, codes = patterns.project(kernel, library, 0.72, filter_group)
+    after_patterns, choice = patterns.project_patterns(kernel, library, filter_group)
+    keep = patterns.connectivity_mask(after_patterns, 0.72, filter_group)
+    np.testing.assert_array_equal(projected, after_patterns * keep)
+    np.testing.assert_array_equal(codes, np.where(keep, choice, patterns.PRUNED))
+
+
 def test_projection_is_idempotent():
     kernel = random_kernel(seed=4)
     library = patterns.select_library([kernel], 8)

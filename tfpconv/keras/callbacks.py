@@ -34,11 +34,12 @@ from tfpconv.keras.unification_constraint import Unification
 from tfpconv.sparsity import unification
 
 #: Magnitude projections ``PatternPruning`` spreads over its pruning phase when ``update_every`` is
-#: not given. A pattern projection costs little next to a training step (0.4 s for all of
-#: VGG-16's 3x3 kernels on one core), and 128 of them kept 0.16 points more accuracy than 32 on the
-#: short budget (``benchmarks/results/accuracy_short.md``, ``update-*`` rows); ADMM keeps
+#: not given. A pattern projection costs little next to a training step (0.38 s for all of
+#: VGG-16's 3x3 kernels on one core), and accuracy rose with every doubling of the projections
+#: on the short budget: 256 of them (a projection every 2 steps there) kept 0.21 points more
+#: than 32 (``benchmarks/results/accuracy_short.md``, ``update-*`` rows); ADMM keeps
 #: :data:`UPDATES_PER_PHASE` rounds: it lost 0.4 points with 117.
-PATTERN_PROJECTIONS_PER_PHASE = 128
+PATTERN_PROJECTIONS_PER_PHASE = 256
 
 __all__ = [
     "ActivationSparsity",
@@ -61,7 +62,7 @@ class PatternPruning(SparsityTraining):
     1. **Pruning phase** (the first ``pruning_epochs`` epochs; by default half of ``fit``'s
        epochs, rounded up, leaving at least one epoch for phase 2). A constant connectivity
        rises along a cubic ramp from 0 to its final value at three quarters of the phase;
-       ``update_every`` steps apart (default: 128 magnitude projections or 32 ADMM rounds
+       ``update_every`` steps apart (default: 256 magnitude projections or 32 ADMM rounds
        spread over the phase):
 
        - ``method="magnitude"`` (the default): the weights are projected onto the constraints
@@ -89,7 +90,7 @@ class PatternPruning(SparsityTraining):
 
     The defaults are the best recipe measured on short fine-tuning budgets (prune a trained
     network in as many epochs as it trained; ``benchmarks/accuracy_short.py``): magnitude
-    projection beat ADMM there, spreading 128 projections over the phase, leaving the first
+    projection beat ADMM there, spreading 256 projections over the phase, leaving the first
     convolution dense, the Erdős–Rényi split, the hard-phase cosine and restoring the filter norms
     (0.4 points without BatchNorm) each added accuracy. See
     ``benchmarks/results/accuracy_short.md`` for the figures.
@@ -158,7 +159,7 @@ class PatternPruning(SparsityTraining):
       pruning_epochs: length of the pruning phase in epochs (0 = project at once, then only the
         hard phase).
       update_every: steps between ADMM updates / magnitude projections; None spreads
-        :data:`PATTERN_PROJECTIONS_PER_PHASE` (128) projections or :data:`UPDATES_PER_PHASE` (32)
+        :data:`PATTERN_PROJECTIONS_PER_PHASE` (256) projections or :data:`UPDATES_PER_PHASE` (32)
         ADMM rounds over the pruning phase (once per epoch while the number of steps per epoch
         is not known yet).
       rho, rho_growth, rho_max: the ADMM penalty schedule (``rho_growth=None``: reach

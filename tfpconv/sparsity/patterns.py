@@ -212,6 +212,37 @@ def _per_filter(values: np.ndarray, out_channels: int, filter_group: int) -> np.
     return np.repeat(values, filter_group, axis=1)[:, :out_channels]
 
 
+def _pattern_choice(
+    kernel: np.ndarray, library: Sequence[int], filter_group: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per kernel, the library pattern that keeps the most energy.
+
+    Works on the HWIO kernel as ``(9, in * out)`` (its own memory order, no transpose). Returns
+    the library's taps ``(patterns, 9)``, the choice ``(in, out)`` and the squared norm each kernel
+    keeps with its choice ``(in, out)``, summed over its group with ``filter_group`` > 1.
+    """
+    masks = _library_taps(library)
+    in_channels, out_channels = kernel.shape[2:]
+    energy = np.square(kernel.reshape(TAPS, -1), dtype=np.float64)
+    scores = (energy.T @ masks.T.astype(np.float64)).reshape(in_channels, out_channels, -1)
+    if filter_group > 1:
+        scores = _group_sums(scores, filter_group)
+    choice = np.argmax(scores, axis=-1)
+    kept = np.take_along_axis(scores, choice[..., np.newaxis], axis=-1)[..., 0]
+    if filter_group > 1:
+        choice = _per_filter(choice, out_channels, filter_group)
+    return masks, choice, kept
+
+
+def _apply(kernel: np.ndarray, masks: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``kernel`` with each kernel's taps outside its pattern zeroed, and kernels coded
+    :data:`PRUNED` zeroed whole."""
+    codes = codes.ravel()
+    keep = masks.T[:, np.maximum(codes, 0)] & (codes >= 0)
+    zero = np.zeros((), kernel.dtype)
+    return np.where(keep, kernel.reshape(TAPS, -1), zero).reshape(kernel.shape)
+
+
 def project_patterns(
     kernel: np.ndarray, library: Sequence[int], filter_group: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -226,16 +257,8 @@ def project_patterns(
     """
     kernel = check_kernel(kernel)
     check_filter_group(filter_group)
-    masks = _library_taps(library)
-    taps = _taps_by_kernel(kernel)
-    scores = (taps.astype(np.float64) ** 2) @ masks.T.astype(np.float64)
-    if filter_group > 1:
-        scores = _group_sums(scores, filter_group)
-    choice = np.argmax(scores, axis=-1)
-    if filter_group > 1:
-        choice = _per_filter(choice, kernel.shape[3], filter_group)
-    projected = np.where(masks[choice], taps, 0).astype(kernel.dtype)
-    return _kernels_from_taps(projected), choice
+    masks, choice, _ = _pattern_choice(kernel, library, filter_group)
+    return _apply(kernel, masks, choice), choice
 
 
 def num_to_prune(num_kernels: int, connectivity: float) -> int:
@@ -247,6 +270,31 @@ def num_to_prune(num_kernels: int, connectivity: float) -> int:
 def kernel_norms(kernel: np.ndarray) -> np.ndarray:
     """Squared L2 norm of every 3x3 kernel, shape ``(in, out)``."""
     return (check_kernel(kernel).astype(np.float64) ** 2).sum(axis=(0, 1))
+
+
+def _weakest(norms: np.ndarray, count: int) -> np.ndarray:
+    """A boolean mask of the ``count`` smallest entries of ``norms``; among equal values the
+    earlier ones (row-major) go first, as a stable sort would order them. Linear time."""
+    flat = norms.ravel()
+    chosen = np.zeros(flat.size, dtype=bool)
+    if count >= flat.size:
+        chosen[:] = True
+    elif count > 0:
+        threshold = np.partition(flat, count - 1)[count - 1]
+        if np.isnan(threshold):  # NaN sorts last: every number goes, then the first NaNs
+            chosen, ties = ~np.isnan(flat), np.flatnonzero(np.isnan(flat))
+        else:
+            chosen, ties = flat < threshold, np.flatnonzero(flat == threshold)
+        chosen[ties[: count - int(chosen.sum())]] = True
+    return chosen.reshape(norms.shape)
+
+
+def _connectivity_keep(
+    norms: np.ndarray, connectivity: float, out_channels: int, filter_group: int
+) -> np.ndarray:
+    """Which kernels survive, from the (group-summed, with ``filter_group`` > 1) norms."""
+    keep = ~_weakest(norms, num_to_prune(norms.size, connectivity))
+    return _per_filter(keep, out_channels, filter_group) if filter_group > 1 else keep
 
 
 def connectivity_mask(kernel: np.ndarray, connectivity: float, filter_group: int = 1) -> np.ndarray:
@@ -261,14 +309,7 @@ def connectivity_mask(kernel: np.ndarray, connectivity: float, filter_group: int
     norms = kernel_norms(kernel)
     if filter_group > 1:
         norms = _group_sums(norms, filter_group)
-    flat = norms.ravel()
-    removed = np.argsort(flat, kind="stable")[: num_to_prune(flat.size, connectivity)]
-    keep = np.ones(flat.size, dtype=bool)
-    keep[removed] = False
-    keep = keep.reshape(norms.shape)
-    if filter_group > 1:
-        keep = _per_filter(keep, kernel.shape[3], filter_group)
-    return keep
+    return _connectivity_keep(norms, connectivity, kernel.shape[3], filter_group)
 
 
 def project(
@@ -283,11 +324,14 @@ def project(
     Returns ``(projected, codes)`` where ``codes`` has shape ``(in, out)`` and holds, per kernel,
     the position of its pattern in ``library`` or :data:`PRUNED`.
     """
-    projected, choice = project_patterns(kernel, library, filter_group)
-    keep = connectivity_mask(projected, connectivity, filter_group)
-    projected = projected * keep[np.newaxis, np.newaxis].astype(projected.dtype)
+    kernel = check_kernel(kernel)
+    check_filter_group(filter_group)
+    check_connectivity(connectivity)
+    # The energy a kernel keeps with its pattern is its post-pattern norm: no second pass.
+    masks, choice, kept = _pattern_choice(kernel, library, filter_group)
+    keep = _connectivity_keep(kept, connectivity, kernel.shape[3], filter_group)
     codes = np.where(keep, choice, PRUNED)
-    return projected, codes
+    return _apply(kernel, masks, codes), codes
 
 
 def projection_mask(codes: np.ndarray, library: Sequence[int]) -> np.ndarray:
