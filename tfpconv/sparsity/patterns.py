@@ -90,11 +90,6 @@ def _taps_by_kernel(kernel: np.ndarray) -> np.ndarray:
     return np.moveaxis(kernel.reshape(TAPS, *kernel.shape[2:]), 0, -1)
 
 
-def _kernels_from_taps(taps: np.ndarray) -> np.ndarray:
-    """(I, O, 9) -> (3, 3, I, O)."""
-    return np.moveaxis(taps, -1, 0).reshape(KERNEL_SIZE, KERNEL_SIZE, *taps.shape[:2])
-
-
 def _top4_positions(kernel: np.ndarray) -> np.ndarray:
     energy = _taps_by_kernel(check_kernel(kernel).astype(np.float64) ** 2)
     # The centre is always kept, so the choice is the 3 strongest of the 8 other taps: score each
@@ -234,13 +229,18 @@ def _pattern_choice(
     return masks, choice, kept
 
 
+def _tap_mask(masks: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The kept taps that ``codes`` describe, as ``(9, in * out)`` (the HWIO kernel's own memory
+    order): each kernel's pattern from ``masks`` ``(patterns, 9)``, nothing for negative codes."""
+    codes = np.asarray(codes).ravel()
+    return masks.T[:, np.maximum(codes, 0)] & (codes >= 0)
+
+
 def _apply(kernel: np.ndarray, masks: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """``kernel`` with each kernel's taps outside its pattern zeroed, and kernels coded
     :data:`PRUNED` zeroed whole."""
-    codes = codes.ravel()
-    keep = masks.T[:, np.maximum(codes, 0)] & (codes >= 0)
     zero = np.zeros((), kernel.dtype)
-    return np.where(keep, kernel.reshape(TAPS, -1), zero).reshape(kernel.shape)
+    return np.where(_tap_mask(masks, codes), kernel.reshape(TAPS, -1), zero).reshape(kernel.shape)
 
 
 def project_patterns(
@@ -336,10 +336,8 @@ def project(
 
 def projection_mask(codes: np.ndarray, library: Sequence[int]) -> np.ndarray:
     """The HWIO 0/1 mask that :func:`project` codes describe."""
-    masks = _library_taps(library)
     codes = np.asarray(codes)
-    taps = np.where((codes >= 0)[..., np.newaxis], masks[np.maximum(codes, 0)], False)
-    return _kernels_from_taps(taps)
+    return _tap_mask(_library_taps(library), codes).reshape(KERNEL_SIZE, KERNEL_SIZE, *codes.shape)
 
 
 def classify_kernels(kernel: np.ndarray) -> np.ndarray:
