@@ -18,8 +18,10 @@ for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, 
   (``restore_norms=False``: projected filters keep the norm the projection left them);
   ``prune-1`` / ``prune-3`` (``pruning_epochs=1`` / ``3`` instead of 2); ``update-8``,
   ``update-4``, ``update-2``, ``update-1`` (``update_every=N``: a projection every N steps, 59 to
-  470 per pruning phase, where the default spreads 256: every 2 steps here); ``admm-update-4``
-  (ADMM with 117 rounds instead of its default 32);
+  470 per pruning phase, where the default spreads 256: every 2 steps here); ``admm-rho10`` /
+  ``admm-rho100`` (ADMM with rho growing from 1 to 10 / 100 over the ramp instead of a constant
+  1), ``admm-32-rho10`` / ``admm-32-rho100`` (the same with 32 rounds, every 15 steps: the ADMM
+  schedule before 2026-12-06, then without the restart from Z);
 - filter groups (not run unless named): ``group-1``, ``group-2``, ``group-4`` (``filter_group=1``
   / ``2`` / ``4`` in every layer: that many consecutive filters share their patterns and kept
   input channels, for the delegate's shared-load kernels; the default ``"auto"`` groups 4 where a
@@ -97,7 +99,10 @@ VARIANTS = {
     "update-4": {"update_every": 4},
     "update-2": {"update_every": 2},
     "update-1": {"update_every": 1},
-    "admm-update-4": {"method": "admm", "update_every": 4},
+    "admm-rho10": {"method": "admm", "rho_max": 10.0},
+    "admm-rho100": {"method": "admm", "rho_max": 100.0},
+    "admm-32-rho10": {"method": "admm", "rho_max": 10.0, "update_every": 15},
+    "admm-32-rho100": {"method": "admm", "rho_max": 100.0, "update_every": 15},
     "unified": {"unify": 0.5},
     "group-1": {"filter_group": 1},
     "group-2": {"filter_group": 2},
@@ -227,14 +232,17 @@ def markdown(results: list[dict], config: dict) -> str:
         "every 3x3 convolution (`tfpconv.activation.sparsify` + `ActivationSparsity`); `group-g`: "
         '`filter_group=g` (`default` has `filter_group="auto"`: 4 where a BatchNorm follows, so '
         "every pruned layer of the batchnorm network; its `group-1` rows were measured as the "
-        "defaults before that, 2026-12-05). `admm`: ADMM with Z's filter norms restored like the "
-        "magnitude projections' (since 2026-12-05). Since 2026-12-06 `PatternPruning` spreads 256 "
-        "magnitude projections over the pruning phase (every 2 steps here: the plain network's "
-        "`default` is `update-2`, to the hundredth); the `no-restore`, `group-*`, `prune-1` and "
-        "`prune-3` rows were measured with the 32 before (every 15 steps); `update-N` projects "
-        "every N steps. ADMM keeps 32 rounds (`admm`); `admm-update-4` gives it 117. The "
-        "batchnorm network's runs differ between machines (the plain one's do not): its rows "
-        "were all measured on one (an Intel Xeon, `lscpu` family 6 model 207, 2026-12-06).",
+        'defaults before that, 2026-12-05). `admm`: ADMM as `method="admm"` runs it since '
+        "2026-12-06 (each round restarts the weights from Z; constant rho 1; 256 rounds per "
+        "phase, every 2 steps here); `admm-rho10` / `admm-rho100`: rho growing to 10 / 100 over "
+        "the ramp; `admm-32-*`: 32 rounds (every 15 steps). Since 2026-12-06 `PatternPruning` "
+        "spreads 256 magnitude projections over the pruning phase (every 2 steps here: the plain "
+        "network's `default` is `update-2`, to the hundredth); the `no-restore`, `group-*`, "
+        "`prune-1` and `prune-3` rows were measured with the 32 before (every 15 steps); "
+        "`update-N` projects every N steps. The batchnorm network's runs differ between machines "
+        "(the plain one's do not): its rows were measured on an Intel Xeon (`lscpu` family 6 "
+        "model 207, 2026-12-06), its `admm` rows on another (model 167), which repeated the "
+        "dense and default runs of seeds 0 and 1 to the hundredth.",
         "",
         "| network | variant | seeds | 3x3 compression | unified | activations masked "
         "| test accuracy | vs dense (points) | per seed |",

@@ -41,7 +41,7 @@ class ConvSpec:
     use_bias: bool = True
     connectivity: float = 0.0
     pruned_filters: int = 0  # output filters zeroed whole
-    pool_after: bool = False  # a MaxPool after it (ends the delegate partition)
+    pool_after: bool = False  # a MaxPool after it (run in the delegate's partition)
     filter_group: int = 1  # consecutive filters sharing patterns and connectivity
 
 

@@ -11,6 +11,8 @@ really have run the planned convolutions. Loading must never fail because of the
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,7 @@ from ai_edge_litert.interpreter import Interpreter as PlainInterpreter  # noqa: 
 
 import tfpconv  # noqa: E402
 from tfpconv.runtime.delegate import claimed_nodes  # noqa: E402
+from tfpconv.tflite.model_file import TFLiteModel  # noqa: E402
 
 RTOL = 1e-4
 RUNTIMES = ["litert", "tf.lite"]
@@ -216,6 +219,67 @@ def test_efficientnet_b0_with_default_claim_policy_loads():
     plain.allocate_tensors()
     assert_close(run(delegated, inputs), run(plain, inputs))
     assert delegated.delegated_nodes() == []
+
+
+# -- max pools between claimed convolutions --------------------------------------------------------
+
+
+def pooled_model(seed=7):
+    """Pools where VGG and ResNet have them, on odd sizes: 17x13 -> 9x7 -> 5x4 -> 2x2 -> 1x1."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((17, 13, 6)),
+            layers.MaxPooling2D(2, padding="same"),  # reads the model input: TFLite's
+            layers.Conv2D(12, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2, padding="same"),  # SAME on 9x7
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),  # VGG's 2x2/2 VALID, on 5x4
+            layers.Conv2D(8, 3, padding="same"),
+            layers.MaxPooling2D(3, strides=2, padding="same"),  # a ResNet stem's 3x3/2
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(3),
+        ]
+    )
+
+
+def operators_named(model_bytes, name):
+    return [op for op in TFLiteModel.from_bytes(model_bytes).operators() if op.name == name]
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+def test_max_pools_after_claimed_convs_join_the_delegates_partition(capfd):
+    data = pruned_and_converted(pooled_model())
+    pool_ops = operators_named(data, "MAX_POOL_2D")
+    pools = [op.operator_index for op in pool_ops]
+    convs = [op.operator_index for op in operators_named(data, "CONV_2D")]
+    assert len(pools) == 4 and len(convs) == 3 and convs == planned_nodes(data)
+    capfd.readouterr()
+    delegated = tfpconv.Interpreter(
+        model_content=data, claim="all", log_level="info", num_threads=2
+    )
+    plain = PlainInterpreter(model_content=data)
+    for i, shape in enumerate([(1, 17, 13, 6), (2, 17, 13, 6), (1, 10, 21, 6)]):
+        inputs = random_inputs(shape, 10 + i)
+        assert_close(run(delegated, inputs), run(plain, inputs))
+    err = capfd.readouterr().err
+    # The record lists the convolutions; the log names the pools the delegate took.
+    assert delegated.delegated_nodes() == convs
+    assert [int(n) for n in re.findall(r"claimed MAX_POOL_2D node (\d+)", err)] == pools[1:], err
+    declined = f"declined MAX_POOL_2D node {pools[0]}: its input is not produced by a node the"
+    assert declined in err, err
+    # One partition from the first pool's output to the last pool's (LiteRT's XNNPACK takes
+    # what is left in delegate nodes of its own).
+    first_pool_output, last_pool_output = pool_ops[0].op.outputs[0], pool_ops[-1].op.outputs[0]
+    partitions = [
+        op
+        for op in delegated._get_ops_details()
+        if op["op_name"] == "DELEGATE" and last_pool_output in op["outputs"]
+    ]
+    assert len(partitions) == 1 and list(partitions[0]["outputs"]) == [last_pool_output]
+    assert first_pool_output in partitions[0]["inputs"]
+    # tf.lite with the external delegate: same numbers.
+    assert compare(data, [(1, 17, 13, 6)], "tf.lite") == convs
 
 
 # -- the repository's own models -------------------------------------------------------------------

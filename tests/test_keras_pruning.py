@@ -144,16 +144,55 @@ def test_admm_training_ends_exactly_pattern_sparse(model_fn):
     assert np.isfinite(history.history["loss"]).all()
 
 
-def test_admm_pulls_weights_towards_the_constraint_set():
+def _distance_to_pull_target(rho):
+    """||W - (Z - U)|| / ||W|| one optimizer step after each ADMM round."""
+    keras.utils.set_random_seed(0)
     model = build(sequential_model)
     x, y = data()
-    # A callable schedule holds the target at 0.5 from the start (a constant one ramps up).
-    callback = tfpconv.callbacks.PatternPruning(
-        8, lambda step: 0.5, method="admm", rho=50.0, pruning_epochs=4, verbose=0
+    pruning = tfpconv.callbacks.PatternPruning(
+        8, lambda step: 0.5, method="admm", rho=rho, update_every=4, pruning_epochs=2, verbose=0
     )
-    history = model.fit(x, y, batch_size=8, epochs=5, callbacks=[callback], verbose=0)
-    gaps = history.history["pconv_gap"][:4]
-    assert gaps[-1] < gaps[0]
+    distances = []
+
+    class OneStepAfterRound(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if pruning._phase == "admm" and pruning._step % 4 == 1 and pruning._step > 4:
+                for entry, state in zip(pruning._layers, pruning._admm, strict=True):
+                    weights = entry.kernel()
+                    distances.append(
+                        np.linalg.norm(weights - state.target()) / np.linalg.norm(weights)
+                    )
+
+    model.fit(x, y, batch_size=8, epochs=3, callbacks=[pruning, OneStepAfterRound()], verbose=0)
+    return np.array(distances)
+
+
+def test_admm_penalty_pulls_weights_towards_z_minus_u():
+    # The proximal step W <- (W + s (Z - U)) / (1 + s), s = lr * rho (Adam's lr 1e-3 here).
+    assert (_distance_to_pull_target(rho=1e5) < 0.02).all()
+    assert (_distance_to_pull_target(rho=1.0) > 0.05).any()
+
+
+def test_admm_rounds_restart_the_weights_from_z():
+    model = build(sequential_model)
+    x, y = data()
+    pruning = tfpconv.callbacks.PatternPruning(
+        8, lambda step: 0.5, method="admm", update_every=3, pruning_epochs=2, verbose=0
+    )
+    rounds = []
+
+    class AfterEachRound(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if pruning._phase == "admm" and pruning._step % 3 == 0:
+                for entry, state in zip(pruning._layers, pruning._admm, strict=True):
+                    np.testing.assert_array_equal(entry.kernel(), state.z, err_msg=entry.name)
+                    codes = patterns.classify_kernels(state.z)
+                    assert (codes != patterns.NOT_A_PATTERN).all(), entry.name
+                rounds.append(sum(float(np.abs(state.u).sum()) for state in pruning._admm))
+
+    model.fit(x, y, batch_size=8, epochs=3, callbacks=[pruning, AfterEachRound()], verbose=0)
+    assert len(rounds) == 2 * len(x) // 8 // 3
+    assert rounds[-1] > 0  # U holds what the projections removed
 
 
 def test_magnitude_method_and_a_given_library():
@@ -562,9 +601,10 @@ def test_updates_spread_over_the_pruning_phase_and_rho_reaches_its_maximum():
     )
     updates = counted_updates(callback)
     history = model.fit(x, y, batch_size=4, epochs=3, callbacks=[callback], verbose=0)
-    # 32 steps per epoch, 64 in the pruning phase: 32 ADMM rounds, every 2 steps.
-    assert updates == list(range(2, 65, 2))
-    assert history.history["pconv_rho"] == [pytest.approx(40.0 ** (16 / 24)), 40.0]
+    # 32 steps per epoch, 64 in the pruning phase: 256 rounds spread over it is one every step;
+    # rho grows over the 48 rounds of the ramp.
+    assert updates == list(range(1, 65))
+    assert history.history["pconv_rho"] == [pytest.approx(40.0 ** (32 / 48)), 40.0]
     ramp = history.history["pconv_connectivity"]
     assert ramp[0] < 0.5 and ramp[1:] == [pytest.approx(0.5)] * 2
 

@@ -144,8 +144,19 @@ std::string DescribeKernel(const PatternConv& conv) {
   return DescribeTuning(conv.kernel_params(), conv.isa());
 }
 
+// "MAX_POOL_2D node 5 (2x2 window, 1x224x224x64 -> 112x112x64, stride 2x2)".
+std::string DescribePool(const ClaimedNode& claimed) {
+  const std::string window = std::to_string(claimed.kernel_h) + "x" + std::to_string(claimed.kernel_w) +
+                             " window";
+  if (!claimed.shape_note.empty()) return window + "; " + claimed.shape_note;
+  return window + ", " + DescribeShape(claimed.shape);
+}
+
 // "CONV_2D node 4 (1x56x56x64 -> ..., avx512 variant=...)" or "FULLY_CONNECTED node 9 (...)".
 std::string DescribeClaim(const ClaimedNode& claimed) {
+  if (claimed.max_pool) {
+    return "MAX_POOL_2D node " + std::to_string(claimed.node_index) + " (" + DescribePool(claimed) + ")";
+  }
   if (claimed.kind == PlannedOpKind::kUnifiedFc) {
     const FcShape& s = claimed.fc.shape;
     char text[200];
@@ -176,6 +187,7 @@ std::string DescribeClaim(const ClaimedNode& claimed) {
 }
 
 const char* OpName(const tfl::Registration& registration) {
+  if (registration.builtin_code == tfl::kBuiltinMaxPool2d) return "MAX_POOL_2D";
   return registration.builtin_code == tfl::kBuiltinFullyConnected ? "FULLY_CONNECTED" : "CONV_2D";
 }
 
@@ -229,8 +241,13 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
     std::string reason;
     Verdict verdict;
     try {
-      verdict = SelectNode(context, node_index, *node, *registration, have_plan ? &plan : nullptr,
-                           state->isa, state->settings.claim_all, &claimed, &reason);
+      // The execution plan is in dependency order: a pool's producer was examined before it.
+      verdict = registration->builtin_code == tfl::kBuiltinMaxPool2d
+                    ? SelectMaxPoolNode(context, node_index, *node, *registration, state->pending,
+                                        &claimed, &reason)
+                    : SelectNode(context, node_index, *node, *registration,
+                                 have_plan ? &plan : nullptr, state->isa,
+                                 state->settings.claim_all, &claimed, &reason);
     } catch (const std::exception& e) {  // e.g. out of memory while packing: leave it to TFLite
       verdict = Verdict::kPlanMismatch;
       reason = std::string("the engine failed: ") + e.what();
@@ -276,13 +293,16 @@ tfl::Status SelectAndReplace(tfl::Context* context, tfl::Delegate* delegate) {
   }
   if (state->pending.empty()) return tfl::kOk;
 
-  std::vector<int> claimed;
+  // The record (TfpconvDelegateClaimedNodes) lists the planned operators; pools, like activation
+  // masks, run in their partitions without being listed.
+  std::vector<int> claimed, replaced;
   size_t packed_bytes = 0;
   for (const auto& entry : state->pending) {
+    replaced.push_back(entry.first);
+    if (entry.second.max_pool) continue;
     claimed.push_back(entry.first);
     packed_bytes += entry.second.packed_weight_bytes();
   }
-  std::vector<int> replaced = claimed;
   for (const auto& entry : state->absorbed) replaced.push_back(entry.first);
   std::sort(replaced.begin(), replaced.end());
   std::vector<int> storage(1 + replaced.size());

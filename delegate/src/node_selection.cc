@@ -251,6 +251,82 @@ Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& n
   return Verdict::kClaimed;
 }
 
+Verdict SelectMaxPoolNode(tfl::Context* context, int node_index, const tfl::Node& node,
+                          const tfl::Registration& registration,
+                          const std::map<int, ClaimedNode>& claimed_before, ClaimedNode* claimed,
+                          std::string* reason) {
+  if (registration.builtin_code != tfl::kBuiltinMaxPool2d || node.delegate != nullptr) {
+    return Verdict::kNotOurs;
+  }
+  *claimed = ClaimedNode();
+  claimed->max_pool = true;
+  claimed->node_index = node_index;
+  if (ArraySize(node.inputs) != 1 || ArraySize(node.outputs) != 1) {
+    *reason = "unexpected input/output count";
+    return Verdict::kUnsupported;
+  }
+  claimed->input_tensor = TensorIndexAt(node.inputs, 0);
+  claimed->output_tensor = TensorIndexAt(node.outputs, 0);
+  // Alone between TFLite's operators a pool gains nothing from the delegate; next to a claimed node
+  // it keeps the partition whole (and its output is smaller than its input).
+  const bool after_claimed =
+      std::any_of(claimed_before.begin(), claimed_before.end(), [&](const auto& entry) {
+        return entry.second.output_tensor == claimed->input_tensor;
+      });
+  if (!after_claimed) {
+    *reason = "its input is not produced by a node the delegate runs";
+    return Verdict::kUnsupported;
+  }
+  if (node.builtin_data == nullptr) {
+    *reason = "missing MAX_POOL_2D options";
+    return Verdict::kUnsupported;
+  }
+  const auto& pool = *static_cast<const tfl::PoolParams*>(node.builtin_data);
+  if (pool.padding != tfl::kPaddingSame && pool.padding != tfl::kPaddingValid) {
+    *reason = "padding is neither SAME nor VALID";
+    return Verdict::kUnsupported;
+  }
+  const auto small = [](int v) { return v >= 1 && v <= kMaxPoolWindow; };
+  if (!small(pool.filter_height) || !small(pool.filter_width) || !small(pool.stride_height) ||
+      !small(pool.stride_width)) {
+    *reason = "window " + std::to_string(pool.filter_height) + "x" + std::to_string(pool.filter_width) +
+              ", stride " + std::to_string(pool.stride_height) + "x" + std::to_string(pool.stride_width) +
+              " (each only 1 to " + std::to_string(kMaxPoolWindow) + ")";
+    return Verdict::kUnsupported;
+  }
+  if (pool.activation != tfl::kActNone && pool.activation != tfl::kActRelu &&
+      pool.activation != tfl::kActRelu6) {
+    *reason = "fused activation " + std::to_string(pool.activation) + " (only NONE, RELU, RELU6)";
+    return Verdict::kUnsupported;
+  }
+  const tfl::Tensor* input = TensorAt(context, claimed->input_tensor);
+  const tfl::Tensor* output = TensorAt(context, claimed->output_tensor);
+  if (!IsFloatTensorOfRank(input, 4) || !IsFloatTensorOfRank(output, 4)) {
+    *reason = "input or output is not a float32 NHWC tensor";
+    return Verdict::kUnsupported;
+  }
+  if (input->allocation_type == tfl::kDynamic || output->allocation_type == tfl::kDynamic) {
+    *reason = "input or output is a dynamic-sized tensor (shape known only at run time)";
+    return Verdict::kUnsupported;
+  }
+  claimed->params.padding = pool.padding;
+  claimed->params.stride_height = pool.stride_height;
+  claimed->params.stride_width = pool.stride_width;
+  claimed->params.activation = pool.activation;
+  claimed->params.dilation_height_factor = claimed->params.dilation_width_factor = 1;
+  claimed->kernel_h = pool.filter_height;
+  claimed->kernel_w = pool.filter_width;
+  // The geometry for the log; the partition resolves it again from the real input in Prepare (the
+  // file's shape may be a placeholder, or leave nothing to compute).
+  const int* in = input->dims->data;
+  std::string error;
+  if (!ResolveConvShape(claimed->params, in[0], in[1], in[2], in[3], in[3], &claimed->shape, &error,
+                        claimed->kernel_h, claimed->kernel_w)) {
+    claimed->shape_note = "output size known only at run time";
+  }
+  return Verdict::kClaimed;
+}
+
 Verdict SelectNode(tfl::Context* context, int node_index, const tfl::Node& node,
                    const tfl::Registration& registration, const ModelPlan* plan, Isa isa,
                    bool claim_all, ClaimedNode* claimed, std::string* reason) {

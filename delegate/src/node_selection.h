@@ -1,16 +1,21 @@
 // Node selection: decides, node by node, whether the delegate runs an operator. A node is claimed
 // only when the op is supported, the plan has a valid entry for it that matches the live weights,
 // the engine expects to be faster than TFLite on it, and the engine accepts it; everything else is
-// declined with the reason. Two kinds:
+// declined with the reason. The kinds:
 // * pattern convolutions: CONV_2D, float32 NHWC, constant 3x3 filter, SAME/VALID, stride 1 or 2,
 //   fused NONE/RELU/RELU6; input and output not dynamic-sized, the input's shape known;
 // * unified weights (fc_selection.h): FULLY_CONNECTED, and 1x1 CONV_2D over few pixels;
 // * masked dense convolutions: a 3x3 CONV_2D as above, dense weights, whose output feeds only an
-//   activation-mask MUL (mask_selection.h), run by the engine's dense path skipping masked units.
+//   activation-mask MUL (mask_selection.h), run by the engine's dense path skipping masked units;
+// * max pools (no plan entry): MAX_POOL_2D, float32 NHWC, window and strides 1..kMaxPoolWindow,
+//   SAME/VALID, fused NONE/RELU/RELU6, whose input a node claimed earlier in the execution plan
+//   produces. It runs in that node's partition (one partition per VGG block stack instead of one
+//   per block) on the delegate's threads; a pool after TFLite's own operators stays TFLite's.
 #ifndef TFPCONV_SRC_NODE_SELECTION_H_
 #define TFPCONV_SRC_NODE_SELECTION_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,9 +38,12 @@ struct ClaimedFc {
   std::unique_ptr<UnifiedFc> fc;  // the engine's layer for `shape`
 };
 
-// A verified node the delegate will run: a pattern convolution, or unified weights (`fc`).
+// A verified node the delegate will run: a pattern convolution, unified weights (`fc`), or a max
+// pool (`max_pool`: params and shape hold its padding, strides, clamp and geometry, kernel_h x
+// kernel_w its window; no plan entry, no weights).
 struct ClaimedNode {
   PlannedOpKind kind = PlannedOpKind::kPatternConv;
+  bool max_pool = false;
   int node_index = -1;
   int input_tensor = -1;
   int filter_tensor = -1;
@@ -84,6 +92,17 @@ Verdict SelectNode(tfl::Context* context, int node_index, const tfl::Node& node,
 Verdict SelectConvNode(tfl::Context* context, int node_index, const tfl::Node& node,
                        const tfl::Registration& registration, const ModelPlan* plan, Isa isa,
                        bool claim_all, ClaimedNode* claimed, std::string* reason);
+
+// The largest MAX_POOL_2D window side and stride the delegate claims.
+constexpr int kMaxPoolWindow = 16;
+
+// The max pool selection. `claimed_before` holds the nodes claimed earlier in the execution plan:
+// the pool is claimed only when one of them produces its input. Same contract as SelectConvNode
+// otherwise (kNotOurs for any other operator).
+Verdict SelectMaxPoolNode(tfl::Context* context, int node_index, const tfl::Node& node,
+                          const tfl::Registration& registration,
+                          const std::map<int, ClaimedNode>& claimed_before, ClaimedNode* claimed,
+                          std::string* reason);
 
 // The engine's masked dense convolution for a claimed node's shape, filter, bias and mask.
 std::unique_ptr<DenseConv> CreateDenseConv(tfl::Context* context, const ClaimedNode& node, Isa isa,

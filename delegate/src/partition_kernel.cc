@@ -6,6 +6,7 @@
 
 #include "conv_geometry.h"
 #include "fc_selection.h"
+#include "max_pool.h"
 #include "tensor_util.h"
 
 namespace tfpconv {
@@ -223,9 +224,41 @@ bool PartitionKernel::PrepareFcStep(tfl::Context* context, Step* step) {
   return true;
 }
 
+// TFLite's pooling Prepare: out = ceil(in / stride) for SAME, (in - window) / stride + 1 for VALID
+// (0 when the window does not fit: an empty output, as TFLite's kernel gives).
+bool PartitionKernel::PreparePoolStep(tfl::Context* context, Step* step) {
+  ClaimedNode& pool = step->node;
+  std::vector<int> in;
+  if (!InputDims(context, pool.input_tensor, &in) || in.size() != 4) {
+    state_->logger.Log(kTfpconvLogError, "node %d: input is not a float32 NHWC tensor", pool.node_index);
+    return false;
+  }
+  const tfl::ConvParams& p = pool.params;
+  const std::vector<int> out = {in[0], TfliteOutputSize(p.padding, in[1], p.stride_height, pool.kernel_h),
+                                TfliteOutputSize(p.padding, in[2], p.stride_width, pool.kernel_w), in[3]};
+  if (*std::min_element(in.begin(), in.end()) < 0 || *std::min_element(out.begin(), out.end()) < 0) {
+    state_->logger.Log(kTfpconvLogError, "node %d: input %dx%d is too small for the %dx%d window",
+                       pool.node_index, in[1], in[2], pool.kernel_h, pool.kernel_w);
+    return false;
+  }
+  step->empty = *std::min_element(out.begin(), out.end()) == 0;
+  std::string error;
+  if (!step->empty && !ResolveConvShape(p, in[0], in[1], in[2], in[3], in[3], &pool.shape, &error,
+                                        pool.kernel_h, pool.kernel_w)) {
+    state_->logger.Log(kTfpconvLogError, "node %d: %s", pool.node_index, error.c_str());
+    return false;
+  }
+  if (!SetOutputDims(context, pool.output_tensor, out)) {
+    state_->logger.Log(kTfpconvLogError, "node %d: cannot resize the output tensor", pool.node_index);
+    return false;
+  }
+  return true;
+}
+
 tfl::Status PartitionKernel::Prepare(tfl::Context* context) {
   for (Step& step : steps_) {
-    const bool ok = step.node.kind == PlannedOpKind::kUnifiedFc ? PrepareFcStep(context, &step)
+    const bool ok = step.node.max_pool                            ? PreparePoolStep(context, &step)
+                    : step.node.kind == PlannedOpKind::kUnifiedFc ? PrepareFcStep(context, &step)
                                                                   : PrepareConvStep(context, &step);
     if (!ok) return tfl::kError;
   }
@@ -252,7 +285,9 @@ tfl::Status PartitionKernel::Invoke(tfl::Context* context) {
                          conv.node_index);
       return tfl::kError;
     }
-    if (conv.kind == PlannedOpKind::kUnifiedFc) {
+    if (conv.max_pool) {
+      MaxPool(PoolShape(conv.shape, conv.kernel_h, conv.kernel_w), input, output, pool);
+    } else if (conv.kind == PlannedOpKind::kUnifiedFc) {
       if (step.use_reference) {
         const tfl::Tensor* weights = TensorAt(context, conv.filter_tensor);
         const tfl::Tensor* bias = TensorAt(context, conv.bias_tensor);

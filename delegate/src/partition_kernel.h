@@ -1,7 +1,7 @@
 // The delegate kernel of one partition: a chain of claimed nodes (pattern convolutions, unified
-// FULLY_CONNECTED / 1x1 CONV_2D). Prepare infers shapes, resizes the partition outputs and owns the
-// tensors internal to the partition (TFLite leaves those unallocated); Invoke runs the engine's
-// layers in order.
+// FULLY_CONNECTED / 1x1 CONV_2D, max pools). Prepare infers shapes, resizes the partition outputs
+// and owns the tensors internal to the partition (TFLite leaves those unallocated); Invoke runs
+// the engine's layers in order.
 #ifndef TFPCONV_SRC_PARTITION_KERNEL_H_
 #define TFPCONV_SRC_PARTITION_KERNEL_H_
 
@@ -40,6 +40,7 @@ class PartitionKernel {
   explicit PartitionKernel(DelegateState* state) : state_(state) {}
   bool PrepareConvStep(tfl::Context* context, Step* step);
   bool PrepareFcStep(tfl::Context* context, Step* step);
+  bool PreparePoolStep(tfl::Context* context, Step* step);
   bool InputDims(tfl::Context* context, int tensor, std::vector<int>* dims);
   bool SetOutputDims(tfl::Context* context, int tensor, const std::vector<int>& dims);
   float* TensorData(tfl::Context* context, int tensor);

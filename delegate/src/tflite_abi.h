@@ -17,6 +17,7 @@ enum AllocationType : int { kMemNone = 0, kMmapRo = 1, kArenaRw = 2, kArenaRwPer
 enum BuiltinOperator : int32_t {
   kBuiltinConv2d = 3,
   kBuiltinFullyConnected = 9,
+  kBuiltinMaxPool2d = 17,
   kBuiltinMul = 18,
   kBuiltinDelegate = 51
 };
@@ -153,6 +154,21 @@ struct FullyConnectedParams {
 // builtin_data of a MUL node (TfLiteMulParams).
 struct MulParams {
   FusedActivation activation;
+};
+
+// builtin_data of a MAX_POOL_2D / AVERAGE_POOL_2D node (TfLitePoolParams, whole). Width comes
+// before height in both pairs. `computed` is filled by TFLite's own Prepare of the node: the
+// delegate never reads it (it selects nodes before TFLite prepares them).
+struct PoolParams {
+  Padding padding;
+  int stride_width;
+  int stride_height;
+  int filter_width;
+  int filter_height;
+  FusedActivation activation;
+  struct {
+    struct { int width, height, width_offset, height_offset; } padding;  // TfLitePaddingValues
+  } computed;
 };
 
 }  // namespace tfl

@@ -7,6 +7,10 @@
 
 #include "common.h"  // official: TfLiteTensor, TfLiteNode, TfLiteContext, ...
 #include "builtin_ops.h"
+#if __has_include("builtin_op_data.h")
+#include "builtin_op_data.h"  // official: TfLitePoolParams (not in every set of public headers)
+#define TFPCONV_HAVE_BUILTIN_OP_DATA 1
+#endif
 #include "tflite_abi.h"
 
 namespace tfpconv {
@@ -118,6 +122,7 @@ static_assert(SameValue(tfl::kMmapRo, kTfLiteMmapRo) && SameValue(tfl::kArenaRw,
               "TfLiteAllocationType");
 static_assert(SameValue(tfl::kBuiltinConv2d, kTfLiteBuiltinConv2d), "CONV_2D");
 static_assert(SameValue(tfl::kBuiltinFullyConnected, kTfLiteBuiltinFullyConnected), "FULLY_CONNECTED");
+static_assert(SameValue(tfl::kBuiltinMaxPool2d, kTfLiteBuiltinMaxPool2d), "MAX_POOL_2D");
 static_assert(SameValue(tfl::kBuiltinMul, kTfLiteBuiltinMul), "MUL");
 static_assert(SameValue(tfl::kBuiltinDelegate, kTfLiteBuiltinDelegate), "DELEGATE");
 static_assert(tfl::kOptionalTensor == kTfLiteOptionalTensor, "optional tensor");
@@ -125,6 +130,25 @@ static_assert(tfl::kDelegateFlagsAllowDynamicTensors == kTfLiteDelegateFlagsAllo
               "TfLiteDelegateFlags");
 static_assert(sizeof(tfl::Status) == sizeof(TfLiteStatus), "TfLiteStatus size");
 static_assert(sizeof(tfl::Type) == sizeof(TfLiteType), "TfLiteType size");
+
+// builtin_data structs live in builtin_op_data.h, which the npm package (TensorFlowLiteC's public
+// headers) does not ship; checked wherever TFLite's full headers are given. TfLitePoolParams was
+// checked by hand against TFLite's tensorflow/lite/core/c/builtin_op_data.h (the same layout in
+// old and current versions).
+#ifdef TFPCONV_HAVE_BUILTIN_OP_DATA
+TFPCONV_SAME_SIZE(tfl::PoolParams, ::TfLitePoolParams);
+TFPCONV_SAME_FIELD(tfl::PoolParams, ::TfLitePoolParams, padding);
+TFPCONV_SAME_FIELD(tfl::PoolParams, ::TfLitePoolParams, stride_width);
+TFPCONV_SAME_FIELD(tfl::PoolParams, ::TfLitePoolParams, stride_height);
+TFPCONV_SAME_FIELD(tfl::PoolParams, ::TfLitePoolParams, filter_width);
+TFPCONV_SAME_FIELD(tfl::PoolParams, ::TfLitePoolParams, filter_height);
+TFPCONV_SAME_FIELD(tfl::PoolParams, ::TfLitePoolParams, activation);
+TFPCONV_SAME_FIELD(tfl::PoolParams, ::TfLitePoolParams, computed);
+static_assert(SameValue(tfl::kPaddingSame, kTfLitePaddingSame) &&
+                  SameValue(tfl::kPaddingValid, kTfLitePaddingValid), "TfLitePadding");
+static_assert(SameValue(tfl::kActRelu, kTfLiteActRelu) && SameValue(tfl::kActRelu6, kTfLiteActRelu6),
+              "TfLiteFusedActivation");
+#endif
 
 TEST(Abi, LayoutsMatchTheOfficialHeaders) {
   // Everything is checked at compile time; this records that the check ran.

@@ -8,6 +8,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <random>
 #include <set>
@@ -120,6 +121,24 @@ class FakeGraph {
     return output;
   }
 
+  // Adds MAX_POOL_2D(input) and returns its output tensor.
+  int AddMaxPool(int input, const tfl::PoolParams& params, int* node_index = nullptr) {
+    const int output = AddTensor({1, 1, 1, 1}, tfl::kArenaRw);
+    tfl::Node node{};
+    node.inputs = NewIntArray({input});
+    node.outputs = NewIntArray({output});
+    auto* stored = static_cast<tfl::PoolParams*>(std::malloc(sizeof(tfl::PoolParams)));
+    *stored = params;
+    node.builtin_data = stored;
+    tfl::Registration registration{};
+    registration.builtin_code = tfl::kBuiltinMaxPool2d;
+    if (node_index) *node_index = static_cast<int>(nodes_.size());
+    execution_plan_.push_back(static_cast<int>(nodes_.size()));
+    nodes_.push_back(node);
+    registrations_.push_back(registration);
+    return output;
+  }
+
   void MarkGraphOutput(int tensor) { graph_outputs_.insert(tensor); }
   void SetMetadata(std::vector<uint8_t> metadata) {
     metadata_ = std::move(metadata);
@@ -151,10 +170,10 @@ class FakeGraph {
   tfl::ConvParams* ConvParamsOf(int node) {
     return static_cast<tfl::ConvParams*>(nodes_[node].builtin_data);
   }
-  // The original node is still in the execution plan as TFLite's CONV_2D.
+  // The original node is still in the execution plan as TFLite's operator.
   bool RunsOnTflite(int node) const {
     return std::count(execution_plan_.begin(), execution_plan_.end(), node) == 1 &&
-           registrations_[node].builtin_code == tfl::kBuiltinConv2d;
+           registrations_[node].builtin_code != tfl::kBuiltinDelegate;
   }
   void set_primary(bool primary) {
     context_.AcquireSubgraphContext = primary ? AcquireSelf : AcquireOther;
@@ -181,6 +200,8 @@ class FakeGraph {
     for (int n : execution_plan_) {
       if (registrations_[n].prepare != nullptr) {
         if (registrations_[n].prepare(&context_, &nodes_[n]) != tfl::kOk) return false;
+      } else if (registrations_[n].builtin_code == tfl::kBuiltinMaxPool2d) {
+        PrepareReferencePool(nodes_[n]);
       } else if (!PrepareReferenceConv(nodes_[n])) {
         return false;
       }
@@ -204,6 +225,8 @@ class FakeGraph {
     for (int n : execution_plan_) {
       if (registrations_[n].invoke != nullptr) {
         if (registrations_[n].invoke(&context_, &nodes_[n]) != tfl::kOk) return false;
+      } else if (registrations_[n].builtin_code == tfl::kBuiltinMaxPool2d) {
+        RunReferencePool(nodes_[n]);
       } else {
         RunReferenceConv(nodes_[n]);
       }
@@ -249,6 +272,51 @@ class FakeGraph {
     const int bias = node.inputs->data[2];
     ReferenceConv(shape, Data(node.inputs->data[1]), bias >= 0 ? Data(bias) : nullptr,
                   Data(node.inputs->data[0]), Data(node.outputs->data[0]));
+  }
+
+  // TFLite's pooling, written out: out = ceil(in / stride) (SAME) or (in - window) / stride + 1
+  // (VALID); SAME pads (out - 1) * stride + window - in, the odd one at the end; padded positions
+  // are skipped; then the fused activation's clamp.
+  static void PoolDimension(const tfl::PoolParams& p, bool height, int in, int* out, int* pad) {
+    const int window = height ? p.filter_height : p.filter_width;
+    const int stride = height ? p.stride_height : p.stride_width;
+    *out = p.padding == tfl::kPaddingSame ? (in + stride - 1) / stride : (in - window + stride) / stride;
+    *pad = std::max((*out - 1) * stride + window - in, 0) / 2;
+  }
+  void PrepareReferencePool(const tfl::Node& node) {
+    const auto& p = *static_cast<const tfl::PoolParams*>(node.builtin_data);
+    const std::vector<int> in = Dims(node.inputs->data[0]);
+    int out_h, out_w, pad;
+    PoolDimension(p, true, in[1], &out_h, &pad);
+    PoolDimension(p, false, in[2], &out_w, &pad);
+    SetDims(node.outputs->data[0], {in[0], out_h, out_w, in[3]});
+  }
+  void RunReferencePool(const tfl::Node& node) {
+    const auto& p = *static_cast<const tfl::PoolParams*>(node.builtin_data);
+    const std::vector<int> in = Dims(node.inputs->data[0]);
+    int out_h, out_w, pad_top, pad_left;
+    PoolDimension(p, true, in[1], &out_h, &pad_top);
+    PoolDimension(p, false, in[2], &out_w, &pad_left);
+    float act_min, act_max;
+    ActivationClamp(p.activation, &act_min, &act_max);
+    const float* input = Data(node.inputs->data[0]);
+    float* output = Data(node.outputs->data[0]);
+    const int c_count = in[3];
+    for (int b = 0; b < in[0]; ++b)
+      for (int oy = 0; oy < out_h; ++oy)
+        for (int ox = 0; ox < out_w; ++ox)
+          for (int c = 0; c < c_count; ++c) {
+            float m = std::numeric_limits<float>::lowest();
+            for (int fy = 0; fy < p.filter_height; ++fy)
+              for (int fx = 0; fx < p.filter_width; ++fx) {
+                const int y = oy * p.stride_height - pad_top + fy;
+                const int x = ox * p.stride_width - pad_left + fx;
+                if (y < 0 || y >= in[1] || x < 0 || x >= in[2]) continue;
+                m = std::max(m, input[((size_t(b) * in[1] + y) * in[2] + x) * c_count + c]);
+              }
+            output[((size_t(b) * out_h + oy) * out_w + ox) * c_count + c] =
+                std::min(std::max(m, act_min), act_max);
+          }
   }
 
   static tfl::Status GetExecutionPlan(tfl::Context* context, tfl::IntArray** plan) {
@@ -907,6 +975,183 @@ TEST_F(DelegateGraphTest, EmptyOutputsAfterAResizeDoNotFail) {
   EXPECT_EQ(chain.graph->Dims(chain.output), (std::vector<int>{1, 4, 0, 3}));
   chain.graph->SetDims(chain.input, spec_.input_dims);
   RunAndCompare(&chain, spec_.input_dims, 54);
+}
+
+// -- max pools between claimed convolutions --------------------------------------------------------
+
+tfl::PoolParams Pool(int window, int stride, tfl::Padding padding, tfl::FusedActivation act) {
+  tfl::PoolParams params{};
+  params.padding = padding;
+  params.filter_height = params.filter_width = window;
+  params.stride_height = params.stride_width = stride;
+  params.activation = act;
+  return params;
+}
+
+struct PoolGraph {
+  std::unique_ptr<FakeGraph> graph;
+  int input = -1, output = -1;
+  std::vector<int> convs, pools, filter_tensors;
+};
+
+// [pool 2x2/2 SAME ->] conv 5->6 RELU -> pool 2x2/2 VALID -> conv 6->7 -> pool 3x3/2 SAME RELU6:
+// VGG's block ends, on odd sizes (13x11 -> 6x5 -> 3x3), and a ResNet-stem-like pool.
+class MaxPoolGraphTest : public DelegateGraphTest {
+ protected:
+  MaxPoolGraphTest()
+      : filters_{MakePrunedFilter(6, 5, 0.3, 61), MakePrunedFilter(7, 6, 0.5, 62)},
+        pools_{Pool(2, 2, tfl::kPaddingValid, tfl::kActNone), Pool(3, 2, tfl::kPaddingSame, tfl::kActRelu6)} {}
+
+  PoolGraph Build() const {
+    PoolGraph g;
+    g.graph.reset(new FakeGraph());
+    g.input = g.graph->AddTensor(dims_, tfl::kArenaRw);
+    int tensor = g.input, node = -1;
+    if (pool_first_) {
+      tensor = g.graph->AddMaxPool(tensor, Pool(2, 2, tfl::kPaddingSame, tfl::kActNone), &node);
+      g.pools.push_back(node);
+    }
+    const tfl::ConvParams convs[] = {Conv(tfl::kPaddingSame, 1, 1, tfl::kActRelu),
+                                     Conv(tfl::kPaddingSame, 1, 1, tfl::kActNone)};
+    for (size_t i = 0; i < 2; ++i) {
+      tensor = g.graph->AddConv(tensor, filters_[i], true, convs[i], &node);
+      g.convs.push_back(node);
+      g.filter_tensors.push_back(tensor - 2);
+      tensor = g.graph->AddMaxPool(tensor, pools_[i], &node);
+      g.pools.push_back(node);
+    }
+    g.output = tensor;
+    g.graph->MarkGraphOutput(tensor);
+    return g;
+  }
+
+  std::vector<uint8_t> Plan(const PoolGraph& g) const {
+    std::vector<ConvPlanSpec> convs;
+    for (size_t i = 0; i < 2; ++i) convs.push_back(SpecFor(filters_[i], g.convs[i], g.filter_tensors[i]));
+    if (stale_second_conv_) convs[1].weight_checksum ^= 1u;
+    return BuildPlan(convs);
+  }
+
+  // Applies the delegate; returns its log.
+  std::string Apply(PoolGraph* g, bool prepared = true) {
+    g->graph->SetMetadata(Plan(*g));
+    ::testing::internal::CaptureStderr();
+    const tfl::Status status = prepared ? g->graph->Apply(delegate_) : g->graph->ApplyUnprepared(delegate_);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(status, tfl::kOk) << log;
+    return log;
+  }
+
+  void RunAndCompare(PoolGraph* g, const std::vector<int>& dims, uint32_t seed) {
+    PoolGraph plain = Build();
+    std::vector<float> expected;
+    for (PoolGraph* graph : {&plain, g}) {
+      graph->graph->SetDims(graph->input, dims);
+      ASSERT_TRUE(graph->graph->AllocateTensors());
+      std::mt19937 rng(seed);
+      std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+      float* data = graph->graph->Data(graph->input);
+      for (size_t i = 0; i < graph->graph->Elements(graph->input); ++i) data[i] = value(rng);
+      ASSERT_TRUE(graph->graph->Invoke());
+    }
+    const float* out = plain.graph->Data(plain.output);
+    expected.assign(out, out + plain.graph->Elements(plain.output));
+    ASSERT_EQ(g->graph->Dims(g->output), plain.graph->Dims(plain.output));
+    ExpectClose(expected, g->graph->Data(g->output));
+  }
+
+  static bool Logged(const std::string& log, const std::string& line) {
+    return log.find(line) != std::string::npos;
+  }
+
+  std::vector<int> dims_ = {1, 13, 11, 5};
+  std::vector<PrunedFilter> filters_;
+  std::vector<tfl::PoolParams> pools_;
+  bool pool_first_ = false;
+  bool stale_second_conv_ = false;
+};
+
+TEST_F(MaxPoolGraphTest, PoolsAfterClaimedConvsJoinOnePartition) {
+  PoolGraph g = Build();
+  const std::string log = Apply(&g);
+  EXPECT_EQ(Claimed(), g.convs);  // the record lists the planned operators only
+  for (int pool : g.pools) {
+    EXPECT_FALSE(g.graph->RunsOnTflite(pool)) << log;
+    EXPECT_TRUE(Logged(log, "claimed MAX_POOL_2D node " + std::to_string(pool) + " (")) << log;
+  }
+  EXPECT_EQ(g.graph->execution_plan().size(), 1u);
+  EXPECT_TRUE(Logged(log, "(2x2 window, 1x13x11x6 -> 6x5x6, stride 2x2)")) << log;
+  RunAndCompare(&g, dims_, 71);
+  EXPECT_EQ(g.graph->Dims(g.output), (std::vector<int>{1, 3, 3, 7}));
+  for (const std::vector<int>& dims : {std::vector<int>{2, 17, 9, 5}, std::vector<int>{1, 4, 4, 5},
+                                       std::vector<int>{3, 2, 7, 5}}) {
+    RunAndCompare(&g, dims, 72);
+  }
+}
+
+TEST_F(MaxPoolGraphTest, ResolvesPoolShapesWhenAppliedBeforeTheGraphIsPrepared) {
+  PoolGraph g = Build();
+  // The shapes a file gives the pools' outputs; the convolutions' outputs stay 1x1 placeholders
+  // (too small for the VALID window: the shape is left to the partition's Prepare).
+  g.graph->SetDims(g.filter_tensors[1] - 1, {1, 6, 5, 6});  // the first pool's output
+  g.graph->SetDims(g.output, {1, 3, 3, 7});
+  const std::string log = Apply(&g, /*prepared=*/false);
+  EXPECT_TRUE(Logged(log, "(2x2 window; output size known only at run time)")) << log;
+  EXPECT_EQ(Claimed(), g.convs);
+  EXPECT_EQ(g.graph->execution_plan().size(), 1u) << log;
+  RunAndCompare(&g, dims_, 73);
+  // A VALID window taller than the input: empty outputs from there on, as TFLite's kernels give.
+  g.graph->SetDims(g.input, {1, 1, 11, 5});
+  ASSERT_TRUE(g.graph->AllocateTensors());
+  ASSERT_TRUE(g.graph->Invoke());
+  EXPECT_EQ(g.graph->Dims(g.output), (std::vector<int>{1, 0, 3, 7}));
+  RunAndCompare(&g, {2, 8, 12, 5}, 74);
+}
+
+TEST_F(MaxPoolGraphTest, PoolAfterTflitesOwnOperatorStaysWithTflite) {
+  pool_first_ = true;  // reads the graph input
+  stale_second_conv_ = true;  // the second convolution and the pool after it stay with TFLite
+  PoolGraph g = Build();
+  const std::string log = Apply(&g);
+  EXPECT_EQ(Claimed(), std::vector<int>{g.convs[0]});
+  for (int declined : {g.pools[0], g.pools[2]}) {
+    EXPECT_TRUE(g.graph->RunsOnTflite(declined));
+    EXPECT_TRUE(Logged(log, "declined MAX_POOL_2D node " + std::to_string(declined) +
+                                ": its input is not produced by a node the delegate runs"))
+        << log;
+  }
+  EXPECT_FALSE(g.graph->RunsOnTflite(g.pools[1]));
+  EXPECT_EQ(g.graph->delegate_nodes(), 1);
+  RunAndCompare(&g, dims_, 75);
+}
+
+TEST_F(MaxPoolGraphTest, UnsupportedPoolOptionsAreDeclined) {
+  const struct {
+    tfl::PoolParams params;
+    std::string reason;
+  } cases[] = {
+      {Pool(2, 2, tfl::kPaddingValid, static_cast<tfl::FusedActivation>(4)),
+       "fused activation 4 (only NONE, RELU, RELU6)"},  // TANH
+      {Pool(2, 2, tfl::kPaddingValid, tfl::kActReluN1To1), "fused activation 2 (only NONE, RELU, RELU6)"},
+      {Pool(2, 0, tfl::kPaddingValid, tfl::kActNone), "window 2x2, stride 0x0 (each only 1 to 16)"},
+      {Pool(17, 1, tfl::kPaddingSame, tfl::kActNone), "window 17x17, stride 1x1 (each only 1 to 16)"},
+      {Pool(2, 2, tfl::kPaddingUnknown, tfl::kActNone), "padding is neither SAME nor VALID"},
+  };
+  for (const auto& c : cases) {
+    pools_[0] = c.params;
+    PoolGraph g = Build();
+    // TFLite's kernel refuses stride 0 and an unknown padding: the graph is never prepared.
+    const bool runs = c.params.stride_height > 0 && c.params.padding != tfl::kPaddingUnknown;
+    if (!runs) g.graph->SetDims(g.filter_tensors[1] - 1, {1, 6, 5, 6});  // as a file would give it
+    const std::string log = Apply(&g, /*prepared=*/runs);
+    EXPECT_EQ(Claimed(), g.convs);
+    EXPECT_TRUE(g.graph->RunsOnTflite(g.pools[0]));
+    EXPECT_FALSE(g.graph->RunsOnTflite(g.pools[1]));
+    EXPECT_EQ(g.graph->delegate_nodes(), 2);
+    EXPECT_TRUE(Logged(log, "declined MAX_POOL_2D node " + std::to_string(g.pools[0]) + ": " + c.reason))
+        << log;
+    if (runs) RunAndCompare(&g, dims_, 76);
+  }
 }
 
 // -- the log callback ----------------------------------------------------------------------------------

@@ -33,12 +33,12 @@ from tfpconv.keras.training import (
 from tfpconv.keras.unification_constraint import Unification
 from tfpconv.sparsity import unification
 
-#: Magnitude projections ``PatternPruning`` spreads over its pruning phase when ``update_every`` is
-#: not given. A pattern projection costs little next to a training step (0.38 s for all of
-#: VGG-16's 3x3 kernels on one core), and accuracy rose with every doubling of the projections
-#: on the short budget: 256 of them (a projection every 2 steps there) kept 0.21 points more
-#: than 32 (``benchmarks/results/accuracy_short.md``, ``update-*`` rows); ADMM keeps
-#: :data:`UPDATES_PER_PHASE` rounds: it lost 0.4 points with 117.
+#: Magnitude projections or ADMM rounds ``PatternPruning`` spreads over its pruning phase when
+#: ``update_every`` is not given. A pattern projection costs little next to a training step
+#: (0.38 s for all of VGG-16's 3x3 kernels on one core), and accuracy rose with every doubling of
+#: the projections on the short budget: 256 of them (a projection every 2 steps there) kept 0.21
+#: points more than 32 (``benchmarks/results/accuracy_short.md``, ``update-*`` rows). ADMM, whose
+#: rounds restart the weights from Z, gains from them the same way.
 PATTERN_PROJECTIONS_PER_PHASE = 256
 
 __all__ = [
@@ -62,8 +62,8 @@ class PatternPruning(SparsityTraining):
     1. **Pruning phase** (the first ``pruning_epochs`` epochs; by default half of ``fit``'s
        epochs, rounded up, leaving at least one epoch for phase 2). A constant connectivity
        rises along a cubic ramp from 0 to its final value at three quarters of the phase;
-       ``update_every`` steps apart (default: 256 magnitude projections or 32 ADMM rounds
-       spread over the phase):
+       ``update_every`` steps apart (default: 256 magnitude projections or ADMM rounds spread
+       over the phase):
 
        - ``method="magnitude"`` (the default): the weights are projected onto the constraints
          at every update. With ``restore_norms=True`` (the default) each output channel's kept
@@ -73,13 +73,17 @@ class PatternPruning(SparsityTraining):
          the same. Layers whose output goes only into a ``BatchNormalization`` are left as
          projected: BatchNorm renormalizes them anyway.
        - ``method="admm"``: ADMM with ``Z = project(W + U)`` (its filter norms restored too, with
-         ``restore_norms``) and ``U += W - Z`` at every update,
-         ``rho`` multiplied by ``rho_growth`` (default: the factor that reaches ``rho_max`` at
-         the end of the ramp) with ``U`` rescaled to keep the dual. After every optimizer step
-         the weights take the exact proximal step of the penalty ``rho/2 ||W - Z + U||^2`` with
-         the optimizer's current learning rate ``lr``:
-         ``W <- (W + lr*rho*(Z - U)) / (1 + lr*rho)`` (the same as adding the penalty to the
-         loss under SGD, and stable for any ``rho``).
+         ``restore_norms``) and ``U += W - Z`` at every update; then the weights restart from
+         ``Z``, so the network trains on weights that satisfy the constraints while the scaled
+         dual ``U`` accumulates what the projections removed and brings back, at the next
+         round, weights that the loss keeps regrowing. After every optimizer step the weights
+         take the exact proximal step of the penalty ``rho/2 ||W - Z + U||^2`` with the
+         optimizer's current learning rate ``lr``: ``W <- (W + lr*rho*(Z - U)) / (1 + lr*rho)``
+         (the same as adding the penalty to the loss under SGD, and stable for any ``rho``).
+         With ``rho_max`` above ``rho``, ``rho`` is multiplied by ``rho_growth`` at every update
+         (default: the factor that reaches ``rho_max`` at the end of the ramp) with ``U``
+         rescaled to keep the dual. The default, a constant ``rho=1``, keeps the pull weak,
+         which measured best: growing it to 10 or 100 locked the first rounds' choices in.
 
     2. **Hard phase** (the remaining epochs): the weights are projected once more, the masks are
        fixed and re-applied after every optimizer step, so when ``fit`` returns every pruned
@@ -159,11 +163,11 @@ class PatternPruning(SparsityTraining):
       pruning_epochs: length of the pruning phase in epochs (0 = project at once, then only the
         hard phase).
       update_every: steps between ADMM updates / magnitude projections; None spreads
-        :data:`PATTERN_PROJECTIONS_PER_PHASE` (256) projections or :data:`UPDATES_PER_PHASE` (32)
-        ADMM rounds over the pruning phase (once per epoch while the number of steps per epoch
-        is not known yet).
-      rho, rho_growth, rho_max: the ADMM penalty schedule (``rho_growth=None``: reach
-        ``rho_max`` at the end of the ramp).
+        :data:`PATTERN_PROJECTIONS_PER_PHASE` (256) of them over the pruning phase (once per
+        epoch while the number of steps per epoch is not known yet).
+      rho, rho_growth, rho_max: the ADMM penalty schedule: ``rho`` to start with, growing to
+        ``rho_max`` (None: ``rho``, a constant penalty) by ``rho_growth`` per update
+        (None: the factor that reaches ``rho_max`` at the end of the ramp).
       hard_phase_lr: ``"cosine"`` or None (leave the learning rate to the optimizer).
       restore_norms: scale every output channel back to its norm before each magnitude
         projection, ADMM's ``Z`` and the hard phase's projection (True, the default), or keep the
@@ -195,7 +199,7 @@ class PatternPruning(SparsityTraining):
         update_every: int | None = None,
         rho: float = 1.0,
         rho_growth: float | None = None,
-        rho_max: float = 100.0,
+        rho_max: float | None = None,
         hard_phase_lr: str | None = "cosine",
         restore_norms: bool = True,
         unify: float = 0.0,
@@ -228,8 +232,7 @@ class PatternPruning(SparsityTraining):
             restore_norms=restore_norms,
             verbose=verbose,
         )
-        if method == "magnitude":
-            self.updates_per_phase = PATTERN_PROJECTIONS_PER_PHASE
+        self.updates_per_phase = PATTERN_PROJECTIONS_PER_PHASE
 
     @property
     def num_patterns(self) -> int:
@@ -277,7 +280,9 @@ class WeightUnification(SparsityTraining):
         a list of layer names, or a predicate on layers.
       method, pruning_epochs, update_every, rho, rho_growth, rho_max, hard_phase_lr, verbose:
         as for :class:`PatternPruning`, except that ``update_every=None`` spreads
-        :data:`UPDATES_PER_PHASE` (32) updates over the pruning phase.
+        :data:`UPDATES_PER_PHASE` (32) updates over the pruning phase and ``rho`` grows to
+        ``rho_max=100`` (the ADMM schedule ``PatternPruning`` had before its rounds restarted
+        from Z; not measured again with the restart).
 
     Example::
 

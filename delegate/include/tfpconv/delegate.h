@@ -79,7 +79,8 @@ TFPCONV_EXPORT void tflite_plugin_destroy_delegate(struct TfLiteDelegate* delega
 /* The CONV_2D node indices (of the primary subgraph) the delegate claimed the last time it was
  * applied to a model: writes up to `capacity` of them to `node_indices` (may be NULL) and returns
  * how many there are, or -1 for a NULL delegate. Lets tests and tools check what really ran on the
- * delegate. */
+ * delegate. The MAX_POOL_2D and activation-mask MUL nodes it runs inside the same partitions are
+ * not listed (its log names them: "claimed MAX_POOL_2D node ..."). */
 TFPCONV_EXPORT int TfpconvDelegateClaimedNodes(const struct TfLiteDelegate* delegate,
                                                int* node_indices, int capacity);
 
