@@ -109,15 +109,7 @@ class FakeGraph {
     tfl::Node node{};
     node.inputs = NewIntArray({input, filter_tensor, bias_tensor});
     node.outputs = NewIntArray({output});
-    auto* stored = static_cast<tfl::ConvParams*>(std::malloc(sizeof(tfl::ConvParams)));
-    *stored = params;
-    node.builtin_data = stored;
-    tfl::Registration registration{};
-    registration.builtin_code = tfl::kBuiltinConv2d;
-    if (node_index) *node_index = static_cast<int>(nodes_.size());
-    execution_plan_.push_back(static_cast<int>(nodes_.size()));
-    nodes_.push_back(node);
-    registrations_.push_back(registration);
+    AppendNode(node, tfl::kBuiltinConv2d, params, node_index);
     return output;
   }
 
@@ -127,16 +119,23 @@ class FakeGraph {
     tfl::Node node{};
     node.inputs = NewIntArray({input});
     node.outputs = NewIntArray({output});
-    auto* stored = static_cast<tfl::PoolParams*>(std::malloc(sizeof(tfl::PoolParams)));
+    AppendNode(node, tfl::kBuiltinMaxPool2d, params, node_index);
+    return output;
+  }
+
+  // Appends `node` to the graph and the execution plan, with a malloc'ed copy of its options (the
+  // destructor frees it).
+  template <typename Params>
+  void AppendNode(tfl::Node node, int32_t builtin_code, const Params& params, int* node_index) {
+    auto* stored = static_cast<Params*>(std::malloc(sizeof(Params)));
     *stored = params;
     node.builtin_data = stored;
     tfl::Registration registration{};
-    registration.builtin_code = tfl::kBuiltinMaxPool2d;
+    registration.builtin_code = builtin_code;
     if (node_index) *node_index = static_cast<int>(nodes_.size());
     execution_plan_.push_back(static_cast<int>(nodes_.size()));
     nodes_.push_back(node);
     registrations_.push_back(registration);
-    return output;
   }
 
   void MarkGraphOutput(int tensor) { graph_outputs_.insert(tensor); }

@@ -184,6 +184,7 @@ class PatternPruning(SparsityTraining):
     """
 
     log_prefix = "pconv"
+    updates_per_phase = PATTERN_PROJECTIONS_PER_PHASE
 
     def __init__(
         self,
@@ -233,7 +234,6 @@ class PatternPruning(SparsityTraining):
             restore_norms=restore_norms,
             verbose=verbose,
         )
-        self.updates_per_phase = PATTERN_PROJECTIONS_PER_PHASE
 
     @property
     def num_patterns(self) -> int:
