@@ -2,14 +2,15 @@
 
 Every variant trains from the same initial weights for the same number of epochs with the same
 optimizer schedule; the pruned ones add ``tfpconv.callbacks.PatternPruning`` (8 patterns; by
-default magnitude projection every 30 steps for half the epochs, then masked fine-tuning, with the
-kernels to remove split over the layers by ``connectivity_allocation="erdos_renyi"``). Writes a
-JSON file and a markdown table.
+default the callback's own schedule: 256 magnitude projections spread over half the epochs, then
+masked fine-tuning, with the kernels to remove split over the layers by
+``connectivity_allocation="erdos_renyi"``). Writes a JSON file and a markdown table.
 
     python3 benchmarks/accuracy.py             # the full run (about an hour on 2 idle cores)
     python3 benchmarks/accuracy.py --epochs 1 --train-size 2000 --widths 16 32 64   # a smoke run
     python3 benchmarks/accuracy.py --train-size 0   # all 60000 training images (about 4 hours)
-    python3 benchmarks/accuracy.py --method admm --update-every 0   # ADMM, updates once per epoch
+    python3 benchmarks/accuracy.py --method admm   # ADMM with the callback's defaults
+    python3 benchmarks/accuracy.py --update-every 30   # a projection every 30 steps
 
 The variants can run as separate processes (on 2 cores, two single-threaded processes side by
 side train faster than one two-threaded one), each adding its results to the same files::
@@ -77,7 +78,7 @@ def train_variant(name, connectivity, data, args, initial_weights):
                 num_patterns=8,
                 connectivity=connectivity,
                 method=args.method,
-                update_every=args.update_every or None,
+                update_every=args.update_every,
                 rho=args.rho,
                 rho_growth=args.rho_growth,
                 rho_max=args.rho_max,
@@ -123,7 +124,7 @@ def markdown(results, config) -> str:
         f"small VGG (widths {config['widths']}, BatchNorm momentum {config['bn_momentum']}), "
         f"{config['epochs']} epochs, batch {config['batch_size']}, {len(results)} variants from "
         f"the same initial weights; pruning with method={config['method']!r}, "
-        f"update_every={config['update_every'] or 'epoch'}, pruning_epochs="
+        f"update_every={config['update_every'] or 'default (256 per phase)'}, pruning_epochs="
         f"{pruning_epochs if pruning_epochs is not None else 'half'}, "
         f"connectivity allocation {config['allocation']!r}"
         + f", filter_group={config.get('filter_group', 1)}"
@@ -185,8 +186,9 @@ def main() -> None:
     parser.add_argument(
         "--update-every",
         type=int,
-        default=30,
-        help="steps between ADMM updates / magnitude projections (0: once per epoch)",
+        default=None,
+        help="steps between ADMM updates / magnitude projections (default: the callback's, "
+        "256 spread over the pruning phase)",
     )
     parser.add_argument(
         "--pruning-epochs",
@@ -208,8 +210,12 @@ def main() -> None:
         "filter_group, an integer or auto (the default)",
     )
     parser.add_argument("--rho", type=float, default=1.0, help="initial ADMM penalty")
-    parser.add_argument("--rho-growth", type=float, default=2.0, help="rho factor per update")
-    parser.add_argument("--rho-max", type=float, default=100.0)
+    parser.add_argument(
+        "--rho-growth", type=float, default=None, help="rho factor per update (callback default)"
+    )
+    parser.add_argument(
+        "--rho-max", type=float, default=None, help="largest rho (default: the callback's)"
+    )
     parser.add_argument(
         "--variants",
         nargs="*",

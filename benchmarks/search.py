@@ -10,15 +10,15 @@ on the test set, their converted ``.tflite`` timed as deployed (tfpconv.Interpre
 
 - searched: the budget's finalist (``tfpconv.search.finalist``): of the ``--finalists`` candidates
   with the best search estimate within the budget (measured latency; the front and the uniform
-  points the search started from), the one with the best validation accuracy after the same
-  fine-tune as below on the training split;
+  points the search started from) and the best-estimated uniform point of each kind within it, the
+  one with the best validation accuracy after the same fine-tune as below on the training split;
 - channel pruning only: the widest uniform keep ratio (0.1 grid) within the budget, every
   convolution dense (TFLite's own kernels);
 - patterns + connectivity only: the lowest uniform connectivity (0.1 grid) within the budget.
 
 Writes ``benchmarks/results/search_<cpu>.{json,md,png}`` (``<cpu>`` e.g. ``amd-epyc-zen5``).
 
-    python3 benchmarks/search.py                 # about 25 minutes on 2 cores
+    python3 benchmarks/search.py                 # about 30 minutes on 2 cores
     python3 benchmarks/search.py --trials 80 --images 30000
 """
 
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12000)
     parser.add_argument("--widths", type=int, nargs=3, default=[32, 64, 128])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--finetune-steps", type=int, default=100)
     parser.add_argument("--finetune-epochs", type=int, default=2)

@@ -38,6 +38,7 @@ def test_accuracy_benchmark_writes_its_results(tmp_path):
     payload = json.loads((tmp_path / "accuracy.json").read_text())
     dense, pruned = payload["results"]
     assert payload["config"]["pruning_epochs"] == 1
+    assert payload["config"]["update_every"] is None  # the callback's own schedule
     assert [dense["variant"], pruned["variant"]] == ["dense", "pconv-8p-c0.72"]
     assert dense["train_images"] == pruned["train_images"] == 256
     assert dense["weights_3x3_kept"] == dense["weights_3x3_total"]
@@ -45,6 +46,7 @@ def test_accuracy_benchmark_writes_its_results(tmp_path):
     assert len(pruned["val_accuracy_per_epoch"]) == 2
     table = (tmp_path / "accuracy.md").read_text()
     assert "256 training images" in table and "pruning_epochs=1" in table
+    assert "update_every=default (256 per phase)" in table
     assert "| pconv-8p-c0.72 |" in table
 
 

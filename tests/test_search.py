@@ -273,9 +273,16 @@ def test_finalist_ranks_a_budgets_best_candidates_by_a_full_finetune(tiny):
     # The entry carries the accuracy of the fine-tune, not the search's estimate.
     assert 0.0 <= best.accuracy <= 1.0
     assert any(f"-> {100 * best.accuracy:.2f}% after 1 epochs" in line for line in lines)
-    # top=1: only the best estimate within the budget is fine-tuned.
-    only = search.finalist(front, estimator, 2.5, top=1, epochs=1)
-    assert only.candidate == channel_only.candidate
+    # top=1: only the best estimate within the budget is fine-tuned (here the baseline).
+    lines.clear()
+    only = search.finalist(front, estimator, 2.5, top=1, epochs=1, progress=lines.append)
+    assert only.candidate == channel_only.candidate and len(lines) == 1
+    # A baseline the estimate ranks below the top is fine-tuned too: the pick never loses to it.
+    lines.clear()
+    favoured = entry(space.smallest, 1.0, 0.90)
+    front = search.Front([favoured, slow], {"channel pruning only": [channel_only]}, [2.0], 9.0)
+    search.finalist(front, estimator, 2.5, top=1, epochs=1, progress=lines.append)
+    assert [line.split(",")[0] for line in lines] == ["1.000 ms", "2.000 ms"]
     with pytest.raises(ValueError, match="fastest takes 1.000 ms"):
         search.finalist(front, estimator, 0.5)
 

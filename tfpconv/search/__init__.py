@@ -153,8 +153,10 @@ def finalist(
     pruning than 100 steps show). So the ``top`` candidates within ``latency_ms`` (measured where
     known), from the front and the uniform baselines (which are points of the search space), are
     fine-tuned as a user would for ``epochs`` epochs
-    (:meth:`AccuracyEstimator.finetuned_accuracy`) and the one with the best validation accuracy
-    wins; the returned entry carries that accuracy. Never the test set.
+    (:meth:`AccuracyEstimator.finetuned_accuracy`), and so is the best-estimated baseline of each
+    kind within the budget when it is not among them (so the pick is never worse on validation
+    than uniform pruning alone); the one with the best validation accuracy wins, and the returned
+    entry carries that accuracy. Never the test set.
 
     Raises:
       ValueError: no candidate is that fast (as :func:`select`).
@@ -166,12 +168,21 @@ def finalist(
         dense_ms=front.dense_ms,
     )
     select(pool, latency_ms)  # raises the usual message when nothing fits
-    unique: dict[tuple, FrontEntry] = {}
-    for entry in sorted(pool.entries, key=lambda e: (-e.accuracy, e.latency_ms)):
-        if entry.latency_ms <= latency_ms:
-            unique.setdefault(tuple(sorted(entry.candidate.to_params().items())), entry)
+
+    def best_first(entries):
+        unique: dict[tuple, FrontEntry] = {}
+        for entry in sorted(entries, key=lambda e: (-e.accuracy, e.latency_ms)):
+            if entry.latency_ms <= latency_ms:
+                unique.setdefault(tuple(sorted(entry.candidate.to_params().items())), entry)
+        return list(unique.values())
+
+    finalists = best_first(pool.entries)[:top]
+    for entries in front.baselines.values():
+        for entry in best_first(entries)[:1]:
+            if entry.candidate not in [f.candidate for f in finalists]:
+                finalists.append(entry)
     scored = []
-    for entry in list(unique.values())[:top]:
+    for entry in finalists:
         accuracy = estimator.finetuned_accuracy(entry.candidate, epochs)
         if progress is not None:
             progress(f"{entry.latency_ms:.3f} ms, estimate {100 * entry.accuracy:.2f}% -> "
