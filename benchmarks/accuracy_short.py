@@ -241,8 +241,8 @@ def markdown(results: list[dict], config: dict) -> str:
         "`prune-1` and `prune-3` rows were measured with the 32 before (every 15 steps); "
         "`update-N` projects every N steps. The batchnorm network's runs differ between machines "
         "(the plain one's do not): its rows were measured on an Intel Xeon (`lscpu` family 6 "
-        "model 207, 2026-12-06), its `admm` rows on another (model 167), which repeated the "
-        "dense and default runs of seeds 0 and 1 to the hundredth.",
+        "model 207, 2026-12-06), its `admm` rows and seeds 3 and 4 on another (model 167), "
+        "which repeated the dense and default runs of seeds 0 and 1 to the hundredth.",
         "",
         "| network | variant | seeds | 3x3 compression | unified | activations masked "
         "| test accuracy | vs dense (points) | per seed |",

@@ -94,10 +94,10 @@ class PatternPruning(SparsityTraining):
 
     The defaults are the best recipe measured on short fine-tuning budgets (prune a trained
     network in as many epochs as it trained; ``benchmarks/accuracy_short.py``): magnitude
-    projection (ADMM kept 0.25 points more without BatchNorm, but 0.11 fewer with it, and most
-    pruned CNNs have BatchNorm), spreading 256 projections over the phase, leaving the first
-    convolution dense, the Erdős–Rényi split, the hard-phase cosine and restoring the filter norms
-    (0.4 points without BatchNorm) each added accuracy. See
+    projection (ADMM kept 0.25 points more without BatchNorm, but 0.13 fewer with it over five
+    seeds, and most pruned CNNs have BatchNorm), spreading 256 projections over the phase,
+    leaving the first convolution dense, the Erdős–Rényi split, the hard-phase cosine and
+    restoring the filter norms (0.4 points without BatchNorm) each added accuracy. See
     ``benchmarks/results/accuracy_short.md`` for the figures.
 
     The pattern library is chosen from the weights when training starts (the ``num_patterns`` most
