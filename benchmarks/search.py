@@ -10,8 +10,9 @@ on the test set, their converted ``.tflite`` timed as deployed (tfpconv.Interpre
 
 - searched: the budget's finalist (``tfpconv.search.finalist``): of the ``--finalists`` candidates
   with the best search estimate within the budget (measured latency; the front and the uniform
-  points the search started from) and the best-estimated uniform point of each kind within it, the
-  one with the best validation accuracy after the same fine-tune as below on the training split;
+  points the search started from) and the best-estimated uniform point of each kind within it,
+  each timed again and kept only if that timing fits too, the one with the best validation
+  accuracy after the same fine-tune as below on the training split;
 - channel pruning only: the widest uniform keep ratio (0.1 grid) within the budget, every
   convolution dense (TFLite's own kernels);
 - patterns + connectivity only: the lowest uniform connectivity (0.1 grid) within the budget.

@@ -262,29 +262,45 @@ def test_finalist_ranks_a_budgets_best_candidates_by_a_full_finetune(tiny):
     def entry(candidate, ms, accuracy):
         return search.FrontEntry(candidate, ms, accuracy, 1, 1, measured_ms=ms)
 
+    def finetuned(lines):
+        return [line for line in lines if "after 1 epochs" in line]
+
     fast = entry(space.smallest, 1.0, 0.60)
     channel_only = entry(space.uniform(width=0.5, connectivity=search.DENSE), 2.0, 0.70)
     slow = entry(space.uniform(), 9.0, 0.99)  # over the budget
     front = search.Front([fast, slow], {"channel pruning only": [channel_only]}, [2.0], 9.0)
     lines = []
     best = search.finalist(front, estimator, 2.5, top=2, epochs=1, progress=lines.append)
-    assert len(lines) == 2  # both candidates within 2.5 ms, the baseline included
+    assert len(finetuned(lines)) == 2  # both candidates within 2.5 ms, the baseline included
     assert best.candidate in (fast.candidate, channel_only.candidate)
     # The entry carries the accuracy of the fine-tune, not the search's estimate.
     assert 0.0 <= best.accuracy <= 1.0
     assert any(f"-> {100 * best.accuracy:.2f}% after 1 epochs" in line for line in lines)
+    # Each was timed again (the tiny model takes far less than the entries' made-up 1 and 2 ms,
+    # so they keep their latencies, the slower of the two timings).
+    assert sum("timed again" in line for line in lines) == 2
+    assert best.latency_ms in (1.0, 2.0)
     # top=1: only the best estimate within the budget is fine-tuned (here the baseline).
     lines.clear()
     only = search.finalist(front, estimator, 2.5, top=1, epochs=1, progress=lines.append)
-    assert only.candidate == channel_only.candidate and len(lines) == 1
+    assert only.candidate == channel_only.candidate and len(finetuned(lines)) == 1
     # A baseline the estimate ranks below the top is fine-tuned too: the pick never loses to it.
     lines.clear()
     favoured = entry(space.smallest, 1.0, 0.90)
     front = search.Front([favoured, slow], {"channel pruning only": [channel_only]}, [2.0], 9.0)
-    search.finalist(front, estimator, 2.5, top=1, epochs=1, progress=lines.append)
-    assert [line.split(",")[0] for line in lines] == ["1.000 ms", "2.000 ms"]
+    search.finalist(front, estimator, 2.5, top=1, epochs=1, progress=lines.append, retime=False)
+    assert [line.split(",")[0] for line in lines] == ["1.000 ms", "2.000 ms"]  # not timed again
     with pytest.raises(ValueError, match="fastest takes 1.000 ms"):
         search.finalist(front, estimator, 0.5)
+    # A candidate whose one timing fitted by luck is dropped when it is timed again.
+    lucky = entry(space.smallest, 1e-6, 0.95)
+    front = search.Front([lucky], {"channel pruning only": [channel_only]}, [2.0], 9.0)
+    with pytest.raises(ValueError, match="when timed again"):
+        search.finalist(front, estimator, 1e-5, epochs=1)
+    lines.clear()
+    kept = search.finalist(front, estimator, 2.5, top=1, epochs=1, progress=lines.append)
+    assert kept.latency_ms > 1e-6  # the slower timing: the real one
+    assert len(finetuned(lines)) == 2  # the lucky one, still within 2.5 ms, and the baseline
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ def _completed(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def _measured_ms(estimator: AccuracyEstimator, candidate: Candidate, threads: int) -> float:
+def measured_ms(estimator: AccuracyEstimator, candidate: Candidate, threads: int) -> float:
     """The candidate built (no fine-tune: latency does not depend on it), converted and timed."""
     return measured_latency(convert_model(estimator.build(candidate)), threads)
 
@@ -161,7 +161,7 @@ def front_of(
             FrontEntry(
                 candidate, float(trial.values[0]), float(trial.values[1]),
                 int(trial.user_attrs.get("flops", 0)), int(trial.user_attrs.get("weights", 0)),
-                measured_ms=_measured_ms(estimator, candidate, threads) if measure else None,
+                measured_ms=measured_ms(estimator, candidate, threads) if measure else None,
                 trial=trial.number,
             )
         )  # fmt: skip
@@ -196,7 +196,7 @@ def baseline(
             FrontEntry(
                 candidate, table.predict(model, candidate.widths, candidate.connectivity),
                 accuracy, flops, weights,
-                measured_ms=_measured_ms(estimator, candidate, threads) if measure else None,
+                measured_ms=measured_ms(estimator, candidate, threads) if measure else None,
             )
         )  # fmt: skip
     return entries
