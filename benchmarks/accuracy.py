@@ -2,9 +2,10 @@
 
 Every variant trains from the same initial weights for the same number of epochs with the same
 optimizer schedule; the pruned ones add ``tfpconv.callbacks.PatternPruning`` (8 patterns; by
-default the callback's own schedule: 256 magnitude projections spread over half the epochs, then
-masked fine-tuning, with the kernels to remove split over the layers by
-``connectivity_allocation="erdos_renyi"``). Writes a JSON file and a markdown table.
+default the callback's own schedule: ``PATTERN_PROJECTIONS_PER_PHASE`` (256) magnitude
+projections spread over half the epochs, then masked fine-tuning, with the kernels to remove
+split over the layers by ``connectivity_allocation="erdos_renyi"``). Writes a JSON file and a
+markdown table.
 
     python3 benchmarks/accuracy.py             # the full run (about an hour on 2 idle cores)
     python3 benchmarks/accuracy.py --epochs 1 --train-size 2000 --widths 16 32 64   # a smoke run
@@ -116,6 +117,10 @@ def train_variant(name, connectivity, data, args, initial_weights):
     }
 
 
+def _default_schedule() -> str:
+    return f"default ({tfpconv.callbacks.PATTERN_PROJECTIONS_PER_PHASE} per phase)"
+
+
 def markdown(results, config) -> str:
     dense = results[0]["test_accuracy"]
     pruning_epochs = config["pruning_epochs"]
@@ -124,7 +129,7 @@ def markdown(results, config) -> str:
         f"small VGG (widths {config['widths']}, BatchNorm momentum {config['bn_momentum']}), "
         f"{config['epochs']} epochs, batch {config['batch_size']}, {len(results)} variants from "
         f"the same initial weights; pruning with method={config['method']!r}, "
-        f"update_every={config['update_every'] or 'default (256 per phase)'}, pruning_epochs="
+        f"update_every={config['update_every'] or _default_schedule()}, pruning_epochs="
         f"{pruning_epochs if pruning_epochs is not None else 'half'}, "
         f"connectivity allocation {config['allocation']!r}"
         + f", filter_group={config.get('filter_group', 1)}"
@@ -188,7 +193,7 @@ def main() -> None:
         type=int,
         default=None,
         help="steps between ADMM updates / magnitude projections (default: the callback's, "
-        "256 spread over the pruning phase)",
+        f"{tfpconv.callbacks.PATTERN_PROJECTIONS_PER_PHASE} spread over the pruning phase)",
     )
     parser.add_argument(
         "--pruning-epochs",

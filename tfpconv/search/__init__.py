@@ -190,21 +190,27 @@ def finalist(
     def fits(entry: FrontEntry) -> FrontEntry | None:
         """The entry if it fits the budget (timed again with ``retime``), else None."""
         key = tuple(sorted(entry.candidate.to_params().items()))
-        if key not in timed:
-            timed[key] = entry if entry.latency_ms <= latency_ms else None
-            if retime and timed[key] is not None:
+        if key in timed:
+            return timed[key]
+        fitting: FrontEntry | None = None
+        if entry.latency_ms <= latency_ms:
+            fitting = entry
+            if retime:
                 again = measured_ms(estimator, entry.candidate, threads)
                 if progress is not None:
                     progress(f"timed again: {again:.3f} ms (was {entry.latency_ms:.3f} ms)")
                 slower = dataclasses.replace(entry, measured_ms=max(entry.latency_ms, again))
-                timed[key] = slower if again <= latency_ms else None
-        return timed[key]
+                fitting = slower if again <= latency_ms else None
+        timed[key] = fitting
+        return fitting
 
     def best_fitting(entries: list[FrontEntry], wanted: int) -> list[FrontEntry]:
         """Up to ``wanted`` distinct candidates that fit, best estimate first."""
         chosen: list[FrontEntry] = []
         for entry in sorted(entries, key=lambda e: (-e.accuracy, e.latency_ms)):
-            fitting = fits(entry) if len(chosen) < wanted else None
+            if len(chosen) == wanted:
+                break
+            fitting = fits(entry)
             if fitting is not None and fitting.candidate not in [c.candidate for c in chosen]:
                 chosen.append(fitting)
         return chosen
