@@ -130,6 +130,23 @@ size_t L1DataCacheBytes() {
   return bytes;
 }
 
+size_t L2CacheBytes() {
+  static const size_t bytes = [] {
+#if defined(TFPCONV_HAVE_CPUINFO)
+    if (cpuinfo_initialize()) {
+      const cpuinfo_cache* l2 = cpuinfo_get_l2_cache(0);
+      if (l2 != nullptr && l2->size > 0) return size_t{l2->size};
+    }
+#endif
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    const long size = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (size > 0) return static_cast<size_t>(size);
+#endif
+    return size_t{1024 * 1024};
+  }();
+  return bytes;
+}
+
 Isa BestIsa() {
   for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kNeon})
     if (IsaSupported(isa)) return isa;

@@ -20,6 +20,9 @@ const kernels::KernelSet* CompiledKernelSetFor(Isa isa);
 // (sysconf), else 48 KiB when neither knows (Android's libc reports 0).
 size_t L1DataCacheBytes();
 
+// The L2 cache of one core in bytes, found as L1DataCacheBytes, else 1 MiB.
+size_t L2CacheBytes();
+
 }  // namespace tfpconv
 
 #endif  // TFPCONV_ENGINE_DISPATCH_H_

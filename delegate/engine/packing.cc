@@ -75,7 +75,7 @@ Geometry MakeGeometry(const ConvShape& s, const kernels::Variant& v, int lanes) 
 }
 
 void TransformTile(const ConvShape& s, const Geometry& g, const kernels::KernelSet& set,
-                   const float* image, float* x, size_t tile) {
+                   const float* image, float* x, size_t tile, bool prefetch_next) {
   const int ty = static_cast<int>(tile / g.tiles_x), tx = static_cast<int>(tile % g.tiles_x);
   kernels::TransformArgs t;
   t.image = image;
@@ -94,6 +94,7 @@ void TransformTile(const ConvShape& s, const Geometry& g, const kernels::KernelS
   t.channel_stride = g.channel_stride;
   t.tail = g.tile_stride - g.channel_stride * s.in_c;
   t.x = x;
+  t.prefetch_next = prefetch_next;
   set.transform(t);
 }
 

@@ -71,9 +71,10 @@ int WholeRowsPerTile(const ConvShape& shape, int vector_floats);
 Geometry MakeGeometry(const ConvShape& shape, const kernels::Variant& variant, int lanes);
 
 // Writes the transformed input of tile `tile` (ty * tiles_x + tx), tile_stride floats, to x, with
-// the instruction set's transform.
+// the instruction set's transform; with prefetch_next it also asks for the input of the tile to
+// the right (TransformArgs).
 void TransformTile(const ConvShape& shape, const Geometry& geo, const kernels::KernelSet& set,
-                   const float* image, float* x, size_t tile);
+                   const float* image, float* x, size_t tile, bool prefetch_next);
 
 // Returns an empty string when shape and plan are consistent, else what is wrong.
 std::string ValidatePlan(const ConvShape& shape, const PatternPlan& plan);

@@ -403,16 +403,37 @@ constexpr Variant MakeWholeRowVariant(const char* name) {
 // Both move lanes x lanes blocks through VT::Transpose (rows of the block become columns); block
 // edges (channel counts and widths that are not multiples of the lanes) take scalar loops.
 
+// Asks for the cache lines of [begin, begin + floats) to be brought in (ahead of reading them, or
+// with kForWrite of overwriting them), one request per line.
+template <bool kForWrite>
+TFP_INLINE void PrefetchFloats(const float* begin, ptrdiff_t floats) {
+  const char* end = reinterpret_cast<const char*>(begin + floats);
+  for (const char* p = reinterpret_cast<const char*>(begin); p < end; p += 64)
+    __builtin_prefetch(p, kForWrite ? 1 : 0, 2);
+}
+
+// PrefetchFloats for reading the input pixels [x0, x1) of an image row, clipped to the row.
+TFP_INLINE void PrefetchPixels(const float* src_row, int x0, int x1, int in_w, int channels) {
+  x0 = x0 < 0 ? 0 : x0;
+  x1 = x1 > in_w ? in_w : x1;
+  if (src_row == nullptr || x1 <= x0) return;
+  PrefetchFloats<false>(src_row + ptrdiff_t{x0} * channels, ptrdiff_t{x1 - x0} * channels);
+}
+
 template <class VT>
 void TransformTileImpl(const TransformArgs& t) {
   using V = typename VT::V;
   constexpr int L = VT::kLanes;
   const int channels = t.channels;
+  // The input columns that the tile to the right reads beyond this tile's (none unless asked).
+  const int next_x0 = t.col0 + t.stride_w * (t.wq - 1) + 3;
+  const int next_x1 = t.prefetch_next ? t.col0 + t.stride_w * (2 * t.wq - 1) + 3 : next_x0;
   for (int a = 0; a < t.ph; ++a) {
     for (int i = 0; i < t.hq; ++i) {
       const int iy = t.row0 + a + t.stride_h * i;
       const float* src_row =
           iy >= 0 && iy < t.in_h ? t.image + ptrdiff_t{iy} * t.in_w * channels : nullptr;
+      PrefetchPixels(src_row, next_x0, next_x1, t.in_w, channels);
       for (int b = 0; b < t.pw; ++b) {
         float* dst_row = t.x + (a * t.pw + b) * t.plane + ptrdiff_t{i} * t.wq;
         // The source pixel of plane column j, or nullptr for padding.
@@ -462,6 +483,10 @@ void StoreTileImpl(const StoreArgs& s) {
   using V = typename VT::V;
   constexpr int L = VT::kLanes;
   const V lo = VT::Set1(s.lo), hi = VT::Set1(s.hi);
+  // Locals: the vector stores may alias anything (the intrinsics' types), so fields of s would be
+  // loaded again after each one.
+  const ptrdiff_t out_c = s.out_c, acc_floats = s.acc_floats;
+  const int32_t* position = s.position;
   // Branch-free (maxss/minss): a ReLU's clamp would mispredict on every other value.
   const auto clamp = [&](float v) {
     const float low = s.lo > v ? s.lo : v;
@@ -470,31 +495,32 @@ void StoreTileImpl(const StoreArgs& s) {
   for (int r = 0; r < s.rows; ++r) {
     const float* acc_row = s.acc + r * s.acc_pitch;
     float* out_row = s.out + r * s.out_row;
+    PrefetchFloats<true>(out_row + s.cols * out_c, s.next_cols * out_c);
     // Pixel blocks outside, channel blocks inside: the block's output is one contiguous region,
     // written from start to end. A last block of fewer than L pixels transposes all L (the
     // accumulators past the tile's edge exist: StoreArgs) and stores the pixels that are there.
     const int full_oc = s.out_c / L * L;
     for (int c0 = 0; c0 < s.cols; c0 += L) {
-      float* out_block = out_row + ptrdiff_t{c0} * s.out_c;
+      float* out_block = out_row + c0 * out_c;
       const int pixels = s.cols - c0 < L ? s.cols - c0 : L;
       for (int o0 = 0; o0 < full_oc; o0 += L) {
         V v[L];
 #pragma GCC unroll 16
         for (int k = 0; k < L; ++k)
-          v[k] = VT::Load(acc_row + s.position[o0 + k] * s.acc_floats + c0);
+          v[k] = VT::Load(acc_row + position[o0 + k] * acc_floats + c0);
         VT::Transpose(v);
         if (pixels == L) {
 #pragma GCC unroll 16
           for (int k = 0; k < L; ++k)
-            VT::Store(out_block + k * s.out_c + o0, VT::Min(hi, VT::Max(lo, v[k])));
+            VT::Store(out_block + k * out_c + o0, VT::Min(hi, VT::Max(lo, v[k])));
         } else {
           for (int k = 0; k < pixels; ++k)
-            VT::Store(out_block + k * s.out_c + o0, VT::Min(hi, VT::Max(lo, v[k])));
+            VT::Store(out_block + k * out_c + o0, VT::Min(hi, VT::Max(lo, v[k])));
         }
       }
       for (int o = full_oc; o < s.out_c; ++o)
         for (int k = 0; k < pixels; ++k)
-          out_block[k * s.out_c + o] = clamp(acc_row[s.position[o] * s.acc_floats + c0 + k]);
+          out_block[k * out_c + o] = clamp(acc_row[position[o] * acc_floats + c0 + k]);
     }
   }
 }

@@ -130,6 +130,7 @@ struct TransformArgs {
   int ph, pw, hq, wq;
   ptrdiff_t plane, channel_stride, tail;
   float* x;
+  bool prefetch_next = false;  // ask for the input columns of the tile to the right
 };
 
 // Store: writes a tile's output channels to NHWC with the activation clamp. Execution position
@@ -137,7 +138,8 @@ struct TransformArgs {
 // channel o of pixel (r, c), at out + r * out_row + c * out_c + o, is execution position
 // position[o]. The store may read the accumulators of a row up to the next multiple of the vector
 // width past `cols` (lanes that fall outside the output, at most lanes - 1 floats past the last
-// position's).
+// position's). The store asks for the output lines of the `next_cols` pixels that follow the tile
+// in its rows (the tile to the right's; 0: none) while it writes its own.
 struct StoreArgs {
   const float* acc;
   ptrdiff_t acc_floats;
@@ -148,6 +150,7 @@ struct StoreArgs {
   ptrdiff_t out_row;
   int out_c;
   float lo, hi;
+  int next_cols = 0;
 };
 
 using TransformFn = void (*)(const TransformArgs& args);
