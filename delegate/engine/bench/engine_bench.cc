@@ -4,6 +4,9 @@
 //   tfpconv_engine_bench --threads=1 --keep=0.28 [--isa=avx2] [--sweep] [--layer=conv3_2]
 //                        [--input=32]   (VGG-16 at a 32x32 input: the same layers, 1/7 the size)
 //                        [--variant=r4v2] [--tile_ic=N] [--tile_oc=N]   (one tuning instead of the defaults)
+//                        [--against_variant=r6v2] [--against_tile_ic=N] [--against_tile_oc=N]
+//                                       (that tuning and the one above timed alternately, round by
+//                                        round, with the median of the per-round time ratios)
 //                        [--relu]       (a fused ReLU: the store clamps at 0)
 //                        [--filter_group=4] (runs of that many filters with equal kernel codes,
 //                                        as PatternPruning(filter_group=4) trains them)
@@ -26,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -298,6 +302,9 @@ int main(int argc, char** argv) {
   const int input = Arg(argc, argv, "--input") ? std::atoi(Arg(argc, argv, "--input")) : 224;
   const bool relu = HasFlag(argc, argv, "--relu");
   const bool sweep = HasFlag(argc, argv, "--sweep");
+  const bool against_mode = Arg(argc, argv, "--against_variant") ||
+                            Arg(argc, argv, "--against_tile_ic") ||
+                            Arg(argc, argv, "--against_tile_oc");
   const int filter_group =
       Arg(argc, argv, "--filter_group") ? std::atoi(Arg(argc, argv, "--filter_group")) : 1;
   Isa isa = BestIsa();
@@ -335,6 +342,34 @@ int main(int argc, char** argv) {
       if (Arg(argc, argv, "--tile_ic")) t.params["tile_ic"] = std::atoi(Arg(argc, argv, "--tile_ic"));
       if (Arg(argc, argv, "--tile_oc")) t.params["tile_oc"] = std::atoi(Arg(argc, argv, "--tile_oc"));
     }
+    if (against_mode) {
+      KernelTuning against;
+      if (Arg(argc, argv, "--against_variant")) against.variant = Arg(argc, argv, "--against_variant");
+      if (Arg(argc, argv, "--against_tile_ic"))
+        against.params["tile_ic"] = std::atoi(Arg(argc, argv, "--against_tile_ic"));
+      if (Arg(argc, argv, "--against_tile_oc"))
+        against.params["tile_oc"] = std::atoi(Arg(argc, argv, "--against_tile_oc"));
+      std::unique_ptr<PatternConv> convs[2];
+      const KernelTuning* both[2] = {&tunings.front(), &against};
+      for (int k = 0; k < 2; ++k) {
+        PatternPlan plan = l.plan;
+        plan.tuning = *both[k];
+        std::string error;
+        convs[k] = PatternConv::Create(l.shape, l.weights.data(), l.bias.data(), plan, isa, &error);
+        if (!convs[k]) {
+          std::fprintf(stderr, "%s: %s\n", L.name, error.c_str());
+          return 1;
+        }
+      }
+      const Interleaved t = TimeInterleaved(
+          [&] { convs[0]->Run(l.input.data(), out.data(), &pool); },
+          [&] { convs[1]->Run(l.input.data(), out.data(), &pool); }, min_ms);
+      std::printf("%-8s %s %.2f ms vs %s %.2f ms: ratio %.3f (median of rounds)\n", L.name,
+                  DescribeTuning(convs[0]->kernel_params(), isa).c_str(), t.a_ms,
+                  DescribeTuning(convs[1]->kernel_params(), isa).c_str(), t.b_ms, t.ratio);
+      std::fflush(stdout);
+      continue;
+    }
     if (sweep) {
       const auto c = TuningCandidates(l.shape, isa);
       tunings.insert(tunings.end(), c.begin(), c.end());
@@ -363,7 +398,7 @@ int main(int argc, char** argv) {
     vgg_ms += best * kVggCount[li];
     vgg_dense_gflop += dense_gflop * kVggCount[li];
   }
-  if (!only)
+  if (!only && !against_mode)
     std::printf("VGG-16 (%dx%d) 3x3 layers conv1_2..conv5_3 (dense %.2f GFLOP): %.2f ms (cpu time)\n",
                 input, input, vgg_dense_gflop, vgg_ms);
   return 0;
