@@ -113,37 +113,37 @@ std::vector<std::string> VariantNames(Isa isa) {
   return names;
 }
 
-size_t L1DataCacheBytes() {
-  static const size_t bytes = [] {
+namespace {
+
+enum class CacheLevel { kL1Data, kL2 };
+
+// The size in bytes of core 0's cache at `level`: libcpuinfo's, else the C library's (sysconf),
+// else `fallback` when neither knows (Android's libc reports 0).
+size_t CacheBytes(CacheLevel level, size_t fallback) {
 #if defined(TFPCONV_HAVE_CPUINFO)
-    if (cpuinfo_initialize()) {
-      const cpuinfo_cache* l1d = cpuinfo_get_l1d_cache(0);
-      if (l1d != nullptr && l1d->size > 0) return size_t{l1d->size};
-    }
+  if (cpuinfo_initialize()) {
+    const cpuinfo_cache* cache =
+        level == CacheLevel::kL1Data ? cpuinfo_get_l1d_cache(0) : cpuinfo_get_l2_cache(0);
+    if (cache != nullptr && cache->size > 0) return size_t{cache->size};
+  }
 #endif
-#if defined(_SC_LEVEL1_DCACHE_SIZE)
-    const long size = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-    if (size > 0) return static_cast<size_t>(size);
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+  const long size =
+      sysconf(level == CacheLevel::kL1Data ? _SC_LEVEL1_DCACHE_SIZE : _SC_LEVEL2_CACHE_SIZE);
+  if (size > 0) return static_cast<size_t>(size);
 #endif
-    return size_t{48 * 1024};
-  }();
+  return fallback;
+}
+
+}  // namespace
+
+size_t L1DataCacheBytes() {
+  static const size_t bytes = CacheBytes(CacheLevel::kL1Data, 48 * 1024);
   return bytes;
 }
 
 size_t L2CacheBytes() {
-  static const size_t bytes = [] {
-#if defined(TFPCONV_HAVE_CPUINFO)
-    if (cpuinfo_initialize()) {
-      const cpuinfo_cache* l2 = cpuinfo_get_l2_cache(0);
-      if (l2 != nullptr && l2->size > 0) return size_t{l2->size};
-    }
-#endif
-#if defined(_SC_LEVEL2_CACHE_SIZE)
-    const long size = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    if (size > 0) return static_cast<size_t>(size);
-#endif
-    return size_t{1024 * 1024};
-  }();
+  static const size_t bytes = CacheBytes(CacheLevel::kL2, 1024 * 1024);
   return bytes;
 }
 

@@ -156,6 +156,33 @@ Interleaved TimeInterleaved(const A& run_a, const B& run_b, double min_ms) {
   return {median(times[0]), median(times[1]), median(ratios)};
 }
 
+// The tuning that --<prefix>variant, --<prefix>tile_ic and --<prefix>tile_oc name (empty: the
+// engine's defaults).
+tfpconv::KernelTuning TuningFromArgs(int argc, char** argv, const std::string& prefix) {
+  tfpconv::KernelTuning t;
+  const std::string variant = "--" + prefix + "variant";
+  if (const char* v = Arg(argc, argv, variant.c_str())) t.variant = v;
+  for (const char* key : {"tile_ic", "tile_oc"}) {
+    const std::string flag = "--" + prefix + key;
+    if (const char* v = Arg(argc, argv, flag.c_str())) t.params[key] = std::atoi(v);
+  }
+  return t;
+}
+
+// The engine's convolution of a random layer with `tuning`, or nullptr after printing why not.
+std::unique_ptr<tfpconv::PatternConv> CreateConv(const char* name,
+                                                 const tfpconv::testing::RandomLayer& l,
+                                                 const tfpconv::KernelTuning& tuning,
+                                                 tfpconv::Isa isa) {
+  tfpconv::PatternPlan plan = l.plan;
+  plan.tuning = tuning;
+  std::string error;
+  auto conv = tfpconv::PatternConv::Create(l.shape, l.weights.data(), l.bias.data(), plan, isa,
+                                           &error);
+  if (!conv) std::fprintf(stderr, "%s: %s\n", name, error.c_str());
+  return conv;
+}
+
 // --mask mode: each layer with a random unit mask against the same layer without one.
 int MaskBench(int argc, char** argv, tfpconv::Isa isa, int threads, double keep, double min_ms,
               int input, bool relu) {
@@ -302,9 +329,7 @@ int main(int argc, char** argv) {
   const int input = Arg(argc, argv, "--input") ? std::atoi(Arg(argc, argv, "--input")) : 224;
   const bool relu = HasFlag(argc, argv, "--relu");
   const bool sweep = HasFlag(argc, argv, "--sweep");
-  const bool against_mode = Arg(argc, argv, "--against_variant") ||
-                            Arg(argc, argv, "--against_tile_ic") ||
-                            Arg(argc, argv, "--against_tile_oc");
+  const bool against_mode = !(TuningFromArgs(argc, argv, "against_") == tfpconv::KernelTuning{});
   const int filter_group =
       Arg(argc, argv, "--filter_group") ? std::atoi(Arg(argc, argv, "--filter_group")) : 1;
   Isa isa = BestIsa();
@@ -335,32 +360,12 @@ int main(int argc, char** argv) {
     const double pixels = double(L.hw) * L.hw;
     const double nz_gflop = 2.0 * l.kept_kernels * 4 * pixels * 1e-9;
     const double dense_gflop = 2.0 * 9 * L.in_c * L.out_c * pixels * 1e-9;
-    std::vector<KernelTuning> tunings = {KernelTuning{}};
-    if (Arg(argc, argv, "--variant") || Arg(argc, argv, "--tile_ic") || Arg(argc, argv, "--tile_oc")) {
-      KernelTuning& t = tunings.front();
-      if (Arg(argc, argv, "--variant")) t.variant = Arg(argc, argv, "--variant");
-      if (Arg(argc, argv, "--tile_ic")) t.params["tile_ic"] = std::atoi(Arg(argc, argv, "--tile_ic"));
-      if (Arg(argc, argv, "--tile_oc")) t.params["tile_oc"] = std::atoi(Arg(argc, argv, "--tile_oc"));
-    }
+    std::vector<KernelTuning> tunings = {TuningFromArgs(argc, argv, "")};
     if (against_mode) {
-      KernelTuning against;
-      if (Arg(argc, argv, "--against_variant")) against.variant = Arg(argc, argv, "--against_variant");
-      if (Arg(argc, argv, "--against_tile_ic"))
-        against.params["tile_ic"] = std::atoi(Arg(argc, argv, "--against_tile_ic"));
-      if (Arg(argc, argv, "--against_tile_oc"))
-        against.params["tile_oc"] = std::atoi(Arg(argc, argv, "--against_tile_oc"));
-      std::unique_ptr<PatternConv> convs[2];
-      const KernelTuning* both[2] = {&tunings.front(), &against};
-      for (int k = 0; k < 2; ++k) {
-        PatternPlan plan = l.plan;
-        plan.tuning = *both[k];
-        std::string error;
-        convs[k] = PatternConv::Create(l.shape, l.weights.data(), l.bias.data(), plan, isa, &error);
-        if (!convs[k]) {
-          std::fprintf(stderr, "%s: %s\n", L.name, error.c_str());
-          return 1;
-        }
-      }
+      std::unique_ptr<PatternConv> convs[2] = {
+          CreateConv(L.name, l, tunings.front(), isa),
+          CreateConv(L.name, l, TuningFromArgs(argc, argv, "against_"), isa)};
+      if (!convs[0] || !convs[1]) return 1;
       const Interleaved t = TimeInterleaved(
           [&] { convs[0]->Run(l.input.data(), out.data(), &pool); },
           [&] { convs[1]->Run(l.input.data(), out.data(), &pool); }, min_ms);
@@ -376,14 +381,8 @@ int main(int argc, char** argv) {
     }
     double best = 1e30;
     for (const auto& tuned : tunings) {
-      PatternPlan plan = l.plan;
-      plan.tuning = tuned;
-      std::string error;
-      auto conv = PatternConv::Create(l.shape, l.weights.data(), l.bias.data(), plan, isa, &error);
-      if (!conv) {
-        std::fprintf(stderr, "%s: %s\n", L.name, error.c_str());
-        return 1;
-      }
+      auto conv = CreateConv(L.name, l, tuned, isa);
+      if (!conv) return 1;
       const Timing t = Time(*conv, l.input, &out, &pool, min_ms);
       best = std::min(best, t.cpu_ms);
       std::printf("%-8s %-50s %8.2f %8.2f %11.1f %11.1f %13.1f\n", L.name,

@@ -425,15 +425,15 @@ void TransformTileImpl(const TransformArgs& t) {
   using V = typename VT::V;
   constexpr int L = VT::kLanes;
   const int channels = t.channels;
-  // The input columns that the tile to the right reads beyond this tile's (none unless asked).
+  // The input columns that the tile to the right reads beyond this tile's.
   const int next_x0 = t.col0 + t.stride_w * (t.wq - 1) + 3;
-  const int next_x1 = t.prefetch_next ? t.col0 + t.stride_w * (2 * t.wq - 1) + 3 : next_x0;
+  const int next_x1 = t.col0 + t.stride_w * (2 * t.wq - 1) + 3;
   for (int a = 0; a < t.ph; ++a) {
     for (int i = 0; i < t.hq; ++i) {
       const int iy = t.row0 + a + t.stride_h * i;
       const float* src_row =
           iy >= 0 && iy < t.in_h ? t.image + ptrdiff_t{iy} * t.in_w * channels : nullptr;
-      PrefetchPixels(src_row, next_x0, next_x1, t.in_w, channels);
+      if (t.prefetch_next) PrefetchPixels(src_row, next_x0, next_x1, t.in_w, channels);
       for (int b = 0; b < t.pw; ++b) {
         float* dst_row = t.x + (a * t.pw + b) * t.plane + ptrdiff_t{i} * t.wq;
         // The source pixel of plane column j, or nullptr for padding.
