@@ -25,19 +25,30 @@ bool Fits(const ConvShape& s, const kernels::Variant& v, int lanes) {
   return !v.whole_rows || WholeRowsPerTile(s, v.vecs * lanes) > 0;
 }
 
-// Input channels per block: a tile's transformed input about as large as the core's L1 data
-// cache (L1DataCacheBytes). Measured with AVX-512 on VGG-16's layers: on a 48 KiB L1 (Intel Xeon),
-// blocks of a third of L1 left the kernels' loops too short (a task of 2 kernels pays its
-// accumulator loads, stores and loop exit as much as its work) and 48 KiB was the best of
-// 16/32/48/64 KiB; on a 32 KiB L1 (AMD EPYC Zen 4), 48 KiB blocks ran 8-22% slower than 32 KiB
-// ones with every kernel kept (connectivity 0) and within 2% either way at 28% kept.
-int TileIcFor(const Geometry& g) {
-  const size_t budget_floats = L1DataCacheBytes() / sizeof(float);
+// Input channels per block: a tile's transformed input takes a share of the core's L1 data cache
+// (L1DataCacheBytes) that shrinks as more of the layer's kernels are kept, from all of it with none
+// to two thirds with every kernel. Every task (one output channel) re-reads its kernels' channels
+// of the block while the other tasks' kernels and accumulators stream through the same L1, so a
+// block that fills the cache keeps evicting its own lines once most kernels are kept; with few
+// kept, a task reads little of the block and smaller blocks only shorten the kernels' loops (a task
+// of 2 kernels pays its accumulator loads, stores and loop exit as much as its work). Measured:
+//  - AVX-512: on a 48 KiB L1 (Intel Xeon) at 28% kept, blocks of a third of L1 ran slower and
+//    48 KiB was the best of 16/32/48/64 KiB; on a 32 KiB L1 (AMD EPYC Zen 4), 48 KiB blocks ran within 2%
+//    of 32 KiB ones at 28% kept and 8-22% slower with every kernel kept;
+//  - AVX2, 32 KiB L1 (AMD EPYC Zen 3, tfpconv_engine_bench --against_tile_ic, VGG-16's conv1_2 to
+//    conv3_2): 16-channel blocks (0.47-0.75 of L1) against the whole-L1 default ran 7.6-14.8%
+//    faster with every kernel kept, 2-7% at 69% kept and -1.7% to +1.2% at 28% kept, where 12
+//    channels ran 1-5% slower; half the L1 with every kernel kept ran as fast as two thirds. The
+//    shares below against the whole L1 on all 8 layers: 5.5-9.5% faster with every kernel kept,
+//    2.7-5.2% at 69%, -0.2% to +1.6% at 28%.
+int TileIcFor(const Geometry& g, double density) {
+  const double share = 1.0 - std::clamp(density, 0.0, 1.0) / 3.0;
+  const size_t budget_floats = size_t(share * double(L1DataCacheBytes()) / sizeof(float));
   return static_cast<int>(std::max<size_t>(1, budget_floats / g.channel_stride));
 }
 
-int DefaultTileIc(const ConvShape& s, const kernels::Variant& v, int lanes) {
-  return TileIcFor(MakeGeometry(s, v, lanes));
+int DefaultTileIc(const ConvShape& s, const kernels::Variant& v, int lanes, double density) {
+  return TileIcFor(MakeGeometry(s, v, lanes), density);
 }
 
 // The fraction of the accumulator lanes that land on output pixels.
@@ -120,14 +131,14 @@ Params DefaultParams(const ConvShape& s, const kernels::KernelSet& set, double d
     if (v.rows * v.vecs * set.lanes > kMaxDefaultTile) continue;
     const Geometry g = MakeGeometry(s, v, set.lanes);
     const double vectors = v.rows * v.vecs;
-    const double cost = KernelCost(s, v, set.lanes, g, TileIcFor(g), density);
+    const double cost = KernelCost(s, v, set.lanes, g, TileIcFor(g, density), density);
     const double score = vectors * LanesUsed(s, g) / (cost * ActiveTileFraction(s, g, mask));
     if (score > best + 1e-9) {
       best = score;
       p.variant = i;
     }
   }
-  p.tile_ic = DefaultTileIc(s, set.variants[p.variant], set.lanes);
+  p.tile_ic = DefaultTileIc(s, set.variants[p.variant], set.lanes, density);
   return p;
 }
 
@@ -140,7 +151,7 @@ int FindVariant(const kernels::KernelSet& set, const std::string& name) {
 
 // Overrides *p with the tuned kernel parameters; false with *problem when one is unusable here.
 bool ApplyTuned(const KernelTuning& tuning, const ConvShape& s, Isa isa,
-                const kernels::KernelSet& set, Params* p, std::string* problem) {
+                const kernels::KernelSet& set, double density, Params* p, std::string* problem) {
   if (!tuning.variant.empty()) {
     const int v = FindVariant(set, tuning.variant);
     if (v < 0) {
@@ -153,7 +164,7 @@ bool ApplyTuned(const KernelTuning& tuning, const ConvShape& s, Isa isa,
       return false;
     }
     p->variant = v;
-    p->tile_ic = DefaultTileIc(s, set.variants[v], set.lanes);
+    p->tile_ic = DefaultTileIc(s, set.variants[v], set.lanes, density);
   }
   for (const auto& [key, value] : tuning.params) {
     if (key == "gather") {
@@ -178,10 +189,11 @@ bool ApplyTuned(const KernelTuning& tuning, const ConvShape& s, Isa isa,
 Params ChooseParams(const PatternPlan& plan, const ConvShape& s, Isa isa,
                     const kernels::KernelSet& set, std::string* note) {
   const KernelTuning& tuning = plan.tuning;
-  const Params defaults = DefaultParams(s, set, KernelDensity(s, plan), plan.pixel_mask);
+  const double density = KernelDensity(s, plan);
+  const Params defaults = DefaultParams(s, set, density, plan.pixel_mask);
   Params p = defaults;
   std::string problem;
-  if (!ApplyTuned(tuning, s, isa, set, &p, &problem)) {
+  if (!ApplyTuned(tuning, s, isa, set, density, &p, &problem)) {
     *note = problem + ": the engine's defaults run instead";
     return defaults;
   }
@@ -247,10 +259,11 @@ double PathCost(const ConvShape& s, const Geometry& g, double density) {
 // where the model saw a few percent to gain, gathering measured even. A mask without a whole
 // masked unit runs the normal tiles: gathering could only add work.
 //
-// Gathered tiles take their own variant and blocks: input-channel blocks as TileIcFor says (as
-// many input channels as an 8-row tile's block for a 4-unit tile), and chunks of 256 output
-// channels (measured 5-10% faster than 64 on VGG-16's layers: a gathered tile's transformed input
-// is larger than L2 from 256 input channels on, and each chunk passes over it once).
+// Gathered tiles take their own variant and blocks: input-channel blocks of the whole L1 (TileIcFor
+// at density 0, as measured; as many input channels as an 8-row tile's block for a 4-unit tile),
+// and chunks of 256 output channels (measured 5-10% faster than 64 on VGG-16's layers: a gathered
+// tile's transformed input is larger than L2 from 256 input channels on, and each chunk passes over
+// it once).
 Params ChooseMaskedPath(const ConvShape& s, const kernels::KernelSet& set, double density,
                         const Params& normal, const std::vector<uint8_t>& mask,
                         size_t active_units) {
@@ -271,7 +284,7 @@ Params ChooseMaskedPath(const ConvShape& s, const kernels::KernelSet& set, doubl
   p = Params{};
   p.variant = v;
   p.tile_oc = kGatheredTileOc;
-  p.tile_ic = TileIcFor(gathered);
+  p.tile_ic = TileIcFor(gathered, /*density=*/0.0);
   p.gather = 1;
   return p;
 }
@@ -689,7 +702,9 @@ std::vector<KernelTuning> TuningCandidates(const ConvShape& shape, Isa isa) {
     if (!Fits(shape, set->variants[v], set->lanes)) continue;
     if (LanesUsed(shape, MakeGeometry(shape, set->variants[v], set->lanes)) < 0.6 * best_used)
       continue;
-    const int tile_ic = DefaultTileIc(shape, set->variants[v], set->lanes);
+    // Whole-L1 blocks (density 0); the tuner times the engine's defaults, whose blocks follow the
+    // plan's density, as a candidate too.
+    const int tile_ic = DefaultTileIc(shape, set->variants[v], set->lanes, /*density=*/0.0);
     const auto candidate = [&](int tile_oc, int tile_ic_value) {
       KernelTuning t;
       t.variant = set->variants[v].name;

@@ -545,22 +545,37 @@ TEST(PatternConv, TunedVariantThatNoLongerFitsFallsBackToTheDefaults) {
   }
 }
 
-// The engine's default input-channel block is as large as this core's L1 data cache allows.
-TEST(PatternConv, DefaultInputBlocksFillTheL1DataCache) {
+// The engine's default input-channel block takes a share of this core's L1 data cache that shrinks
+// from all of it (no kernel kept) to two thirds (every kernel kept).
+TEST(PatternConv, DefaultInputBlocksShareTheL1DataCacheByDensity) {
   const size_t l1 = L1DataCacheBytes();
   EXPECT_GE(l1, size_t{4} << 10);
   EXPECT_LE(l1, size_t{4} << 20);
-  const RandomLayer l = MakeRandomLayer(MakeShape(1, 28, 28, 512, 32, 1, true), LayerOptions{}, 3);
-  for (Isa isa : SupportedIsas()) {
-    const KernelTuning used = CreateConv(l, isa, l.plan)->kernel_params();
-    const kernels::KernelSet* set = KernelSetFor(isa);
-    const kernels::Variant* variant = nullptr;
-    for (int v = 0; v < set->num_variants; ++v)
-      if (used.variant == set->variants[v].name) variant = &set->variants[v];
-    ASSERT_NE(variant, nullptr) << used.variant;
-    const ptrdiff_t block_floats = MakeGeometry(l.shape, *variant, set->lanes).channel_stride;
-    const int64_t expected = std::max<int64_t>(1, int64_t(l1 / sizeof(float)) / block_floats);
-    EXPECT_EQ(used.params.at("tile_ic"), expected) << IsaName(isa) << " " << used.variant;
+  for (double keep : {0.28, 1.0}) {
+    LayerOptions options;
+    options.keep = keep;
+    const RandomLayer l = MakeRandomLayer(MakeShape(1, 28, 28, 512, 32, 1, true), options, 3);
+    const double density = double(std::count_if(l.plan.codes.begin(), l.plan.codes.end(),
+                                                [](int8_t code) { return code >= 0; })) /
+                           double(l.plan.codes.size());
+    for (Isa isa : SupportedIsas()) {
+      const KernelTuning used = CreateConv(l, isa, l.plan)->kernel_params();
+      const kernels::KernelSet* set = KernelSetFor(isa);
+      const kernels::Variant* variant = nullptr;
+      for (int v = 0; v < set->num_variants; ++v)
+        if (used.variant == set->variants[v].name) variant = &set->variants[v];
+      ASSERT_NE(variant, nullptr) << used.variant;
+      const ptrdiff_t block_floats = MakeGeometry(l.shape, *variant, set->lanes).channel_stride;
+      const double share = 1.0 - density / 3.0;
+      const int64_t expected =
+          std::max<int64_t>(1, int64_t(size_t(share * double(l1) / sizeof(float)) / block_floats));
+      EXPECT_EQ(used.params.at("tile_ic"), expected)
+          << IsaName(isa) << " " << used.variant << " keep " << keep;
+      if (keep == 1.0) {
+        EXPECT_NEAR(density, 1.0, 1e-12);
+        EXPECT_LT(expected * block_floats * sizeof(float), 0.7 * double(l1));
+      }
+    }
   }
 }
 
