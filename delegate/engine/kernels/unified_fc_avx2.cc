@@ -1,11 +1,12 @@
 // AVX2 + FMA unified FC kernel (compiled with -mavx2 -mfma only). Same plan as the AVX-512 unit:
 //   FREE blocks row by row: a row's free blocks are consecutive in the free stream; walk its free
 //     bits with tzcnt and FMA each block (xmm / ymm / 2 ymm) with the block's inputs;
-//   UNIFIED blocks a column of 16 rows at a time, as two halves of 8 rows, in the rows' compressed
-//     order: per Run every 4 consecutive inputs get a table of their 16 signed sums (two ymm), a
-//     row's sum over a nibble of its sign word is two vpermps and a blend on bit 3 of the nibble;
-//     times the magnitudes, then permuted into the rows' lanes (AVX2 has no expand: a 256-entry
-//     table of ranks).
+//   UNIFIED blocks a column of 16 rows at a time, 8 of its unified rows per decode in the rows'
+//     compressed order (one decode for a column with at most 8 of them, whichever half of the
+//     group they sit in): per Run every 4 consecutive inputs get a table of their 16 signed sums
+//     (two ymm), a row's sum over a nibble of its sign word is two vpermps and a blend on bit 3 of
+//     the nibble; times the magnitudes, then permuted into the rows' lanes (AVX2 has no expand: a
+//     256-entry table of ranks).
 // Up to 4 input rows share one decode of the weights.
 #include <immintrin.h>
 
@@ -16,6 +17,15 @@
 #include <utility>
 
 #include "unified_fc_kernels.h"
+
+// GCC 12.2 (Debian 12's compiler) at -O3 drops FreeRow's shorter last column (AddFreeTail and the
+// bit cleared before the loop) from some Group<B, R> of this unit, depending on what else is inlined
+// into them (first seen as Group<8, 3>: the RandomStates and EveryRowCount tests of
+// unified_fc_test.cc fail, valgrind sees the loop read past the input). Jump threading is the pass
+// that does it: without it (or with clang, or at -O1 with the sanitizers) the unit is right.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-thread-jumps")
+#endif
 
 namespace tfpconv {
 namespace kernels {
@@ -216,38 +226,66 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
   const uint16_t* unified = p.unified + size_t(g) * p.nb;
   const float* mp = p.mags + off.mags;
   const uint8_t* sp = p.signs + off.signs;
+  // The signed sums of the unified rows of compressed ranks [start, start + 8) of column j,
+  // times their magnitudes: sums[r], lane k for rank start + k.
+  const auto decode = [&](const float* t, int start, __m256 (&sums)[R]) TFP_FC_LAMBDA_INLINE {
+    const __m256i s = LoadSigns<B>(sp, start);
+    const __m256 m = _mm256_loadu_ps(mp + start);
+    for (int r = 0; r < R; ++r) {
+      __m256 sum = _mm256_setzero_ps();
+      Unroll<Q>([&](auto qc) TFP_FC_LAMBDA_INLINE {
+        constexpr int q = decltype(qc)::value;
+        const __m256i n = q == 0 ? s : _mm256_srli_epi32(s, 4 * q);
+        const float* tq = t + r * tstride + 16 * q;
+        // Entry n of the 16: the low table for n < 8, the high one when bit 3 is set.
+        const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(tq), n),
+                                          _mm256_permutevar8x32_ps(_mm256_load_ps(tq + 8), n),
+                                          _mm256_castsi256_ps(_mm256_slli_epi32(n, 28)));
+        sum = q == 0 ? v : _mm256_add_ps(sum, v);
+      });
+      sums[r] = _mm256_mul_ps(m, sum);
+    }
+  };
+  // A column's unified rows are decoded 8 compressed ranks at a time, whichever half of the group
+  // they sit in: one decode for the usual column with at most 8 of them, not one per half. The low
+  // half's rows have ranks below 8; the high half's, ranks up to 15.
   const auto columns = [&](int j_begin, int j_end) TFP_FC_LAMBDA_INLINE {
     for (int j = j_begin; j < j_end; ++j) {
       const uint32_t ku = unified[j];
       if (ku == 0) continue;
       const float* t = tables + size_t(j) * B * 4;
-      int start = 0;
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t k8 = (ku >> (8 * h)) & 0xffu;
-        if (k8 == 0) continue;
-        const __m256i s = LoadSigns<B>(sp, start);
-        const __m256 m = _mm256_loadu_ps(mp + start);
-        const __m256i rank = RankOf(k8);
-        const __m256 lanes_u = LaneMask(k8);
-        for (int r = 0; r < R; ++r) {
-          __m256 sum = _mm256_setzero_ps();
-          Unroll<Q>([&](auto qc) TFP_FC_LAMBDA_INLINE {
-            constexpr int q = decltype(qc)::value;
-            const __m256i n = q == 0 ? s : _mm256_srli_epi32(s, 4 * q);
-            const float* tq = t + r * tstride + 16 * q;
-            // Entry n of the 16: the low table for n < 8, the high one when bit 3 is set.
-            const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(tq), n),
-                                              _mm256_permutevar8x32_ps(_mm256_load_ps(tq + 8), n),
-                                              _mm256_castsi256_ps(_mm256_slli_epi32(n, 28)));
-            sum = q == 0 ? v : _mm256_add_ps(sum, v);
-          });
-          const __m256 u = _mm256_permutevar8x32_ps(_mm256_mul_ps(m, sum), rank);
-          acc[r][h] = _mm256_add_ps(acc[r][h], _mm256_and_ps(u, lanes_u));
-        }
-        start += __builtin_popcount(k8);
+      const uint32_t lo8 = ku & 0xffu, hi8 = ku >> 8;
+      const int nu = __builtin_popcount(ku), nlo = __builtin_popcount(lo8);
+      __m256 first[R];
+      decode(t, 0, first);
+      if (lo8 != 0) {
+        const __m256i rank = RankOf(lo8);
+        const __m256 in_lo = LaneMask(lo8);
+        for (int r = 0; r < R; ++r)
+          acc[r][0] = _mm256_add_ps(
+              acc[r][0], _mm256_and_ps(_mm256_permutevar8x32_ps(first[r], rank), in_lo));
       }
-      mp += start;
-      sp += FcSignBytes(start, B);
+      if (hi8 != 0) {
+        const __m256i rank = _mm256_add_epi32(RankOf(hi8), _mm256_set1_epi32(nlo));
+        const __m256 in_hi = LaneMask(hi8);
+        if (nu <= 8) {
+          for (int r = 0; r < R; ++r)
+            acc[r][1] = _mm256_add_ps(
+                acc[r][1], _mm256_and_ps(_mm256_permutevar8x32_ps(first[r], rank), in_hi));
+        } else {
+          __m256 second[R];
+          decode(t, 8, second);
+          const __m256 from_second = _mm256_castsi256_ps(_mm256_slli_epi32(rank, 28));
+          for (int r = 0; r < R; ++r) {
+            const __m256 u = _mm256_blendv_ps(_mm256_permutevar8x32_ps(first[r], rank),
+                                              _mm256_permutevar8x32_ps(second[r], rank),
+                                              from_second);
+            acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_and_ps(u, in_hi));
+          }
+        }
+      }
+      mp += nu;
+      sp += FcSignBytes(nu, B);
     }
   };
   alignas(32) float free_sums[R][kFcGroup] = {};
