@@ -3,10 +3,10 @@
 //     bits with tzcnt and FMA each block (xmm / ymm / 2 ymm) with the block's inputs;
 //   UNIFIED blocks a column of 16 rows at a time, 8 of its unified rows per decode in the rows'
 //     compressed order (one decode for a column with at most 8 of them, whichever half of the
-//     group they sit in): per Run every 4 consecutive inputs get a table of their 16 signed sums
-//     (two ymm), a row's sum over a nibble of its sign word is two vpermps and a blend on bit 3 of
-//     the nibble; times the magnitudes, then permuted into the rows' lanes (AVX2 has no expand: a
-//     256-entry table of ranks).
+//     group they sit in): per Run every 3 consecutive inputs of a block get a table of their 8
+//     signed sums (one ymm), so a row's sum over 3 bits of its sign word is one vpermps (6 for a
+//     block of 16); times the magnitudes, then permuted into the rows' lanes (AVX2 has no expand:
+//     a 256-entry table of ranks).
 // Up to 4 input rows share one decode of the weights.
 #include <immintrin.h>
 
@@ -31,6 +31,11 @@ namespace tfpconv {
 namespace kernels {
 namespace fc_avx2 {
 namespace {
+
+// A table of 8 signed sums per 3 inputs of a block (the last of a block may cover fewer): one
+// vpermps reads a row's sum over 3 of its sign bits, with no blend.
+constexpr int TableGroups(int block) { return (block + 2) / 3; }
+constexpr int TableFloatsPerColumn(int block) { return 8 * TableGroups(block); }
 
 #include "unified_fc_driver.h"  // TableFloats, ScratchFloats, Run (uses Group below)
 
@@ -66,25 +71,26 @@ TFP_FC_INLINE __m256 LaneMask(uint32_t m8) {
 
 void Prepare(const FcArgs& a) {
   const FcPacked& p = *a.packed;
-  __m256 sign[4][2];  // lane e of sign[t][h]: -1 when bit t of entry 8h + e is set
-  for (int t = 0; t < 4; ++t) {
-    for (int h = 0; h < 2; ++h) {
-      alignas(32) float v[8];
-      for (int e = 0; e < 8; ++e) v[e] = ((8 * h + e) >> t) & 1 ? -1.0f : 1.0f;
-      sign[t][h] = _mm256_load_ps(v);
-    }
+  __m256 sign[3];  // lane e of sign[t]: -1 when bit t of e is set
+  for (int t = 0; t < 3; ++t) {
+    alignas(32) float v[8];
+    for (int e = 0; e < 8; ++e) v[e] = (e >> t) & 1 ? -1.0f : 1.0f;
+    sign[t] = _mm256_load_ps(v);
   }
-  const int nibbles = p.nb * p.block / 4;
+  const int groups = TableGroups(p.block);
   for (int r = 0; r < a.rows; ++r) {
     const float* x = a.x + size_t(r) * p.in;
     float* t = a.scratch + TableFloats(p) * r;
-    for (int k = 0; k < nibbles; ++k) {
-      float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      for (int i = 4 * k; i < std::min(p.in, 4 * k + 4); ++i) v[i - 4 * k] = x[i];
-      for (int h = 0; h < 2; ++h) {
-        __m256 s = _mm256_mul_ps(_mm256_set1_ps(v[0]), sign[0][h]);
-        for (int q = 1; q < 4; ++q) s = _mm256_fmadd_ps(_mm256_set1_ps(v[q]), sign[q][h], s);
-        _mm256_store_ps(t + 16 * k + 8 * h, s);
+    for (int j = 0; j < p.nb; ++j) {
+      for (int k = 0; k < groups; ++k) {
+        // Inputs past the block or past `in` count as zero, so the entries ignore their bits.
+        const int i0 = j * p.block + 3 * k, i_end = std::min({p.in, i0 + 3, (j + 1) * p.block});
+        float v[3] = {0.0f, 0.0f, 0.0f};
+        for (int i = i0; i < i_end; ++i) v[i - i0] = x[i];
+        __m256 sums = _mm256_mul_ps(_mm256_set1_ps(v[0]), sign[0]);
+        sums = _mm256_fmadd_ps(_mm256_set1_ps(v[1]), sign[1], sums);
+        sums = _mm256_fmadd_ps(_mm256_set1_ps(v[2]), sign[2], sums);
+        _mm256_store_ps(t + (size_t(j) * groups + k) * 8, sums);
       }
     }
   }
@@ -216,7 +222,7 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, int w_begin,
 template <int B, int R>
 void Group(const FcPacked& p, int g, const float* x, const float* tables, float* y, float lo,
            float hi) {
-  constexpr int Q = B / 4;
+  constexpr int G = TableGroups(B);
   const size_t tstride = TableFloats(p);
   const FcGroupOffsets& off = p.group_off[g];
   const int lanes = std::min(kFcGroup, p.out - g * kFcGroup);
@@ -232,16 +238,11 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
     const __m256i s = LoadSigns<B>(sp, start);
     const __m256 m = _mm256_loadu_ps(mp + start);
     for (int r = 0; r < R; ++r) {
-      __m256 sum = _mm256_setzero_ps();
-      Unroll<Q>([&](auto qc) TFP_FC_LAMBDA_INLINE {
-        constexpr int q = decltype(qc)::value;
-        const __m256i n = q == 0 ? s : _mm256_srli_epi32(s, 4 * q);
-        const float* tq = t + r * tstride + 16 * q;
-        // Entry n of the 16: the low table for n < 8, the high one when bit 3 is set.
-        const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(tq), n),
-                                          _mm256_permutevar8x32_ps(_mm256_load_ps(tq + 8), n),
-                                          _mm256_castsi256_ps(_mm256_slli_epi32(n, 28)));
-        sum = q == 0 ? v : _mm256_add_ps(sum, v);
+      __m256 sum = _mm256_permutevar8x32_ps(_mm256_load_ps(t + r * tstride), s);
+      Unroll<G - 1>([&](auto kc) TFP_FC_LAMBDA_INLINE {
+        constexpr int k = decltype(kc)::value + 1;
+        sum = _mm256_add_ps(sum, _mm256_permutevar8x32_ps(_mm256_load_ps(t + r * tstride + 8 * k),
+                                                          _mm256_srli_epi32(s, 3 * k)));
       });
       sums[r] = _mm256_mul_ps(m, sum);
     }
@@ -253,7 +254,7 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
     for (int j = j_begin; j < j_end; ++j) {
       const uint32_t ku = unified[j];
       if (ku == 0) continue;
-      const float* t = tables + size_t(j) * B * 4;
+      const float* t = tables + size_t(j) * TableFloatsPerColumn(B);
       const uint32_t lo8 = ku & 0xffu, hi8 = ku >> 8;
       const int nu = __builtin_popcount(ku), nlo = __builtin_popcount(lo8);
       __m256 first[R];

@@ -38,6 +38,9 @@ namespace kernels {
 namespace fc_avx512 {
 namespace {
 
+// A table of 16 signed sums per 4 inputs.
+constexpr int TableFloatsPerColumn(int block) { return block * 4; }
+
 #include "unified_fc_driver.h"  // TableFloats, ScratchFloats, Run (uses Group below)
 
 // Blocks of 4 and 8 use column-major free blocks, blocks of 16 row-major (see the top).

@@ -2,8 +2,9 @@
 // sizes and the dispatch over block sizes and input-row counts. Included by unified_fc_avx2.cc,
 // unified_fc_avx512.cc and unified_fc_neon.cc inside their own anonymous namespace, so every
 // function here is the unit's own (internal linkage, compiled with the unit's -m flags); the unit
-// then defines Group<B, R>, which computes one group of kFcGroup outputs for R <= 4 input rows
-// from its packed weights and the per-row tables of signed sums.
+// defines TableFloatsPerColumn(block) before the inclusion and Group<B, R> after it, which
+// computes one group of kFcGroup outputs for R <= 4 input rows from its packed weights and the
+// per-row tables of signed sums.
 //
 // No include guard on purpose: one inclusion per unit, inside the unit's namespace, after
 // <algorithm>, <cstdint>, <utility> and unified_fc_kernels.h.
@@ -73,8 +74,9 @@ template <int B, int R>
 void Group(const FcPacked& p, int g, const float* x, const float* tables, float* y, float lo,
            float hi);
 
-// Floats of one input row's tables: 16 per 4 inputs, whole block columns (zero past `in`).
-size_t TableFloats(const FcPacked& p) { return size_t(p.nb) * p.block * 4; }
+// Floats of one input row's tables, whole block columns (zero past `in`): the unit's
+// TableFloatsPerColumn(block), defined before it includes this file.
+size_t TableFloats(const FcPacked& p) { return size_t(p.nb) * TableFloatsPerColumn(p.block); }
 
 size_t ScratchFloats(const FcPacked& p, int rows) { return TableFloats(p) * size_t(rows); }
 

@@ -23,6 +23,9 @@ namespace kernels {
 namespace fc_neon {
 namespace {
 
+// A table of 16 signed sums per 4 inputs.
+constexpr int TableFloatsPerColumn(int block) { return block * 4; }
+
 #include "unified_fc_driver.h"  // TableFloats, ScratchFloats, Run (uses Group below)
 
 // For a 4-bit lane mask m, 16 byte indices: lane l of a set bit takes float number rank(l) of the
