@@ -19,8 +19,8 @@
 #include "unified_fc_kernels.h"
 
 // GCC 12.2 (Debian 12's compiler) at -O3 drops FreeRow's shorter last column (AddFreeTail and the
-// bit cleared before the loop) from some Group<B, R> of this unit, depending on what else is inlined
-// into them (first seen as Group<8, 3>: the RandomStates and EveryRowCount tests of
+// bit cleared before the loop) from some Group<B, R> of this unit, depending on what else is
+// inlined into them (first seen as Group<8, 3>: the RandomStates and EveryRowCount tests of
 // unified_fc_test.cc fail, valgrind sees the loop read past the input). Jump threading is the pass
 // that does it: without it (or with clang, or at -O1 with the sanitizers) the unit is right.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -232,8 +232,8 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
   const uint16_t* unified = p.unified + size_t(g) * p.nb;
   const float* mp = p.mags + off.mags;
   const uint8_t* sp = p.signs + off.signs;
-  // The signed sums of the unified rows of compressed ranks [start, start + 8) of column j,
-  // times their magnitudes: sums[r], lane k for rank start + k.
+  // The signed sums of the unified rows of compressed ranks [start, start + 8) of the column whose
+  // tables start at t, times their magnitudes: sums[r], lane k for rank start + k.
   const auto decode = [&](const float* t, int start, __m256 (&sums)[R]) TFP_FC_LAMBDA_INLINE {
     const __m256i s = LoadSigns<B>(sp, start);
     const __m256 m = _mm256_loadu_ps(mp + start);
@@ -269,21 +269,17 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
       if (hi8 != 0) {
         const __m256i rank = _mm256_add_epi32(RankOf(hi8), _mm256_set1_epi32(nlo));
         const __m256 in_hi = LaneMask(hi8);
-        if (nu <= 8) {
-          for (int r = 0; r < R; ++r)
-            acc[r][1] = _mm256_add_ps(
-                acc[r][1], _mm256_and_ps(_mm256_permutevar8x32_ps(first[r], rank), in_hi));
-        } else {
+        __m256 u[R];
+        for (int r = 0; r < R; ++r) u[r] = _mm256_permutevar8x32_ps(first[r], rank);
+        if (nu > 8) {  // ranks 8 and up come from a second decode
           __m256 second[R];
           decode(t, 8, second);
           const __m256 from_second = _mm256_castsi256_ps(_mm256_slli_epi32(rank, 28));
-          for (int r = 0; r < R; ++r) {
-            const __m256 u = _mm256_blendv_ps(_mm256_permutevar8x32_ps(first[r], rank),
-                                              _mm256_permutevar8x32_ps(second[r], rank),
-                                              from_second);
-            acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_and_ps(u, in_hi));
-          }
+          for (int r = 0; r < R; ++r)
+            u[r] = _mm256_blendv_ps(u[r], _mm256_permutevar8x32_ps(second[r], rank), from_second);
         }
+        for (int r = 0; r < R; ++r)
+          acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_and_ps(u[r], in_hi));
       }
       mp += nu;
       sp += FcSignBytes(nu, B);
