@@ -7,7 +7,8 @@
 //     signed sums (one ymm), so a row's sum over 3 bits of its sign word is one vpermps (6 for a
 //     block of 16); times the magnitudes, then permuted into the rows' lanes (AVX2 has no expand:
 //     a 256-entry table of ranks).
-// Up to 4 input rows share one decode of the weights.
+// Up to 4 input rows share one decode of the weights. With one input row the columns are done
+// between a row's free blocks (see Group), so that they overlap the free stream's reads.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -39,7 +40,11 @@ constexpr int TableFloatsPerColumn(int block) { return 8 * TableGroups(block); }
 
 #include "unified_fc_driver.h"  // TableFloats, ScratchFloats, Run (uses Group below)
 
-// Byte l of kRank.rank[m]: how many bits of the 8-bit mask m are set below bit l.
+// Byte l of kRank.rank[m]: how many bits of the 8-bit mask m are set below bit l, plus 0x80 when
+// bit l itself is clear: sign-extended, the lanes a column does not touch are negative, so one
+// blendv on the permute index zeroes them (no separate lane mask). -128 is a multiple of 16, so
+// adding a rank offset of at most 8 keeps both the sign and the low 4 bits that the permutes and
+// the second-decode blend read.
 struct RankTable {
   uint64_t rank[256];
 };
@@ -49,7 +54,7 @@ constexpr RankTable BuildRankTable() {
     uint64_t v = 0;
     int seen = 0;
     for (int l = 0; l < 8; ++l) {
-      v |= uint64_t(seen) << (8 * l);
+      v |= uint64_t(seen | ((m >> l) & 1 ? 0 : 0x80)) << (8 * l);
       seen += (m >> l) & 1;
     }
     t.rank[m] = v;
@@ -59,13 +64,13 @@ constexpr RankTable BuildRankTable() {
 constexpr RankTable kRank = BuildRankTable();
 
 TFP_FC_INLINE __m256i RankOf(uint32_t m8) {
-  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&kRank.rank[m8])));
+  return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&kRank.rank[m8])));
 }
 
-TFP_FC_INLINE __m256 LaneMask(uint32_t m8) {
-  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-  return _mm256_castsi256_ps(
-      _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(m8)), bits), bits));
+// v permuted by `rank` (RankOf, maybe plus an offset), zero in the lanes the rank marks untouched.
+TFP_FC_INLINE __m256 Scatter(__m256 v, __m256i rank) {
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(v, rank), _mm256_setzero_ps(),
+                          _mm256_castsi256_ps(rank));
 }
 
 
@@ -153,11 +158,12 @@ TFP_FC_INLINE void PrefetchFree(const float* f) {
 }
 
 // The free blocks of one output row in the words [w_begin, w_end) of its free bits (bit j of
-// `bits`), dotted with R input rows and added to sums[r][lane].
-template <int B, int R>
+// `bits`), dotted with R input rows and added to sums[r][lane]; between() after every step of K
+// blocks (K = 2 for one input row, else 1).
+template <int B, int R, typename BetweenFn>
 TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, int w_begin, int w_end,
-                           const float*& fp, const float* x,
-                           float (&sums)[R][kFcGroup], int lane) {
+                           const float*& fp, const float* x, float (&sums)[R][kFcGroup],
+                           int lane, BetweenFn&& between) {
   using BV = Block<B>;
   using V = typename BV::V;
   constexpr int N = BV::N;     // vectors per block
@@ -168,7 +174,7 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, int w_begin,
   for (int r = 0; r < R; ++r)
     for (int k = 0; k < K; ++k)
       for (int n = 0; n < N; ++n) acc[r][k][n] = BV::Zero();
-  const int tail = FreeTailIn(p, w_begin, w_end);  // the shorter last column, done apart
+  const int tail = FreeTailIn<B>(p, w_begin, w_end);  // the shorter last column, done apart
   const float* f = fp;
   for (int w = w_begin; w < w_end; ++w) {
     uint64_t m = bits[w];
@@ -186,6 +192,7 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, int w_begin,
               acc[r][k][n] = BV::Fma(wv, BV::Load(xw + r * in + (j + k) * B + n * VW), acc[r][k][n]);
           }
         });
+        between();
       }
       f += 64 * B;
       continue;
@@ -206,6 +213,7 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, int w_begin,
         f += B;
         done = m == 0;
       });
+      between();
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -238,12 +246,26 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
     const __m256i s = LoadSigns<B>(sp, start);
     const __m256 m = _mm256_loadu_ps(mp + start);
     for (int r = 0; r < R; ++r) {
-      __m256 sum = _mm256_permutevar8x32_ps(_mm256_load_ps(t + r * tstride), s);
-      Unroll<G - 1>([&](auto kc) TFP_FC_LAMBDA_INLINE {
-        constexpr int k = decltype(kc)::value + 1;
-        sum = _mm256_add_ps(sum, _mm256_permutevar8x32_ps(_mm256_load_ps(t + r * tstride + 8 * k),
-                                                          _mm256_srli_epi32(s, 3 * k)));
+      __m256 part[G];
+      Unroll<G>([&](auto kc) TFP_FC_LAMBDA_INLINE {
+        constexpr int k = decltype(kc)::value;
+        part[k] = _mm256_permutevar8x32_ps(_mm256_load_ps(t + r * tstride + 8 * k),
+                                           k == 0 ? s : _mm256_srli_epi32(s, 3 * k));
       });
+      // Added as a tree, not a chain (vpermps alone has a latency of 8 cycles on Zen 3): a
+      // column's latency is what the out-of-order window has to cover. Written out: a loop over
+      // part[] kept it in memory and cost 25%.
+      __m256 sum;
+      if constexpr (G == 6) {
+        sum = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(part[0], part[1]), _mm256_add_ps(part[2], part[3])),
+            _mm256_add_ps(part[4], part[5]));
+      } else if constexpr (G == 3) {
+        sum = _mm256_add_ps(_mm256_add_ps(part[0], part[1]), part[2]);
+      } else {
+        static_assert(G == 2, "blocks of 4, 8 or 16");
+        sum = _mm256_add_ps(part[0], part[1]);
+      }
       sums[r] = _mm256_mul_ps(m, sum);
     }
   };
@@ -261,25 +283,20 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
       decode(t, 0, first);
       if (lo8 != 0) {
         const __m256i rank = RankOf(lo8);
-        const __m256 in_lo = LaneMask(lo8);
-        for (int r = 0; r < R; ++r)
-          acc[r][0] = _mm256_add_ps(
-              acc[r][0], _mm256_and_ps(_mm256_permutevar8x32_ps(first[r], rank), in_lo));
+        for (int r = 0; r < R; ++r) acc[r][0] = _mm256_add_ps(acc[r][0], Scatter(first[r], rank));
       }
       if (hi8 != 0) {
         const __m256i rank = _mm256_add_epi32(RankOf(hi8), _mm256_set1_epi32(nlo));
-        const __m256 in_hi = LaneMask(hi8);
         __m256 u[R];
-        for (int r = 0; r < R; ++r) u[r] = _mm256_permutevar8x32_ps(first[r], rank);
+        for (int r = 0; r < R; ++r) u[r] = Scatter(first[r], rank);
         if (nu > 8) {  // ranks 8 and up come from a second decode
           __m256 second[R];
           decode(t, 8, second);
           const __m256 from_second = _mm256_castsi256_ps(_mm256_slli_epi32(rank, 28));
           for (int r = 0; r < R; ++r)
-            u[r] = _mm256_blendv_ps(u[r], _mm256_permutevar8x32_ps(second[r], rank), from_second);
+            u[r] = _mm256_blendv_ps(u[r], Scatter(second[r], rank), from_second);
         }
-        for (int r = 0; r < R; ++r)
-          acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_and_ps(u[r], in_hi));
+        for (int r = 0; r < R; ++r) acc[r][1] = _mm256_add_ps(acc[r][1], u[r]);
       }
       mp += nu;
       sp += FcSignBytes(nu, B);
@@ -287,9 +304,24 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
   };
   alignas(32) float free_sums[R][kFcGroup] = {};
   const float* fp = p.free + off.free;
-  const auto free_row = [&](int w, int l) TFP_FC_LAMBDA_INLINE {
+  // With one input row a row's columns are spread through its free blocks, one after every 4
+  // (counted on across rows: restarting the count at each row was 5% slower): the out-of-order
+  // window then always holds column work to run while a free block waits for memory, where a
+  // batch of columns after the row mostly added its time to the stream's (AVX2 Zen 3, VGG-16's fc1
+  // unified 0.5 / pruned 0.25: 11% faster). With more rows the free blocks have FMAs enough of
+  // their own, and the extra live registers cost more (4 rows: 15% slower).
+  [[maybe_unused]] unsigned steps = 0;
+  const auto free_row = [&](int w, int l, int& j, int j_end) TFP_FC_LAMBDA_INLINE {
+    const auto between = [&]() TFP_FC_LAMBDA_INLINE {
+      if constexpr (R == 1) {
+        if ((++steps & 1) == 0 && j < j_end) {
+          columns(j, j + 1);
+          ++j;
+        }
+      }
+    };
     FreeRow<B, R>(p, p.free_bits + size_t(g * kFcGroup + l) * p.words, w, w + 1, fp, x, free_sums,
-                  l);
+                  l, between);
   };
   WalkFreeWords(p, lanes, free_row, columns);
   for (int r = 0; r < R; ++r)

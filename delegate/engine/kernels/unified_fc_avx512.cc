@@ -143,7 +143,7 @@ TFP_FC_INLINE void FreeRow(const FcPacked& p, const uint64_t* bits, int w_begin,
   V acc[R][K];
   for (int r = 0; r < R; ++r)
     for (int k = 0; k < K; ++k) acc[r][k] = BV::Zero();
-  const int tail = FreeTailIn(p, w_begin, w_end);  // the shorter last column, done apart
+  const int tail = FreeTailIn<B>(p, w_begin, w_end);  // the shorter last column, done apart
   const float* f = fp;
   for (int w = w_begin; w < w_end; ++w) {
     uint64_t m = bits[w];
@@ -302,7 +302,7 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
   };
   if constexpr (!column_major) {
     alignas(64) float free_sums[R][kFcGroup] = {};
-    const auto free_row = [&](int w, int l) TFP_FC_LAMBDA_INLINE {
+    const auto free_row = [&](int w, int l, int&, int) TFP_FC_LAMBDA_INLINE {
       FreeRow<B, R>(p, p.free_bits + size_t(g * kFcGroup + l) * p.words, w, w + 1, fp, x,
                     free_sums, l);
     };

@@ -104,7 +104,7 @@ __attribute__((noinline)) void FreeRow(const FcPacked& p, const uint64_t* bits, 
   float32x4_t acc[R][N];
   for (int r = 0; r < R; ++r)
     for (int n = 0; n < N; ++n) acc[r][n] = vdupq_n_f32(0.0f);
-  const int tail = FreeTailIn(p, w_begin, w_end);  // the shorter last column, done apart
+  const int tail = FreeTailIn<B>(p, w_begin, w_end);  // the shorter last column, done apart
   const float* f = fp;
   for (int w = w_begin; w < w_end; ++w) {
     uint64_t m = bits[w];
