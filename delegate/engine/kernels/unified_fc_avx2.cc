@@ -67,10 +67,9 @@ TFP_FC_INLINE __m256i RankOf(uint32_t m8) {
   return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&kRank.rank[m8])));
 }
 
-// v permuted by `rank` (RankOf, maybe plus an offset), zero in the lanes the rank marks untouched.
-TFP_FC_INLINE __m256 Scatter(__m256 v, __m256i rank) {
-  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(v, rank), _mm256_setzero_ps(),
-                          _mm256_castsi256_ps(rank));
+// v with zero in the lanes that `rank` (RankOf, maybe plus an offset) marks untouched.
+TFP_FC_INLINE __m256 ZeroUntouched(__m256 v, __m256i rank) {
+  return _mm256_blendv_ps(v, _mm256_setzero_ps(), _mm256_castsi256_ps(rank));
 }
 
 
@@ -283,20 +282,22 @@ void Group(const FcPacked& p, int g, const float* x, const float* tables, float*
       decode(t, 0, first);
       if (lo8 != 0) {
         const __m256i rank = RankOf(lo8);
-        for (int r = 0; r < R; ++r) acc[r][0] = _mm256_add_ps(acc[r][0], Scatter(first[r], rank));
+        for (int r = 0; r < R; ++r)
+          acc[r][0] = _mm256_add_ps(
+              acc[r][0], ZeroUntouched(_mm256_permutevar8x32_ps(first[r], rank), rank));
       }
       if (hi8 != 0) {
         const __m256i rank = _mm256_add_epi32(RankOf(hi8), _mm256_set1_epi32(nlo));
         __m256 u[R];
-        for (int r = 0; r < R; ++r) u[r] = Scatter(first[r], rank);
+        for (int r = 0; r < R; ++r) u[r] = _mm256_permutevar8x32_ps(first[r], rank);
         if (nu > 8) {  // ranks 8 and up come from a second decode
           __m256 second[R];
           decode(t, 8, second);
           const __m256 from_second = _mm256_castsi256_ps(_mm256_slli_epi32(rank, 28));
           for (int r = 0; r < R; ++r)
-            u[r] = _mm256_blendv_ps(u[r], Scatter(second[r], rank), from_second);
+            u[r] = _mm256_blendv_ps(u[r], _mm256_permutevar8x32_ps(second[r], rank), from_second);
         }
-        for (int r = 0; r < R; ++r) acc[r][1] = _mm256_add_ps(acc[r][1], u[r]);
+        for (int r = 0; r < R; ++r) acc[r][1] = _mm256_add_ps(acc[r][1], ZeroUntouched(u[r], rank));
       }
       mp += nu;
       sp += FcSignBytes(nu, B);

@@ -32,8 +32,7 @@ TFP_FC_INLINE void Unroll(F&& f) {
 // The row-major free blocks of a row are walked a word of 64 block columns at a time (the free
 // stream's order, see unified_fc_kernels.h). The shorter last column when the words [w_begin,
 // w_end) hold it (the kernels do it apart, AddFreeTail), else -1.
-// B is p.block: a constant divisor (this runs once per output row and word: an idiv there cost
-// the AVX2 unit ~1% on VGG-16's fc1).
+// B is p.block: a constant divisor, not an idiv (this runs once per output row and word).
 template <int B>
 TFP_FC_INLINE int FreeTailIn(const FcPacked& p, int w_begin, int w_end) {
   const int tail = p.in % B != 0 ? p.nb - 1 : -1;
