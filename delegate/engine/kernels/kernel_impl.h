@@ -253,12 +253,28 @@ TFP_INLINE void SplitTapKernels(Acc<VT, kSplit, V>& acc, const float* x, const P
 }
 
 // ---- shared kernels (flat packing): one input load for G filters ----------------------------
-// A tile of RV vectors runs in passes of P vectors, P as large as lets G x P accumulators, G
-// broadcast weights and the input vector fit VT::kRegisters, with the passes of about equal size;
-// the task's kernels stream by once per pass.
+// A tile of RV vectors runs in passes of P vectors, with the passes of about equal size; the
+// task's kernels stream by once per pass. A tap runs in one of two orders, whichever lets a pass
+// hold more accumulators in VT::kRegisters:
+//  - input-outer: the tap's G weights are broadcast once and each input vector is loaded and
+//    multiplied into its G accumulators (G x P accumulators + G weights + the input, one spare);
+//  - weight-outer: the pass's P input vectors are loaded once and each weight is broadcast and
+//    multiplied into its P accumulators (G x P accumulators + P inputs + one weight).
+// With 16 registers and G = 4 weight-outer fits 3 vectors per pass instead of 2: fewer passes and
+// 12 independent FMA chains instead of 8 (AVX2, AMD EPYC Zen 3: 4-8% faster on most VGG-16 layers
+// with filter groups of 4). With 32 registers both give the same P and input-outer stays. Each
+// accumulator takes its FMAs in the same order either way, so the sums are bit-identical.
+template <class VT, int G>
+struct SharedOrder {
+  static constexpr int kInputOuter = (VT::kRegisters - G - 2) / G;
+  static constexpr int kWeightOuter = (VT::kRegisters - 1) / (G + 1);
+  static constexpr bool kWeightOuterFirst = kWeightOuter > kInputOuter;
+  static constexpr int kMost = kWeightOuterFirst ? kWeightOuter : (kInputOuter > 0 ? kInputOuter : 1);
+};
+
 template <class VT, int G, int RV>
 constexpr int SharedPassVectors() {
-  constexpr int kMost = (VT::kRegisters - G - 2) / G > 0 ? (VT::kRegisters - G - 2) / G : 1;
+  constexpr int kMost = SharedOrder<VT, G>::kMost;
   constexpr int kPasses = (RV + kMost - 1) / kMost;
   return (RV + kPasses - 1) / kPasses;
 }
@@ -266,20 +282,51 @@ constexpr int SharedPassVectors() {
 template <class VT, int G, int P>
 using SharedAcc = typename VT::V[G][P];
 
+// Input vector I of the pass (tile vector Q + I) at tap pointer p.
+template <class VT, int V, int kWq, int Q, int I>
+TFP_INLINE typename VT::V PassInput(const float* p, ptrdiff_t wq) {
+  return VT::Load(p + ((Q + I) / V) * Pitch<kWq>(wq) + ((Q + I) % V) * VT::kLanes);
+}
+
+// Input-outer: input I into the G accumulators of column I.
 template <class VT, int G, int P, int I, int... F>
 TFP_INLINE void FmaFilters(SharedAcc<VT, G, P>& acc, const typename VT::V (&w)[G],
                            typename VT::V in, Seq<F...>) {
   ((acc[F][I] = VT::Fma(w[F], in, acc[F][I])), ...);
 }
 
-// One tap: the pass's P input vectors (tile vectors Q .. Q + P - 1), each into G accumulators.
-template <class VT, int V, int kWq, int G, int P, int Q, int... I>
-TFP_INLINE void SharedTap(SharedAcc<VT, G, P>& acc, const typename VT::V (&w)[G], const float* p,
-                          ptrdiff_t wq, Seq<I...>) {
-  (FmaFilters<VT, G, P, I>(
-       acc, w, VT::Load(p + ((Q + I) / V) * Pitch<kWq>(wq) + ((Q + I) % V) * VT::kLanes),
-       std::make_integer_sequence<int, G>{}),
-   ...);
+template <class VT, int V, int kWq, int G, int P, int Q, int... I, int... F>
+TFP_INLINE void InputOuterTap(SharedAcc<VT, G, P>& acc, const float* tap_weights, const float* p,
+                              ptrdiff_t wq, Seq<I...>, Seq<F...> filters) {
+  const typename VT::V w[G] = {VT::Set1(tap_weights[F])...};
+  (FmaFilters<VT, G, P, I>(acc, w, PassInput<VT, V, kWq, Q, I>(p, wq), filters), ...);
+}
+
+// Weight-outer: filter F's weight into the P accumulators of row F.
+template <class VT, int G, int P, int F, int... I>
+TFP_INLINE void FmaInputs(SharedAcc<VT, G, P>& acc, typename VT::V w, const typename VT::V (&in)[P],
+                          Seq<I...>) {
+  ((acc[F][I] = VT::Fma(w, in[I], acc[F][I])), ...);
+}
+
+template <class VT, int V, int kWq, int G, int P, int Q, int... I, int... F>
+TFP_INLINE void WeightOuterTap(SharedAcc<VT, G, P>& acc, const float* tap_weights, const float* p,
+                               ptrdiff_t wq, Seq<I...> inputs, Seq<F...>) {
+  const typename VT::V in[P] = {PassInput<VT, V, kWq, Q, I>(p, wq)...};
+  (FmaInputs<VT, G, P, F>(acc, VT::Set1(tap_weights[F]), in, inputs), ...);
+}
+
+// One tap of the pass: tile vectors Q .. Q + P - 1 of all G filters.
+template <class VT, int V, int kWq, int G, int P, int Q>
+TFP_INLINE void SharedTap(SharedAcc<VT, G, P>& acc, const float* tap_weights, const float* p,
+                          ptrdiff_t wq) {
+  constexpr auto kPass = std::make_integer_sequence<int, P>{};
+  constexpr auto kFilters = std::make_integer_sequence<int, G>{};
+  if constexpr (SharedOrder<VT, G>::kWeightOuterFirst) {
+    WeightOuterTap<VT, V, kWq, G, P, Q>(acc, tap_weights, p, wq, kPass, kFilters);
+  } else {
+    InputOuterTap<VT, V, kWq, G, P, Q>(acc, tap_weights, p, wq, kPass, kFilters);
+  }
 }
 
 template <class VT, int G, int P, int Q, int I>
@@ -298,28 +345,16 @@ TFP_INLINE void StoreShared(SharedAcc<VT, G, P>& acc, float* dst, ptrdiff_t filt
   }
 }
 
-template <class VT, int G, int... F>
-TFP_INLINE void SetWeights(typename VT::V (&w)[G], const float* tap_weights, Seq<F...>) {
-  ((w[F] = VT::Set1(tap_weights[F])), ...);
-}
-
 template <class VT, int V, int kWq, int G, int P, int Q>
 TFP_INLINE void SharedPass(float* acc_mem, ptrdiff_t filter_floats, const float* x, ptrdiff_t wq,
                            const SharedKernel<G>* k, const SharedKernel<G>* end) {
-  constexpr auto kPass = std::make_integer_sequence<int, P>{};
-  constexpr auto kFilters = std::make_integer_sequence<int, G>{};
   SharedAcc<VT, G, P> acc;
   LoadShared<VT, G, P, Q, 0>(acc, acc_mem, filter_floats);
-  typename VT::V w[G];
   for (; k != end; ++k) {
-    SetWeights<VT, G>(w, k->w[0], kFilters);
-    SharedTap<VT, V, kWq, G, P, Q>(acc, w, x + k->off[0], wq, kPass);
-    SetWeights<VT, G>(w, k->w[1], kFilters);
-    SharedTap<VT, V, kWq, G, P, Q>(acc, w, x + k->off[1], wq, kPass);
-    SetWeights<VT, G>(w, k->w[2], kFilters);
-    SharedTap<VT, V, kWq, G, P, Q>(acc, w, x + k->off[2], wq, kPass);
-    SetWeights<VT, G>(w, k->w[3], kFilters);
-    SharedTap<VT, V, kWq, G, P, Q>(acc, w, x + k->off[3], wq, kPass);
+    SharedTap<VT, V, kWq, G, P, Q>(acc, k->w[0], x + k->off[0], wq);
+    SharedTap<VT, V, kWq, G, P, Q>(acc, k->w[1], x + k->off[1], wq);
+    SharedTap<VT, V, kWq, G, P, Q>(acc, k->w[2], x + k->off[2], wq);
+    SharedTap<VT, V, kWq, G, P, Q>(acc, k->w[3], x + k->off[3], wq);
   }
   StoreShared<VT, G, P, Q, 0>(acc, acc_mem, filter_floats);
 }
