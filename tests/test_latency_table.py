@@ -118,6 +118,18 @@ def test_predictions_of_candidates_are_sane(small):
         assert measured / 4 < predicted < measured * 4, (predicted, measured)
 
 
+def test_side_by_side_latencies_time_every_model_in_order(small):
+    model, _ = small
+    dense = convert_model(model)
+    widths = {g.name: 0.25 for g in tfpconv.channels.groups(model) if g.prunable}
+    thin = convert_model(build_candidate(model, widths, 0.5))
+    times = lt.measured_latencies([dense, thin, dense], runs=7)
+    assert len(times) == 3 and all(t > 0 for t in times)
+    assert lt.measured_latencies([]) == []
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        lt.measured_latencies([dense], runs=0)
+
+
 def test_table_files_round_trip_and_refuse_other_machines(small, tmp_path: Path):
     _, table = small
     path = tmp_path / "table.json"

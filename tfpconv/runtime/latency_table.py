@@ -55,6 +55,7 @@ __all__ = [
     "export_table_models",
     "measure_table",
     "measured_latency",
+    "measured_latencies",
     "table_from_device",
 ]
 
@@ -375,8 +376,21 @@ def measure_grid(
 
 def measured_latency(data: bytes, threads: int = 1, runs: int | None = None) -> float:
     """Median milliseconds of a converted model as deployed (tfpconv.Interpreter, defaults)."""
-    probe = _time_models([data], threads, PROBE_RUNS)[0]
-    return _time_models([data], threads, runs or _runs_for(probe, MODEL_BUDGET_MS))[0]
+    return measured_latencies([data], threads, runs)[0]
+
+
+def measured_latencies(
+    models: Sequence[bytes], threads: int = 1, runs: int | None = None
+) -> list[float]:
+    """Median milliseconds of converted models as deployed, timed side by side: their runs
+    interleaved in one loop, so that a slower spell of a shared machine slows them all alike and
+    their ratios hold. ``runs`` per model (default: about a second of runs of each)."""
+    if runs is not None and runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    if not models:
+        return []
+    probe = _time_models(models, threads, PROBE_RUNS)
+    return _time_models(models, threads, runs or _runs_for(max(probe), MODEL_BUDGET_MS))
 
 
 def _missing_grids(
