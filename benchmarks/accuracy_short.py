@@ -12,6 +12,10 @@ for ``--epochs`` epochs on the first 30000 Fashion-MNIST training images (Adam, 
 - ``default``: ``PatternPruning(num_patterns=8, connectivity=0.72)`` and nothing else set (that
   is ``method="magnitude"``);
 - ``admm``: the same with ``method="admm"``, everything else default;
+- ``admm-undamped``, ``admm-decay0.9``, ``admm-decay0.5``: ADMM with ``dual_decay=1`` (plain ADMM:
+  the scaled dual never fades, ``method="admm"`` until 2026-12-08), ``0.9`` or ``0.5`` in every
+  layer, where the default ``"auto"`` fades it by 0.9 in layers with filter groups and not at all
+  in the others (not run unless named);
 - ablations, one default reverted each (not run unless named in ``--variants``):
   ``uniform`` (``connectivity_allocation="uniform"``), ``first-patterns``
   (``first_layer="patterns"``), ``no-cosine`` (``hard_phase_lr=None``), ``no-restore``
@@ -77,6 +81,7 @@ import keras  # noqa: E402
 from accuracy import write_benchmark_files  # noqa: E402 (benchmarks/, the script's directory)
 
 import tfpconv  # noqa: E402
+from tfpconv.runtime.machine import cpu_microarchitecture, cpu_model, cpu_slug  # noqa: E402
 from tfpconv.sparsity.schedules import half_cosine  # noqa: E402
 from tfpconv.tflite.files import write_atomic  # noqa: E402
 
@@ -89,6 +94,9 @@ VARIANTS = {
     "dense-cosine": None,
     "default": {},
     "admm": {"method": "admm"},
+    "admm-undamped": {"method": "admm", "dual_decay": 1.0},
+    "admm-decay0.9": {"method": "admm", "dual_decay": 0.9},
+    "admm-decay0.5": {"method": "admm", "dual_decay": 0.5},
     "uniform": {"connectivity_allocation": "uniform"},
     "first-patterns": {"first_layer": "patterns"},
     "no-cosine": {"hard_phase_lr": None},
@@ -208,6 +216,7 @@ def run_variant(network: str, seed: int, variant: str, checkpoint: Path, data, a
         "unified_packed_bytes": sum(layer.packed_bytes for layer in report.unified),
         "train_seconds": seconds,
         "activation_masked": _masked_fraction(model),
+        "machine": cpu_slug(cpu_model(), cpu_microarchitecture()),
     }
 
 
@@ -233,41 +242,76 @@ def markdown(results: list[dict], config: dict) -> str:
         '`filter_group=g` (`default` has `filter_group="auto"`: 4 where a BatchNorm follows, so '
         "every pruned layer of the batchnorm network; its `group-1` rows were measured as the "
         'defaults before that, 2026-12-05). `admm`: ADMM as `method="admm"` runs it since '
-        "2026-12-06 (each round restarts the weights from Z; constant rho 1; 256 rounds per "
-        "phase, every 2 steps here); `admm-rho10` / `admm-rho100`: rho growing to 10 / 100 over "
+        "2026-12-08 (each round restarts the weights from Z; constant rho 1; 256 rounds per "
+        "phase, every 2 steps here; the scaled dual U fades by 0.9 per round in layers with "
+        "filter groups, every pruned layer of the batchnorm network, and not at all in the "
+        'plain one\'s, whose `admm` rows are therefore those of `method="admm"` since '
+        "2026-12-06); `admm-undamped`, `admm-decay0.9`, `admm-decay0.5`: `dual_decay` 1 (plain "
+        "ADMM), 0.9, 0.5 in every layer; `admm-rho10` / "
+        "`admm-rho100`: undamped, rho growing to 10 / 100 over "
         "the ramp; `admm-32-*`: 32 rounds (every 15 steps). Since 2026-12-06 `PatternPruning` "
         "spreads 256 magnitude projections over the pruning phase (every 2 steps here: the plain "
         "network's `default` is `update-2`, to the hundredth); the `no-restore`, `group-*`, "
         "`prune-1` and `prune-3` rows were measured with the 32 before (every 15 steps); "
-        "`update-N` projects every N steps. The batchnorm network's runs differ between machines "
-        "(the plain one's do not): its rows were measured on an Intel Xeon (`lscpu` family 6 "
-        "model 207, 2026-12-06), its `admm` rows and seeds 3 and 4 on another (model 167), "
+        "`update-N` projects every N steps. `vs dense` / `vs default`: the mean and spread of "
+        "the differences to the dense / default run of the same seed on the same machine. The "
+        "batchnorm network's runs differ between machines (the plain one's do not): rows with a "
+        "machine were measured on it (`amd-epyc-zen4`: `lscpu` family 25 model 17, 2026-12-08); "
+        "the batchnorm rows without one on an Intel Xeon (`lscpu` family 6 model 207, "
+        "2026-12-06), their `admm-undamped` rows and seeds 3 and 4 on another (model 167), "
         "which repeated the dense and default runs of seeds 0 and 1 to the hundredth.",
         "",
-        "| network | variant | seeds | 3x3 compression | unified | activations masked "
-        "| test accuracy | vs dense (points) | per seed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| network | machine | variant | seeds | 3x3 compression | unified | activations masked "
+        "| test accuracy | vs dense (points) | vs default (points) | per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for network in NETWORKS:
-        rows = [r for r in results if r["network"] == network]
-        dense = {r["seed"]: r["test_accuracy"] for r in rows if r["variant"] == "dense"}
-        for variant in VARIANTS:
-            runs = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["seed"])
-            if not runs:
-                continue
-            accuracies = [100 * r["test_accuracy"] for r in runs]
-            paired = [
-                100 * (r["test_accuracy"] - dense[r["seed"]]) for r in runs if r["seed"] in dense
-            ]
-            lines.append(
-                f"| {network} | {variant} | {len(runs)} | "
-                f"{statistics.mean(r['compression_3x3'] for r in runs):.2f}x | "
-                f"{_unified(runs[0])} | {_masked(runs[0])} | "
-                f"{_mean_spread(accuracies)}% | {_mean_spread(paired) if paired else 'n/a'} | "
-                + ", ".join(f"{a:.2f}" for a in accuracies)
-                + " |"
-            )
+        on_network = [r for r in results if r["network"] == network]
+        # Runs pair with the dense and default runs of their own seed and machine: rows without
+        # a machine (before 2026-12-08) are the machines the note above names.
+        for machine in dict.fromkeys(r.get("machine", "") for r in on_network):
+            rows = [r for r in on_network if r.get("machine", "") == machine]
+            lines += _variant_rows(network, machine, rows)
     return "\n".join(lines) + "\n"
+
+
+def _variant_rows(network: str, machine: str, rows: list[dict]) -> list[str]:
+    """One table row per variant of one network's runs on one machine."""
+    by_seed = {
+        variant: {r["seed"]: r["test_accuracy"] for r in rows if r["variant"] == variant}
+        for variant in ("dense", "default")
+    }
+    lines = []
+    for variant in VARIANTS:
+        runs = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["seed"])
+        if not runs:
+            continue
+        accuracies = [100 * r["test_accuracy"] for r in runs]
+        paired = {
+            against: [100 * (r["test_accuracy"] - of[r["seed"]]) for r in runs if r["seed"] in of]
+            for against, of in by_seed.items()
+        }
+        lines.append(
+            f"| {network} | {machine or '-'} | {variant} | {len(runs)} | "
+            f"{statistics.mean(r['compression_3x3'] for r in runs):.2f}x | "
+            f"{_unified(runs[0])} | {_masked(runs[0])} | {_mean_spread(accuracies)}% | "
+            + " | ".join(
+                _mean_spread(paired[a]) if paired[a] and _compares(variant, a) else "n/a"
+                for a in ("dense", "default")
+            )
+            + " | "
+            + ", ".join(f"{a:.2f}" for a in accuracies)
+            + " |"
+        )
+    return lines
+
+
+def _compares(variant: str, against: str) -> bool:
+    """Whether a variant's row shows its difference to ``against``: every variant against dense,
+    the pattern-pruned ones (``PatternPruning`` options) against the defaults."""
+    if against == "dense":
+        return variant != "dense"
+    return variant != "default" and VARIANTS[variant] is not None
 
 
 def _unified(run: dict) -> str:
@@ -314,7 +358,7 @@ def main() -> None:
         "--merge",
         action="store_true",
         help="add the results to those in --out (same settings; a network/seed/variant rerun "
-        "replaces its result)",
+        "on the same machine replaces its result)",
     )
     parser.add_argument(
         "--table-only", action="store_true", help="rewrite the table from the JSON file in --out"
@@ -355,7 +399,7 @@ def main() -> None:
         if args.merge and json_path.exists():
             previous = json.loads(json_path.read_text())
             _check_same_config(previous, config, json_path)
-            key = lambda r: (r["network"], r["seed"], r["variant"])  # noqa: E731
+            key = lambda r: (r["network"], r["seed"], r["variant"], r.get("machine", ""))  # noqa: E731
             merged = {key(r): r for r in previous["results"]}
             merged.update({key(r): r for r in results})
             results = list(merged.values())

@@ -100,14 +100,23 @@ def test_short_budget_protocol_reports_seeds_and_merges(tmp_path):
     assert by_key[(0, "dense")]["compression_3x3"] == 1.0
     assert 6.0 < by_key[(0, "default")]["compression_3x3"] < 9.0
     table = (tmp_path / "accuracy_short.md").read_text()
+    machine = by_key[(0, "dense")]["machine"]
+    assert machine and {r["machine"] for r in results} == {machine}
+    plain = f"| plain | {machine} |"
     mean = 100 * (by_key[(0, "dense")]["test_accuracy"] + by_key[(1, "dense")]["test_accuracy"]) / 2
-    assert f"| plain | dense | 2 | 1.00x | - | - | {mean:.2f} ± " in table
+    assert f"{plain} dense | 2 | 1.00x | - | - | {mean:.2f} ± " in table
     masked = by_key[(1, "act-0.3")]["activation_masked"]
-    assert 0.2 < masked < 0.4 and f"| plain | act-0.3 | 1 | 1.00x | - | {masked:.1%} |" in table
+    assert 0.2 < masked < 0.4 and f"{plain} act-0.3 | 1 | 1.00x | - | {masked:.1%} |" in table
     unified = by_key[(1, "unified")]["kernels_unified"]
     assert unified > 0 and f"{unified} 3x3 kernels" in table
-    assert "| plain | unified | 1 | " in table
-    assert "| plain | admm | 1 |" in table
+    assert f"{plain} unified | 1 | " in table
+    # ADMM against dense and against the defaults, seed 1's runs paired
+    points = lambda a, b: f"{100 * (a - b):+.2f}".lstrip("+")  # noqa: E731
+    admm = by_key[(1, "admm")]["test_accuracy"]
+    vs_dense = points(admm, by_key[(1, "dense")]["test_accuracy"])
+    vs_default = points(admm, by_key[(1, "default")]["test_accuracy"])
+    assert f"{plain} admm | 1 |" in table
+    assert f"% | {vs_dense} ± 0.00 | {vs_default} ± 0.00 | {100 * admm:.2f} |" in table
 
     other = run_short_benchmark("--epochs", "1", *tiny[2:], "--seeds", "0", *out)
     assert other.returncode != 0 and "other settings" in other.stderr

@@ -264,6 +264,30 @@ def test_auto_filter_groups_tie_four_filters_where_batchnorm_follows(method):
         assert (callback.codes[name] == patterns.PRUNED).sum() == kernels // 2, name
 
 
+@pytest.mark.parametrize("dual_decay, expected", [("auto", [1.0, 0.9, 1.0]), (0.5, [0.5] * 3)])
+def test_admm_fades_the_dual_of_grouped_layers(monkeypatch, dual_decay, expected):
+    """With ``dual_decay="auto"`` only c2 (filter groups of 4, BatchNorm after it) fades its U."""
+    from tfpconv.sparsity import admm
+
+    seen: dict[tuple, set[float]] = {}
+    update = admm.ADMMState.update
+
+    def recording_update(state, weights, project, dual_decay=1.0):
+        seen.setdefault(np.shape(weights), set()).add(dual_decay)
+        update(state, weights, project, dual_decay)
+
+    monkeypatch.setattr(admm.ADMMState, "update", recording_update)
+    model = build(batchnorm_model)
+    x, y = data()
+    callback = tfpconv.callbacks.PatternPruning(
+        8, 0.5, method="admm", first_layer="full", dual_decay=dual_decay, verbose=0
+    )
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=[callback], verbose=0)
+    assert callback.dual_decay == dual_decay
+    shapes = [tuple(model.get_layer(n).kernel.shape) for n in ("c1", "c2", "c3")]
+    assert [seen[shape] for shape in shapes] == [{d} for d in expected]
+
+
 def test_prune_patterns_groups_filters_by_the_same_rule():
     model = build(batchnorm_model)
     tfpconv.prune_patterns(model, connectivity=0.5)
@@ -437,6 +461,9 @@ def test_no_prunable_layer_says_what_was_found():
         ({"connectivity_allocation": "random"}, "unknown connectivity_allocation 'random'"),
         ({"filter_group": 0}, "filter_group must be >= 1"),
         ({"filter_group": "four"}, "filter_group must be 'auto' or a positive integer"),
+        ({"method": "admm", "dual_decay": 1.5}, r"dual_decay must be in \[0, 1\]"),
+        ({"dual_decay": -0.1}, r"dual_decay must be in \[0, 1\]"),
+        ({"dual_decay": "fast"}, "dual_decay must be 'auto' or a number in"),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, message):

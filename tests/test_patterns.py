@@ -297,6 +297,27 @@ def test_a_growing_rho_keeps_the_unscaled_dual():
     assert np.linalg.norm(state.target() - state.z) < np.linalg.norm(dual / rho)
 
 
+def test_a_fading_dual_forgets_what_the_projections_removed():
+    rng = np.random.default_rng(4)
+    library = patterns.select_library([rng.normal(size=(3, 3, 4, 4))], 4)
+    project = lambda w: patterns.project(w, library, 0.5)[0]  # noqa: E731
+    weights, u = rng.normal(size=(3, 3, 4, 4)), rng.normal(size=(3, 3, 4, 4))
+    plain = admm.ADMMState(z=np.zeros_like(u), u=u.copy())
+    plain.update(weights, project)
+    faded = admm.ADMMState(z=np.zeros_like(u), u=u.copy())
+    faded.update(weights, project, dual_decay=0.5)
+    np.testing.assert_allclose(faded.z, plain.z)  # Z still sees the whole dual
+    np.testing.assert_allclose(faded.u, 0.5 * plain.u)
+    # dual_decay 0: Z is the projection of W alone from the next round on (magnitude projection)
+    forgetful = admm.ADMMState(z=np.zeros_like(u), u=u.copy())
+    forgetful.update(weights, project, dual_decay=0.0)
+    assert not forgetful.u.any()
+    forgetful.update(weights, project, dual_decay=0.0)
+    np.testing.assert_allclose(forgetful.z, project(weights))
+    with pytest.raises(ValueError, match=r"dual_decay must be in \[0, 1\], got 1.1"):
+        forgetful.update(weights, project, dual_decay=1.1)
+
+
 def test_penalty_step_is_the_exact_proximal_step():
     w, t = np.array([1.0, -2.0]), np.array([0.0, 0.0])
     np.testing.assert_allclose(admm.penalty_step(w, t, 1.0), [0.5, -1.0])

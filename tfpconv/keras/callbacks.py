@@ -15,6 +15,7 @@ that reads their metrics: callbacks see an epoch's logs in list order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,19 @@ from tfpconv.sparsity import unification
 #: rounds restart the weights from Z, gains from them the same way.
 PATTERN_PROJECTIONS_PER_PHASE = 256
 
+#: Factor by which ``PatternPruning``'s ADMM fades the scaled dual U after every round in layers
+#: whose filters are grouped (``filter_group`` above 1; with ``dual_decay="auto"``, the default).
+#: Under Adam a removed weight moves by about the learning rate every step whatever its gradient,
+#: and with groups a removed weight comes back only with its group's: an undamped U (plain ADMM)
+#: there cost 0.13 points against magnitude projection (BatchNorm network, filter groups of 4),
+#: faded by 0.9 per round (U remembers about the last 10 rounds) it gained 0.10, five seeds of five.
+#: Ungrouped layers keep plain ADMM, which gained 0.25 there, where 0.9 lost 0.18
+#: (``benchmarks/results/accuracy_short.md``; README, "ADMM with filter groups").
+GROUPED_DUAL_DECAY = 0.9
+
 __all__ = [
     "ActivationSparsity",
+    "GROUPED_DUAL_DECAY",
     "HARD_PHASE_LR",
     "METHODS",
     "PATTERN_PROJECTIONS_PER_PHASE",
@@ -73,10 +85,12 @@ class PatternPruning(SparsityTraining):
          the same. Layers whose output goes only into a ``BatchNormalization`` are left as
          projected: BatchNorm renormalizes them anyway.
        - ``method="admm"``: ADMM with ``Z = project(W + U)`` (its filter norms restored too, with
-         ``restore_norms``) and ``U += W - Z`` at every update; then the weights restart from
-         ``Z``, so the network trains on weights that satisfy the constraints while the scaled
-         dual ``U`` accumulates what the projections removed and brings back, at the next
-         round, weights that the loss keeps regrowing. After every optimizer step the weights
+         ``restore_norms``) and ``U = dual_decay * (U + W - Z)`` at every update; then the
+         weights restart from ``Z``, so the network trains on weights that satisfy the
+         constraints while the scaled dual ``U`` accumulates what the projections removed and
+         brings back, at the next round, weights that the loss keeps regrowing (in layers with
+         filter groups U fades by 0.9 per round, so that only a recent, steady regrowth brings a
+         group's weights back: ``dual_decay``). After every optimizer step the weights
          take the exact proximal step of the penalty ``rho/2 ||W - Z + U||^2`` with the
          optimizer's current learning rate ``lr``: ``W <- (W + lr*rho*(Z - U)) / (1 + lr*rho)``
          (the same as adding the penalty to the loss under SGD, and stable for any ``rho``).
@@ -94,8 +108,9 @@ class PatternPruning(SparsityTraining):
 
     The defaults are the best recipe measured on short fine-tuning budgets (prune a trained
     network in as many epochs as it trained; ``benchmarks/accuracy_short.py``): magnitude
-    projection (ADMM kept 0.25 points more without BatchNorm, but 0.13 fewer with it over five
-    seeds, and most pruned CNNs have BatchNorm), spreading 256 projections over the phase,
+    projection (ADMM keeps 0.25 points more without BatchNorm and, with its dual fading in the
+    grouped layers, 0.10 more with it, five seeds of five; it becomes the default once the
+    12-epoch benchmark confirms it), spreading 256 projections over the phase,
     leaving the first convolution dense, the Erdős–Rényi split, the hard-phase cosine and
     restoring the filter norms (0.4 points without BatchNorm) each added accuracy. See
     ``benchmarks/results/accuracy_short.md`` for the figures.
@@ -169,6 +184,11 @@ class PatternPruning(SparsityTraining):
       rho, rho_growth, rho_max: the ADMM penalty schedule: ``rho`` to start with, growing to
         ``rho_max`` (None: ``rho``, a constant penalty) by ``rho_growth`` per update
         (None: the factor that reaches ``rho_max`` at the end of the ramp).
+      dual_decay: with ADMM, the factor in [0, 1] by which the scaled dual U fades after every
+        round, ``U <- dual_decay * (U + W - Z)``: 1 is plain ADMM, 0 makes ``Z`` a projection of
+        W alone (magnitude projection); ``"auto"`` (the default) fades it by
+        :data:`GROUPED_DUAL_DECAY` (0.9) in the layers whose filters are grouped and not at all
+        in the others, which measured best on both networks of the short budget.
       hard_phase_lr: ``"cosine"`` or None (leave the learning rate to the optimizer).
       restore_norms: scale every output channel back to its norm before each magnitude
         projection, ADMM's ``Z`` and the hard phase's projection (True, the default), or keep the
@@ -202,11 +222,17 @@ class PatternPruning(SparsityTraining):
         rho: float = 1.0,
         rho_growth: float | None = None,
         rho_max: float | None = None,
+        dual_decay: float | str = "auto",
         hard_phase_lr: str | None = "cosine",
         restore_norms: bool = True,
         unify: float = 0.0,
         verbose: int = 1,
     ) -> None:
+        if isinstance(dual_decay, str) and dual_decay != "auto":
+            raise ValueError(
+                f"dual_decay must be 'auto' or a number in [0, 1] (1: plain ADMM), "
+                f"got {dual_decay!r}"
+            )
         self.patterns = PatternConnectivity(
             num_patterns,
             connectivity,
@@ -230,10 +256,23 @@ class PatternPruning(SparsityTraining):
             rho=rho,
             rho_growth=rho_growth,
             rho_max=rho_max,
+            dual_decay=1.0 if dual_decay == "auto" else dual_decay,
             hard_phase_lr=hard_phase_lr,
             restore_norms=restore_norms,
             verbose=verbose,
         )
+
+        #: ``"auto"`` or the factor every layer's scaled dual fades by (see ``dual_decay``).
+        self.dual_decay: float | str = dual_decay
+
+    def _dual_decay(self, entry: Any) -> float:
+        if self.dual_decay != "auto":
+            return float(self.dual_decay)
+        grouped = any(
+            constraint is self.patterns and self.patterns.groups[index] > 1
+            for constraint, index in entry.chain
+        )
+        return GROUPED_DUAL_DECAY if grouped else 1.0
 
     @property
     def num_patterns(self) -> int:

@@ -90,6 +90,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         rho: float = 1.0,
         rho_growth: float | None = None,
         rho_max: float | None = 100.0,
+        dual_decay: float = 1.0,
         hard_phase_lr: str | None = "cosine",
         restore_norms: bool = False,
         verbose: int = 1,
@@ -116,6 +117,8 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
                 f"need rho > 0, rho_growth >= 1 and rho_max >= rho; got rho={rho}, "
                 f"rho_growth={rho_growth}, rho_max={rho_max}"
             )
+        if not 0.0 <= dual_decay <= 1.0:
+            raise ValueError(f"dual_decay must be in [0, 1] (1: plain ADMM), got {dual_decay!r}")
         if not constraints:
             raise ValueError("SparsityTraining needs at least one constraint set")
         for constraint in constraints:
@@ -128,6 +131,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         self.update_every = update_every
         self.rho_initial, self.rho_max = float(rho), float(rho_max)
         self.rho_growth = None if rho_growth is None else float(rho_growth)
+        self.dual_decay = float(dual_decay)
         self.hard_phase_lr = hard_phase_lr
         self.restore_norms = bool(restore_norms)
         self.verbose = verbose
@@ -308,7 +312,7 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         if self._phase == "admm":
             rho = min(self._rho * self._rho_factor(), self.rho_max)
             for entry, state in zip(self._layers, self._admm, strict=True):
-                state.update(entry.kernel(), self._projection(entry, at))
+                state.update(entry.kernel(), self._projection(entry, at), self._dual_decay(entry))
                 state.rescale_penalty(rho / self._rho)
             self._rho = rho
             self._share_admm_state()
@@ -406,6 +410,10 @@ class SparsityTraining(_compat.TfKerasCallbackHooks, keras.callbacks.Callback):
         )
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _dual_decay(self, entry: _Layer) -> float:
+        """The factor by which ADMM fades ``entry``'s scaled dual after every round."""
+        return float(self.dual_decay)
 
     def _projection(self, entry: _Layer, at: SchedulePoint) -> Callable[[np.ndarray], np.ndarray]:
         """One layer's projection at ``at``, norms restored (``_restored``): what a magnitude

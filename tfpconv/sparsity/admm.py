@@ -29,11 +29,17 @@ class ADMMState:
         weights = np.asarray(weights)
         return cls(z=project(weights), u=np.zeros_like(weights))
 
-    def update(self, weights: np.ndarray, project: Projection) -> None:
-        """One ADMM round: Z = project(W + U), then U += W - Z."""
+    def update(self, weights: np.ndarray, project: Projection, dual_decay: float = 1.0) -> None:
+        """One ADMM round: Z = project(W + U), then U = dual_decay * (U + W - Z).
+
+        ``dual_decay`` 1 is plain ADMM; below 1 what U holds fades by that factor per round, so a
+        removed weight returns only if the loss keeps regrowing it within the last
+        ``1 / (1 - dual_decay)`` rounds or so; 0 makes Z a projection of W alone."""
+        if not 0.0 <= dual_decay <= 1.0:
+            raise ValueError(f"dual_decay must be in [0, 1], got {dual_decay}")
         weights = np.asarray(weights)
         self.z = project(weights + self.u)
-        self.u = self.u + weights - self.z
+        self.u = dual_decay * (self.u + weights - self.z)
 
     def rescale_penalty(self, factor: float) -> None:
         """Keep the unscaled dual ``rho * U`` when rho is multiplied by ``factor``: U /= factor.
